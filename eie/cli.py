@@ -1,0 +1,42 @@
+"""The `eie` command. Each subcommand lives beside the code it drives and registers its own parser;
+heavy imports (torch, amaranth, cocotb) happen inside the commands so `eie --help` stays fast."""
+
+import argparse
+import sys
+
+from .errors import EieError
+
+# Modules with a `register(subparsers)` function, in the order `eie --help` lists them.
+COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands"]
+
+
+def build_parser():
+    import importlib
+    parser = argparse.ArgumentParser(
+        prog="eie",
+        description="Prune and compress PyTorch networks and run them bit-exact on a simulated "
+                    "EIE-style sparse accelerator (Amaranth -> Verilog -> Verilator/cocotb).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except EieError as e:
+        print(f"eie {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"eie {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

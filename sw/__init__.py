@@ -1,0 +1,1 @@
+"""Software side: pruning, compression, the sparse encoder, the bit-exact reference and the performance model."""
