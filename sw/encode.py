@@ -1,0 +1,139 @@
+"""EIE's interleaved CSC encoding of one layer, and what it costs in bits.
+
+Row ``i`` belongs to PE ``i % pes`` (local row ``i // pes``). Each PE stores its local rows column by column
+as entries ``(v, z)``: ``v`` indexes the layer's codebook (0 is reserved for zero / padding) and ``z`` counts
+the zeros skipped since the previous entry of the column. A run of more than ``max_zero_run`` zeros needs a
+padding entry ``(0, max_zero_run)``, which stands for one more zero itself. ``counts[j]`` is the number of
+entries (padding included) of column ``j``; EIE's pointers are their prefix sums.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import ChipConfig
+from ..errors import EieError
+
+__all__ = ["PeSlice", "EncodedLayer", "encode_layer", "decode_layer", "storage_bits", "check_index_matrix"]
+
+
+@dataclass(frozen=True)
+class PeSlice:
+    """One PE's share of a layer."""
+    v: np.ndarray        # weight index per entry, 0 = padding
+    z: np.ndarray        # zeros skipped before each entry
+    counts: np.ndarray   # entries per column, padding included
+
+    @property
+    def pointers(self):
+        """EIE's column pointers p_0..p_cols (column j spans entries p_j..p_{j+1}-1)."""
+        return np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+
+    @property
+    def n_entries(self):
+        return len(self.v)
+
+    @property
+    def n_padding(self):
+        return int(np.count_nonzero(self.v == 0))
+
+
+@dataclass(frozen=True)
+class EncodedLayer:
+    rows: int
+    cols: int
+    pes: tuple  # of PeSlice, one per PE
+
+    @property
+    def counts(self):
+        """(pes, cols) entries per column per PE."""
+        return np.stack([pe.counts for pe in self.pes])
+
+
+def check_index_matrix(w_index, config, what="layer"):
+    """A 2-D integer matrix of codebook indices that fits the chip's index width and dimensions."""
+    w = np.asarray(w_index)
+    if w.ndim != 2:
+        raise EieError(f"{what}: weight-index matrix must be 2-D (rows x cols), got shape {w.shape}")
+    if not np.issubdtype(w.dtype, np.integer):
+        raise EieError(f"{what}: weight-index matrix must be integer codebook indices, got dtype {w.dtype}")
+    if w.size and (w.min() < 0 or w.max() >= config.codebook_size):
+        raise EieError(f"{what}: codebook indices must lie in 0..{config.codebook_size - 1} "
+                       f"(weight_index_bits={config.weight_index_bits}), got {w.min()}..{w.max()}")
+    rows, cols = w.shape
+    if rows == 0 or cols == 0:
+        raise EieError(f"{what}: empty matrix {w.shape}")
+    if rows > config.max_dim or cols > config.max_dim:
+        raise EieError(f"{what}: {rows}x{cols} exceeds this chip's {config.max_dim} rows/columns "
+                       f"(act_depth {config.act_depth} x {config.pes} PEs): use more PEs or a larger --act-depth")
+    return w.astype(np.int64)
+
+
+def _encode_pe(local, config):
+    cols = local.shape[1]
+    col, row = np.nonzero(local.T)          # CSC order: by column, then row
+    v = local[row, col]
+    prev = np.full_like(row, -1)              # previous entry's row in the same column, else -1
+    prev[1:] = np.where(col[1:] == col[:-1], row[:-1], -1)
+    gap = row - prev - 1
+    pads = gap // (config.max_zero_run + 1)
+    width = pads + 1                         # entries this non-zero costs, padding included
+    total = int(width.sum())
+    out_v = np.zeros(total, np.int64)
+    out_z = np.full(total, config.max_zero_run, np.int64)
+    real = np.cumsum(width) - 1
+    out_v[real] = v
+    out_z[real] = gap - pads * (config.max_zero_run + 1)
+    counts = np.bincount(col, weights=width, minlength=cols).astype(np.int64)
+    return PeSlice(out_v, out_z, counts)
+
+
+def encode_layer(w_index, config, what="layer"):
+    """Encode a rows x cols matrix of codebook indices for `config`'s PEs."""
+    if not isinstance(config, ChipConfig):
+        raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
+    w = check_index_matrix(w_index, config, what)
+    rows, cols = w.shape
+    pes = tuple(_encode_pe(w[k::config.pes], config) for k in range(config.pes))
+    worst = max(int(pe.counts.max(initial=0)) for pe in pes)
+    if worst > config.max_count:
+        k = max(range(config.pes), key=lambda k: pes[k].counts.max(initial=0))
+        j = int(np.argmax(pes[k].counts))
+        raise EieError(f"{what}: column {j} holds {worst} entries in PE {k} (padding included) but "
+                       f"count_bits={config.count_bits} holds at most {config.max_count}: "
+                       f"use more PEs or a larger --count-bits")
+    return EncodedLayer(rows, cols, pes)
+
+
+def decode_layer(enc, config):
+    """Inverse of `encode_layer`: the rows x cols index matrix."""
+    w = np.zeros((enc.rows, enc.cols), np.int64)
+    for k, pe in enumerate(enc.pes):
+        ptr = pe.pointers
+        for j in range(enc.cols):
+            r = -1
+            for e in range(ptr[j], ptr[j + 1]):
+                r += int(pe.z[e]) + 1
+                if pe.v[e]:
+                    w[r * config.pes + k, j] = pe.v[e]
+    return w
+
+
+def storage_bits(enc, config):
+    """Bits by part for the model as stored on `config`'s chip (codebook and bias once per layer).
+
+    `pointers` is this chip's format (a base plus `count_bits` per column, per PE); `eie_pointers` is EIE's
+    16-bit pointer per column and PE, for comparison.
+    """
+    real = sum(pe.n_entries - pe.n_padding for pe in enc.pes)
+    pad = sum(pe.n_padding for pe in enc.pes)
+    ptr_words = -(-enc.cols // config.cols_per_ptr_word)
+    return {
+        "weights": real * config.weight_index_bits,
+        "indices": real * config.index_bits,
+        "padding": pad * config.entry_bits,
+        "pointers": config.pes * ptr_words * config.ptr_word_bits,
+        "codebook": config.codebook_size * config.weight_bits,
+        "bias": enc.rows * config.act_bits,
+        "eie_pointers": config.pes * (enc.cols + 1) * 16,
+    }

@@ -1,0 +1,216 @@
+"""Chip image: the exact contents of every on-chip memory for a chain of layers, for one `ChipConfig`.
+
+Layers are placed one after another: layer ``l``'s entries start at word ``entry_base`` of every PE's
+sparse-matrix SRAM, its pointer words at ``ptr_base``; codebook ``l`` and biases ``l`` have fixed slots.
+An image is saved as ``.npz`` with a header naming its config and a digest of its contents, so an image made
+for another chip, or a truncated or edited file, is refused before any simulation starts.
+"""
+
+from dataclasses import dataclass
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from ..config import ChipConfig
+from ..errors import EieError
+from .encode import EncodedLayer, PeSlice, encode_layer, decode_layer
+from .quant import QuantLayer
+
+__all__ = ["LayerDesc", "ChipImage", "build_image", "load_image", "atomic_write"]
+
+FORMAT = "eie-image-1"
+
+
+@dataclass(frozen=True)
+class LayerDesc:
+    """One row of the chip's layer table."""
+    rows: int
+    cols: int
+    entry_base: int   # first sparse-matrix word
+    ptr_base: int     # first pointer word
+    shift: int
+    relu: bool
+
+
+@dataclass
+class ChipImage:
+    config: ChipConfig
+    layers: list          # LayerDesc per layer
+    entries: list         # per PE: (n, 2) int array of (v, z), word-aligned per layer
+    ptr_base: np.ndarray  # (pes, ptr_words_used) base entry address of each pointer word
+    ptr_counts: np.ndarray  # (pes, ptr_words_used, cols_per_ptr_word) entries per column
+    codebooks: np.ndarray   # (layers, codebook_size)
+    biases: np.ndarray      # (layers, pes, act_depth) by local row
+    fracs: list             # per layer (in_frac, w_frac, out_frac), for reading results as numbers
+
+    # -- what the chip loads -----------------------------------------------------------------------------
+    def matrix_words(self, pe):
+        """Packed sparse-matrix SRAM words of PE `pe` (entry k of a word at bits k*entry_bits; v low, z high)."""
+        c = self.config
+        e = self.entries[pe]
+        n = -(-len(e) // c.entries_per_word) * c.entries_per_word
+        packed = np.zeros(n, dtype=object)
+        packed[:len(e)] = [int(v) | (int(z) << c.weight_index_bits) for v, z in e]
+        lanes = packed.reshape(-1, c.entries_per_word)
+        return [sum(int(x) << (k * c.entry_bits) for k, x in enumerate(row)) for row in lanes]
+
+    def pointer_words(self, pe):
+        c = self.config
+        shifts = c.entry_addr_bits + c.count_bits * np.arange(c.cols_per_ptr_word)
+        return [int(b) | sum(int(n) << int(s) for n, s in zip(counts, shifts))
+                for b, counts in zip(self.ptr_base[pe], self.ptr_counts[pe])]
+
+    @property
+    def matrix_words_used(self):
+        c = self.config
+        return max(-(-len(e) // c.entries_per_word) for e in self.entries)
+
+    # -- what it means ---------------------------------------------------------------------------------------
+    def quant_layers(self):
+        """Decode the memories back into QuantLayers: the reference runs on exactly what the chip holds."""
+        c = self.config
+        out = []
+        for l, d in enumerate(self.layers):
+            pes = []
+            for k in range(c.pes):
+                start = d.entry_base * c.entries_per_word
+                words = -(-d.cols // c.cols_per_ptr_word)
+                counts = self.ptr_counts[k, d.ptr_base:d.ptr_base + words].reshape(-1)[:d.cols]
+                first = int(self.ptr_base[k, d.ptr_base]) if words else start
+                e = self.entries[k][first:first + int(counts.sum())]
+                pes.append(PeSlice(e[:, 0], e[:, 1], counts))
+            w = decode_layer(EncodedLayer(d.rows, d.cols, tuple(pes)), c)
+            bias = np.zeros(d.rows, np.int64)
+            for k in range(c.pes):
+                bias[k::c.pes] = self.biases[l, k, :len(bias[k::c.pes])]
+            out.append(QuantLayer(w, self.codebooks[l].copy(), bias, d.shift, d.relu, *self.fracs[l]))
+        return out
+
+    # -- files ---------------------------------------------------------------------------------------------
+    def _arrays(self):
+        arrays = {"ptr_base": self.ptr_base, "ptr_counts": self.ptr_counts,
+                  "codebooks": self.codebooks, "biases": self.biases}
+        for k, e in enumerate(self.entries):
+            arrays[f"entries_{k}"] = e
+        return arrays
+
+    def _digest(self, header):
+        h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+        for name, a in sorted(self._arrays().items()):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(a, np.int64).tobytes())
+        return h.hexdigest()
+
+    def _header(self):
+        return {"format": FORMAT, "config": self.config.to_dict(),
+                "layers": [d.__dict__ for d in self.layers], "fracs": self.fracs}
+
+    def save(self, path):
+        header = self._header()
+        header["digest"] = self._digest(header)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, header=np.array(json.dumps(header)), **self._arrays())
+        atomic_write(path, buf.getvalue())
+
+
+def atomic_write(path, data):
+    """Write bytes or text so that `path` is either the old file or the complete new one."""
+    path = os.fspath(path)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_image(path, config=None):
+    """Read an image; with `config`, refuse one made for another chip."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            arrays = {name: z[name] for name in z.files if name != "header"}
+    except FileNotFoundError:
+        raise EieError(f"{path}: no such image file") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as e:
+        raise EieError(f"{path}: not a readable chip image ({type(e).__name__}); rebuild it with 'eie compress'") from None
+    if header.get("format") != FORMAT:
+        raise EieError(f"{path}: unknown image format {header.get('format')!r}, expected {FORMAT!r}")
+    made_for = ChipConfig.from_dict(header["config"])
+    if config is not None and made_for != config:
+        diff = ", ".join(f"{k}={v} (chip has {getattr(config, k)})"
+                         for k, v in made_for.to_dict().items() if getattr(config, k) != v)
+        raise EieError(f"{path}: image was built for another chip configuration: {diff}; "
+                       f"rebuild the image for this chip or run with the image's configuration")
+    try:
+        image = ChipImage(made_for, [LayerDesc(**d) for d in header["layers"]],
+                          [arrays[f"entries_{k}"] for k in range(made_for.pes)],
+                          arrays["ptr_base"], arrays["ptr_counts"], arrays["codebooks"], arrays["biases"],
+                          [tuple(f) for f in header["fracs"]])
+    except (KeyError, TypeError) as e:
+        raise EieError(f"{path}: image is missing part of its contents ({e}); rebuild it") from None
+    digest = header.pop("digest", None)
+    if digest != image._digest(header):
+        raise EieError(f"{path}: image contents do not match their digest (edited or corrupted); rebuild it")
+    return image
+
+
+def build_image(layers, config):
+    """Encode a chain of QuantLayers for `config`; raise EieError if it does not fit the chip."""
+    if not isinstance(config, ChipConfig):
+        raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
+    if not layers:
+        raise EieError("a chip image needs at least one layer")
+    if len(layers) > config.max_layers:
+        raise EieError(f"{len(layers)} layers but the chip's layer table holds {config.max_layers}: "
+                       f"use a larger --max-layers")
+    c = config
+    descs, entries, bases, counts = [], [[] for _ in range(c.pes)], [], []
+    codebooks = np.zeros((len(layers), c.codebook_size), np.int64)
+    biases = np.zeros((len(layers), c.pes, c.act_depth), np.int64)
+    entry_base = ptr_base = 0
+    for l, layer in enumerate(layers):
+        what = f"layer {l}"
+        if not isinstance(layer, QuantLayer):
+            raise TypeError(f"{what} must be a QuantLayer, not {type(layer).__name__}")
+        layer.check(c, what)
+        if l and layer.cols != layers[l - 1].rows:
+            raise EieError(f"{what} takes {layer.cols} inputs but layer {l - 1} gives {layers[l - 1].rows}")
+        enc = encode_layer(layer.w_index, c, what)
+        words = -(-layer.cols // c.cols_per_ptr_word)
+        padded = np.zeros((c.pes, words * c.cols_per_ptr_word), np.int64)
+        padded[:, :layer.cols] = enc.counts
+        block_counts = padded.reshape(c.pes, words, c.cols_per_ptr_word)
+        starts = np.concatenate([np.zeros((c.pes, 1), np.int64), np.cumsum(padded, axis=1)], axis=1)
+        bases.append(entry_base * c.entries_per_word + starts[:, :-1:c.cols_per_ptr_word])
+        counts.append(block_counts)
+        layer_words = max(-(-pe.n_entries // c.entries_per_word) for pe in enc.pes)
+        for k, pe in enumerate(enc.pes):
+            e = np.stack([pe.v, pe.z], axis=1)
+            fill = layer_words * c.entries_per_word - len(e)
+            entries[k].append(np.concatenate([e, np.zeros((fill, 2), np.int64)]))
+            local = layer.bias[k::c.pes]
+            biases[l, k, :len(local)] = local
+        codebooks[l] = layer.codebook
+        descs.append(LayerDesc(layer.rows, layer.cols, entry_base, ptr_base, layer.shift, layer.relu))
+        entry_base += layer_words
+        ptr_base += words
+    if entry_base > c.matrix_words:
+        raise EieError(f"model needs {entry_base} sparse-matrix words per PE (its busiest PE's share) but the "
+                       f"chip has {c.matrix_words}: use more PEs or --matrix-words {entry_base}")
+    if ptr_base > c.ptr_words:
+        raise EieError(f"model needs {ptr_base} pointer words per PE but the chip has {c.ptr_words}: "
+                       f"use --ptr-words {ptr_base}")
+    return ChipImage(c, descs,
+                     [np.concatenate(e) for e in entries],
+                     np.concatenate(bases, axis=1), np.concatenate(counts, axis=1),
+                     codebooks, biases,
+                     [(l.in_frac, l.w_frac, l.out_frac) for l in layers])

@@ -1,0 +1,129 @@
+"""Fixed point: turn a weight-shared float layer into the integers the chip computes with.
+
+A value x with ``frac`` fraction bits is stored as ``floor(x * 2**frac + 1/2)`` saturated to the width
+(round half-up, like the chip's output rounding). A layer maps activations with ``in_frac`` to outputs with
+``out_frac`` through codebook values with ``w_frac``: ``shift = in_frac + w_frac - out_frac``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import EieError
+from .encode import check_index_matrix
+
+__all__ = ["QuantLayer", "to_fixed", "from_fixed", "frac_for", "quantize_layer", "quantize_network"]
+
+
+def to_fixed(x, frac, bits):
+    """Round half-up to `frac` fraction bits and saturate to signed `bits`."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return np.clip(np.floor(np.asarray(x, np.float64) * 2.0 ** frac + 0.5), lo, hi).astype(np.int64)
+
+
+def from_fixed(q, frac):
+    return np.asarray(q, np.float64) / 2.0 ** frac
+
+
+def frac_for(max_abs, bits, max_frac=None):
+    """Most fraction bits (at most `max_frac`, default 2 * bits) that keep `max_abs` inside signed `bits`."""
+    max_frac = 2 * bits if max_frac is None else max_frac
+    if not np.isfinite(max_abs):
+        raise EieError(f"cannot choose a fixed-point scale for a non-finite value ({max_abs})")
+    if max_abs <= 0:
+        return max_frac
+    top = (1 << (bits - 1)) - 1
+    fits = lambda f: np.floor(max_abs * 2.0 ** f + 0.5) <= top
+    frac = min(max_frac, bits - 1 - int(np.ceil(np.log2(max_abs))))
+    while frac < max_frac and fits(frac + 1):
+        frac += 1
+    while not fits(frac):
+        frac -= 1
+    return frac
+
+
+@dataclass
+class QuantLayer:
+    """One fully connected layer as the chip runs it: y = ReLU?(sat(round(((bias << shift) + W a) >> shift)))."""
+    w_index: np.ndarray   # rows x cols codebook indices, 0 = pruned
+    codebook: np.ndarray  # codebook_size signed values, entry 0 == 0
+    bias: np.ndarray      # rows, activation format at the output scale
+    shift: int
+    relu: bool
+    in_frac: int = 0
+    w_frac: int = 0
+    out_frac: int = 0
+
+    @property
+    def rows(self):
+        return self.w_index.shape[0]
+
+    @property
+    def cols(self):
+        return self.w_index.shape[1]
+
+    def check(self, config, what="layer"):
+        """Raise EieError unless this layer fits `config`'s arithmetic and dimensions."""
+        self.w_index = check_index_matrix(self.w_index, config, what)
+        cb = np.asarray(self.codebook)
+        if cb.shape != (config.codebook_size,) or not np.issubdtype(cb.dtype, np.integer):
+            raise EieError(f"{what}: codebook must be {config.codebook_size} integers, got {cb.dtype} {cb.shape}")
+        if cb[0] != 0:
+            raise EieError(f"{what}: codebook entry 0 is reserved for zero, got {cb[0]}")
+        wlo, whi = -(1 << (config.weight_bits - 1)), (1 << (config.weight_bits - 1)) - 1
+        if cb.min() < wlo or cb.max() > whi:
+            raise EieError(f"{what}: codebook values exceed {config.weight_bits}-bit range {wlo}..{whi}")
+        b = np.asarray(self.bias)
+        if b.shape != (self.rows,) or not np.issubdtype(b.dtype, np.integer):
+            raise EieError(f"{what}: bias must be {self.rows} integers, got {b.dtype} {b.shape}")
+        if b.size and (b.min() < config.act_min or b.max() > config.act_max):
+            raise EieError(f"{what}: bias exceeds the {config.act_bits}-bit activation range")
+        if not isinstance(self.shift, (int, np.integer)) or not 0 <= self.shift < config.acc_bits - config.act_bits:
+            raise EieError(f"{what}: shift must be an integer in 0..{config.acc_bits - config.act_bits - 1}, "
+                           f"got {self.shift}")
+        self.codebook, self.bias, self.shift = cb.astype(np.int64), b.astype(np.int64), int(self.shift)
+        self.relu = bool(self.relu)
+        return self
+
+
+def quantize_layer(w_index, centroids, bias, relu, in_frac, out_frac, config):
+    """Fixed-point layer from a float codebook (`centroids`, entry 0 must be 0) and float bias."""
+    centroids = np.asarray(centroids, np.float64)
+    if len(centroids) != config.codebook_size:
+        raise EieError(f"need {config.codebook_size} centroids for weight_index_bits={config.weight_index_bits}, "
+                       f"got {len(centroids)}")
+    w_frac = frac_for(np.abs(centroids).max(), config.weight_bits)
+    # A negative shift would need a left shift the chip does not have: give up weight precision instead.
+    w_frac = max(w_frac, out_frac - in_frac)
+    shift = in_frac + w_frac - out_frac
+    limit = config.acc_bits - config.act_bits - 1
+    if shift > limit:
+        w_frac -= shift - limit
+        shift = limit
+    codebook = to_fixed(centroids, w_frac, config.weight_bits)
+    codebook[0] = 0
+    return QuantLayer(np.asarray(w_index, np.int64), codebook, to_fixed(bias, out_frac, config.act_bits),
+                      shift, relu, in_frac, w_frac, out_frac)
+
+
+def quantize_network(layers, calib_x, config, in_frac=None, headroom=1.0):
+    """Quantize a chain of weight-shared layers.
+
+    `layers`: sequence of (w_index, centroids, bias, relu) in float; `calib_x`: (n, cols) float inputs used to
+    pick each layer's output scale from its largest observed activation (times `headroom`).
+    """
+    x = np.asarray(calib_x, np.float64)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise EieError("calibration inputs must be a finite 2-D array (samples x features)")
+    frac = frac_for(np.abs(x).max(), config.act_bits) if in_frac is None else in_frac
+    out = []
+    for n, (w_index, centroids, bias, relu) in enumerate(layers):
+        w = np.asarray(centroids, np.float64)[np.asarray(w_index)]
+        x = x @ w.T + np.asarray(bias, np.float64)
+        if relu:
+            x = np.maximum(x, 0)
+        out_frac = frac_for(np.abs(x).max() * headroom, config.act_bits)
+        q = quantize_layer(w_index, centroids, bias, relu, frac, out_frac, config)
+        out.append(q.check(config, f"layer {n}"))
+        frac = out_frac
+    return out

@@ -1,0 +1,61 @@
+"""The chip's arithmetic in numpy: the definition of bit-exact (contract in `eie.config`)."""
+
+import numpy as np
+
+from ..errors import EieError
+
+__all__ = ["wrap", "requantize", "layer_forward", "forward", "check_activations"]
+
+
+def wrap(x, bits):
+    """Two's complement wrap of int64 values to `bits`."""
+    if bits >= 64:
+        return x
+    half = 1 << (bits - 1)
+    return ((x + half) & ((1 << bits) - 1)) - half
+
+
+def requantize(acc, shift, relu, config):
+    """Accumulator -> activation: round half-up by `shift`, saturate, optional ReLU."""
+    y = (acc + (1 << (shift - 1))) >> shift if shift else acc
+    y = np.clip(y, config.act_min, config.act_max)
+    return np.maximum(y, 0) if relu else y
+
+
+def check_activations(x, cols, config, what="input"):
+    """Integer activations of the right length and range, as a (batch, cols) int64 array."""
+    a = np.asarray(x)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise EieError(f"{what}: activations must be integers (quantize them first), got dtype {a.dtype}")
+    a = a.reshape(1, -1) if a.ndim == 1 else a
+    if a.ndim != 2 or a.shape[1] != cols:
+        raise EieError(f"{what}: expected {cols} activations per sample, got shape {np.asarray(x).shape}")
+    if a.size and (a.min() < config.act_min or a.max() > config.act_max):
+        raise EieError(f"{what}: activations exceed the {config.act_bits}-bit range "
+                       f"{config.act_min}..{config.act_max}")
+    return a.astype(np.int64)
+
+
+def _matmul_exact(a, w):
+    """Integer a @ w.T. Float64 BLAS is exact while every partial sum stays below 2**53."""
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(w).sum(axis=1).max(initial=0))
+    if bound < 2.0 ** 53:
+        return (a.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+    return np.einsum("bc,rc->br", a, w, dtype=np.int64)
+
+
+def layer_forward(layer, a, config):
+    """(batch, cols) int activations -> (batch, rows) int outputs of one QuantLayer."""
+    w = layer.codebook[layer.w_index]
+    acc = (layer.bias.astype(np.int64) << layer.shift)[None, :] + _matmul_exact(a, w)
+    return requantize(wrap(acc, config.acc_bits), layer.shift, layer.relu, config)
+
+
+def forward(layers, x, config):
+    """Outputs of every layer for int inputs `x` ((batch, cols) or (cols,)); returns a list."""
+    a = check_activations(x, layers[0].cols, config)
+    outs = []
+    for layer in layers:
+        a = layer_forward(layer, a, config)
+        outs.append(a)
+    return outs
