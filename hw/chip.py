@@ -1,0 +1,200 @@
+"""The chip: N processing elements, the non-zero detector, the activation register files and central
+control, behind one host port.
+
+The host loads the image (sparse matrix, pointers, codebooks, biases, layer table) and the first input,
+pulses ``start`` with ``n_layers``, waits for ``done`` and reads the last layer's output. Layers chain on
+chip: layer ``l`` reads activation bank ``l % 2`` and writes bank ``(l + 1) % 2`` (EIE's source/destination
+swap). A layer runs as: clear accumulators, broadcast non-zero activations until every PE drains, then an
+output pass that requantizes one local row per cycle in every PE at once.
+"""
+
+import enum
+
+from amaranth import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import ChipConfig
+from .pe import ProcessingElement, _addr_bits
+from .scanner import NonZeroDetector
+
+__all__ = ["Chip", "HostSignature", "Target", "ReadTarget", "layer_layout"]
+
+
+class Target(enum.IntEnum):
+    """What a host write goes to."""
+    MATRIX = 0
+    POINTER = 1
+    CODEBOOK = 2   # broadcast to every PE
+    BIAS = 3
+    LAYER = 4      # layer table row `addr`
+    ACT0 = 5       # activation bank 0 word `addr` (one value per PE)
+    ACT1 = 6
+
+
+class ReadTarget(enum.IntEnum):
+    """What the host read port shows at ``raddr``."""
+    ACT0 = 0
+    ACT1 = 1
+    LAYER_CYCLES = 2   # cycles layer `raddr` took in the last run
+    PE_STATS = 3       # PE `raddr`: entries read (low 32 bits) and multiplies (high 32 bits) in the last run
+
+
+def layer_layout(config):
+    """One row of the layer table; the host packs it with the same field offsets."""
+    c = config
+    return data.StructLayout({
+        "rows": unsigned(c.dim_bits), "cols": unsigned(c.dim_bits),
+        "ptr_base": unsigned(_addr_bits(c.ptr_words)),
+        "shift": unsigned(c.shift_bits), "relu": unsigned(1),
+    })
+
+
+def host_widths(config):
+    c = config
+    addr = _addr_bits(max(c.matrix_words, c.ptr_words, c.act_depth * c.max_layers,
+                          c.codebook_size * c.max_layers, c.max_layers, c.pes))
+    data_bits = max(c.matrix_word_bits, c.ptr_word_bits, c.pes * c.act_bits, layer_layout(c).size)
+    return addr, data_bits, max(c.pes * c.act_bits, 64)
+
+
+class HostSignature(wiring.Signature):
+    """The chip's only port, seen from the host."""
+
+    def __init__(self, config):
+        addr, data_bits, rdata = host_widths(config)
+        super().__init__({
+            "we": Out(1), "target": Out(3), "pe": Out(_addr_bits(config.pes)),
+            "addr": Out(addr), "data": Out(data_bits),
+            "rtarget": Out(2), "raddr": Out(addr), "rdata": In(rdata),
+            "start": Out(1), "n_layers": Out(_addr_bits(config.max_layers + 1)),
+            "done": In(1), "cycles": In(32),
+        })
+
+
+class Chip(wiring.Component):
+    def __init__(self, config):
+        if not isinstance(config, ChipConfig):
+            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
+        self.config = config
+        super().__init__({"host": In(HostSignature(config))})
+
+    def elaborate(self, platform):
+        c = self.config
+        n = c.pes
+        host = self.host
+        m = Module()
+        pes = [ProcessingElement(c) for _ in range(n)]
+        for k, pe in enumerate(pes):
+            m.submodules[f"pe{k}"] = pe
+        m.submodules.nzd = nzd = NonZeroDetector(c)
+
+        # -- host writes -------------------------------------------------------------------------------------
+        layout = layer_layout(c)
+        table = Array(Signal(layout, name=f"layer{l}") for l in range(c.max_layers))
+        with m.If(host.we & (host.target == Target.LAYER)):
+            m.d.sync += table[host.addr].eq(host.data[:layout.size])
+        for k, pe in enumerate(pes):
+            mine = host.we & (host.pe == k)
+            m.d.comb += [
+                pe.load.addr.eq(host.addr), pe.load.data.eq(host.data),
+                pe.load.matrix_we.eq(mine & (host.target == Target.MATRIX)),
+                pe.load.ptr_we.eq(mine & (host.target == Target.POINTER)),
+                pe.load.bias_we.eq(mine & (host.target == Target.BIAS)),
+                pe.load.codebook_we.eq(host.we & (host.target == Target.CODEBOOK)),
+            ]
+
+        # -- control ---------------------------------------------------------------------------------------
+        layer = Signal(_addr_bits(c.max_layers))
+        n_layers = Signal.like(host.n_layers)
+        desc = table[layer]
+        src = layer[0]
+        clear = Signal()
+        new_run = Signal()
+        out_en = Signal()
+        out_row = Signal(_addr_bits(c.act_depth))
+        out_base = Signal(c.dim_bits + 1)       # global row of lane 0 of the output word
+        write_q = Signal()                      # the output word of the previous cycle is written now
+        row_q = Signal.like(out_row)
+        base_q = Signal.like(out_base)
+        layer_start = Signal(32)
+        layer_cycles = Array(Signal(32, name=f"layer{l}_cycles") for l in range(c.max_layers))
+        busy = Cat(pe.busy for pe in pes).any()
+
+        m.d.comb += [nzd.cols.eq(desc.cols), nzd.start.eq(clear)]
+        for pe in pes:
+            m.d.comb += [pe.layer.eq(layer), pe.ptr_base.eq(desc.ptr_base),
+                         pe.shift.eq(desc.shift), pe.relu.eq(desc.relu), pe.clear.eq(clear),
+                         pe.new_run.eq(new_run),
+                         pe.out_en.eq(out_en), pe.out_row.eq(out_row)]
+        m.d.sync += [write_q.eq(out_en), row_q.eq(out_row), base_q.eq(out_base)]
+
+        running = Signal()
+        with m.If(running):
+            m.d.sync += host.cycles.eq(host.cycles + 1)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(host.start):
+                    m.d.comb += new_run.eq(1)
+                    m.d.sync += [layer.eq(0), n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0),
+                                 running.eq(1), layer_start.eq(0)]
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                m.d.comb += clear.eq(1)
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(~nzd.running & ~busy):
+                    m.d.sync += [out_row.eq(0), out_base.eq(0)]
+                    m.next = "OUTPUT"
+            with m.State("OUTPUT"):
+                m.d.comb += out_en.eq(1)
+                m.d.sync += [out_row.eq(out_row + 1), out_base.eq(out_base + n)]
+                with m.If(out_base + n >= desc.rows):
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.d.sync += [layer_cycles[layer].eq(host.cycles + 1 - layer_start), layer_start.eq(host.cycles + 1)]
+                with m.If(layer + 1 < n_layers):
+                    m.d.sync += layer.eq(layer + 1)
+                    m.next = "SETUP"
+                with m.Else():
+                    m.d.sync += [host.done.eq(1), running.eq(0)]
+                    m.next = "IDLE"
+
+        # -- activation register files (two banks; a word holds one value per PE) ---------------------------
+        lanes_valid = Cat((desc.rows - base_q) > k for k in range(n))
+        out_word = Cat(Mux(lanes_valid[k], pe.out_data, 0) for k, pe in enumerate(pes))
+        banks = []
+        for b, target in ((0, Target.ACT0), (1, Target.ACT1)):
+            bank = memory.Memory(shape=unsigned(n * c.act_bits), depth=c.act_depth, init=[])
+            m.submodules[f"act{b}"] = bank
+            wp = bank.write_port()
+            host_we = host.we & (host.target == target)
+            out_we = write_q & (src != b)
+            m.d.comb += [wp.en.eq(host_we | out_we),
+                         wp.addr.eq(Mux(out_we, row_q, host.addr)),
+                         wp.data.eq(Mux(out_we, out_word, host.data))]
+            scan_rd = bank.read_port(domain="comb")
+            host_rd = bank.read_port(domain="comb")
+            m.d.comb += [scan_rd.addr.eq(nzd.addr), host_rd.addr.eq(host.raddr)]
+            banks.append((scan_rd, host_rd))
+        m.d.comb += nzd.word.eq(Mux(src, banks[1][0].data, banks[0][0].data))
+
+        # -- broadcast -------------------------------------------------------------------------------------
+        ready = Cat(pe.act_ready for pe in pes).all()
+        m.d.comb += nzd.ready.eq(ready)
+        for pe in pes:
+            m.d.comb += [pe.act_valid.eq(nzd.valid & ready), pe.act_col.eq(nzd.col), pe.act_value.eq(nzd.value)]
+
+        # -- host reads --------------------------------------------------------------------------------------
+        stats = Array(Cat(pe.entries, pe.macs) for pe in pes)
+        with m.Switch(host.rtarget):
+            with m.Case(ReadTarget.ACT0):
+                m.d.comb += host.rdata.eq(banks[0][1].data)
+            with m.Case(ReadTarget.ACT1):
+                m.d.comb += host.rdata.eq(banks[1][1].data)
+            with m.Case(ReadTarget.LAYER_CYCLES):
+                m.d.comb += host.rdata.eq(layer_cycles[host.raddr])
+            with m.Case(ReadTarget.PE_STATS):
+                m.d.comb += host.rdata.eq(stats[host.raddr])
+        return m

@@ -1,0 +1,233 @@
+"""One EIE processing element (PE): activation queue, pointer read, sparse-matrix read, index decoder,
+arithmetic unit with bypass, accumulators and the output (requantize + ReLU) path.
+
+Pipeline, one entry per cycle at steady state::
+
+    queue -> P0 pointer read -> P1 span (prefix sum) -> jobs FIFO -> S matrix read -> D decode, codebook,
+    multiply -> A accumulate (bypass from W) -> W write
+
+Columns with no entries in this PE cost only a pointer-stage cycle, hidden behind the jobs FIFO.
+Accumulators start lazily: a row not yet touched in this layer reads its bias instead of the register, so a
+layer needs no initialization pass.
+"""
+
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import ChipConfig
+
+__all__ = ["ProcessingElement", "PeLoadSignature", "requantize", "JOBS_DEPTH"]
+
+# Column spans the pointer stage may run ahead of the matrix read; hides empty columns.
+JOBS_DEPTH = 4
+
+
+def _log2(n):
+    return n.bit_length() - 1
+
+
+def _addr_bits(depth):
+    """Address width for `depth` words (at least one bit, so single-word memories still have a port)."""
+    return max(1, (depth - 1).bit_length())
+
+
+class PeLoadSignature(wiring.Signature):
+    """Host writes into one PE's memories (a write strobe per memory, shared address and data)."""
+
+    def __init__(self, config):
+        c = config
+        super().__init__({
+            "matrix_we": Out(1), "ptr_we": Out(1), "codebook_we": Out(1), "bias_we": Out(1),
+            "addr": Out(_addr_bits(max(c.matrix_words, c.ptr_words, c.max_layers * c.act_depth,
+                                       c.max_layers * c.codebook_size))),
+            "data": Out(max(c.matrix_word_bits, c.ptr_word_bits, c.act_bits, c.weight_bits)),
+        })
+
+
+def requantize(m, acc, shift, relu, config):
+    """Combinational accumulator -> activation (round half-up, saturate, ReLU), as `eie.sw.reference`."""
+    c = config
+    rnd = (Const(1, c.acc_bits + 1) << shift) >> 1
+    shifted = Signal(signed(c.acc_bits + 1))
+    m.d.comb += shifted.eq((acc.as_signed() + rnd.as_signed()) >> shift)
+    y = Signal(signed(c.act_bits))
+    with m.If(shifted > c.act_max):
+        m.d.comb += y.eq(c.act_max)
+    with m.Elif(shifted < c.act_min):
+        m.d.comb += y.eq(c.act_min)
+    with m.Else():
+        m.d.comb += y.eq(shifted)
+    return Mux(relu & y[-1], 0, y)
+
+
+class ProcessingElement(wiring.Component):
+    """Parameters: a `ChipConfig`. Ports:
+
+    * ``act_*``: broadcast of a non-zero activation (column, value); ``act_ready`` is low while the queue is full.
+    * layer parameters (``layer``, ``ptr_base``, ``shift``, ``relu``), stable during a layer (pointer words
+      hold absolute entry addresses, so the layer's place in the matrix SRAM needs no port);
+      ``clear`` forgets the accumulators (start of a layer); ``busy`` is high while any work is in flight.
+    * output pass: ``out_en``/``out_row`` ask for one local row; ``out_data`` holds it one cycle later.
+    * ``load``: host writes into the matrix, pointer, codebook and bias memories.
+    * ``entries``/``macs``: entries read and multiplies done since ``new_run``.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, ChipConfig):
+            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
+        self.config = c = config
+        self.row_bits = _addr_bits(c.act_depth)
+        super().__init__({
+            "act_valid": In(1), "act_col": In(c.dim_bits), "act_value": In(signed(c.act_bits)),
+            "act_ready": Out(1),
+            "layer": In(_addr_bits(c.max_layers)), "ptr_base": In(_addr_bits(c.ptr_words)),
+            "shift": In(c.shift_bits), "relu": In(1),
+            "clear": In(1), "new_run": In(1), "busy": Out(1),
+            "out_en": In(1), "out_row": In(self.row_bits), "out_data": Out(signed(c.act_bits)),
+            "load": In(PeLoadSignature(c)),
+            "entries": Out(32), "macs": Out(32),
+        })
+
+    def elaborate(self, platform):
+        c = self.config
+        m = Module()
+        K, E = c.cols_per_ptr_word, c.entries_per_word
+        job_layout = data.StructLayout({"start": c.entry_addr_bits, "count": c.count_bits,
+                                        "value": signed(c.act_bits)})
+        act_layout = data.StructLayout({"col": c.dim_bits, "value": signed(c.act_bits)})
+
+        # -- memories --------------------------------------------------------------------------------------
+        m.submodules.matrix = matrix = memory.Memory(shape=unsigned(c.matrix_word_bits), depth=c.matrix_words, init=[])
+        m.submodules.pointers = pointers = memory.Memory(shape=unsigned(c.ptr_word_bits), depth=c.ptr_words, init=[])
+        m.submodules.codebook = codebook = memory.Memory(
+            shape=signed(c.weight_bits), depth=c.max_layers * c.codebook_size, init=[])
+        m.submodules.bias = bias = memory.Memory(shape=signed(c.act_bits), depth=c.max_layers * c.act_depth, init=[])
+        m.submodules.accumulators = accs = memory.Memory(shape=signed(c.acc_bits), depth=c.act_depth, init=[])
+
+        for mem, we in ((matrix, self.load.matrix_we), (pointers, self.load.ptr_we),
+                        (codebook, self.load.codebook_we), (bias, self.load.bias_we)):
+            wp = mem.write_port()
+            m.d.comb += [wp.en.eq(we), wp.addr.eq(self.load.addr), wp.data.eq(self.load.data)]
+
+        # -- activation queue ----------------------------------------------------------------------------
+        m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=c.queue_depth)
+        head = act_layout(queue.r_data)
+        incoming = act_layout(queue.w_data)
+        m.d.comb += [
+            queue.w_en.eq(self.act_valid),
+            incoming.col.eq(self.act_col),
+            incoming.value.eq(self.act_value),
+            self.act_ready.eq(queue.w_rdy),
+        ]
+
+        # -- P0/P1: pointer read and span ------------------------------------------------------------------
+        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=JOBS_DEPTH)
+        ptr_rd = pointers.read_port()
+        p1_valid = Signal()
+        p1_lane = Signal(_addr_bits(K))
+        p1_value = Signal(signed(c.act_bits))
+        take = queue.r_rdy & (jobs.level + p1_valid < JOBS_DEPTH)
+        m.d.comb += [
+            queue.r_en.eq(take),
+            ptr_rd.addr.eq(self.ptr_base + (head.col >> _log2(K))),
+        ]
+        m.d.sync += [p1_valid.eq(take), p1_lane.eq(head.col[:_log2(K)] if K > 1 else 0),
+                     p1_value.eq(head.value)]
+
+        word = ptr_rd.data
+        base = word[:c.entry_addr_bits]
+        counts = [word[c.entry_addr_bits + i * c.count_bits:][:c.count_bits] for i in range(K)]
+        prefix = [Const(0, c.entry_addr_bits)]
+        for n in counts[:-1]:
+            prefix.append(prefix[-1] + n)
+        count = Array(counts)[p1_lane]
+        job = job_layout(jobs.w_data)
+        m.d.comb += [
+            job.start.eq(base + Array(prefix)[p1_lane]),
+            job.count.eq(count),
+            job.value.eq(p1_value),
+            jobs.w_en.eq(p1_valid & (count != 0)),
+        ]
+
+        # -- S: sparse-matrix read, one entry per cycle ------------------------------------------------------
+        s_active = Signal()
+        s_addr = Signal(c.entry_addr_bits)
+        s_left = Signal(c.count_bits)
+        s_value = Signal(signed(c.act_bits))
+        s_first = Signal()
+        next_job = job_layout(jobs.r_data)
+        mat_rd = matrix.read_port()
+        m.d.comb += mat_rd.addr.eq(s_addr >> _log2(E))
+
+        d_valid = Signal()
+        d_slot = Signal(_addr_bits(E))
+        d_value = Signal(signed(c.act_bits))
+        d_first = Signal()
+        m.d.sync += [d_valid.eq(s_active), d_slot.eq(s_addr[:_log2(E)] if E > 1 else 0),
+                     d_value.eq(s_value), d_first.eq(s_first)]
+
+        last = ~s_active | (s_left == 1)
+        with m.If(s_active):
+            m.d.sync += [s_addr.eq(s_addr + 1), s_left.eq(s_left - 1), s_first.eq(0)]
+        with m.If(last):
+            m.d.comb += jobs.r_en.eq(jobs.r_rdy)
+            m.d.sync += [s_active.eq(jobs.r_rdy), s_addr.eq(next_job.start), s_left.eq(next_job.count),
+                         s_value.eq(next_job.value), s_first.eq(1)]
+
+        # -- D: index decoder, codebook lookup, multiply ------------------------------------------------------
+        entry = mat_rd.data.word_select(d_slot, c.entry_bits)
+        v = entry[:c.weight_index_bits]
+        z = entry[c.weight_index_bits:]
+        prev_row = Signal(self.row_bits)
+        row = Signal(self.row_bits)
+        m.d.comb += row.eq(Mux(d_first, z, prev_row + z + 1))
+        with m.If(d_valid):
+            m.d.sync += prev_row.eq(row)
+        cb_rd = codebook.read_port(domain="comb")
+        m.d.comb += cb_rd.addr.eq(self.layer * c.codebook_size + v)
+        bias_rd = bias.read_port()
+
+        a_valid = Signal()
+        a_row = Signal(self.row_bits)
+        a_product = Signal(signed(c.act_bits + c.weight_bits))
+        m.d.sync += [a_valid.eq(d_valid & (v != 0)), a_row.eq(row), a_product.eq(cb_rd.data * d_value)]
+
+        # -- A: accumulate (bypass from W), W: write back ---------------------------------------------------
+        touched = Signal(c.act_depth)
+        acc_rd = accs.read_port(domain="comb")
+        acc_wr = accs.write_port()
+        w_valid = Signal()
+        w_row = Signal(self.row_bits)
+        w_sum = Signal(signed(c.acc_bits))
+
+        m.d.comb += [acc_rd.addr.eq(Mux(self.out_en, self.out_row, a_row)),
+                     bias_rd.addr.eq(self.layer * c.act_depth + Mux(self.out_en, self.out_row, row))]
+        # The bias read is synchronous: its data belongs to the row of the previous cycle.
+        bias_shifted = Signal(signed(c.acc_bits))
+        m.d.comb += bias_shifted.eq(bias_rd.data.as_signed() << self.shift)
+
+        acc_or_bias = Mux(touched.bit_select(a_row, 1), acc_rd.data, bias_shifted)
+        start = Mux(w_valid & (w_row == a_row), w_sum, acc_or_bias)
+        m.d.sync += [w_valid.eq(a_valid), w_row.eq(a_row), w_sum.eq(start + a_product)]
+        m.d.comb += [acc_wr.en.eq(w_valid), acc_wr.addr.eq(w_row), acc_wr.data.eq(w_sum)]
+        with m.If(self.clear):
+            m.d.sync += touched.eq(0)
+        with m.Elif(w_valid):
+            m.d.sync += touched.eq(touched | (Const(1, c.act_depth) << w_row))
+
+        # -- output pass: row r asked at cycle t is ready at t+1 ---------------------------------------------
+        out_touched = Signal()
+        out_acc = Signal(signed(c.acc_bits))
+        m.d.sync += [out_touched.eq(touched.bit_select(self.out_row, 1)),
+                     out_acc.eq(acc_rd.data)]
+        final = Mux(out_touched, out_acc, bias_shifted)
+        m.d.comb += self.out_data.eq(requantize(m, final, self.shift, self.relu, c))
+
+        # -- status and counters ----------------------------------------------------------------------------
+        m.d.comb += self.busy.eq(queue.r_rdy | p1_valid | jobs.r_rdy | s_active | d_valid | a_valid | w_valid)
+        with m.If(self.new_run):
+            m.d.sync += [self.entries.eq(0), self.macs.eq(0)]
+        with m.Else():
+            m.d.sync += [self.entries.eq(self.entries + d_valid), self.macs.eq(self.macs + a_valid)]
+        return m
