@@ -90,6 +90,10 @@ def build(config, waves=False, log=None):
         if log:
             log(f"building the {config.pes}-PE simulator with Verilator (cached afterwards) ...")
         write_verilog(config, root / f"{TOPLEVEL}.v")
+        # Only the ports are visible to cocotb; everything inside stays open to Verilator's optimizer
+        # (public internals made the simulator several times slower).
+        (root / "ports.vlt").write_text("`verilator_config\n" + "".join(
+            f'public_flat_rw -module "{TOPLEVEL}" -var "{v}"\n' for v in ("clk", "rst", "host__*")))
         from cocotb_tools.runner import get_runner
         runner = get_runner("verilator")
         import contextlib
@@ -97,8 +101,10 @@ def build(config, waves=False, log=None):
         output = io.StringIO()
         try:
             with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-                runner.build(sources=[root / f"{TOPLEVEL}.v"], hdl_toplevel=TOPLEVEL, build_dir=root / "obj",
-                             build_args=[*LINT_WAIVERS, "-O3", "--x-assign", "fast", "--x-initial", "fast",
+                runner.build(sources=[root / f"{TOPLEVEL}.v", root / "ports.vlt"], hdl_toplevel=TOPLEVEL,
+                             build_dir=root / "obj",
+                             build_args=[*LINT_WAIVERS, "--no-public-flat-rw", "-O3", "--x-assign", "fast",
+                                         "--x-initial", "fast",
                                          *(["--trace-fst", "--trace-structs"] if waves else [])],
                              waves=waves, always=True, log_file=root / "build.log")
         except SystemExit as e:

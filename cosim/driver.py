@@ -1,14 +1,17 @@
 """`ChipDriver`: drives the chip's host port from a cocotb coroutine.
 
 Python touches the chip only to load memories (one host write per word), to write an input, to start it
-and to read results; while a layer chain runs, the simulator runs free until ``done``.
+and to read results; while a layer chain runs, the simulator runs free until ``done``. Inputs change and
+outputs are sampled at falling edges, half a cycle away from the rising edges where the chip registers them.
 """
+
+import time
 
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import FallingEdge, RisingEdge
 
-from ..hw.chip import ReadTarget, Target, layer_layout
+from ..hw.chip import RESET_CYCLES, ReadTarget, Target, layer_layout
 
 __all__ = ["ChipDriver", "pack_lanes", "unpack_lanes"]
 
@@ -30,6 +33,7 @@ class ChipDriver:
         self.config = config
         self.clk = dut.clk
         self._layout = layer_layout(config)
+        self.free_run_seconds = 0.0   # host time while the chip ran free (no Python in the loop)
 
     async def start_clock(self):
         # The GPI clock toggles in C++: no Python on the per-cycle path.
@@ -39,20 +43,22 @@ class ChipDriver:
                      "host__rtarget", "host__raddr", "host__n_layers"):
             getattr(d, name).value = 0
         d.rst.value = 1
-        await RisingEdge(self.clk)
-        await RisingEdge(self.clk)
+        await FallingEdge(self.clk)
+        await FallingEdge(self.clk)
         d.rst.value = 0
-        await RisingEdge(self.clk)
+        for _ in range(RESET_CYCLES):   # the chip's reset synchronizer holds reset a little longer
+            await FallingEdge(self.clk)
 
     async def write_many(self, target, words, pe=0, base=0):
         d = self.dut
         d.host__target.value = int(target)
         d.host__pe.value = pe
-        d.host__we.value = 1
         for i, w in enumerate(words):
+            await FallingEdge(self.clk)
+            d.host__we.value = 1
             d.host__addr.value = base + i
             d.host__data.value = int(w)
-            await RisingEdge(self.clk)
+        await FallingEdge(self.clk)
         d.host__we.value = 0
 
     def pack_layer(self, desc):
@@ -77,9 +83,11 @@ class ChipDriver:
 
     async def read(self, rtarget, addr):
         d = self.dut
+        await FallingEdge(self.clk)
         d.host__rtarget.value = int(rtarget)
         d.host__raddr.value = addr
-        await RisingEdge(self.clk)
+        await FallingEdge(self.clk)   # the chip has registered the address ...
+        await FallingEdge(self.clk)   # ... and the data
         return int(d.host__rdata.value)
 
     async def run(self, x):
@@ -90,9 +98,12 @@ class ChipDriver:
         await self.write_many(Target.ACT0, words)
         d.host__n_layers.value = self.n_layers
         d.host__start.value = 1
-        await RisingEdge(self.clk)
+        await FallingEdge(self.clk)
         d.host__start.value = 0
+        t0 = time.perf_counter()
         await RisingEdge(d.host__done)
+        self.free_run_seconds += time.perf_counter() - t0
+        await FallingEdge(self.clk)
         cycles = int(d.host__cycles.value)
         bank = ReadTarget.ACT1 if self.n_layers % 2 else ReadTarget.ACT0
         out = []

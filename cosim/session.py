@@ -18,7 +18,8 @@ from .driver import ChipDriver
 
 @cocotb.test()
 async def run_job(dut):
-    job = json.loads(open(os.environ["EIE_JOB"]).read())
+    with open(os.environ["EIE_JOB"]) as f:
+        job = json.load(f)
     config = ChipConfig.from_dict(job["config"])
     image = load_image(job["image"], config)
     inputs = np.load(job["inputs"])
@@ -39,5 +40,5 @@ async def run_job(dut):
     run_s = time.perf_counter() - t0
     np.savez(job["result"] + ".tmp.npz", outputs=np.array(outputs, np.int64), cycles=np.array(cycles, np.int64),
              layer_cycles=np.array(layer_cycles, np.int64), pe_stats=np.array(pe_stats, np.int64),
-             load_seconds=load_s, run_seconds=run_s)
+             load_seconds=load_s, run_seconds=run_s, free_run_seconds=chip.free_run_seconds)
     os.replace(job["result"] + ".tmp.npz", job["result"])

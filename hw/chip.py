@@ -10,15 +10,19 @@ output pass that requantizes one local row per cycle in every PE at once.
 
 import enum
 
-from amaranth import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, ClockDomain, ClockSignal, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, wiring
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from ..config import ChipConfig
 from .pe import ProcessingElement, _addr_bits
 from .scanner import NonZeroDetector
 
-__all__ = ["Chip", "HostSignature", "Target", "ReadTarget", "layer_layout"]
+__all__ = ["Chip", "HostSignature", "Target", "ReadTarget", "layer_layout", "RESET_CYCLES"]
+
+# Cycles after ``rst`` falls before the chip accepts host writes (reset synchronizer stages + 1).
+RESET_CYCLES = 3
 
 
 class Target(enum.IntEnum):
@@ -72,18 +76,36 @@ class HostSignature(wiring.Signature):
         })
 
 
+class HostRegisters:
+    """The chip's side of the host port: a register per input, and the signals behind its outputs."""
+
+    def __init__(self, config):
+        for name, member in HostSignature(config).members.items():
+            setattr(self, name, Signal(member.shape, name=f"host_{name}_q"))
+
+
 class Chip(wiring.Component):
     def __init__(self, config):
         if not isinstance(config, ChipConfig):
             raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
         self.config = config
-        super().__init__({"host": In(HostSignature(config))})
+        super().__init__({"clk": In(1), "rst": In(1), "host": In(HostSignature(config))})
 
     def elaborate(self, platform):
         c = self.config
         n = c.pes
-        host = self.host
         m = Module()
+        # The chip owns its clock domain; reset passes through a synchronizer, so no logic depends on an
+        # input pin combinationally (Verilator would otherwise re-evaluate all of it on every clock edge).
+        m.domains.sync = ClockDomain("sync")
+        m.d.comb += ClockSignal("sync").eq(self.clk)
+        m.submodules.reset_sync = ResetSynchronizer(self.rst, domain="sync", stages=RESET_CYCLES - 1)
+        # Register the host port at the boundary too: one cycle of latency each way.
+        host = HostRegisters(self.config)
+        for name in ("we", "target", "pe", "addr", "data", "rtarget", "raddr", "start", "n_layers"):
+            m.d.sync += getattr(host, name).eq(getattr(self.host, name))
+        m.d.comb += [self.host.done.eq(host.done), self.host.cycles.eq(host.cycles)]
+        m.d.sync += self.host.rdata.eq(host.rdata)
         pes = [ProcessingElement(c) for _ in range(n)]
         for k, pe in enumerate(pes):
             m.submodules[f"pe{k}"] = pe

@@ -16,6 +16,7 @@ from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import ChipConfig
+from .arith import shift_left, shift_right
 
 __all__ = ["ProcessingElement", "PeLoadSignature", "requantize", "JOBS_DEPTH"]
 
@@ -48,9 +49,12 @@ class PeLoadSignature(wiring.Signature):
 def requantize(m, acc, shift, relu, config):
     """Combinational accumulator -> activation (round half-up, saturate, ReLU), as `eie.sw.reference`."""
     c = config
-    rnd = (Const(1, c.acc_bits + 1) << shift) >> 1
-    shifted = Signal(signed(c.acc_bits + 1))
-    m.d.comb += shifted.eq((acc.as_signed() + rnd.as_signed()) >> shift)
+    one = Signal(c.acc_bits + 1)
+    m.d.comb += one.eq(1)
+    rnd = shift_left(m, one, shift, c.acc_bits + 1, "rnd") >> 1
+    total = Signal(signed(c.acc_bits + 1))
+    m.d.comb += total.eq(acc + rnd)
+    shifted = shift_right(m, total, shift, "rq")
     y = Signal(signed(c.act_bits))
     with m.If(shifted > c.act_max):
         m.d.comb += y.eq(c.act_max)
@@ -204,8 +208,7 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [acc_rd.addr.eq(Mux(self.out_en, self.out_row, a_row)),
                      bias_rd.addr.eq(self.layer * c.act_depth + Mux(self.out_en, self.out_row, row))]
         # The bias read is synchronous: its data belongs to the row of the previous cycle.
-        bias_shifted = Signal(signed(c.acc_bits))
-        m.d.comb += bias_shifted.eq(bias_rd.data.as_signed() << self.shift)
+        bias_shifted = shift_left(m, bias_rd.data, self.shift, c.acc_bits, "bias")
 
         acc_or_bias = Mux(touched.bit_select(a_row, 1), acc_rd.data, bias_shifted)
         start = Mux(w_valid & (w_row == a_row), w_sum, acc_or_bias)
@@ -214,7 +217,7 @@ class ProcessingElement(wiring.Component):
         with m.If(self.clear):
             m.d.sync += touched.eq(0)
         with m.Elif(w_valid):
-            m.d.sync += touched.eq(touched | (Const(1, c.act_depth) << w_row))
+            m.d.sync += touched.bit_select(w_row, 1).eq(1)
 
         # -- output pass: row r asked at cycle t is ready at t+1 ---------------------------------------------
         out_touched = Signal()
