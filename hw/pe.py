@@ -18,10 +18,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import ChipConfig
 from .arith import shift_left, shift_right
 
-__all__ = ["ProcessingElement", "PeLoadSignature", "requantize", "JOBS_DEPTH"]
-
-# Column spans the pointer stage may run ahead of the matrix read; hides empty columns.
-JOBS_DEPTH = 4
+__all__ = ["ProcessingElement", "PeLoadSignature", "requantize"]
 
 
 def _log2(n):
@@ -126,12 +123,12 @@ class ProcessingElement(wiring.Component):
         ]
 
         # -- P0/P1: pointer read and span ------------------------------------------------------------------
-        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=JOBS_DEPTH)
+        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=c.jobs_depth)
         ptr_rd = pointers.read_port()
         p1_valid = Signal()
         p1_lane = Signal(_addr_bits(K))
         p1_value = Signal(signed(c.act_bits))
-        take = queue.r_rdy & (jobs.level + p1_valid < JOBS_DEPTH)
+        take = queue.r_rdy & (jobs.level + p1_valid < c.jobs_depth)
         m.d.comb += [
             queue.r_en.eq(take),
             ptr_rd.addr.eq(self.ptr_base + (head.col >> _log2(K))),
