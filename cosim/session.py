@@ -1,7 +1,7 @@
-"""The cocotb test module the simulator runs: load a chip image, run a batch of inputs, save the results.
+"""The cocotb test module the simulator runs: for each job, load a chip image, run its inputs, save results.
 
-It is started by `eie.cosim.sim.simulate`, which passes a job file and a result file through the
-environment; the comparison with the reference happens on the host side (the scoreboard).
+`eie.cosim.sim.simulate` starts it with a job list in the environment; several images (for one chip
+configuration) share one simulator start. The comparison with the reference happens on the host side.
 """
 
 import json
@@ -17,28 +17,32 @@ from .driver import ChipDriver
 
 
 @cocotb.test()
-async def run_job(dut):
-    with open(os.environ["EIE_JOB"]) as f:
-        job = json.load(f)
-    config = ChipConfig.from_dict(job["config"])
-    image = load_image(job["image"], config)
-    inputs = np.load(job["inputs"])
+async def run_jobs(dut):
+    with open(os.environ["EIE_JOBS"]) as f:
+        spec = json.load(f)
+    config = ChipConfig.from_dict(spec["config"])
     chip = ChipDriver(dut, config)
     await chip.start_clock()
-    t0 = time.perf_counter()
-    await chip.load(image)
-    load_s = time.perf_counter() - t0
-    outputs, cycles, layer_cycles, pe_stats = [], [], [], []
-    t0 = time.perf_counter()
-    for x in inputs:
-        y, n = await chip.run(x)
-        outputs.append(y)
-        cycles.append(n)
-        if job["stats"]:
-            layer_cycles.append(await chip.layer_cycles())
-            pe_stats.append(await chip.pe_stats())
-    run_s = time.perf_counter() - t0
-    np.savez(job["result"] + ".tmp.npz", outputs=np.array(outputs, np.int64), cycles=np.array(cycles, np.int64),
-             layer_cycles=np.array(layer_cycles, np.int64), pe_stats=np.array(pe_stats, np.int64),
-             load_seconds=load_s, run_seconds=run_s, free_run_seconds=chip.free_run_seconds)
-    os.replace(job["result"] + ".tmp.npz", job["result"])
+    for job in spec["jobs"]:
+        image = load_image(job["image"], config)
+        inputs = np.load(job["inputs"])
+        t0 = time.perf_counter()
+        await chip.load(image)
+        load_s = time.perf_counter() - t0
+        chip.free_run_seconds = 0.0
+        outputs, cycles, layer_cycles, pe_stats = [], [], [], []
+        t0 = time.perf_counter()
+        for x in inputs:
+            y, n = await chip.run(x)
+            outputs.append(y)
+            cycles.append(n)
+            if spec["stats"]:
+                layer_cycles.append(await chip.layer_cycles())
+                pe_stats.append(await chip.pe_stats())
+        run_s = time.perf_counter() - t0
+        tmp = job["result"] + ".tmp.npz"
+        np.savez(tmp, outputs=np.array(outputs, np.int64).reshape(len(inputs), -1),
+                 cycles=np.array(cycles, np.int64), layer_cycles=np.array(layer_cycles, np.int64),
+                 pe_stats=np.array(pe_stats, np.int64), load_seconds=load_s, run_seconds=run_s,
+                 free_run_seconds=chip.free_run_seconds)
+        os.replace(tmp, job["result"])

@@ -13,7 +13,7 @@ from ..errors import EieError
 from ..sw.image import ChipImage
 from .build import TOPLEVEL, build
 
-__all__ = ["SimResult", "simulate"]
+__all__ = ["SimResult", "simulate", "simulate_many"]
 
 
 @dataclass
@@ -41,30 +41,45 @@ class SimResult:
 def simulate(image, inputs, stats=False, waves=None, log=None):
     """Run `inputs` ((samples, cols) ints) through `image` on the Verilator-simulated chip.
 
-    `waves`: a path for an FST waveform of the whole run (builds a tracing simulator).
+    `stats` also reads per-layer cycles and per-PE counters after every sample; `waves` is a path for an
+    FST waveform of the whole run (builds a tracing simulator).
     """
-    if not isinstance(image, ChipImage):
-        raise TypeError(f"image must be a ChipImage, not {type(image).__name__}")
-    inputs = np.asarray(inputs, np.int64)
+    return simulate_many([(image, inputs)], stats=stats, waves=waves, log=log)[0]
+
+
+def simulate_many(jobs, stats=False, waves=None, log=None):
+    """Several (image, inputs) jobs for one chip configuration in one simulator start; one SimResult each."""
+    if not jobs:
+        return []
+    config = jobs[0][0].config
+    for image, _ in jobs:
+        if not isinstance(image, ChipImage):
+            raise TypeError(f"image must be a ChipImage, not {type(image).__name__}")
+        if image.config != config:
+            raise EieError("jobs of one simulation must share a chip configuration")
     t0 = time.perf_counter()
-    root = build(image.config, waves=bool(waves), log=log)
+    root = build(config, waves=bool(waves), log=log)
     from cocotb_tools.runner import get_results, get_runner
     with tempfile.TemporaryDirectory(prefix="eie-sim-") as tmp:
         tmp = Path(tmp)
-        image.save(tmp / "image.npz")
-        np.save(tmp / "inputs.npy", inputs)
-        job = {"config": image.config.to_dict(), "image": str(tmp / "image.npz"),
-               "inputs": str(tmp / "inputs.npy"), "result": str(tmp / "result.npz"), "stats": stats}
-        (tmp / "job.json").write_text(json.dumps(job))
+        spec = {"config": config.to_dict(), "stats": stats, "jobs": []}
+        for n, (image, inputs) in enumerate(jobs):
+            image.save(tmp / f"image{n}.npz")
+            inputs = np.asarray(inputs, np.int64)
+            np.save(tmp / f"inputs{n}.npy", inputs.reshape(len(inputs), -1))
+            spec["jobs"].append({"image": str(tmp / f"image{n}.npz"), "inputs": str(tmp / f"inputs{n}.npy"),
+                                 "result": str(tmp / f"result{n}.npz")})
+        (tmp / "jobs.json").write_text(json.dumps(spec))
         runner = get_runner("verilator")
         xml = runner.test(test_module="eie.cosim.session", hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-                          build_dir=root / "obj",
-                          test_dir=tmp, extra_env={"EIE_JOB": str(tmp / "job.json"), "COCOTB_LOG_LEVEL": "WARNING",
+                          build_dir=root / "obj", test_dir=tmp,
+                          extra_env={"EIE_JOBS": str(tmp / "jobs.json"), "COCOTB_LOG_LEVEL": "WARNING",
                                      # numpy's BLAS threads would spin on the core the simulator needs
                                      "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
                           waves=bool(waves), log_file=tmp / "sim.log", results_xml=str(tmp / "results.xml"))
         _, failed = get_results(xml)
-        if failed or not (tmp / "result.npz").exists():
+        results = [Path(j["result"]) for j in spec["jobs"]]
+        if failed or not all(r.exists() for r in results):
             tail = (tmp / "sim.log").read_text()[-3000:] if (tmp / "sim.log").exists() else ""
             raise EieError(f"the simulation failed:\n{tail}")
         if waves:
@@ -72,7 +87,11 @@ def simulate(image, inputs, stats=False, waves=None, log=None):
             if not dumps:
                 raise EieError("the tracing simulator wrote no waveform")
             os.replace(dumps[0], waves)
-        with np.load(tmp / "result.npz") as r:
-            return SimResult(r["outputs"], r["cycles"], r["layer_cycles"], r["pe_stats"],
-                             float(r["load_seconds"]), float(r["run_seconds"]), float(r["free_run_seconds"]),
-                             time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        out = []
+        for r in results:
+            with np.load(r) as z:
+                out.append(SimResult(z["outputs"], z["cycles"], z["layer_cycles"], z["pe_stats"],
+                                     float(z["load_seconds"]), float(z["run_seconds"]),
+                                     float(z["free_run_seconds"]), wall))
+        return out

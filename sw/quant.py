@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import EieError
 from .encode import check_index_matrix
 
-__all__ = ["QuantLayer", "to_fixed", "from_fixed", "frac_for", "quantize_layer", "quantize_network"]
+__all__ = ["QuantLayer", "to_fixed", "from_fixed", "frac_for", "quantize_layer", "quantize_network",
+           "linear_codebook", "layer_from_matrix"]
 
 
 def to_fixed(x, frac, bits):
@@ -127,3 +128,41 @@ def quantize_network(layers, calib_x, config, in_frac=None, headroom=1.0):
         out.append(q.check(config, f"layer {n}"))
         frac = out_frac
     return out
+
+
+def linear_codebook(w, codebook_size):
+    """(w_index, centroids): zeros stay zero; other weights go to the nearest of codebook_size - 1 levels
+    spread linearly over their range (Deep Compression's linear initialization, without k-means)."""
+    w = np.asarray(w, np.float64)
+    nz = w[w != 0]
+    levels = np.linspace(nz.min(), nz.max(), codebook_size - 1) if nz.size else np.zeros(codebook_size - 1)
+    index = np.abs(w[..., None] - levels).argmin(axis=-1) + 1
+    return np.where(w != 0, index, 0), np.concatenate([[0.0], levels])
+
+
+def layer_from_matrix(w, x, config, relu=False):
+    """A QuantLayer and int input for a user's matrix and vector, with no bias.
+
+    Integer weights with at most codebook_size - 1 distinct non-zero values become the codebook exactly;
+    other weights share a linear codebook. Integer inputs are used as they are; float inputs get the
+    fixed-point scale that fits their largest magnitude. The output scale fits the largest exact output.
+    """
+    w, x = np.asarray(w), np.asarray(x)
+    values = np.unique(w[w != 0])
+    if np.issubdtype(w.dtype, np.integer) and len(values) < config.codebook_size:
+        centroids = np.concatenate([[0], values, np.zeros(config.codebook_size - 1 - len(values))])
+        w_index = np.where(w != 0, np.searchsorted(values, w) + 1, 0)
+    else:
+        w_index, centroids = linear_codebook(w, config.codebook_size)
+    if np.issubdtype(x.dtype, np.integer):
+        if x.size and (x.min() < config.act_min or x.max() > config.act_max):
+            raise EieError(f"integer input exceeds the {config.act_bits}-bit range {config.act_min}..{config.act_max}")
+        in_frac, x_int = 0, x.astype(np.int64)
+    else:
+        in_frac = frac_for(np.abs(x).max(initial=0), config.act_bits)
+        x_int = to_fixed(x, in_frac, config.act_bits)
+    y = np.asarray(centroids, np.float64)[w_index] @ from_fixed(x_int, in_frac)
+    y = np.maximum(y, 0) if relu else y
+    out_frac = min(frac_for(np.abs(y).max(initial=0), config.act_bits), in_frac + 2 * config.weight_bits)
+    layer = quantize_layer(w_index, centroids, np.zeros(len(w)), relu, in_frac, out_frac, config)
+    return layer.check(config), x_int

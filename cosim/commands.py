@@ -1,0 +1,206 @@
+"""`eie verilog`, `eie spmv`: the chip's Verilog, and one layer run on the simulated chip and checked.
+(`eie run` and `eie demo` live in `eie.cosim.inference`.) Heavy imports happen inside the commands."""
+
+import json
+from pathlib import Path
+
+from ..config import ChipConfig
+from ..errors import EieError
+
+__all__ = ["register", "add_chip_args", "chip_config", "fit_image"]
+
+
+def add_chip_args(p, sized=False):
+    """Chip parameters (defaults from ChipConfig). With `sized`, memory depths left out fit the workload."""
+    d = ChipConfig()
+    g = p.add_argument_group("chip configuration")
+    g.add_argument("--pes", type=int, default=d.pes, help=f"processing elements, 1..64 (default {d.pes})")
+    g.add_argument("--index-bits", type=int, default=d.index_bits,
+                   help=f"relative row index bits z (4 = EIE, 5 = the pruning paper; default {d.index_bits})")
+    g.add_argument("--weight-index-bits", type=int, default=d.weight_index_bits,
+                   help=f"codebook index bits v, 2..8 (default {d.weight_index_bits}: 16-entry codebook)")
+    g.add_argument("--queue-depth", type=int, default=d.queue_depth,
+                   help=f"activation queue depth per PE (default {d.queue_depth})")
+    g.add_argument("--entries-per-word", type=int, default=d.entries_per_word,
+                   help=f"entries per sparse-matrix SRAM word (default {d.entries_per_word})")
+    g.add_argument("--count-bits", type=int, default=d.count_bits,
+                   help=f"bits of each column's entry count in a pointer word (default {d.count_bits})")
+    g.add_argument("--max-layers", type=int, default=d.max_layers, help=f"layer table size (default {d.max_layers})")
+    auto = " (default: fit the workload, rounded up to a power of two)" if sized else ""
+    for name, help_ in (("matrix-words", "sparse-matrix SRAM words per PE"),
+                        ("ptr-words", "pointer SRAM words per PE"),
+                        ("act-depth", "activations per PE and bank (a layer has at most act-depth x PEs rows)")):
+        default = getattr(d, name.replace("-", "_"))
+        g.add_argument(f"--{name}", type=int, default=None if sized else default,
+                       help=f"{help_}{auto or f' (default {default})'}")
+
+
+def _pow2(n):
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _make(fields):
+    try:
+        return ChipConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise EieError(str(e)) from None
+
+
+def _fields(args):
+    return dict(pes=args.pes, index_bits=args.index_bits, weight_index_bits=args.weight_index_bits,
+                queue_depth=args.queue_depth, entries_per_word=args.entries_per_word,
+                count_bits=args.count_bits, max_layers=args.max_layers)
+
+
+def chip_config(args):
+    """The ChipConfig the arguments name (memory depths included)."""
+    return _make({**_fields(args), "matrix_words": args.matrix_words, "ptr_words": args.ptr_words,
+                  "act_depth": args.act_depth})
+
+
+def fit_image(layers, args):
+    """Chip image for `layers` on the chip the arguments name; memory depths left unset are sized to fit
+    (powers of two, so similar workloads share one Verilator build)."""
+    from ..sw.image import build_image
+    fields = _fields(args)
+    dim = max(max(layer.rows, layer.cols) for layer in layers)
+    fields["act_depth"] = args.act_depth or _pow2(-(-dim // args.pes))
+    probe = build_image(layers, _make({**fields, "matrix_words": 1 << 20, "ptr_words": 1 << 20}))
+    fields["matrix_words"] = args.matrix_words or _pow2(max(probe.matrix_words_used, 1))
+    fields["ptr_words"] = args.ptr_words or _pow2(max(probe.ptr_base.shape[1], 1))
+    return build_image(layers, _make(fields))
+
+
+# -- eie verilog ----------------------------------------------------------------------------------------------
+
+def verilog_command(args):
+    from .build import LINT_WAIVERS, lint, write_verilog
+    config = chip_config(args)
+    out = args.output
+    if out.parent and not out.parent.exists():
+        raise EieError(f"folder {out.parent} does not exist")
+    write_verilog(config, out)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KiB): {config.describe()}")
+    if args.lint:
+        lint(out)
+        print(f"verilator --lint-only {' '.join(LINT_WAIVERS)}: clean")
+    return 0
+
+
+# -- eie spmv -------------------------------------------------------------------------------------------------
+
+def _load_array(path, what):
+    import numpy as np
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise EieError(f"{what} file {path} does not exist") from None
+    except (ValueError, OSError) as e:
+        raise EieError(f"{what} file {path} is not a .npy array ({e})") from None
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise EieError(f"{what} must be a float or integer array, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise EieError(f"{what} contains NaN or infinite values")
+    return a
+
+
+def _workload(args):
+    """(float-or-int matrix, input) from the user's files or a seeded random layer."""
+    import numpy as np
+    if args.matrix is not None or args.input is not None:
+        if args.matrix is None or args.input is None:
+            raise EieError("--matrix and --input go together")
+        w, x = _load_array(args.matrix, "--matrix"), _load_array(args.input, "--input")
+        if w.ndim != 2:
+            raise EieError(f"--matrix must be 2-D (rows x cols), got shape {w.shape}")
+        if x.ndim != 1 or len(x) != w.shape[1]:
+            raise EieError(f"--input must be a vector of {w.shape[1]} values (the matrix's columns), got shape {x.shape}")
+        return w, x
+    for name in ("density", "act_density"):
+        v = getattr(args, name)
+        if not 0 <= v <= 1:
+            raise EieError(f"--{name.replace('_', '-')} must be in 0..1, got {v}")
+    if args.rows < 1 or args.cols < 1:
+        raise EieError(f"--rows and --cols must be positive, got {args.rows} x {args.cols}")
+    rng = np.random.default_rng(args.seed)
+    w = rng.standard_normal((args.rows, args.cols)) * (rng.random((args.rows, args.cols)) < args.density)
+    x = rng.uniform(-1, 1, args.cols) * (rng.random(args.cols) < args.act_density)
+    return w, x
+
+
+def spmv_command(args):
+    import numpy as np
+    from ..sw.encode import encode_layer
+    from ..sw.perf import layer_perf
+    from ..sw.quant import layer_from_matrix
+    from ..sw.reference import forward
+    from .sim import simulate
+
+    w, x = _workload(args)
+    layer, x_int = layer_from_matrix(w, x, _make(_fields(args)), relu=args.relu)
+    image = fit_image([layer], args)
+    config = image.config
+    log = None if args.json else (lambda s: print(s, flush=True))
+    result = simulate(image, x_int[None, :], stats=True, waves=args.waves, log=log)
+    ref = forward(image.quant_layers(), x_int[None, :], config)[-1][0]
+    got = result.outputs[0]
+    diff = np.flatnonzero(got != ref)
+    perf = layer_perf(encode_layer(layer.w_index, config), x_int, config)
+    cycles = int(result.cycles[0])
+    stats = result.pe_stats[0]
+    report = {
+        "rows": int(w.shape[0]), "cols": int(w.shape[1]), "pes": config.pes,
+        "weights_kept": int(np.count_nonzero(layer.w_index)), "nonzero_inputs": perf.nonzero,
+        "mismatches": int(len(diff)), "first_mismatch_row": int(diff[0]) if len(diff) else None,
+        "cycles": cycles, "ideal_cycles": perf.ideal_cycles, "bound_cycles": perf.bound_cycles,
+        "model_cycles": perf.model_cycles, "utilization": round(perf.utilization(cycles), 4),
+        "load_imbalance": round(perf.imbalance, 4),
+        "rtl_entries_match_model": bool((stats[:, 0] == perf.work).all() and (stats[:, 1] == perf.macs).all()),
+        "sim_cycles_per_s": round(result.sim_cycles_per_s), "wall_seconds": round(result.wall_seconds, 2),
+        "config": config.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        verdict = "bit-exact" if not len(diff) else f"{len(diff)} MISMATCHES (first at row {diff[0]})"
+        print(f"{report['rows']}x{report['cols']} layer, {report['weights_kept']} weights kept, "
+              f"{perf.nonzero} non-zero inputs, on {config.describe()}")
+        print(f"  outputs          {verdict} against the reference")
+        for key in ("cycles", "model_cycles", "bound_cycles", "ideal_cycles", "utilization", "load_imbalance",
+                    "sim_cycles_per_s", "wall_seconds"):
+            print(f"  {key:<16} {report[key]}")
+        if args.waves:
+            print(f"  waveform         {args.waves}")
+    return 0 if not len(diff) else 1
+
+
+def register(sub):
+    p = sub.add_parser("verilog", help="write the chip's synthesizable Verilog",
+                       description="Generate Verilog for a chip configuration (Amaranth -> Yosys). Memories are "
+                                   "loaded at run time, so one file serves every model that fits.")
+    add_chip_args(p)
+    p.add_argument("-o", "--output", type=Path, default=Path("eie_chip.v"), help="output file (default eie_chip.v)")
+    p.add_argument("--lint", action="store_true", help="also run verilator --lint-only on it")
+    p.set_defaults(func=verilog_command)
+
+    p = sub.add_parser("spmv", help="run one layer on the simulated chip and check it bit-exact",
+                       description="y = W x (+ ReLU) on the Verilator-simulated chip, compared with the bit-exact "
+                                   "reference. A random layer, or your own: float arrays are quantized (weights "
+                                   "to a linear codebook of 2^weight-index-bits - 1 values over their range, "
+                                   "zeros kept as zeros; inputs to 16-bit fixed point scaled to their largest "
+                                   "magnitude); integer arrays with few enough distinct weights are used exactly. "
+                                   "Exit status 1 on any mismatch.")
+    g = p.add_argument_group("random layer")
+    g.add_argument("--rows", type=int, default=256, help="rows (default 256)")
+    g.add_argument("--cols", type=int, default=256, help="columns (default 256)")
+    g.add_argument("--density", type=float, default=0.1, help="fraction of weights kept (default 0.1)")
+    g.add_argument("--act-density", type=float, default=0.35, help="fraction of non-zero inputs (default 0.35)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g = p.add_argument_group("your layer")
+    g.add_argument("--matrix", type=Path, metavar="W.npy", help="weight matrix, rows x cols")
+    g.add_argument("--input", type=Path, metavar="x.npy", help="input vector, cols")
+    p.add_argument("--relu", action="store_true", help="apply ReLU to the outputs")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--waves", type=Path, metavar="FILE.fst", help="write an FST waveform of the run")
+    add_chip_args(p, sized=True)
+    p.set_defaults(func=spmv_command)
