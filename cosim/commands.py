@@ -10,15 +10,18 @@ from ..errors import EieError
 __all__ = ["register", "add_chip_args", "chip_config", "fit_image"]
 
 
-def add_chip_args(p, sized=False):
-    """Chip parameters (defaults from ChipConfig). With `sized`, memory depths left out fit the workload."""
+def add_chip_args(p, sized=False, from_image=False):
+    """Chip parameters (defaults from ChipConfig). With `sized`, memory depths left out fit the workload;
+    with `from_image`, the PE count and weight-index width default to the image's."""
     d = ChipConfig()
     g = p.add_argument_group("chip configuration")
-    g.add_argument("--pes", type=int, default=d.pes, help=f"processing elements, 1..64 (default {d.pes})")
+    g.add_argument("--pes", type=int, default=None if from_image else d.pes,
+                   help=f"processing elements, 1..64 (default {'the image' if from_image else d.pes})")
     g.add_argument("--index-bits", type=int, default=d.index_bits,
                    help=f"relative row index bits z (4 = EIE, 5 = the pruning paper; default {d.index_bits})")
-    g.add_argument("--weight-index-bits", type=int, default=d.weight_index_bits,
-                   help=f"codebook index bits v, 2..8 (default {d.weight_index_bits}: 16-entry codebook)")
+    g.add_argument("--weight-index-bits", type=int, default=None if from_image else d.weight_index_bits,
+                   help="codebook index bits v, 2..8 (default "
+                        + ("the image's)" if from_image else f"{d.weight_index_bits}: 16-entry codebook)"))
     g.add_argument("--queue-depth", type=int, default=d.queue_depth,
                    help=f"activation queue depth per PE (default {d.queue_depth})")
     g.add_argument("--entries-per-word", type=int, default=d.entries_per_word,
@@ -33,10 +36,6 @@ def add_chip_args(p, sized=False):
         default = getattr(d, name.replace("-", "_"))
         g.add_argument(f"--{name}", type=int, default=None if sized else default,
                        help=f"{help_}{auto or f' (default {default})'}")
-
-
-def _pow2(n):
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 def _make(fields):
@@ -59,16 +58,11 @@ def chip_config(args):
 
 
 def fit_image(layers, args):
-    """Chip image for `layers` on the chip the arguments name; memory depths left unset are sized to fit
-    (powers of two, so similar workloads share one Verilator build)."""
-    from ..sw.image import build_image
-    fields = _fields(args)
-    dim = max(max(layer.rows, layer.cols) for layer in layers)
-    fields["act_depth"] = args.act_depth or _pow2(-(-dim // args.pes))
-    probe = build_image(layers, _make({**fields, "matrix_words": 1 << 20, "ptr_words": 1 << 20}))
-    fields["matrix_words"] = args.matrix_words or _pow2(max(probe.matrix_words_used, 1))
-    fields["ptr_words"] = args.ptr_words or _pow2(max(probe.ptr_base.shape[1], 1))
-    return build_image(layers, _make(fields))
+    """Chip image for `layers` on the chip the arguments name; memory depths left unset are sized to fit."""
+    from ..sw.image import fit_image as fit
+    keep = [f for f in ("act_depth", "matrix_words", "ptr_words") if getattr(args, f) is not None]
+    depths = {f: getattr(args, f) or getattr(ChipConfig(), f) for f in ("act_depth", "matrix_words", "ptr_words")}
+    return fit(layers, _make({**_fields(args), **depths}), keep)
 
 
 # -- eie verilog ----------------------------------------------------------------------------------------------

@@ -36,8 +36,9 @@ async def run_jobs(dut):
             y, n = await chip.run(x)
             outputs.append(y)
             cycles.append(n)
-            if spec["stats"]:
+            if spec["layer_cycles"]:
                 layer_cycles.append(await chip.layer_cycles())
+            if spec["pe_stats"]:
                 pe_stats.append(await chip.pe_stats())
         run_s = time.perf_counter() - t0
         tmp = job["result"] + ".tmp.npz"

@@ -38,16 +38,16 @@ class SimResult:
         return len(self.cycles) / self.run_seconds if self.run_seconds else 0.0
 
 
-def simulate(image, inputs, stats=False, waves=None, log=None):
+def simulate(image, inputs, stats=False, waves=None, log=None, layer_cycles=None):
     """Run `inputs` ((samples, cols) ints) through `image` on the Verilator-simulated chip.
 
-    `stats` also reads per-layer cycles and per-PE counters after every sample; `waves` is a path for an
-    FST waveform of the whole run (builds a tracing simulator).
+    `stats` reads per-layer cycles and per-PE counters after every sample (`layer_cycles` alone is cheaper);
+    `waves` is a path for an FST waveform of the whole run (builds a tracing simulator).
     """
-    return simulate_many([(image, inputs)], stats=stats, waves=waves, log=log)[0]
+    return simulate_many([(image, inputs)], stats=stats, waves=waves, log=log, layer_cycles=layer_cycles)[0]
 
 
-def simulate_many(jobs, stats=False, waves=None, log=None):
+def simulate_many(jobs, stats=False, waves=None, log=None, layer_cycles=None):
     """Several (image, inputs) jobs for one chip configuration in one simulator start; one SimResult each."""
     if not jobs:
         return []
@@ -62,7 +62,8 @@ def simulate_many(jobs, stats=False, waves=None, log=None):
     from cocotb_tools.runner import get_results, get_runner
     with tempfile.TemporaryDirectory(prefix="eie-sim-") as tmp:
         tmp = Path(tmp)
-        spec = {"config": config.to_dict(), "stats": stats, "jobs": []}
+        spec = {"config": config.to_dict(), "pe_stats": stats,
+                "layer_cycles": stats if layer_cycles is None else layer_cycles, "jobs": []}
         for n, (image, inputs) in enumerate(jobs):
             image.save(tmp / f"image{n}.npz")
             inputs = np.asarray(inputs, np.int64)

@@ -7,7 +7,7 @@ import sys
 from .errors import EieError
 
 # Modules with a `register(subparsers)` function, in the order `eie --help` lists them.
-COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands"]
+COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands", "eie.cosim.inference"]
 
 
 def build_parser():

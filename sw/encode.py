@@ -50,8 +50,9 @@ class EncodedLayer:
         return np.stack([pe.counts for pe in self.pes])
 
 
-def check_index_matrix(w_index, config, what="layer"):
-    """A 2-D integer matrix of codebook indices that fits the chip's index width and dimensions."""
+def check_index_matrix(w_index, config, what="layer", layout=True):
+    """A 2-D integer matrix of codebook indices that fits the chip's index width (and, with `layout`, its
+    activation register files)."""
     w = np.asarray(w_index)
     if w.ndim != 2:
         raise EieError(f"{what}: weight-index matrix must be 2-D (rows x cols), got shape {w.shape}")
@@ -63,7 +64,7 @@ def check_index_matrix(w_index, config, what="layer"):
     rows, cols = w.shape
     if rows == 0 or cols == 0:
         raise EieError(f"{what}: empty matrix {w.shape}")
-    if rows > config.max_dim or cols > config.max_dim:
+    if layout and (rows > config.max_dim or cols > config.max_dim):
         raise EieError(f"{what}: {rows}x{cols} exceeds this chip's {config.max_dim} rows/columns "
                        f"(act_depth {config.act_depth} x {config.pes} PEs): use more PEs or a larger --act-depth")
     return w.astype(np.int64)

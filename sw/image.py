@@ -10,8 +10,6 @@ from dataclasses import dataclass
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 
 import numpy as np
@@ -20,8 +18,9 @@ from ..config import ChipConfig
 from ..errors import EieError
 from .encode import EncodedLayer, PeSlice, encode_layer, decode_layer
 from .quant import QuantLayer
+from .runs import atomic_write
 
-__all__ = ["LayerDesc", "ChipImage", "build_image", "load_image", "atomic_write"]
+__all__ = ["LayerDesc", "ChipImage", "build_image", "fit_image", "load_image"]
 
 FORMAT = "eie-image-1"
 
@@ -115,21 +114,7 @@ class ChipImage:
         header["digest"] = self._digest(header)
         buf = io.BytesIO()
         np.savez_compressed(buf, header=np.array(json.dumps(header)), **self._arrays())
-        atomic_write(path, buf.getvalue())
-
-
-def atomic_write(path, data):
-    """Write bytes or text so that `path` is either the old file or the complete new one."""
-    path = os.fspath(path)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def load_image(path, config=None):
@@ -214,3 +199,31 @@ def build_image(layers, config):
                      np.concatenate(bases, axis=1), np.concatenate(counts, axis=1),
                      codebooks, biases,
                      [(l.in_frac, l.w_frac, l.out_frac) for l in layers])
+
+
+def _pow2(n):
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def fit_image(layers, config, keep=()):
+    """`build_image` on a chip like `config` whose memory depths (act_depth, matrix_words, ptr_words; except
+    those named in `keep`) are the smallest powers of two that hold `layers`. Powers of two keep the number
+    of distinct chips, and so of Verilator builds, small."""
+    fields = config.to_dict()
+    if "act_depth" not in keep:
+        dim = max(max(layer.rows, layer.cols) for layer in layers)
+        fields["act_depth"] = _pow2(-(-dim // config.pes))
+    roomy = {**fields, **{f: 1 << 20 for f in ("matrix_words", "ptr_words") if f not in keep}}
+    probe = build_image(layers, _config(roomy))
+    if "matrix_words" not in keep:
+        fields["matrix_words"] = _pow2(max(probe.matrix_words_used, 1))
+    if "ptr_words" not in keep:
+        fields["ptr_words"] = _pow2(max(probe.ptr_base.shape[1], 1))
+    return build_image(layers, _config(fields))
+
+
+def _config(fields):
+    try:
+        return ChipConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise EieError(str(e)) from None

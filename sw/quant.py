@@ -65,7 +65,7 @@ class QuantLayer:
 
     def check(self, config, what="layer"):
         """Raise EieError unless this layer fits `config`'s arithmetic and dimensions."""
-        self.w_index = check_index_matrix(self.w_index, config, what)
+        self.w_index = check_index_matrix(self.w_index, config, what, layout=False)
         cb = np.asarray(self.codebook)
         if cb.shape != (config.codebook_size,) or not np.issubdtype(cb.dtype, np.integer):
             raise EieError(f"{what}: codebook must be {config.codebook_size} integers, got {cb.dtype} {cb.shape}")

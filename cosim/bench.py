@@ -1,0 +1,93 @@
+"""`make bench`: the chip on EIE's reference workload, a random 1024x1024 layer with 10% of the weights
+and 35% non-zero activations, at 16 and 64 PEs and 4- and 5-bit indices. Prints one table row per design
+point: RTL cycles beside the busiest PE's work (the floor for a fixed row placement), the even spread
+(ideal), the performance model, utilization and simulation speed; then the targets."""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from ..config import ChipConfig
+from ..sw.encode import encode_layer
+from ..sw.image import build_image
+from ..sw.perf import layer_perf
+from ..sw.quant import QuantLayer
+from ..sw.reference import forward
+from .sim import simulate
+
+
+def workload(rows, cols, density, act_density, samples, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(1, 16, (rows, cols)) * (rng.random((rows, cols)) < density)
+    layer = QuantLayer(w, np.concatenate([[0], rng.integers(-3000, 3000, 15)]), rng.integers(-500, 500, rows), 14,
+                       True)
+    x = rng.integers(-2000, 2000, (samples, cols)) * (rng.random((samples, cols)) < act_density)
+    return layer, x
+
+
+def design_point(layer, x, pes, index_bits):
+    dim = max(layer.rows, layer.cols)
+    probe = ChipConfig(pes=pes, index_bits=index_bits, act_depth=-(-dim // pes), matrix_words=1 << 16,
+                       ptr_words=1 << 12, count_bits=8)
+    words = build_image([layer], probe).matrix_words_used
+    config = ChipConfig(**{**probe.to_dict(), "matrix_words": 1 << (words - 1).bit_length()})
+    image = build_image([layer], config)
+    t0 = time.perf_counter()
+    result = simulate(image, x, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+    wall = time.perf_counter() - t0
+    mismatches = int((result.outputs != forward(image.quant_layers(), x, config)[-1]).sum())
+    enc = encode_layer(layer.w_index, config)
+    perfs = [layer_perf(enc, xs, config) for xs in x]
+    cycles = result.cycles.astype(float)
+    bound = np.array([p.bound_cycles for p in perfs], float)
+    model = np.array([p.model_cycles for p in perfs], float)
+    return {
+        "pes": pes, "index_bits": index_bits, "mismatches": mismatches,
+        "cycles": cycles.mean(), "bound": bound.mean(), "ideal": np.mean([p.ideal_cycles for p in perfs]),
+        "model": model.mean(), "over_bound": (cycles / bound - 1).max(),
+        "model_error": np.abs(model / cycles - 1).max(),
+        "utilization": np.mean([p.utilization(c) for p, c in zip(perfs, cycles)]),
+        "padding": sum(pe.n_padding for pe in enc.pes) / sum(pe.n_entries for pe in enc.pes),
+        "sim_cycles_per_s": result.sim_cycles_per_s, "wall": wall,
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m eie.cosim.bench", description=__doc__)
+    p.add_argument("--samples", type=int, default=8, help="input vectors per design point (default 8)")
+    p.add_argument("--pes", default="16,64", help="PE counts (default 16,64)")
+    p.add_argument("--index-bits", default="4,5", help="relative index widths (default 4,5)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    layer, x = workload(1024, 1024, 0.10, 0.35, args.samples, args.seed)
+    rows = []
+    print(f"1024x1024 layer, {np.count_nonzero(layer.w_index)} weights (10%), {args.samples} inputs with 35% "
+          f"non-zero activations", flush=True)
+    head = (f"{'PEs':>4} {'z bits':>6} {'cycles':>8} {'bound':>8} {'ideal':>8} {'model':>8} {'>bound':>7} "
+            f"{'model err':>9} {'util':>6} {'padding':>8} {'sim c/s':>9} {'mism.':>6}")
+    print(head)
+    for pes in map(int, args.pes.split(",")):
+        for ib in map(int, args.index_bits.split(",")):
+            r = design_point(layer, x, pes, ib)
+            rows.append(r)
+            print(f"{pes:>4} {ib:>6} {r['cycles']:>8.0f} {r['bound']:>8.0f} {r['ideal']:>8.0f} {r['model']:>8.0f} "
+                  f"{r['over_bound']:>7.2%} {r['model_error']:>9.2%} {r['utilization']:>6.3f} {r['padding']:>8.1%} "
+                  f"{r['sim_cycles_per_s']:>9,.0f} {r['mismatches']:>6}", flush=True)
+    print("\ntargets (EIE workload):")
+    checks = [
+        ("bit-exact on every sample", all(r["mismatches"] == 0 for r in rows)),
+        ("utilization >= 0.90 at 16 PEs (5-bit index)",
+         all(r["utilization"] >= 0.90 for r in rows if r["pes"] == 16 and r["index_bits"] == 5)),
+        ("cycles within 5% of the busiest PE's work", all(r["over_bound"] <= 0.05 for r in rows)),
+        ("RTL cycles within 2% of the model", all(r["model_error"] <= 0.02 for r in rows)),
+        (">= 200k simulated cycles/s at 16 PEs", all(r["sim_cycles_per_s"] >= 2e5 for r in rows if r["pes"] == 16)),
+    ]
+    for name, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

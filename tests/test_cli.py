@@ -1,0 +1,80 @@
+"""The `eie` command as a user meets it: help, doctor, verilog, spmv, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from eie.cli import main
+
+
+def eie(*args):
+    return subprocess.run([sys.executable, "-m", "eie", *map(str, args)], capture_output=True, text=True)
+
+
+def test_help_lists_the_subcommands():
+    out = eie("--help")
+    assert out.returncode == 0
+    for name in ("doctor", "verilog", "spmv", "prune", "compress", "sensitivity"):
+        assert name in out.stdout
+
+
+def test_doctor_reports_versions():
+    out = eie("doctor")
+    for name in ("python", "torch", "amaranth", "yosys backend", "cocotb", "verilator", "data: digits"):
+        assert name in out.stdout
+    assert out.returncode == (1 if "MISSING" in out.stdout else 0)
+
+
+def test_verilog_is_written_and_lints_clean(tmp_path):
+    out = eie("verilog", "--pes", 2, "--act-depth", 8, "--matrix-words", 64, "--ptr-words", 16,
+              "-o", tmp_path / "chip.v", "--lint")
+    assert out.returncode == 0, out.stderr
+    assert "lint-only" in out.stdout and "clean" in out.stdout
+    text = (tmp_path / "chip.v").read_text()
+    assert "module eie_chip" in text and "initial begin" not in text
+
+
+def test_spmv_random_layer_json(capsys):
+    assert main(["spmv", "--rows", "48", "--cols", "40", "--pes", "4", "--density", "0.2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mismatches"] == 0 and report["rtl_entries_match_model"]
+    for key in ("cycles", "ideal_cycles", "bound_cycles", "utilization", "model_cycles", "sim_cycles_per_s"):
+        assert key in report
+    assert report["bound_cycles"] >= report["ideal_cycles"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_spmv_user_arrays(tmp_path, capsys, dtype):
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((30, 20)) * 4 * (rng.random((30, 20)) < 0.3)).astype(dtype)
+    x = (rng.uniform(-50, 50, 20) * (rng.random(20) < 0.5)).astype(dtype)
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["spmv", "--matrix", str(tmp_path / "w.npy"), "--input", str(tmp_path / "x.npy"),
+                 "--pes", "4", "--relu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mismatches"] == 0
+
+
+def test_bad_input_is_one_line(tmp_path):
+    w = np.ones((4, 3))
+    w[1, 1] = np.nan
+    np.save(tmp_path / "nan.npy", w)
+    np.save(tmp_path / "w.npy", np.ones((4, 3)))
+    np.save(tmp_path / "x.npy", np.ones(5))
+    cases = [
+        (["spmv", "--matrix", tmp_path / "nan.npy", "--input", tmp_path / "x.npy"], "NaN"),
+        (["spmv", "--matrix", tmp_path / "w.npy", "--input", tmp_path / "x.npy"], "vector of 3 values"),
+        (["spmv", "--matrix", tmp_path / "w.npy"], "go together"),
+        (["spmv", "--pes", 65], "pes must be in 1..64"),
+        (["spmv", "--density", 1.5], "--density must be in 0..1"),
+        (["spmv", "--rows", 64, "--cols", 64, "--pes", 2, "--matrix-words", 2], "sparse-matrix words per PE"),
+        (["verilog", "-o", tmp_path / "no" / "chip.v"], "does not exist"),
+    ]
+    for args, message in cases:
+        out = eie(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "Traceback" not in out.stderr
