@@ -154,3 +154,17 @@ def test_lenet_sizes_match_the_paper():
         models.lenet5((1, 8, 8))
     with pytest.raises(EieError, match="unknown model 'vgg'"):
         models.build("vgg", (1, 28, 28), 10)
+
+
+def test_sort_units_keeps_the_function_and_moves_zero_runs_to_column_ends():
+    net = small_net()
+    with torch.no_grad():
+        net[1].weight[::2] = 0  # even units of layer 1 have no inputs
+    prune.apply_masks(net, {"1": net[1].weight != 0})
+    x, _ = toy_data()
+    expected = train.predict(net, x)
+    prune.sort_units(net)
+    assert torch.allclose(train.predict(net, x), expected, atol=1e-6)
+    counts = (net[1].weight != 0).sum(1)
+    assert torch.all(counts[:-1] >= counts[1:]) and torch.all(counts[6:] == 0)
+    assert torch.equal(prune.masks(net)["1"], net[1].weight != 0)

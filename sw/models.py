@@ -1,0 +1,211 @@
+"""Networks: LeNet-300-100 and LeNet-5 as in Han et al. 2015 (Caffe's definitions), and any user `nn.Sequential`
+of the layer types below, saved and loaded as checkpoints that rebuild without running pickled code.
+
+A checkpoint is a dict: the layer list (``spec``), a plain state dict with pruned weights at zero, the pruning
+masks by layer name, and free-form ``meta``. Plain state dicts and `torch.save(model)` of an allowed
+`nn.Sequential` load too.
+"""
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import EieError
+
+__all__ = ["ARCHITECTURES", "lenet_300_100", "lenet5", "build", "spec", "from_spec", "describe",
+           "check_input", "fully_connected", "save_checkpoint", "load_checkpoint"]
+
+CHECKPOINT_FORMAT = "eie-checkpoint-1"
+
+# Layer type -> (constructor arguments kept in a spec, names in the checkpoint).
+_LAYERS = {
+    nn.Linear: ("in_features", "out_features", "bias"),
+    nn.Conv2d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "bias"),
+    nn.ReLU: (),
+    nn.Dropout: ("p",),
+    nn.Flatten: (),
+    nn.MaxPool2d: ("kernel_size", "stride"),
+}
+_BY_NAME = {cls.__name__: cls for cls in _LAYERS}
+
+
+def lenet_300_100(input_shape=(1, 28, 28), classes=10):
+    """Fully connected 300-100 network (267K weights on 28x28 images)."""
+    inputs = int(torch.tensor(input_shape).prod())
+    return nn.Sequential(OrderedDict([
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(inputs, 300)), ("relu1", nn.ReLU()),
+        ("fc2", nn.Linear(300, 100)), ("relu2", nn.ReLU()),
+        ("fc3", nn.Linear(100, classes)),
+    ]))
+
+
+def lenet5(input_shape=(1, 28, 28), classes=10):
+    """Caffe's LeNet-5: two 5x5 convolutions (20, 50 maps) with max pooling, then 500 and `classes` units
+    (431K weights on 28x28 images). As in Caffe, only the hidden fully connected layer has a ReLU."""
+    channels, height, width = input_shape
+    if min(height, width) < 16:
+        raise EieError(f"lenet-5 needs images of at least 16x16 pixels, not {height}x{width}; "
+                       "use lenet-300-100 for small images")
+    flat = 50 * (((height - 4) // 2 - 4) // 2) * (((width - 4) // 2 - 4) // 2)
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(channels, 20, 5)), ("pool1", nn.MaxPool2d(2, 2)),
+        ("conv2", nn.Conv2d(20, 50, 5)), ("pool2", nn.MaxPool2d(2, 2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(flat, 500)), ("relu1", nn.ReLU()),
+        ("fc2", nn.Linear(500, classes)),
+    ]))
+
+
+ARCHITECTURES = {"lenet-300-100": lenet_300_100, "lenet-5": lenet5}
+
+
+def build(name, input_shape, classes):
+    if name not in ARCHITECTURES:
+        raise EieError(f"unknown model {name!r}: choose one of {', '.join(ARCHITECTURES)} "
+                       "or give --checkpoint FILE with your own nn.Sequential")
+    return ARCHITECTURES[name](tuple(input_shape), classes)
+
+
+def spec(model):
+    """The layer list of an `nn.Sequential` as plain data: [(name, type, {argument: value}), ...]."""
+    if not isinstance(model, nn.Sequential):
+        raise EieError(f"the network must be an nn.Sequential, not {type(model).__name__}")
+    layers = []
+    for name, layer in model.named_children():
+        if type(layer) not in _LAYERS:
+            raise EieError(f"layer {name} is a {type(layer).__name__}; supported layers are "
+                           f"{', '.join(_BY_NAME)}")
+        args = {a: getattr(layer, a) for a in _LAYERS[type(layer)]}
+        if "bias" in args:
+            args["bias"] = layer.bias is not None
+        layers.append((name, type(layer).__name__, args))
+    return layers
+
+
+def from_spec(layers):
+    try:
+        return nn.Sequential(OrderedDict((name, _BY_NAME[kind](**args)) for name, kind, args in layers))
+    except (KeyError, TypeError, ValueError) as e:
+        raise EieError(f"checkpoint has an unusable layer list ({e}); re-save it with this version") from None
+
+
+def describe(layers):
+    """One line naming the layers, for messages: 'fc1 Linear(784->300), relu1 ReLU, ...'."""
+    def one(name, kind, args):
+        if kind == "Linear":
+            return f"{name} Linear({args['in_features']}->{args['out_features']})"
+        if kind == "Conv2d":
+            return f"{name} Conv2d({args['in_channels']}->{args['out_channels']})"
+        return f"{name} {kind}"
+    return ", ".join(one(*layer) for layer in layers)
+
+
+def check_input(model, input_shape, classes):
+    """Refuse a network that cannot take these images or does not give one output per class."""
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, *input_shape))
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise EieError(f"the network does not accept {'x'.join(map(str, input_shape))} images ({first}); "
+                       "pick a data set it was built for") from None
+    if out.shape != (1, classes):
+        raise EieError(f"the network gives {tuple(out.shape[1:])} outputs, the data set has {classes} classes")
+
+
+def fully_connected(model):
+    """The Linear layers of a network that is only Flatten/Linear/ReLU/Dropout (what the chip runs), as
+    [(name, linear, relu_follows)]; an `EieError` otherwise."""
+    layers, children = [], list(model.named_children())
+    for i, (name, layer) in enumerate(children):
+        if isinstance(layer, nn.Linear):
+            after = [c for _, c in children[i + 1:] if not isinstance(c, nn.Dropout)]
+            layers.append((name, layer, bool(after) and isinstance(after[0], nn.ReLU)))
+        elif not isinstance(layer, (nn.Flatten, nn.ReLU, nn.Dropout)):
+            raise EieError(f"the chip runs fully connected networks; layer {name} is a {type(layer).__name__} "
+                           "(prune such networks with 'eie prune'; compress needs Linear/ReLU/Dropout only)")
+        elif isinstance(layer, nn.Flatten) and layers:
+            raise EieError(f"layer {name} (Flatten) comes after a Linear layer; the chip cannot run that")
+    if not layers:
+        raise EieError("the network has no Linear layer")
+    return layers
+
+
+def _state(model):
+    """(plain state dict with pruned weights at zero, {layer: bool mask}); torch's pruning re-parametrization
+    (weight_orig, weight_mask) is folded away so the state dict loads into an unpruned copy."""
+    state, masks = {}, {}
+    for name, layer in model.named_children():
+        mask = getattr(layer, "weight_mask", None)
+        for key, value in layer.state_dict().items():
+            if key == "weight_mask":
+                masks[name] = value.bool().clone()
+            elif key == "weight_orig":
+                state[f"{name}.weight"] = (value * mask).detach().clone()
+            else:
+                state[f"{name}.{key}"] = value.detach().clone()
+    return state, masks
+
+
+def save_checkpoint(path, model, **meta):
+    """Write `model` (pruned or not) and `meta` to `path` atomically."""
+    from .runs import atomic_write
+    state, masks = _state(model)
+    data = {"format": CHECKPOINT_FORMAT, "spec": spec(model), "state": state, "masks": masks, "meta": meta}
+    atomic_write(path, lambda f: torch.save(data, f))
+
+
+def load_checkpoint(path, expect=None):
+    """(model, masks, meta) from `path`. `expect` is a spec the checkpoint must match (same layers and
+    sizes); masks are returned, not applied, so the caller decides whether to keep pruning."""
+    path = Path(path)
+    if not path.is_file():
+        raise EieError(f"no checkpoint at {path}")
+    allowed = [nn.Sequential, *_LAYERS]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file; all mean the same to the user
+        lines = [line.strip() for line in str(e).splitlines() if "Unsupported global" in line]
+        why = lines[0] if lines else (str(e).splitlines() or [type(e).__name__])[0]
+        raise EieError(f"cannot load checkpoint {path}: {why[:200]} (save an nn.Sequential of "
+                       f"{', '.join(_BY_NAME)}, or its state_dict with --model)") from None
+    masks, meta = {}, {}
+    if isinstance(data, nn.Module):
+        model = data
+        layers = spec(model)
+    elif isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
+        layers, masks, meta = data["spec"], data["masks"], data["meta"]
+        model = from_spec(layers)
+        _load_state(model, data["state"], path)
+    elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        if expect is None:
+            raise EieError(f"{path} is a bare state dict; name its architecture with --model")
+        layers = expect
+        model = from_spec(layers)
+        _load_state(model, data, path)
+    else:
+        raise EieError(f"{path} is not a checkpoint (expected an eie checkpoint, a state dict or an nn.Sequential)")
+    if expect is not None and _shape_of(layers) != _shape_of(expect):
+        raise EieError(f"{path} holds another architecture: [{describe(layers)}], expected [{describe(expect)}]")
+    return model, masks, meta
+
+
+def _shape_of(layers):
+    """What must match for two specs to be the same architecture (layer names may differ)."""
+    return [(kind, sorted(args.items())) for _, kind, args in layers]
+
+
+def _load_state(model, state, path):
+    """Load by name, or by position when only the names differ (a state dict of an unnamed Sequential)."""
+    own = model.state_dict()
+    if set(state) != set(own) and [v.shape for v in state.values()] == [v.shape for v in own.values()]:
+        state = dict(zip(own, state.values()))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        why = " ".join(str(e).split())
+        raise EieError(f"{path} holds another architecture: {why[:300]}") from None

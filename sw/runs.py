@@ -1,0 +1,94 @@
+"""Run folders: every command writes its files into one folder, atomically, and never replaces a file that an
+earlier command left there unless asked to (--force). `report.json` is shared: each command merges its own
+keys into it, and `report.md` is rebuilt from the merged result."""
+
+import json
+import os
+from pathlib import Path
+import tempfile
+
+from ..errors import EieError
+
+__all__ = ["atomic_write", "RunFolder"]
+
+
+def atomic_write(path, write, binary=True):
+    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`: readers see the old
+    file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class RunFolder:
+    """The folder a command writes into. `outputs` are the file names this command creates; if any is
+    already there the command refuses to start, unless `force`, which replaces only those files."""
+
+    REPORT = "report.json"
+
+    def __init__(self, path, outputs=(), force=False):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise EieError(f"{self.path} exists and is not a folder; choose another run folder")
+        clash = [name for name in outputs if (self.path / name).exists()]
+        if clash and not force:
+            raise EieError(f"run folder {self.path} already has {', '.join(clash)}; "
+                           "pick a new folder or pass --force to replace those files")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EieError(f"cannot create run folder {self.path}: {e.strerror}") from None
+
+    def __truediv__(self, name):
+        return self.path / name
+
+    def has(self, name):
+        return (self.path / name).is_file()
+
+    def write_text(self, name, text):
+        atomic_write(self / name, lambda f: f.write(text), binary=False)
+
+    def write_json(self, name, data):
+        self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+    def read_json(self, name):
+        try:
+            return json.loads((self / name).read_text())
+        except FileNotFoundError:
+            raise EieError(f"{self / name} is missing; run the command that makes it first") from None
+        except (OSError, ValueError) as e:
+            raise EieError(f"cannot read {self / name}: {e}") from None
+
+    def save_figure(self, name, figure):
+        import matplotlib.pyplot as plt
+        atomic_write(self / name, lambda f: figure.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+        plt.close(figure)
+
+    def report(self):
+        return self.read_json(self.REPORT) if self.has(self.REPORT) else {}
+
+    def update_report(self, **entries):
+        """Merge `entries` into report.json (the per-layer dicts and timings merge one level down) and
+        rebuild report.md from the result."""
+        from .report import markdown
+        report = self.report()
+        for key, value in entries.items():
+            if key in ("layers", "timings") and isinstance(report.get(key), dict):
+                merged = report[key]
+                for name, figures in value.items():
+                    if isinstance(figures, dict) and isinstance(merged.get(name), dict):
+                        merged[name].update(figures)
+                    else:
+                        merged[name] = figures
+            else:
+                report[key] = value
+        report["wall_seconds"] = round(sum(report.get("timings", {}).values()), 1)
+        self.write_json(self.REPORT, report)
+        self.write_text("report.md", markdown(report))
+        return report
