@@ -106,7 +106,7 @@ def build(config, waves=False, log=None):
                              build_dir=root / "obj",
                              build_args=[*LINT_WAIVERS, "--no-public-flat-rw", "-O3", "--x-assign", "fast",
                                          "--x-initial", "fast",
-                                         *(["--trace-fst", "--trace-structs"] if waves else [])],
+                                         *(["--trace-structs"] if waves else [])],   # VCD: FST would need liblz4
                              waves=waves, always=True, log_file=root / "build.log")
         except SystemExit as e:
             raise EieError(f"Verilator build failed ({e}); see {root / 'build.log'}") from None

@@ -26,8 +26,9 @@ def add_chip_args(p, sized=False, from_image=False):
                    help=f"activation queue depth per PE (default {d.queue_depth})")
     g.add_argument("--entries-per-word", type=int, default=d.entries_per_word,
                    help=f"entries per sparse-matrix SRAM word (default {d.entries_per_word})")
-    g.add_argument("--count-bits", type=int, default=d.count_bits,
-                   help=f"bits of each column's entry count in a pointer word (default {d.count_bits})")
+    g.add_argument("--count-bits", type=int, default=None if sized else d.count_bits,
+                   help=f"bits of each column's entry count in a pointer word (default {d.count_bits}"
+                        + (", more if a column needs them)" if sized else ")"))
     g.add_argument("--max-layers", type=int, default=d.max_layers, help=f"layer table size (default {d.max_layers})")
     auto = " (default: fit the workload, rounded up to a power of two)" if sized else ""
     for name, help_ in (("matrix-words", "sparse-matrix SRAM words per PE"),
@@ -47,22 +48,22 @@ def _make(fields):
 
 def _fields(args):
     return dict(pes=args.pes, index_bits=args.index_bits, weight_index_bits=args.weight_index_bits,
-                queue_depth=args.queue_depth, entries_per_word=args.entries_per_word,
-                count_bits=args.count_bits, max_layers=args.max_layers)
+                queue_depth=args.queue_depth, entries_per_word=args.entries_per_word, max_layers=args.max_layers)
 
 
 def chip_config(args):
     """The ChipConfig the arguments name (memory depths included)."""
     return _make({**_fields(args), "matrix_words": args.matrix_words, "ptr_words": args.ptr_words,
-                  "act_depth": args.act_depth})
+                  "act_depth": args.act_depth, "count_bits": args.count_bits})
 
 
 def fit_image(layers, args):
     """Chip image for `layers` on the chip the arguments name; memory depths left unset are sized to fit."""
     from ..sw.image import fit_image as fit
-    keep = [f for f in ("act_depth", "matrix_words", "ptr_words") if getattr(args, f) is not None]
-    depths = {f: getattr(args, f) or getattr(ChipConfig(), f) for f in ("act_depth", "matrix_words", "ptr_words")}
-    return fit(layers, _make({**_fields(args), **depths}), keep)
+    sized = ("act_depth", "matrix_words", "ptr_words", "count_bits")
+    keep = [f for f in sized if getattr(args, f) is not None]
+    fields = {**_fields(args), **{f: getattr(args, f) or getattr(ChipConfig(), f) for f in sized}}
+    return fit(layers, _make(fields), keep)
 
 
 # -- eie verilog ----------------------------------------------------------------------------------------------
@@ -195,6 +196,6 @@ def register(sub):
     g.add_argument("--input", type=Path, metavar="x.npy", help="input vector, cols")
     p.add_argument("--relu", action="store_true", help="apply ReLU to the outputs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--waves", type=Path, metavar="FILE.fst", help="write an FST waveform of the run")
+    p.add_argument("--waves", type=Path, metavar="FILE.vcd", help="write a VCD waveform of the run (GTKWave, Surfer)")
     add_chip_args(p, sized=True)
     p.set_defaults(func=spmv_command)

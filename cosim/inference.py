@@ -171,7 +171,7 @@ def run_command(args):
         "mismatches": int(len(bad)), **results, "sram": _sram(image),
     }
     if len(bad):
-        waves = Path(args.run) / f"mismatch-sample{bad[0]}.fst"
+        waves = Path(args.run) / f"mismatch-sample{bad[0]}.vcd"
         found = _trace_mismatch(image, x_int, refs, int(bad[0]), waves, log)
         if found:
             l, row, got, want = found
@@ -220,6 +220,9 @@ def print_summary(r):
     s = r["sram"]
     print(f"  SRAM {s['bytes_per_pe']} B per PE ({s['total_bytes']} B in all): "
           f"{'fits' if s['fits_eie_sram_per_pe'] else 'does NOT fit'} EIE's 162 KB per PE")
+    for key in ("verilog", "waveform"):
+        if key in r:
+            print(f"  {key}: {r[key]}")
 
 
 def demo_command(args):
@@ -252,7 +255,7 @@ def register(sub):
     p.add_argument("run", type=Path, metavar="RUN_DIR", help="run folder with a compressed model (image.npz)")
     p.add_argument("--samples", type=int, metavar="K", help="test images to run (default: the whole test set)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--waves", type=Path, metavar="FILE.fst", help="write an FST waveform of one sample")
+    p.add_argument("--waves", type=Path, metavar="FILE.vcd", help="write a VCD waveform of one sample (GTKWave, Surfer)")
     p.add_argument("--waves-sample", type=int, default=0, metavar="K", help="the sample --waves records (default 0)")
     p.add_argument("--verilog", type=Path, metavar="FILE.v", help="also write the Verilog of the chip it ran on")
     add_chip_args(p, sized=True, from_image=True)

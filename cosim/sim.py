@@ -42,7 +42,7 @@ def simulate(image, inputs, stats=False, waves=None, log=None, layer_cycles=None
     """Run `inputs` ((samples, cols) ints) through `image` on the Verilator-simulated chip.
 
     `stats` reads per-layer cycles and per-PE counters after every sample (`layer_cycles` alone is cheaper);
-    `waves` is a path for an FST waveform of the whole run (builds a tracing simulator).
+    `waves` is a path for a VCD waveform of the whole run (builds a tracing simulator).
     """
     return simulate_many([(image, inputs)], stats=stats, waves=waves, log=log, layer_cycles=layer_cycles)[0]
 

@@ -206,15 +206,20 @@ def _pow2(n):
 
 
 def fit_image(layers, config, keep=()):
-    """`build_image` on a chip like `config` whose memory depths (act_depth, matrix_words, ptr_words; except
-    those named in `keep`) are the smallest powers of two that hold `layers`. Powers of two keep the number
-    of distinct chips, and so of Verilator builds, small."""
+    """`build_image` on a chip like `config` whose memory depths (act_depth, matrix_words, ptr_words) are the
+    smallest powers of two that hold `layers`, and whose count_bits grow if a column needs more; fields
+    named in `keep` stay as they are. Powers of two keep the number of distinct chips, and so of Verilator
+    builds, small."""
     fields = config.to_dict()
     if "act_depth" not in keep:
         dim = max(max(layer.rows, layer.cols) for layer in layers)
         fields["act_depth"] = _pow2(-(-dim // config.pes))
     roomy = {**fields, **{f: 1 << 20 for f in ("matrix_words", "ptr_words") if f not in keep}}
+    if "count_bits" not in keep:
+        roomy["count_bits"] = 16
     probe = build_image(layers, _config(roomy))
+    if "count_bits" not in keep:
+        fields["count_bits"] = max(config.count_bits, int(probe.ptr_counts.max(initial=0)).bit_length())
     if "matrix_words" not in keep:
         fields["matrix_words"] = _pow2(max(probe.matrix_words_used, 1))
     if "ptr_words" not in keep:
