@@ -18,8 +18,10 @@ Storage layout per processing element (PE); row ``i`` of a layer belongs to PE `
 * pointer SRAM: ``ptr_words`` words, each covering ``cols_per_ptr_word`` columns as one base entry address
   plus one ``count_bits`` entry count per column. EIE stores a 16-bit pointer per column; a base plus small
   counts stores the same spans in far fewer bits and is still read in one cycle (prefix sum within the word);
-* per PE, an activation queue of ``queue_depth`` and a FIFO of ``jobs_depth`` column spans between the
-  pointer read and the matrix read (it lets empty columns pass without stalling the matrix read);
+* per PE, an activation queue of ``queue_depth`` (8, as EIE) and a FIFO of ``jobs_depth`` column spans
+  between the pointer read and the matrix read: empty columns pass without stalling the matrix read, and
+  together the two absorb a PE's bursts of heavy columns (at 64 PEs, 16 spans bring the cycles from 10% to
+  4.4% above the busiest PE's work on EIE's reference workload, where 4 left them);
 * activation register files: two banks (source/destination) of ``act_depth`` values, so a layer has at most
   ``act_depth * pes`` rows and columns;
 * accumulators: ``act_depth`` registers; codebooks and biases for ``max_layers`` layers.
@@ -41,7 +43,7 @@ def _bits_for(n):
 class ChipConfig:
     pes: int = 16
     queue_depth: int = 8
-    jobs_depth: int = 4
+    jobs_depth: int = 16
     index_bits: int = 4
     weight_index_bits: int = 4
     weight_bits: int = 16
@@ -59,7 +61,7 @@ class ChipConfig:
     _RANGES = {
         "pes": (1, 64),
         "queue_depth": (2, 64),
-        "jobs_depth": (2, 16),
+        "jobs_depth": (2, 64),
         "index_bits": (2, 8),
         "weight_index_bits": (2, 8),
         "weight_bits": (2, 32),

@@ -60,7 +60,7 @@ def predict_cycles(act_counts, word_fill, rows, config):
     tail = [0] * n_pe             # cycles until the last read entry has been written back
     words = deque(int(w) for w in word_fill)
     pending = words.popleft() if words else 0
-    running = bool(word_fill is not None and len(word_fill))
+    running = len(word_fill) > 0
     act = 0
     cycles = 0
     while running or any(queue[k] or p1[k] is not None or jobs[k] or left[k] or tail[k] for k in range(n_pe)):
@@ -71,15 +71,15 @@ def predict_cycles(act_counts, word_fill, rows, config):
                 emit = act
                 act += 1
                 pending -= 1
-                advance = pending == 0
-            else:
-                advance = pending == 0
-            if advance:
+            if pending == 0:      # word done (or empty): the next one is looked at next cycle
                 if words:
                     pending = words.popleft()
                 else:
                     running = False
         for k in range(n_pe):
+            # P0 pops the queue if the jobs FIFO (as it stands at the start of the cycle) has room
+            had_p1 = p1[k] is not None
+            take = bool(queue[k]) and len(jobs[k]) + had_p1 < config.jobs_depth
             # matrix read: one entry per cycle; the next column follows without a bubble
             reading = left[k] > 0
             if reading:
@@ -87,9 +87,7 @@ def predict_cycles(act_counts, word_fill, rows, config):
             tail[k] = PIPELINE_TAIL if reading else max(tail[k] - 1, 0)
             if left[k] == 0 and jobs[k]:
                 left[k] = jobs[k].popleft()
-            # pointer stage: P1 pushes the span it read last cycle, P0 pops the queue if the FIFO has room
-            had_p1 = p1[k] is not None
-            take = bool(queue[k]) and len(jobs[k]) + had_p1 < config.jobs_depth
+            # P1 pushes the span it read last cycle (if the column has entries in this PE)
             if had_p1 and p1[k]:
                 jobs[k].append(p1[k])
             p1[k] = queue[k].popleft() if take else None

@@ -1,7 +1,26 @@
 import numpy as np
 import pytest
 
+from eie import ChipConfig
 from eie.sw.quant import QuantLayer
+
+
+def test_chip(pes, index_bits=4):
+    """The chip configuration the tests use for a PE count: one Verilator build per PE count serves the
+    system tests, the CLI tests and the end-to-end runs (builds are cached by configuration)."""
+    # act_depth >= 33 leaves room for zero runs longer than a 5-bit index in every PE's rows
+    return ChipConfig(pes=pes, index_bits=index_bits, act_depth=max(128, 256 // pes), matrix_words=2048,
+                      ptr_words=256, count_bits=8)
+
+
+test_chip.__test__ = False   # a helper, not a test
+
+
+def chip_flags(config):
+    """`eie` command-line flags naming `config`."""
+    return ["--pes", str(config.pes), "--index-bits", str(config.index_bits), "--act-depth", str(config.act_depth),
+            "--matrix-words", str(config.matrix_words), "--ptr-words", str(config.ptr_words),
+            "--count-bits", str(config.count_bits)]
 
 
 def random_layer(rng, rows, cols, density, config, shift=10, relu=False, scale=3000):

@@ -4,20 +4,13 @@ reference, cycles against the performance model."""
 import numpy as np
 import pytest
 
-from conftest import random_inputs, random_layer
-from eie import ChipConfig
+from conftest import random_inputs, random_layer, test_chip
 from eie.cosim.sim import simulate_many
 from eie.sw import reference
 from eie.sw.encode import encode_layer
 from eie.sw.image import build_image
 from eie.sw.perf import layer_perf
 from eie.sw.quant import QuantLayer
-
-
-def chip(pes, index_bits):
-    # act_depth >= 33 leaves room for zero runs longer than a 5-bit index in every PE's rows
-    return ChipConfig(pes=pes, index_bits=index_bits, act_depth=max(40, 256 // pes), matrix_words=1024 // pes + 64,
-                      ptr_words=128, count_bits=8)
 
 
 def corner_cases(rng, c):
@@ -53,7 +46,7 @@ def corner_cases(rng, c):
 
 @pytest.mark.parametrize("pes, index_bits", [(1, 4), (2, 5), (4, 4), (8, 5), (16, 4), (64, 5)])
 def test_random_and_corner_layers_are_bit_exact(pes, index_bits, rng):
-    c = chip(pes, index_bits)
+    c = test_chip(pes, index_bits)
     cases = corner_cases(rng, c)
     images = [build_image(layers, c) for _, layers, _ in cases]
     long_runs = next(layers[0] for name, layers, _ in cases if name == "long zero runs")
@@ -75,7 +68,7 @@ def test_random_and_corner_layers_are_bit_exact(pes, index_bits, rng):
 
 def test_a_wrong_weight_or_rounding_is_caught(rng, monkeypatch):
     """The check can fail: a corrupted image and a reference that truncates both show mismatches."""
-    c = chip(4, 4)
+    c = test_chip(4)
     layer = random_layer(rng, 64, 64, 0.3, c, shift=16)     # no output saturates: every change shows
     x = random_inputs(rng, 4, 64, 1.0)
     good = build_image([layer], c)

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import chip_flags, test_chip
 from eie.cli import main
 
 
@@ -38,7 +39,7 @@ def test_verilog_is_written_and_lints_clean(tmp_path):
 
 
 def test_spmv_random_layer_json(capsys):
-    assert main(["spmv", "--rows", "48", "--cols", "40", "--pes", "4", "--density", "0.2", "--json"]) == 0
+    assert main(["spmv", "--rows", "48", "--cols", "40", "--density", "0.2", "--json", *chip_flags(test_chip(4))]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mismatches"] == 0 and report["rtl_entries_match_model"]
     for key in ("cycles", "ideal_cycles", "bound_cycles", "utilization", "model_cycles", "sim_cycles_per_s"):
@@ -54,7 +55,7 @@ def test_spmv_user_arrays(tmp_path, capsys, dtype):
     np.save(tmp_path / "w.npy", w)
     np.save(tmp_path / "x.npy", x)
     assert main(["spmv", "--matrix", str(tmp_path / "w.npy"), "--input", str(tmp_path / "x.npy"),
-                 "--pes", "4", "--relu", "--json"]) == 0
+                 "--relu", "--json", *chip_flags(test_chip(4))]) == 0
     assert json.loads(capsys.readouterr().out)["mismatches"] == 0
 
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import chip_flags, test_chip
 from eie.cli import main
 from eie.cosim.inference import _trace_mismatch
 from eie.sw.image import load_image
@@ -23,7 +24,7 @@ def run_dir(tmp_path_factory):
 
 def test_run_is_bit_exact_and_reports(run_dir, capsys, tmp_path):
     code = main(["run", str(run_dir), "--samples", "40", "--json", "--waves", str(tmp_path / "s3.vcd"),
-                 "--waves-sample", "3", "--verilog", str(tmp_path / "chip.v")])
+                 "--waves-sample", "3", "--verilog", str(tmp_path / "chip.v"), *chip_flags(test_chip(4))])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["mismatches"] == 0 and out["samples"] == 40
     assert out["chip_accuracy"] == out["reference_accuracy"]
@@ -35,7 +36,7 @@ def test_run_is_bit_exact_and_reports(run_dir, capsys, tmp_path):
 
 
 def test_other_pe_counts_are_laid_out_again(run_dir, capsys):
-    assert main(["run", str(run_dir), "--samples", "5", "--pes", "2", "--json"]) == 0
+    assert main(["run", str(run_dir), "--samples", "5", "--json", *chip_flags(test_chip(2, 5))]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["mismatches"] == 0 and out["chip"]["pes"] == 2
 
