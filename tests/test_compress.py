@@ -124,7 +124,7 @@ def test_image_decodes_to_the_fixed_point_model(compressed_run):
     from eie.sw.data import load_dataset
     from eie.sw.quant import to_fixed
     report = json.loads((compressed_run / "report.json").read_text())
-    image = load_image(compressed_run / "image.npz", ChipConfig())
+    image = load_image(compressed_run / "image.npz", ChipConfig(**report["compress"]["chip"]))
     layers = image.quant_layers()
     d = load_dataset("digits")
     x = to_fixed(d.x_test.flatten(1).numpy(), report["compress"]["input_frac"], 16)
