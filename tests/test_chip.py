@@ -44,7 +44,9 @@ def corner_cases(rng, c):
     return cases
 
 
-@pytest.mark.parametrize("pes, index_bits", [(1, 4), (2, 5), (4, 4), (8, 5), (16, 4), (64, 5)])
+# 64 PEs take a 4-5 minute Verilator build, so they run with `make test-slow` (and in `make bench`).
+@pytest.mark.parametrize("pes, index_bits", [(1, 4), (2, 5), (4, 4), (8, 5), (16, 4),
+                                             pytest.param(64, 5, marks=pytest.mark.slow)])
 def test_random_and_corner_layers_are_bit_exact(pes, index_bits, rng):
     c = test_chip(pes, index_bits)
     cases = corner_cases(rng, c)
