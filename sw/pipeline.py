@@ -7,7 +7,7 @@ report.json / report.md.
 """
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import math
 import sys
 import time
@@ -21,11 +21,10 @@ from ..config import ChipConfig
 from ..errors import EieError
 from . import compress, models, prune, report, train
 from .data import load_dataset
-from .runs import RunFolder
 
-__all__ = ["Training", "DEFAULT_QUALITY", "SENSITIVITY_FRACTIONS", "load_data", "dense_network", "baseline", "parse_quality",
-           "sensitivity", "run_sensitivity", "prune_schedule", "run_prune", "layer_figures", "to_chip",
-           "chip_accuracy", "storage", "run_compress"]
+__all__ = ["Training", "DEFAULT_QUALITY", "SENSITIVITY_FRACTIONS", "load_data", "dense_network", "baseline",
+           "parse_quality", "sensitivity", "suggest_quality", "run_sensitivity", "prune_schedule", "run_prune",
+           "layer_figures", "share", "to_chip", "chip_accuracy", "storage", "run_compress"]
 
 # Quality parameters per layer. LeNet-300-100's were tuned on Fashion-MNIST with the default schedule
 # (14x, -0.14 points); LeNet-5's aim at the paper's Table 3 fractions. Other networks get one value for all.
@@ -107,7 +106,8 @@ def baseline(run, data, model, arch, source, training):
     else:
         _log(f"baseline: {source}")
     if not run.has("baseline.pt"):
-        models.save_checkpoint(run / "baseline.pt", model, arch=arch, data=data.name, training=training.__dict__)
+        models.save_checkpoint(run.output("baseline.pt"), model, arch=arch, data=data.name,
+                               training=training.__dict__)
     accuracy = train.evaluate(model, data.x_test, data.y_test)
     _log(f"baseline accuracy {accuracy:.2f}%")
     return accuracy
@@ -285,7 +285,7 @@ def run_prune(run, data, model_name, checkpoint, training, quality_text, iterati
         _log(f"removed dead neurons {removed}; accuracy {accuracy:.2f}% -> {after_removal:.2f}%")
         accuracy = after_removal
     run.save_figure("weights.png", report.histogram_figure(before, _weights_by_layer(model)))
-    models.save_checkpoint(run / "pruned.pt", model, arch=arch, data=data.name, quality=quality)
+    models.save_checkpoint(run.output("pruned.pt"), model, arch=arch, data=data.name, quality=quality)
     layers = layer_figures(model, data.x_test, dense_counts)
     for name, found in dead.items():
         layers[name]["dead_no_inputs"] = len(found["no_inputs"])
@@ -389,9 +389,9 @@ def run_compress(run, data, checkpoint, init, finetuning, config, calibration_si
     if finetuning.epochs:
         finetuning.fit(model, data, "fine-tune centroids")
     tuned_accuracy = train.evaluate(model, data.x_test, data.y_test)
-    models.save_checkpoint(run / "compressed.pt", _plain_copy(model), arch=meta.get("arch"), data=data.name,
-                           codebooks={n: compress.codebook(l).tolist()
-                                      for n, l, _ in models.fully_connected(model)})
+    codebooks = {n: compress.codebook(l).tolist() for n, l, _ in models.fully_connected(model)}
+    models.save_checkpoint(run.output("compressed.pt"), _plain_copy(model), arch=meta.get("arch"),
+                           data=data.name, codebooks=codebooks)
     calibration = data.x_train[torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(
         finetuning.seed))[:calibration_size]]
     quant_layers = to_chip(model, calibration, config)
@@ -399,7 +399,7 @@ def run_compress(run, data, checkpoint, init, finetuning, config, calibration_si
     _log(f"fine-tuned {tuned_accuracy:.2f}%, fixed point (as the chip computes) {fixed_accuracy:.2f}%")
     from .image import fit_image
     image = fit_image(quant_layers, config)  # memory depths sized to the model
-    image.save(run / "image.npz")
+    image.save(run.output("image.npz"))
     dense_bytes = 4 * dense_parameters
     tables = {f"{bits}-bit": {str(pes): storage(quant_layers, pes, bits, config) for pes in (1, 16, 64)}
               for bits in (4, 5)}

@@ -138,9 +138,9 @@ def _storage_markdown(report):
                 + [f"{100 * (tables[c]['1']['indices'] + tables[c]['1']['padding']) / tables[c]['1']['total']:.1f}"
                    for c in columns])
     rows.append(["ratio (dense / total)"] + [f"{dense / tables[c]['1']['total']:.1f}x" for c in columns])
-    rows.append(["with EIE 16-bit pointers"]
-                + [f"{dense / (tables[c]['1']['total'] - tables[c]['1']['pointers'] + tables[c]['1']['eie_pointers']):.1f}x"
-                   for c in columns])
+    eie_total = {c: tables[c]["1"]["total"] - tables[c]["1"]["pointers"] + tables[c]["1"]["eie_pointers"]
+                 for c in columns}
+    rows.append(["with EIE 16-bit pointers"] + [f"{dense / eie_total[c]:.1f}x" for c in columns])
     out += [_table(["part (bytes)"] + [f"{c} indices" for c in columns], rows), ""]
     pes = list(tables[columns[0]])
     out += ["Storage ratio by number of PEs (pointers repeat per PE):", "",

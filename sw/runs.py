@@ -28,7 +28,8 @@ def atomic_write(path, write, binary=True):
 
 class RunFolder:
     """The folder a command writes into. `outputs` are the file names this command creates; if any is
-    already there the command refuses to start, unless `force`, which replaces only those files."""
+    already there the command refuses to start, unless `force`, which replaces only those files. The folder
+    itself appears with the first file written, so a command refused for bad input leaves nothing behind."""
 
     REPORT = "report.json"
 
@@ -40,19 +41,23 @@ class RunFolder:
         if clash and not force:
             raise EieError(f"run folder {self.path} already has {', '.join(clash)}; "
                            "pick a new folder or pass --force to replace those files")
+
+    def __truediv__(self, name):
+        return self.path / name
+
+    def output(self, name):
+        """Path to write `name` to, creating the folder if needed."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise EieError(f"cannot create run folder {self.path}: {e.strerror}") from None
-
-    def __truediv__(self, name):
         return self.path / name
 
     def has(self, name):
         return (self.path / name).is_file()
 
     def write_text(self, name, text):
-        atomic_write(self / name, lambda f: f.write(text), binary=False)
+        atomic_write(self.output(name), lambda f: f.write(text), binary=False)
 
     def write_json(self, name, data):
         self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
@@ -67,7 +72,7 @@ class RunFolder:
 
     def save_figure(self, name, figure):
         import matplotlib.pyplot as plt
-        atomic_write(self / name, lambda f: figure.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+        atomic_write(self.output(name), lambda f: figure.savefig(f, format="png", dpi=110, bbox_inches="tight"))
         plt.close(figure)
 
     def report(self):

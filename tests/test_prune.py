@@ -168,3 +168,22 @@ def test_sort_units_keeps_the_function_and_moves_zero_runs_to_column_ends():
     counts = (net[1].weight != 0).sum(1)
     assert torch.all(counts[:-1] >= counts[1:]) and torch.all(counts[6:] == 0)
     assert torch.equal(prune.masks(net)["1"], net[1].weight != 0)
+
+
+def test_lenet5_prunes_its_convolutions_too():
+    from types import SimpleNamespace
+    from eie.sw import pipeline
+    torch.manual_seed(0)
+    net = models.lenet5((1, 16, 16), 4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 16, 16, generator=g)
+    data = SimpleNamespace(x_train=x, y_train=torch.randint(0, 4, (64,), generator=g), x_test=x[:16],
+                           y_test=torch.randint(0, 4, (16,), generator=g))
+    # half the defaults: untrained (uniform) weights have no tail beyond 1.73 std
+    quality = {n: q / 2 for n, q in pipeline.parse_quality(None, [n for n, _ in prune.layers(net)], "lenet-5").items()}
+    steps = pipeline.prune_schedule(net, data, quality, 1, pipeline.Training(epochs=1, lr=0.01, batch_size=32), 0)
+    kept = steps[0]["kept_percent"]
+    assert set(kept) == {"conv1", "conv2", "fc1", "fc2"} and all(0 < k < 100 for k in kept.values())
+    assert kept["conv1"] > kept["conv2"]  # the first convolution is the most sensitive (Table 3: 66% vs 12%)
+    figures = pipeline.layer_figures(net, data.x_test)
+    assert figures["conv2"]["flop_percent"] <= figures["conv2"]["kept_percent"]
