@@ -72,6 +72,19 @@ def markdown(report):
     if timings:
         out += ["Time by step: " + ", ".join(f"{k} {v} s" for k, v in timings.items()) + ".", ""]
 
+    sens = report.get("sensitivity")
+    if sens:
+        fractions = sorted({r["fraction"] for r in sens["rows"]})
+        names = list(dict.fromkeys(r["layer"] for r in sens["rows"]))
+        acc = {(r["layer"], r["fraction"]): r["accuracy"] for r in sens["rows"]}
+        out += ["## Sensitivity (one layer pruned, no retraining; test accuracy %)", "",
+                _table(["layer"] + [f"{f:.0%}" for f in fractions] + ["suggested quality"],
+                       [[n] + [acc.get((n, f), "") for f in fractions] + [sens["suggested_quality"].get(n)]
+                        for n in names]),
+                "", f"Suggested quality: the largest pruned fraction costing at most {sens['tolerance']} points "
+                "before retraining (`eie prune --quality sensitivity` uses it).", "",
+                "![sensitivity](sensitivity.png)", ""]
+
     layers = report.get("layers", {})
     if report.get("prune"):
         out += ["## Pruning (as Table 2 of Han et al. 2015)", "",
@@ -94,19 +107,6 @@ def markdown(report):
                            [(s["step"], ", ".join(f"{n} {v}" for n, v in s["kept_percent"].items()),
                              s["accuracy_pruned"], s["accuracy_retrained"]) for s in p["steps"]]),
                 "", "![weights before and after pruning](weights.png)", ""]
-
-    sens = report.get("sensitivity")
-    if sens:
-        fractions = sorted({r["fraction"] for r in sens["rows"]})
-        names = list(dict.fromkeys(r["layer"] for r in sens["rows"]))
-        acc = {(r["layer"], r["fraction"]): r["accuracy"] for r in sens["rows"]}
-        out += ["## Sensitivity (one layer pruned, no retraining; test accuracy %)", "",
-                _table(["layer"] + [f"{f:.0%}" for f in fractions] + ["suggested quality"],
-                       [[n] + [acc.get((n, f), "") for f in fractions] + [sens["suggested_quality"].get(n)]
-                        for n in names]),
-                "", f"Suggested quality: the largest pruned fraction costing at most {sens['tolerance']} points "
-                "before retraining (`eie prune --quality sensitivity` uses it).", "",
-                "![sensitivity](sensitivity.png)", ""]
 
     comp = report.get("compress")
     if comp:
