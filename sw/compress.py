@@ -80,7 +80,7 @@ def share_weights(module, codebook_size=16, init="linear", iterations=100, seed=
     module.register_buffer(f"{name}_index", index)
     hook = _Sharing(name)
     setattr(module, name, hook.compute(module))
-    module._eie_sharing = (hook, module.register_forward_pre_hook(hook))
+    module.register_forward_pre_hook(hook)
     return module
 
 
@@ -101,10 +101,12 @@ def indices(module, name="weight"):
 
 def remove(module, name="weight"):
     """Make sharing permanent: a plain `weight` parameter holding the shared values."""
-    hook, handle = module._eie_sharing
+    # Found by type in the module's own hooks, as torch's pruning does: a deep copy's hook handle would
+    # still point at the original module.
+    key, hook = next((k, h) for k, h in module._forward_pre_hooks.items()
+                     if isinstance(h, _Sharing) and h.name == name)
     weight = hook.compute(module).detach()
-    handle.remove()
-    del module._eie_sharing
+    del module._forward_pre_hooks[key]
     delattr(module, name)
     del module._parameters[f"{name}_centroids"]
     del module._buffers[f"{name}_index"]

@@ -135,17 +135,20 @@ def fully_connected(model):
 
 
 def _state(model):
-    """(plain state dict with pruned weights at zero, {layer: bool mask}); torch's pruning re-parametrization
-    (weight_orig, weight_mask) is folded away so the state dict loads into an unpruned copy."""
+    """(plain state dict with pruned weights at zero, {layer: bool mask}). Re-parametrizations are folded
+    away so the state dict loads into a plain copy: torch's pruning (weight_orig * weight_mask) and weight
+    sharing (codebook [0, weight_centroids...] indexed by weight_index, see `eie.sw.compress`)."""
     state, masks = {}, {}
     for name, layer in model.named_children():
-        mask = getattr(layer, "weight_mask", None)
         for key, value in layer.state_dict().items():
             if key == "weight_mask":
                 masks[name] = value.bool().clone()
             elif key == "weight_orig":
-                state[f"{name}.weight"] = (value * mask).detach().clone()
-            else:
+                state[f"{name}.weight"] = (value * layer.weight_mask).detach().clone()
+            elif key == "weight_index":
+                centroids = layer.weight_centroids.detach()
+                state[f"{name}.weight"] = torch.cat([centroids.new_zeros(1), centroids])[value].clone()
+            elif key != "weight_centroids":
                 state[f"{name}.{key}"] = value.detach().clone()
     return state, masks
 

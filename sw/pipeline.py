@@ -390,7 +390,7 @@ def run_compress(run, data, checkpoint, init, finetuning, config, calibration_si
         finetuning.fit(model, data, "fine-tune centroids")
     tuned_accuracy = train.evaluate(model, data.x_test, data.y_test)
     codebooks = {n: compress.codebook(l).tolist() for n, l, _ in models.fully_connected(model)}
-    models.save_checkpoint(run.output("compressed.pt"), _plain_copy(model), arch=meta.get("arch"),
+    models.save_checkpoint(run.output("compressed.pt"), model, arch=meta.get("arch"),
                            data=data.name, codebooks=codebooks)
     calibration = data.x_train[torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(
         finetuning.seed))[:calibration_size]]
@@ -420,11 +420,3 @@ def run_compress(run, data, checkpoint, init, finetuning, config, calibration_si
                   "calibration_images": len(calibration), "chip": image.config.to_dict(), "image": "image.npz",
                   "input_frac": quant_layers[0].in_frac, "storage_bytes": tables},
         timings={"compress": round(time.perf_counter() - started, 1)})
-
-
-def _plain_copy(model):
-    """A copy with weight sharing folded into plain weights, for a checkpoint any PyTorch code can load."""
-    plain = copy.deepcopy(model)
-    for _, layer, _ in models.fully_connected(plain):
-        compress.remove(layer)
-    return plain

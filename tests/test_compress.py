@@ -76,6 +76,17 @@ def test_fine_tuning_moves_centroids_not_zeros_and_remove_folds():
     assert torch.all(layer.weight[zeros] == 0) and len(torch.unique(layer.weight)) <= 8
 
 
+def test_shared_network_checkpoints_as_plain_weights(tmp_path):
+    from eie.sw import models
+    layer, _ = shared_layer()
+    net = nn.Sequential(layer)
+    with torch.no_grad():
+        layer.weight_centroids += 1.0  # no forward pass since: the cached weight is stale
+    models.save_checkpoint(tmp_path / "c.pt", net)
+    plain, masks, _ = models.load_checkpoint(tmp_path / "c.pt")
+    assert masks == {} and torch.equal(plain[0].weight, compress.codebook(layer)[compress.indices(layer)])
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="eie")
     commands.register(parser.add_subparsers(dest="command"))
