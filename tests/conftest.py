@@ -8,8 +8,9 @@ from eie.sw.quant import QuantLayer
 def test_chip(pes, index_bits=4):
     """The chip configuration the tests use for a PE count: one Verilator build per PE count serves the
     system tests, the CLI tests and the end-to-end runs (builds are cached by configuration)."""
-    # act_depth >= 33 leaves room for zero runs longer than a 5-bit index in every PE's rows
-    return ChipConfig(pes=pes, index_bits=index_bits, act_depth=max(128, 256 // pes), matrix_words=2048,
+    # act_depth >= 33 leaves room for zero runs longer than a 5-bit index in every PE's rows; 160 x 2 PEs
+    # holds the 300 rows of LeNet-300-100's first layer
+    return ChipConfig(pes=pes, index_bits=index_bits, act_depth=max(160, 512 // pes), matrix_words=2048,
                       ptr_words=256, count_bits=8)
 
 

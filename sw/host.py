@@ -1,0 +1,134 @@
+"""The host's share of a network whose front is convolutional (LeNet-5): convolutions and max-pooling in the
+chip's fixed-point arithmetic, feeding the fully connected layers that run on the chip.
+
+A convolution is the chip's layer on image patches: 16-bit weights at ``w_frac`` fraction bits, the
+accumulator starting at ``bias << shift``, rounded half-up by ``shift``, saturated, ReLU'd if asked
+(`eie.sw.reference.requantize`). Max-pooling commutes with that rounding, so it runs on the integers.
+"""
+
+from dataclasses import dataclass, field
+import io
+import json
+
+import numpy as np
+
+from ..errors import EieError
+from .quant import frac_for, to_fixed
+from .reference import requantize, wrap
+
+__all__ = ["QuantConv", "MaxPool", "quantize_front", "front_forward", "save_front", "load_front"]
+
+
+@dataclass
+class QuantConv:
+    weight: np.ndarray   # (out, in, kh, kw) signed fixed point
+    bias: np.ndarray     # (out,) at the output scale
+    shift: int
+    relu: bool
+    stride: int = 1
+    padding: int = 0
+    fracs: tuple = field(default=(0, 0, 0))  # (in_frac, w_frac, out_frac)
+
+
+@dataclass
+class MaxPool:
+    kernel: int
+    stride: int
+
+
+def _patches(x, kh, kw, stride, padding):
+    """(batch, c, h, w) -> (batch, oh, ow, c * kh * kw)."""
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    b, c, oh, ow = windows.shape[:4]
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(b, oh, ow, c * kh * kw)
+
+
+def _conv(op, x, config):
+    out, _, kh, kw = op.weight.shape
+    p = _patches(x, kh, kw, op.stride, op.padding).astype(np.float64)
+    # exact in float64 while every sum stays below 2**53 (16-bit by 16-bit products, a few hundred terms)
+    acc = (p @ op.weight.reshape(out, -1).T.astype(np.float64)).astype(np.int64)
+    acc = wrap(acc + (op.bias.astype(np.int64) << op.shift), config.acc_bits)
+    return requantize(acc, op.shift, op.relu, config).transpose(0, 3, 1, 2)
+
+
+def _pool(op, x):
+    w = np.lib.stride_tricks.sliding_window_view(x, (op.kernel, op.kernel), axis=(2, 3))
+    return w[:, :, ::op.stride, ::op.stride].max(axis=(-1, -2))
+
+
+def front_forward(ops, x_int, config):
+    """Integer (batch, c, h, w) images -> integer (batch, features) inputs of the chip's first layer."""
+    x = np.asarray(x_int, np.int64)
+    for op in ops:
+        x = _conv(op, x, config) if isinstance(op, QuantConv) else _pool(op, x)
+    return x.reshape(len(x), -1)
+
+
+def quantize_front(modules, calib_x, config):
+    """Fixed-point ops for a torch front of Conv2d / ReLU / MaxPool2d / Flatten / Dropout modules.
+
+    Scales come from the largest activations on `calib_x` ((n, c, h, w) floats); returns (ops, in_frac,
+    out_frac), `out_frac` being the scale of the features handed to the chip."""
+    import torch
+    from torch import nn
+    x = torch.as_tensor(calib_x, dtype=torch.float32)
+    in_frac = frac = frac_for(float(x.abs().max()), config.act_bits)
+    ops, modules = [], list(modules)
+    for i, m in enumerate(modules):
+        with torch.no_grad():
+            if isinstance(m, nn.Conv2d):
+                relu = i + 1 < len(modules) and isinstance(modules[i + 1], nn.ReLU)
+                if m.groups != 1 or m.dilation != (1, 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1:
+                    raise EieError(f"{m}: only square strides and paddings without groups or dilation run here")
+                x = m(x)
+                x = torch.relu(x) if relu else x
+                out_frac = frac_for(float(x.abs().max()), config.act_bits)
+                w = m.weight.numpy().astype(np.float64)
+                w_frac = max(frac_for(np.abs(w).max(), config.weight_bits), out_frac - frac)
+                bias = m.bias.numpy() if m.bias is not None else np.zeros(m.out_channels)
+                ops.append(QuantConv(to_fixed(w, w_frac, config.weight_bits), to_fixed(bias, out_frac, config.act_bits),
+                                     frac + w_frac - out_frac, relu, m.stride[0], m.padding[0],
+                                     (frac, w_frac, out_frac)))
+                frac = out_frac
+            elif isinstance(m, nn.MaxPool2d):
+                ops.append(MaxPool(m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0],
+                                   m.stride if isinstance(m.stride, int) else m.stride[0]))
+                x = m(x)
+            elif not isinstance(m, (nn.ReLU, nn.Flatten, nn.Dropout)):
+                raise EieError(f"the host runs Conv2d, ReLU, MaxPool2d, Flatten and Dropout before the first "
+                               f"Linear layer, not {type(m).__name__}")
+    return ops, in_frac, frac
+
+
+def save_front(ops, in_frac):
+    """Bytes of an .npz holding `ops` (for the run folder's host.npz)."""
+    arrays, spec = {}, []
+    for n, op in enumerate(ops):
+        if isinstance(op, QuantConv):
+            arrays[f"w{n}"], arrays[f"b{n}"] = op.weight, op.bias
+            spec.append({"conv": [op.shift, op.relu, op.stride, op.padding, list(op.fracs)]})
+        else:
+            spec.append({"pool": [op.kernel, op.stride]})
+    buf = io.BytesIO()
+    np.savez(buf, spec=np.array(json.dumps({"ops": spec, "in_frac": in_frac})), **arrays)
+    return buf.getvalue()
+
+
+def load_front(path):
+    """(ops, in_frac) from a host.npz."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            spec = json.loads(str(z["spec"]))
+            ops = []
+            for n, op in enumerate(spec["ops"]):
+                if "conv" in op:
+                    shift, relu, stride, padding, fracs = op["conv"]
+                    ops.append(QuantConv(z[f"w{n}"], z[f"b{n}"], shift, relu, stride, padding, tuple(fracs)))
+                else:
+                    ops.append(MaxPool(*op["pool"]))
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise EieError(f"{path}: not a readable host-layer file ({type(e).__name__}); compress again") from None
+    return ops, spec["in_frac"]
