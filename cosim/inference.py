@@ -47,6 +47,18 @@ def _test_set(run, samples):
     return data, data.x_test[:n], data.y_test[:n]
 
 
+def chip_inputs(run, images, image):
+    """Integer inputs of the chip's first layer: the images in fixed point, through the host's convolutions
+    when the run folder has them (host.npz, e.g. LeNet-5), else flattened."""
+    from ..sw.host import front_forward, load_front
+    from ..sw.quant import to_fixed
+    host = Path(run) / "host.npz"
+    if not host.exists():
+        return to_fixed(images.reshape(len(images), -1), image.fracs[0][0], image.config.act_bits)
+    ops, in_frac = load_front(host)
+    return front_forward(ops, to_fixed(images, in_frac, image.config.act_bits), image.config)
+
+
 def _float_accuracy(run, x, y):
     path = Path(run) / "compressed.pt"
     if not path.exists():
@@ -138,7 +150,6 @@ def _sram(image):
 
 
 def run_command(args):
-    from ..sw.quant import to_fixed
     log = lambda s: print(s, file=sys.stderr, flush=True)
     stored = load_compressed(args.run)
     bits = stored.config.weight_index_bits
@@ -152,12 +163,10 @@ def run_command(args):
     args.pes = args.pes or stored.config.pes
     image = fit_image(stored.quant_layers(), args)
     data, x, y = _test_set(args.run, args.samples)
-    x_flat = x.flatten(1).numpy()
-    if x_flat.shape[1] != image.layers[0].cols:
-        raise EieError(f"the chip's first layer takes {image.layers[0].cols} inputs but {data.name} images have "
-                       f"{x_flat.shape[1]} values: this model has layers the chip does not run")
-    fracs = image.fracs
-    x_int = to_fixed(x_flat, fracs[0][0], image.config.act_bits)
+    x_int = chip_inputs(args.run, x.numpy(), image)
+    if x_int.shape[1] != image.layers[0].cols:
+        raise EieError(f"the chip's first layer takes {image.layers[0].cols} inputs but {data.name} images give "
+                       f"{x_int.shape[1]}: this run's model has layers the chip does not run")
     if stored.config.pes != image.config.pes:
         log(f"laid out for {image.config.pes} PEs (the run's image was built for {stored.config.pes})")
     outputs, refs, results = chip_inference(image, x_int, log=log)

@@ -7,9 +7,8 @@ import pytest
 
 from conftest import chip_flags, test_chip
 from eie.cli import main
-from eie.cosim.inference import _trace_mismatch
+from eie.cosim.inference import _trace_mismatch, chip_inputs
 from eie.sw.image import load_image
-from eie.sw.quant import to_fixed
 from eie.sw.reference import forward
 
 
@@ -46,8 +45,7 @@ def test_a_mismatch_is_traced_to_layer_and_row(run_dir, tmp_path):
     layers = image.quant_layers()
     from eie.sw.pipeline import load_data
     from eie.sw.runs import RunFolder
-    x = load_data(RunFolder(run_dir)).x_test[:2].flatten(1).numpy()
-    x_int = to_fixed(x, image.fracs[0][0], image.config.act_bits)
+    x_int = chip_inputs(run_dir, load_data(RunFolder(run_dir)).x_test[:2].numpy(), image)
     refs = forward(layers, x_int, image.config)
     refs[1] = refs[1].copy()
     refs[1][1, 5] += 1                          # pretend the chip got layer 1, row 5 of sample 1 wrong
