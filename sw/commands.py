@@ -92,8 +92,9 @@ def register(sub):
 
     p = sub.add_parser(
         "compress", help="weight sharing, fixed point and the chip image (Deep Compression)",
-        description="Share each layer's weights through a k-means codebook (entry 0 fixed at zero), fine-tune "
-                    "the centroids, convert to the chip's fixed point and write image.npz, compressed.pt and "
+        description="Share each fully connected layer's weights through a k-means codebook (entry 0 fixed at "
+                    "zero), fine-tune the centroids, convert to the chip's fixed point and write image.npz (the "
+                    "fully connected layers), host.npz (convolutions before them, run by the host), compressed.pt and "
                     "storage tables (4- and 5-bit indices; 1, 16 and 64 PEs) into report.md. Reads pruned.pt "
                     "from the run folder; the data set is the one recorded there unless given.")
     _common(p, training=False)
@@ -180,7 +181,7 @@ def compress_command(args):
     except ValueError as e:
         raise EieError(f"chip configuration: {e}") from None
     finetuning = Training(epochs=args.finetune_epochs, lr=args.finetune_lr, l2=0.0, seed=args.seed)
-    run = RunFolder(args.run, ["compressed.pt", "image.npz"], args.force)
+    run = RunFolder(args.run, ["compressed.pt", "image.npz", "host.npz"], args.force)
     data = load_data(run, args.data, args.data_dir)
     report = run_compress(run, data, args.checkpoint, args.init, finetuning, config, args.calibration, started)
     print(f"fixed-point accuracy {report['compressed_accuracy']}%, storage ratio {report['storage_ratio']}x "

@@ -59,12 +59,17 @@ def _pool(op, x):
     return w[:, :, ::op.stride, ::op.stride].max(axis=(-1, -2))
 
 
-def front_forward(ops, x_int, config):
-    """Integer (batch, c, h, w) images -> integer (batch, features) inputs of the chip's first layer."""
+def front_forward(ops, x_int, config, batch=256):
+    """Integer (batch, c, h, w) images -> integer (batch, features) inputs of the chip's first layer.
+    Images go `batch` at a time: a convolution's patches take hundreds of times an image's memory."""
     x = np.asarray(x_int, np.int64)
-    for op in ops:
-        x = _conv(op, x, config) if isinstance(op, QuantConv) else _pool(op, x)
-    return x.reshape(len(x), -1)
+    out = []
+    for start in range(0, max(len(x), 1), batch):
+        part = x[start:start + batch]
+        for op in ops:
+            part = _conv(op, part, config) if isinstance(op, QuantConv) else _pool(op, part)
+        out.append(part.reshape(len(part), -1))
+    return np.concatenate(out)
 
 
 def quantize_front(modules, calib_x, config):
@@ -88,6 +93,9 @@ def quantize_front(modules, calib_x, config):
                 out_frac = frac_for(float(x.abs().max()), config.act_bits)
                 w = m.weight.numpy().astype(np.float64)
                 w_frac = max(frac_for(np.abs(w).max(), config.weight_bits), out_frac - frac)
+                # as on the chip (`quantize_layer`): a shift this small keeps bias << shift and every in-range
+                # output inside the accumulator
+                w_frac -= max(0, frac + w_frac - out_frac - (config.acc_bits - config.act_bits - 1))
                 bias = m.bias.numpy() if m.bias is not None else np.zeros(m.out_channels)
                 ops.append(QuantConv(to_fixed(w, w_frac, config.weight_bits), to_fixed(bias, out_frac, config.act_bits),
                                      frac + w_frac - out_frac, relu, m.stride[0], m.padding[0],

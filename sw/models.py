@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import EieError
 
 __all__ = ["ARCHITECTURES", "lenet_300_100", "lenet5", "build", "spec", "from_spec", "describe",
-           "check_input", "fully_connected", "save_checkpoint", "load_checkpoint"]
+           "check_input", "front", "fully_connected", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "eie-checkpoint-1"
 
@@ -116,19 +116,28 @@ def check_input(model, input_shape, classes):
         raise EieError(f"the network gives {tuple(out.shape[1:])} outputs, the data set has {classes} classes")
 
 
+def front(model):
+    """The modules before the first Linear layer, as [(name, module)], when they need the host (a Conv2d or
+    MaxPool2d among them, see `eie.sw.host`); [] for a fully connected network, whose Flatten the chip's
+    input layout already is."""
+    children = list(model.named_children())
+    first = next((i for i, (_, c) in enumerate(children) if isinstance(c, nn.Linear)), len(children))
+    if any(isinstance(c, (nn.Conv2d, nn.MaxPool2d)) for _, c in children[:first]):
+        return children[:first]
+    return []
+
+
 def fully_connected(model):
-    """The Linear layers of a network that is only Flatten/Linear/ReLU/Dropout (what the chip runs), as
-    [(name, linear, relu_follows)]; an `EieError` otherwise."""
+    """The Linear layers the chip runs, from the first Linear on (what precedes it is the `front`), as
+    [(name, linear, relu_follows)]; an `EieError` if a layer there is not Linear/ReLU/Dropout."""
     layers, children = [], list(model.named_children())
     for i, (name, layer) in enumerate(children):
         if isinstance(layer, nn.Linear):
             after = [c for _, c in children[i + 1:] if not isinstance(c, nn.Dropout)]
             layers.append((name, layer, bool(after) and isinstance(after[0], nn.ReLU)))
-        elif not isinstance(layer, (nn.Flatten, nn.ReLU, nn.Dropout)):
-            raise EieError(f"the chip runs fully connected networks; layer {name} is a {type(layer).__name__} "
-                           "(prune such networks with 'eie prune'; compress needs Linear/ReLU/Dropout only)")
-        elif isinstance(layer, nn.Flatten) and layers:
-            raise EieError(f"layer {name} (Flatten) comes after a Linear layer; the chip cannot run that")
+        elif layers and not isinstance(layer, (nn.ReLU, nn.Dropout)):
+            raise EieError(f"layer {name} ({type(layer).__name__}) comes after a Linear layer; the chip runs only "
+                           "Linear/ReLU/Dropout there (convolutions go before the first Linear layer)")
     if not layers:
         raise EieError("the network has no Linear layer")
     return layers

@@ -2,8 +2,8 @@
 run folder, does its work with progress on stderr, and merges its figures into the folder's report.
 
 Files in a run folder: baseline.pt (the dense network, trained once and reused), sensitivity.json and .png,
-pruned.pt, weights.png, compressed.pt (weight-shared float network), image.npz (the chip image) and
-report.json / report.md.
+pruned.pt, weights.png, compressed.pt (weight-shared float network), image.npz (the chip image), host.npz
+(a convolutional front's fixed-point layers, which the host runs before the chip) and report.json / report.md.
 """
 
 import copy
@@ -21,6 +21,8 @@ from ..config import ChipConfig
 from ..errors import EieError
 from . import compress, models, prune, report, train
 from .data import load_dataset
+from .host import QuantConv, save_front
+from .runs import atomic_write
 
 __all__ = ["Training", "DEFAULT_QUALITY", "SENSITIVITY_FRACTIONS", "load_data", "dense_network", "baseline",
            "parse_quality", "sensitivity", "suggest_quality", "run_sensitivity", "prune_schedule", "run_prune",
@@ -308,11 +310,15 @@ def run_prune(run, data, model_name, checkpoint, training, quality_text, iterati
 
 def share(model, codebook_size, init, seed):
     """Make pruning permanent, order hidden units densest first (less padding, same function) and share
-    every Linear layer's weights (k-means, `codebook_size` entries)."""
+    every Linear layer's weights (k-means, `codebook_size` entries). Convolutions keep their own weights
+    (the host stores them in 16 bits), frozen so that fine-tuning cannot regrow pruned ones."""
     prune.remove(model)
     prune.sort_units(model)
     for name, layer, _ in models.fully_connected(model):
         compress.share_weights(layer, codebook_size, init, seed=seed)
+    for _, layer in models.front(model):
+        if isinstance(layer, nn.Conv2d):
+            layer.weight.requires_grad_(False)
     return model
 
 
@@ -328,19 +334,32 @@ def _chip_layers(model, codebook_size):
     return out
 
 
+@torch.no_grad()
 def to_chip(model, calibration, config):
-    """Fixed-point QuantLayers (the chip's arithmetic) for a weight-shared model; activation scales come from
-    the largest activations seen on `calibration` images."""
+    """(host ops, image scale, QuantLayers): the weight-shared model in the chip's arithmetic, its front (if
+    convolutional) as host ops (`eie.sw.host`, [] otherwise). Activation scales come from the largest
+    activations seen on `calibration` images; the chip's first layer takes the front's output scale."""
+    from .host import quantize_front
     from .quant import quantize_network
-    return quantize_network(_chip_layers(model, config.codebook_size), calibration.flatten(1).numpy(), config)
+    front = [m for _, m in models.front(model.eval())]
+    ops, in_frac, features_frac, x = [], None, None, calibration
+    if front:
+        ops, in_frac, features_frac = quantize_front(front, calibration.numpy(), config)
+        for m in front:
+            x = m(x)
+    layers = quantize_network(_chip_layers(model, config.codebook_size), x.flatten(1).numpy(), config,
+                              in_frac=features_frac)
+    return ops, layers[0].in_frac if in_frac is None else in_frac, layers
 
 
-def chip_accuracy(quant_layers, x, y, config):
-    """Test accuracy of the fixed-point model as the chip computes it (bit-exact reference)."""
+def chip_accuracy(ops, in_frac, quant_layers, x, y, config):
+    """Test accuracy of the fixed-point model as `eie run` computes it: images at `in_frac`, the host ops,
+    then the chip's layers (bit-exact reference)."""
+    from .host import front_forward
     from .quant import to_fixed
     from .reference import forward
-    x_int = to_fixed(x.flatten(1).numpy(), quant_layers[0].in_frac, config.act_bits)
-    logits = forward(quant_layers, x_int, config)[-1]
+    features = front_forward(ops, to_fixed(x.numpy(), in_frac, config.act_bits), config)
+    logits = forward(quant_layers, features, config)[-1]
     return 100.0 * float((logits.argmax(1) == y.numpy()).mean())
 
 
@@ -357,8 +376,9 @@ def _storage_config(quant_layers, pes, index_bits, base):
     return ChipConfig(**{**wide.to_dict(), "count_bits": max(1, most.bit_length()), "matrix_words": max(1, words)})
 
 
-def storage(quant_layers, pes, index_bits, base=ChipConfig()):
-    """Bytes by part for the whole model on `pes` PEs with `index_bits`-bit relative indices."""
+def storage(quant_layers, pes, index_bits, base=ChipConfig(), host_ops=()):
+    """Bytes by part for the whole model on `pes` PEs with `index_bits`-bit relative indices; `host_ops`'
+    convolutions count as dense fixed-point weights and biases (part "host_convs")."""
     from .encode import encode_layer, storage_bits
     config = _storage_config(quant_layers, pes, index_bits, base)
     parts = {}
@@ -366,6 +386,10 @@ def storage(quant_layers, pes, index_bits, base=ChipConfig()):
         for part, bits in storage_bits(encode_layer(q.w_index, config), config).items():
             parts[part] = parts.get(part, 0) + bits
     in_bytes = {part: bits / 8 for part, bits in parts.items()}
+    convs = [op for op in host_ops if isinstance(op, QuantConv)]
+    if convs:
+        in_bytes["host_convs"] = sum(op.weight.size * base.weight_bits + op.bias.size * base.act_bits
+                                     for op in convs) / 8
     in_bytes["total"] = sum(v for k, v in in_bytes.items() if k != "eie_pointers")
     return in_bytes
 
@@ -394,17 +418,22 @@ def run_compress(run, data, checkpoint, init, finetuning, config, calibration_si
                            data=data.name, codebooks=codebooks)
     calibration = data.x_train[torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(
         finetuning.seed))[:calibration_size]]
-    quant_layers = to_chip(model, calibration, config)
-    fixed_accuracy = chip_accuracy(quant_layers, data.x_test, data.y_test, config)
+    ops, in_frac, quant_layers = to_chip(model, calibration, config)
+    fixed_accuracy = chip_accuracy(ops, in_frac, quant_layers, data.x_test, data.y_test, config)
     _log(f"fine-tuned {tuned_accuracy:.2f}%, fixed point (as the chip computes) {fixed_accuracy:.2f}%")
     from .image import fit_image
     image = fit_image(quant_layers, config)  # memory depths sized to the model
     image.save(run.output("image.npz"))
+    if ops:
+        atomic_write(run.output("host.npz"), lambda f: f.write(save_front(ops, in_frac)))
+    elif run.has("host.npz"):  # left by an earlier, convolutional compress (--force): `eie run` would use it
+        (run / "host.npz").unlink()
     dense_bytes = 4 * dense_parameters
-    tables = {f"{bits}-bit": {str(pes): storage(quant_layers, pes, bits, config) for pes in (1, 16, 64)}
+    tables = {f"{bits}-bit": {str(pes): storage(quant_layers, pes, bits, config, ops) for pes in (1, 16, 64)}
               for bits in (4, 5)}
     own = tables[f"{config.index_bits}-bit"] if config.index_bits in (4, 5) else \
-        {str(p): storage(quant_layers, p, config.index_bits, config) for p in (1, 16, 64)}
+        {str(p): storage(quant_layers, p, config.index_bits, config, ops) for p in (1, 16, 64)}
+    convs = [n for n, m in models.front(model) if isinstance(m, nn.Conv2d)]
     layers = {}
     for (name, layer, _), q in zip(models.fully_connected(model), quant_layers):
         layers[name] = {"codebook_values": int(np.count_nonzero(q.codebook)), "shift": q.shift,
@@ -418,5 +447,6 @@ def run_compress(run, data, checkpoint, init, finetuning, config, calibration_si
                   "pruned_accuracy": round(pruned_accuracy, 2), "shared_accuracy": round(shared_accuracy, 2),
                   "finetuned_accuracy": round(tuned_accuracy, 2), "fixed_point_accuracy": round(fixed_accuracy, 2),
                   "calibration_images": len(calibration), "chip": image.config.to_dict(), "image": "image.npz",
-                  "input_frac": quant_layers[0].in_frac, "storage_bytes": tables},
+                  "input_frac": in_frac, "storage_bytes": tables,
+                  **({"host": {"file": "host.npz", "convs": convs}} if ops else {})},
         timings={"compress": round(time.perf_counter() - started, 1)})

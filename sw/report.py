@@ -119,6 +119,10 @@ def markdown(report):
                 _table(["layer", "codebook values", "in frac", "weight frac", "out frac", "shift"],
                        [(n, f["codebook_values"], f["in_frac"], f["w_frac"], f["out_frac"], f["shift"])
                         for n, f in layers.items() if "shift" in f]), ""]
+        if comp.get("host"):
+            out += [f"The convolutions ({', '.join(comp['host']['convs'])}) and their pooling run on the host in "
+                    f"the chip's fixed-point arithmetic ({comp['host']['file']}; pruned, not weight-shared, stored "
+                    "as dense 16-bit weights: part host_convs below); the chip runs the fully connected layers.", ""]
         out += _storage_markdown(report)
     return "\n".join(out).rstrip() + "\n"
 
@@ -132,7 +136,7 @@ def _storage_markdown(report):
            "plus a per-column count); EIE's 16-bit pointer per column is shown for comparison.", ""]
     columns = list(tables)
     rows = []
-    for part in STORAGE_PARTS + ("total",):
+    for part in [p for p in STORAGE_PARTS + ("host_convs", "total") if p in tables[columns[0]]["1"]]:
         rows.append([part] + [f"{tables[c]['1'][part]:.0f}" for c in columns])
     rows.append(["index overhead (indices + padding) %"]
                 + [f"{100 * (tables[c]['1']['indices'] + tables[c]['1']['padding']) / tables[c]['1']['total']:.1f}"
