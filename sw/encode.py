@@ -120,21 +120,21 @@ def decode_layer(enc, config):
     return w
 
 
-def storage_bits(enc, config):
+def storage_bits(enc, config, per_pe=False):
     """Bits by part for the model as stored on `config`'s chip (codebook and bias once per layer).
 
     `pointers` is this chip's format (a base plus `count_bits` per column, per PE); `eie_pointers` is EIE's
-    16-bit pointer per column and PE, for comparison.
+    16-bit pointer per column and PE, for comparison. With `per_pe`, the parts that live in a PE's SRAM
+    (weights, indices, padding, pointers) as one dict per PE instead.
     """
-    real = sum(pe.n_entries - pe.n_padding for pe in enc.pes)
-    pad = sum(pe.n_padding for pe in enc.pes)
     ptr_words = -(-enc.cols // config.cols_per_ptr_word)
-    return {
-        "weights": real * config.weight_index_bits,
-        "indices": real * config.index_bits,
-        "padding": pad * config.entry_bits,
-        "pointers": config.pes * ptr_words * config.ptr_word_bits,
-        "codebook": config.codebook_size * config.weight_bits,
-        "bias": enc.rows * config.act_bits,
-        "eie_pointers": config.pes * (enc.cols + 1) * 16,
-    }
+
+    def parts(pes):
+        real = sum(pe.n_entries - pe.n_padding for pe in pes)
+        pad = sum(pe.n_padding for pe in pes)
+        return {"weights": real * config.weight_index_bits, "indices": real * config.index_bits,
+                "padding": pad * config.entry_bits, "pointers": len(pes) * ptr_words * config.ptr_word_bits,
+                "eie_pointers": len(pes) * (enc.cols + 1) * 16}
+    if per_pe:
+        return [parts([pe]) for pe in enc.pes]
+    return {**parts(enc.pes), "codebook": config.codebook_size * config.weight_bits, "bias": enc.rows * config.act_bits}

@@ -55,6 +55,9 @@ def test_storage_bits_by_part():
     assert bits["weights"] == 3 * 4 and bits["indices"] == 3 * 4 and bits["padding"] == 0
     assert bits["pointers"] == 2 * 1 * config.ptr_word_bits
     assert bits["codebook"] == 16 * 16 and bits["bias"] == 4 * 16
+    per_pe = storage_bits(encode_layer(w, config), config, per_pe=True)
+    assert [p["weights"] for p in per_pe] == [2 * 4, 1 * 4]      # PE0 holds rows 0 and 2, PE1 row 3
+    assert sum(p["pointers"] for p in per_pe) == bits["pointers"]
 
 
 def test_bad_matrices_are_refused():

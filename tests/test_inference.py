@@ -67,3 +67,10 @@ def test_refusals_before_any_simulation(run_dir, tmp_path, capsys):
     assert "4-bit weight indices" in capsys.readouterr().err
     assert main(["run", str(run_dir), "--pes", "1", "--matrix-words", "2"]) == 2
     assert "sparse-matrix words per PE" in capsys.readouterr().err
+
+
+def test_quick_demo_runs_the_whole_flow(tmp_path, capsys):
+    assert main(["demo", "--quick", "--pes", "4", "--samples", "20", "--run-dir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "mismatches 0" in out and "demo finished" in out
+    assert (tmp_path / "demo" / "eie_chip.v").exists() and (tmp_path / "demo" / "image.npz").exists()
