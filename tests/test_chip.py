@@ -10,7 +10,6 @@ from eie.sw import reference
 from eie.sw.encode import encode_layer
 from eie.sw.image import build_image
 from eie.sw.perf import layer_perf
-from eie.sw.quant import QuantLayer
 
 
 def corner_cases(rng, c):
