@@ -39,13 +39,6 @@ def add_chip_args(p, sized=False, from_image=False):
                        help=f"{help_}{auto or f' (default {default})'}")
 
 
-def _make(fields):
-    try:
-        return ChipConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise EieError(str(e)) from None
-
-
 def _fields(args):
     return dict(pes=args.pes, index_bits=args.index_bits, weight_index_bits=args.weight_index_bits,
                 queue_depth=args.queue_depth, entries_per_word=args.entries_per_word, max_layers=args.max_layers)
@@ -53,7 +46,7 @@ def _fields(args):
 
 def chip_config(args):
     """The ChipConfig the arguments name (memory depths included)."""
-    return _make({**_fields(args), "matrix_words": args.matrix_words, "ptr_words": args.ptr_words,
+    return ChipConfig.for_user(**{**_fields(args), "matrix_words": args.matrix_words, "ptr_words": args.ptr_words,
                   "act_depth": args.act_depth, "count_bits": args.count_bits})
 
 
@@ -63,7 +56,7 @@ def fit_image(layers, args):
     sized = ("act_depth", "matrix_words", "ptr_words", "count_bits")
     keep = [f for f in sized if getattr(args, f) is not None]
     fields = {**_fields(args), **{f: getattr(args, f) or getattr(ChipConfig(), f) for f in sized}}
-    return fit(layers, _make(fields), keep)
+    return fit(layers, ChipConfig.for_user(**fields), keep)
 
 
 # -- eie verilog ----------------------------------------------------------------------------------------------
@@ -132,7 +125,7 @@ def spmv_command(args):
     from .sim import simulate
 
     w, x = _workload(args)
-    layer, x_int = layer_from_matrix(w, x, _make(_fields(args)), relu=args.relu)
+    layer, x_int = layer_from_matrix(w, x, ChipConfig.for_user(**_fields(args)), relu=args.relu)
     image = fit_image([layer], args)
     config = image.config
     log = None if args.json else (lambda s: print(s, flush=True))

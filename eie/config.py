@@ -144,6 +144,15 @@ class ChipConfig:
     def act_max(self):
         return (1 << (self.act_bits - 1)) - 1
 
+    @classmethod
+    def for_user(cls, **fields):
+        """Like the constructor, but a bad parameter is an `EieError` (a one-line message for the CLI)."""
+        from .errors import EieError
+        try:
+            return cls(**fields)
+        except (TypeError, ValueError) as e:
+            raise EieError(str(e)) from None
+
     # -- identity -------------------------------------------------------------------------------------------
     def to_dict(self):
         return asdict(self)

@@ -176,10 +176,7 @@ def compress_command(args):
         raise EieError(f"unknown --init {args.init!r}: choose one of {', '.join(INITS)}")
     if args.calibration < 1:
         raise EieError(f"--calibration must be at least 1 image, not {args.calibration}")
-    try:
-        config = ChipConfig(pes=args.pes, index_bits=args.index_bits)
-    except ValueError as e:
-        raise EieError(f"chip configuration: {e}") from None
+    config = ChipConfig.for_user(pes=args.pes, index_bits=args.index_bits)
     finetuning = Training(epochs=args.finetune_epochs, lr=args.finetune_lr, l2=0.0, seed=args.seed)
     run = RunFolder(args.run, ["compressed.pt", "image.npz", "host.npz"], args.force)
     data = load_data(run, args.data, args.data_dir)

@@ -217,18 +217,11 @@ def fit_image(layers, config, keep=()):
     roomy = {**fields, **{f: 1 << 20 for f in ("matrix_words", "ptr_words") if f not in keep}}
     if "count_bits" not in keep:
         roomy["count_bits"] = 16
-    probe = build_image(layers, _config(roomy))
+    probe = build_image(layers, ChipConfig.for_user(**roomy))
     if "count_bits" not in keep:
         fields["count_bits"] = max(config.count_bits, int(probe.ptr_counts.max(initial=0)).bit_length())
     if "matrix_words" not in keep:
         fields["matrix_words"] = _pow2(max(probe.matrix_words_used, 1))
     if "ptr_words" not in keep:
         fields["ptr_words"] = _pow2(max(probe.ptr_base.shape[1], 1))
-    return build_image(layers, _config(fields))
-
-
-def _config(fields):
-    try:
-        return ChipConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise EieError(str(e)) from None
+    return build_image(layers, ChipConfig.for_user(**fields))
