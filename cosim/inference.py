@@ -260,7 +260,13 @@ def demo_command(args):
 
 def register(sub):
     p = sub.add_parser("run", help="run a compressed model's test set on the simulated chip, checked bit-exact",
-                       description=__doc__ + "\nExit status 1 on any mismatch.")
+                       description="Run a compressed model's test images through the simulated chip. Every fully "
+                                   "connected layer is loaded at once and layers chain on chip; convolutions before "
+                                   "them (host.npz, e.g. LeNet-5) run on the host in the same fixed point. The "
+                                   "model is laid out for the chip asked for (PE count, index bits, depths); its "
+                                   "weight-index width must match the image's. Every output is compared with the "
+                                   "bit-exact reference; the first mismatch is traced to its layer and row and "
+                                   "written as a VCD. Exit status 1 on any mismatch.")
     p.add_argument("run", type=Path, metavar="RUN_DIR", help="run folder with a compressed model (image.npz)")
     p.add_argument("--samples", type=int, metavar="K", help="test images to run (default: the whole test set)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
