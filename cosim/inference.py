@@ -64,7 +64,7 @@ def _float_accuracy(run, x, y):
     if not path.exists():
         return None
     from ..sw import models, train
-    model, masks, _ = models.load_checkpoint(path)
+    model, _, _ = models.load_checkpoint(path)
     return round(train.evaluate(model, x, y), 2)
 
 
@@ -84,7 +84,8 @@ def _trace_mismatch(image, x, refs, sample, waves, log):
 
 
 def chip_inference(image, x_int, log=None, model_samples=20):
-    """Run `x_int` through `image` on the chip; returns (chip outputs, per-layer cycles, results dict).
+    """Run `x_int` through `image` on the chip; returns (chip outputs, reference outputs of every layer,
+    results dict).
 
     `model_samples`: how many samples the cycle model also predicts (it steps every cycle in Python)."""
     from ..sw.encode import encode_layer
@@ -121,7 +122,7 @@ def chip_inference(image, x_int, log=None, model_samples=20):
         per_layer.append({
             "rows": layer.rows, "cols": layer.cols, "weights": int(np.count_nonzero(layer.w_index)),
             "nonzero_inputs_pct": round(100 * float((inputs[l] != 0).mean()), 1),
-            "cycles": round(float(c.mean()), 1), "ideal_cycles": round(float((work.sum(1) / config.pes).mean()), 1),
+            "cycles": round(float(c.mean()), 1), "ideal_cycles": round(float(np.ceil(work.sum(1) / config.pes).mean()), 1),
             "bound_cycles": round(float(work.max(1).mean()), 1),
             "utilization": round(float((macs.sum(1) / (config.pes * c)).mean()), 3),
             "load_imbalance": round(float((work.max(1) / np.maximum(work.mean(1), 1e-9)).mean()), 3),
