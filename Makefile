@@ -8,16 +8,27 @@ EIE    := $(VENV)/bin/eie
 STAMP  := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: all venv test test-slow demo bench data doctor clean
+.PHONY: all venv modules test test-slow demo bench data doctor clean
 
 all: test
 
-venv: $(STAMP)
+venv: modules
+
+# A strict editable install: a tree of links under build/__editable__ that editors and static tools can
+# follow (no import hook). It lists modules, so it is redone when a module appears or disappears.
+MODULES := $(sort $(wildcard eie/*.py hw/*.py sw/*.py cosim/*.py))
+INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=strict
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(INSTALL) -e '.[dev]'
+	echo "$(MODULES)" > $(VENV)/.modules
 	touch $@
+
+# Re-link when the module list changed since the last install (cheap: no dependency is reinstalled).
+modules: $(STAMP)
+	@echo "$(MODULES)" | cmp -s - $(VENV)/.modules || \
+	  { $(INSTALL) --no-deps -e . && echo "$(MODULES)" > $(VENV)/.modules; }
 
 # Fashion-MNIST comes from Debian's package; installed only when missing (needs root, as on CI machines).
 data:
@@ -30,21 +41,21 @@ data:
 
 # The tests use scikit-learn's digits and generated data; Fashion-MNIST is installed when possible so that
 # `eie doctor` finds everything, but its absence does not fail the tests.
-test: $(STAMP)
+test: modules
 	@$(MAKE) --no-print-directory -s data || echo "note: continuing without Fashion-MNIST"
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP) data
+test-slow: modules data
 	$(PY) -m pytest -q -m slow
 
-demo: $(STAMP) data
+demo: modules data
 	$(EIE) demo
 
-bench: $(STAMP)
+bench: modules
 	$(PY) -m eie.cosim.bench
 
-doctor: $(STAMP)
+doctor: modules
 	$(EIE) doctor
 
 clean:
-	rm -rf build runs .pytest_cache
+	rm -rf runs .pytest_cache   # build/ holds the editable install's links

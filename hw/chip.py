@@ -15,9 +15,9 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from ..config import ChipConfig
-from .pe import ProcessingElement, _addr_bits
-from .scanner import NonZeroDetector
+from eie.config import ChipConfig
+from eie.hw.pe import ProcessingElement, _addr_bits
+from eie.hw.scanner import NonZeroDetector
 
 __all__ = ["Chip", "HostSignature", "Target", "ReadTarget", "layer_layout", "RESET_CYCLES"]
 

@@ -15,8 +15,8 @@ from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import ChipConfig
-from .arith import shift_left, shift_right
+from eie.config import ChipConfig
+from eie.hw.arith import shift_left, shift_right
 
 __all__ = ["ProcessingElement", "PeLoadSignature", "requantize"]
 

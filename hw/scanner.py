@@ -6,7 +6,7 @@ from amaranth import Array, Cat, Const, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import ChipConfig
+from eie.config import ChipConfig
 
 __all__ = ["NonZeroDetector"]
 

@@ -37,14 +37,14 @@ def _common(p, training=True):
 
 def _torch_threads(args):
     import torch
-    from ..errors import EieError
+    from eie.errors import EieError
     if args.threads < 1:
         raise EieError(f"--threads must be at least 1, not {args.threads}")
     torch.set_num_threads(args.threads)
 
 
 def _baseline_training(args):
-    from .pipeline import Training
+    from eie.sw.pipeline import Training
     return Training(epochs=args.epochs, lr=args.lr, l2=args.l2, batch_size=args.batch_size, seed=args.seed)
 
 
@@ -114,9 +114,9 @@ def register(sub):
 
 
 def _fractions(text):
-    from ..errors import EieError
+    from eie.errors import EieError
     if text is None:
-        from .pipeline import SENSITIVITY_FRACTIONS
+        from eie.sw.pipeline import SENSITIVITY_FRACTIONS
         return SENSITIVITY_FRACTIONS
     try:
         values = sorted({float(f) for f in text.split(",")})
@@ -130,8 +130,8 @@ def _fractions(text):
 def sensitivity_command(args):
     started = time.perf_counter()
     _torch_threads(args)
-    from .pipeline import load_data, run_sensitivity
-    from .runs import RunFolder
+    from eie.sw.pipeline import load_data, run_sensitivity
+    from eie.sw.runs import RunFolder
     fractions = _fractions(args.fractions)
     run = RunFolder(args.run, ["sensitivity.json", "sensitivity.png"], args.force)
     data = load_data(run, args.data, args.data_dir)
@@ -144,13 +144,13 @@ def sensitivity_command(args):
 def prune_command(args):
     started = time.perf_counter()
     _torch_threads(args)
-    from .pipeline import Training, load_data, run_prune
-    from .runs import RunFolder
+    from eie.sw.pipeline import Training, load_data, run_prune
+    from eie.sw.runs import RunFolder
     training = _baseline_training(args)
     retraining = Training(epochs=args.retrain_epochs, l1=args.l1, batch_size=args.batch_size, seed=args.seed,
                           lr=args.retrain_lr,
                           l2=args.retrain_l2)
-    from ..errors import EieError
+    from eie.errors import EieError
     if args.iterations < 1:
         raise EieError(f"--iterations must be at least 1, not {args.iterations}")
     if args.final_epochs < 0:
@@ -167,11 +167,11 @@ def prune_command(args):
 def compress_command(args):
     started = time.perf_counter()
     _torch_threads(args)
-    from ..config import ChipConfig
-    from ..errors import EieError
-    from .compress import INITS
-    from .pipeline import Training, load_data, run_compress
-    from .runs import RunFolder
+    from eie.config import ChipConfig
+    from eie.errors import EieError
+    from eie.sw.compress import INITS
+    from eie.sw.pipeline import Training, load_data, run_compress
+    from eie.sw.runs import RunFolder
     if args.init not in INITS:
         raise EieError(f"unknown --init {args.init!r}: choose one of {', '.join(INITS)}")
     if args.calibration < 1:

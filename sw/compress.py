@@ -10,7 +10,7 @@ shared values. Like `torch.nn.utils.prune`, sharing re-parametrizes a layer: ``w
 import torch
 from torch import nn
 
-from ..errors import EieError
+from eie.errors import EieError
 
 __all__ = ["INITS", "kmeans", "share_weights", "is_shared", "codebook", "indices", "remove"]
 

@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import EieError
+from eie.errors import EieError
 
 __all__ = ["Dataset", "DATASETS", "FASHION_MNIST_DIR", "find_datasets", "load_dataset", "read_idx"]
 

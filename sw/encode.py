@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ChipConfig
-from ..errors import EieError
+from eie.config import ChipConfig
+from eie.errors import EieError
 
 __all__ = ["PeSlice", "EncodedLayer", "encode_layer", "decode_layer", "storage_bits", "check_index_matrix"]
 

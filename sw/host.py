@@ -12,9 +12,9 @@ import json
 
 import numpy as np
 
-from ..errors import EieError
-from .quant import frac_for, to_fixed
-from .reference import requantize, wrap
+from eie.errors import EieError
+from eie.sw.quant import frac_for, to_fixed
+from eie.sw.reference import requantize, wrap
 
 __all__ = ["QuantConv", "MaxPool", "quantize_front", "front_forward", "save_front", "load_front"]
 

@@ -14,11 +14,11 @@ import zipfile
 
 import numpy as np
 
-from ..config import ChipConfig
-from ..errors import EieError
-from .encode import EncodedLayer, PeSlice, encode_layer, decode_layer
-from .quant import QuantLayer
-from .runs import atomic_write
+from eie.config import ChipConfig
+from eie.errors import EieError
+from eie.sw.encode import EncodedLayer, PeSlice, encode_layer, decode_layer
+from eie.sw.quant import QuantLayer
+from eie.sw.runs import atomic_write
 
 __all__ = ["LayerDesc", "ChipImage", "build_image", "fit_image", "load_image"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import EieError
+from eie.errors import EieError
 
 __all__ = ["ARCHITECTURES", "lenet_300_100", "lenet5", "build", "spec", "from_spec", "describe",
            "check_input", "front", "fully_connected", "save_checkpoint", "load_checkpoint"]
@@ -164,7 +164,7 @@ def _state(model):
 
 def save_checkpoint(path, model, **meta):
     """Write `model` (pruned or not) and `meta` to `path` atomically."""
-    from .runs import atomic_write
+    from eie.sw.runs import atomic_write
     state, masks = _state(model)
     data = {"format": CHECKPOINT_FORMAT, "spec": spec(model), "state": state, "masks": masks, "meta": meta}
     atomic_write(path, lambda f: torch.save(data, f))

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import ChipConfig
-from ..errors import EieError
-from . import compress, models, prune, report, train
-from .data import load_dataset
-from .host import QuantConv, save_front
-from .runs import atomic_write
+from eie.config import ChipConfig
+from eie.errors import EieError
+from eie.sw import compress, models, prune, report, train
+from eie.sw.data import load_dataset
+from eie.sw.host import QuantConv, save_front
+from eie.sw.runs import atomic_write
 
 __all__ = ["Training", "DEFAULT_QUALITY", "SENSITIVITY_FRACTIONS", "load_data", "dense_network", "baseline",
            "parse_quality", "sensitivity", "suggest_quality", "run_sensitivity", "prune_schedule", "run_prune",
@@ -339,8 +339,8 @@ def to_chip(model, calibration, config):
     """(host ops, image scale, QuantLayers): the weight-shared model in the chip's arithmetic, its front (if
     convolutional) as host ops (`eie.sw.host`, [] otherwise). Activation scales come from the largest
     activations seen on `calibration` images; the chip's first layer takes the front's output scale."""
-    from .host import quantize_front
-    from .quant import quantize_network
+    from eie.sw.host import quantize_front
+    from eie.sw.quant import quantize_network
     front = [m for _, m in models.front(model.eval())]
     ops, in_frac, features_frac, x = [], None, None, calibration
     if front:
@@ -355,9 +355,9 @@ def to_chip(model, calibration, config):
 def chip_accuracy(ops, in_frac, quant_layers, x, y, config):
     """Test accuracy of the fixed-point model as `eie run` computes it: images at `in_frac`, the host ops,
     then the chip's layers (bit-exact reference)."""
-    from .host import front_forward
-    from .quant import to_fixed
-    from .reference import forward
+    from eie.sw.host import front_forward
+    from eie.sw.quant import to_fixed
+    from eie.sw.reference import forward
     features = front_forward(ops, to_fixed(x.numpy(), in_frac, config.act_bits), config)
     logits = forward(quant_layers, features, config)[-1]
     return 100.0 * float((logits.argmax(1) == y.numpy()).mean())
@@ -366,7 +366,7 @@ def chip_accuracy(ops, in_frac, quant_layers, x, y, config):
 def _storage_config(quant_layers, pes, index_bits, base):
     """The smallest chip of `pes` PEs that holds the model: just enough activation depth, count bits and
     sparse-matrix words, so the pointer widths are the model's own and not a given chip's."""
-    from .encode import encode_layer
+    from eie.sw.encode import encode_layer
     dim = max(max(q.rows, q.cols) for q in quant_layers)
     wide = ChipConfig(**{**base.to_dict(), "pes": pes, "index_bits": index_bits, "act_depth": -(-dim // pes),
                          "count_bits": 16, "matrix_words": 1 << 20})
@@ -379,7 +379,7 @@ def _storage_config(quant_layers, pes, index_bits, base):
 def storage(quant_layers, pes, index_bits, base=ChipConfig(), host_ops=()):
     """Bytes by part for the whole model on `pes` PEs with `index_bits`-bit relative indices; `host_ops`'
     convolutions count as dense fixed-point weights and biases (part "host_convs")."""
-    from .encode import encode_layer, storage_bits
+    from eie.sw.encode import encode_layer, storage_bits
     config = _storage_config(quant_layers, pes, index_bits, base)
     parts = {}
     for q in quant_layers:
@@ -421,7 +421,7 @@ def run_compress(run, data, checkpoint, init, finetuning, config, calibration_si
     ops, in_frac, quant_layers = to_chip(model, calibration, config)
     fixed_accuracy = chip_accuracy(ops, in_frac, quant_layers, data.x_test, data.y_test, config)
     _log(f"fine-tuned {tuned_accuracy:.2f}%, fixed point (as the chip computes) {fixed_accuracy:.2f}%")
-    from .image import fit_image
+    from eie.sw.image import fit_image
     image = fit_image(quant_layers, config)  # memory depths sized to the model
     image.save(run.output("image.npz"))
     if ops:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ..errors import EieError
+from eie.errors import EieError
 
 __all__ = ["layers", "dense_stds", "prune_by_std", "quality_for_fraction", "apply_masks", "masks",
            "remove", "kept", "adjust_dropout", "dead_neurons", "remove_dead_neurons", "sort_units"]

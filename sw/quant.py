@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import EieError
-from .encode import check_index_matrix
+from eie.errors import EieError
+from eie.sw.encode import check_index_matrix
 
 __all__ = ["QuantLayer", "to_fixed", "from_fixed", "frac_for", "quantize_layer", "quantize_network",
            "linear_codebook", "layer_from_matrix"]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..errors import EieError
+from eie.errors import EieError
 
 __all__ = ["wrap", "requantize", "layer_forward", "forward", "check_activations"]
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 import tempfile
 
-from ..errors import EieError
+from eie.errors import EieError
 
 __all__ = ["atomic_write", "RunFolder"]
 
@@ -81,7 +81,7 @@ class RunFolder:
     def update_report(self, **entries):
         """Merge `entries` into report.json (the per-layer dicts and timings merge one level down) and
         rebuild report.md from the result."""
-        from .report import markdown
+        from eie.sw.report import markdown
         report = self.report()
         for key, value in entries.items():
             if key in ("layers", "timings") and isinstance(report.get(key), dict):
