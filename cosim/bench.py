@@ -12,7 +12,7 @@ import numpy as np
 
 from eie.config import ChipConfig
 from eie.sw.encode import encode_layer
-from eie.sw.image import build_image
+from eie.sw.image import build_image, fit_config
 from eie.sw.perf import layer_perf
 from eie.sw.quant import QuantLayer
 from eie.sw.reference import forward
@@ -29,27 +29,23 @@ def workload(rows, cols, density, act_density, samples, seed):
 
 
 def design_point(layer, x, pes, index_bits, queue_depth):
-    dim = max(layer.rows, layer.cols)
-    probe = ChipConfig(pes=pes, index_bits=index_bits, queue_depth=queue_depth, act_depth=-(-dim // pes),
-                       matrix_words=1 << 16, ptr_words=1 << 12, count_bits=8)
-    words = build_image([layer], probe).matrix_words_used
-    config = ChipConfig(**{**probe.to_dict(), "matrix_words": 1 << (words - 1).bit_length()})
+    config = fit_config([layer], ChipConfig(pes=pes, index_bits=index_bits, queue_depth=queue_depth, count_bits=8))
     image = build_image([layer], config)
     t0 = time.perf_counter()
     result = simulate(image, x, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
     wall = time.perf_counter() - t0
     mismatches = int((result.outputs != forward(image.quant_layers(), x, config)[-1]).sum())
     enc = encode_layer(layer.w_index, config)
-    perfs = [layer_perf(enc, xs, config) for xs in x]
+    perf = layer_perf(enc, x, config)
     cycles = result.cycles.astype(float)
-    bound = np.array([p.bound_cycles for p in perfs], float)
-    model = np.array([p.model_cycles for p in perfs], float)
+    bound = perf.bound_cycles.astype(float)
+    model = perf.model_cycles.astype(float)
     return {
         "pes": pes, "index_bits": index_bits, "queue": queue_depth, "mismatches": mismatches,
-        "cycles": cycles.mean(), "bound": bound.mean(), "ideal": np.mean([p.ideal_cycles for p in perfs]),
+        "cycles": cycles.mean(), "bound": bound.mean(), "ideal": perf.ideal_cycles.mean(),
         "model": model.mean(), "over_bound": (cycles / bound - 1).max(),
         "model_error": np.abs(model / cycles - 1).max(),
-        "utilization": np.mean([p.utilization(c) for p, c in zip(perfs, cycles)]),
+        "utilization": perf.utilization(cycles).mean(),
         "padding": sum(pe.n_padding for pe in enc.pes) / sum(pe.n_entries for pe in enc.pes),
         "sim_cycles_per_s": result.sim_cycles_per_s, "wall": wall,
     }

@@ -7,56 +7,59 @@ from pathlib import Path
 from eie.config import ChipConfig
 from eie.errors import EieError
 
-__all__ = ["register", "add_chip_args", "chip_config", "fit_image"]
+__all__ = ["register", "add_chip_args", "chip_changes", "chip_config", "fit_image"]
 
 
 def add_chip_args(p, sized=False, from_image=False):
     """Chip parameters (defaults from ChipConfig). With `sized`, memory depths left out fit the workload;
-    with `from_image`, the PE count and weight-index width default to the image's."""
+    with `from_image`, every field left out is the model's own (what it was compressed for)."""
     d = ChipConfig()
-    g = p.add_argument_group("chip configuration")
-    g.add_argument("--pes", type=int, default=None if from_image else d.pes,
-                   help=f"processing elements, 1..64 (default {'the image' if from_image else d.pes})")
-    g.add_argument("--index-bits", type=int, default=d.index_bits,
-                   help=f"relative row index bits z (4 = EIE, 5 = the pruning paper; default {d.index_bits})")
-    g.add_argument("--weight-index-bits", type=int, default=None if from_image else d.weight_index_bits,
-                   help="codebook index bits v, 2..8 (default "
-                        + ("the image's)" if from_image else f"{d.weight_index_bits}: 16-entry codebook)"))
-    g.add_argument("--queue-depth", type=int, default=d.queue_depth,
-                   help=f"activation queue depth per PE (default {d.queue_depth})")
-    g.add_argument("--entries-per-word", type=int, default=d.entries_per_word,
-                   help=f"entries per sparse-matrix SRAM word (default {d.entries_per_word})")
-    g.add_argument("--count-bits", type=int, default=None if sized else d.count_bits,
-                   help=f"bits of each column's entry count in a pointer word (default {d.count_bits}"
-                        + (", more if a column needs them)" if sized else ")"))
-    g.add_argument("--max-layers", type=int, default=d.max_layers, help=f"layer table size (default {d.max_layers})")
-    auto = " (default: fit the workload, rounded up to a power of two)" if sized else ""
-    for name, help_ in (("matrix-words", "sparse-matrix SRAM words per PE"),
-                        ("ptr-words", "pointer SRAM words per PE"),
-                        ("act-depth", "activations per PE and bank (a layer has at most act-depth x PEs rows)")):
-        default = getattr(d, name.replace("-", "_"))
-        g.add_argument(f"--{name}", type=int, default=None if sized else default,
-                       help=f"{help_}{auto or f' (default {default})'}")
+    g = p.add_argument_group("chip configuration" + (" (default: the model's own)" if from_image else ""))
+
+    def add(name, help_, fit=False):
+        field = name.replace("-", "_")
+        default = getattr(d, field)
+        if from_image:
+            g.add_argument(f"--{name}", type=int, default=None, help=f"{help_} (default: the model's)")
+        elif fit and sized:
+            g.add_argument(f"--{name}", type=int, default=None,
+                           help=f"{help_} (default: fit the workload, rounded up to a power of two)")
+        else:
+            g.add_argument(f"--{name}", type=int, default=default, help=f"{help_} (default {default})")
+
+    add("pes", "processing elements, 1..64")
+    add("index-bits", "relative row index bits z (4 = EIE, 5 = the pruning paper)")
+    add("weight-index-bits", "codebook index bits v, 2..8 (4: a 16-entry codebook)")
+    add("queue-depth", "activation queue depth per PE")
+    add("jobs-depth", "column spans between the pointer read and the matrix read, per PE")
+    add("entries-per-word", "entries per sparse-matrix SRAM word")
+    add("max-layers", "layer table size")
+    add("count-bits", "bits of each column's entry count in a pointer word", fit=True)
+    add("matrix-words", "sparse-matrix SRAM words per PE", fit=True)
+    add("ptr-words", "pointer SRAM words per PE", fit=True)
+    add("act-depth", "activations per PE and bank (a layer has at most act-depth x PEs rows)", fit=True)
 
 
-def _fields(args):
-    return dict(pes=args.pes, index_bits=args.index_bits, weight_index_bits=args.weight_index_bits,
-                queue_depth=args.queue_depth, entries_per_word=args.entries_per_word, max_layers=args.max_layers)
+_CHIP_FLAGS = ("pes", "index_bits", "weight_index_bits", "queue_depth", "jobs_depth", "entries_per_word",
+               "max_layers", "count_bits", "matrix_words", "ptr_words", "act_depth")
 
 
-def chip_config(args):
-    """The ChipConfig the arguments name (memory depths included)."""
-    return ChipConfig.for_user(**{**_fields(args), "matrix_words": args.matrix_words, "ptr_words": args.ptr_words,
-                  "act_depth": args.act_depth, "count_bits": args.count_bits})
+def chip_changes(args):
+    """{field: value} of the chip flags given (a flag left at None means "the default or the model's").
+    Values are checked by ChipConfig: zero or negative sizes are refused, never replaced by a default."""
+    return {f: getattr(args, f) for f in _CHIP_FLAGS if getattr(args, f, None) is not None}
+
+
+def chip_config(args, base=ChipConfig()):
+    """The ChipConfig the arguments name, on top of `base`."""
+    return base.replace(**chip_changes(args))
 
 
 def fit_image(layers, args):
-    """Chip image for `layers` on the chip the arguments name; memory depths left unset are sized to fit."""
-    from eie.sw.image import fit_image as fit
-    sized = ("act_depth", "matrix_words", "ptr_words", "count_bits")
-    keep = [f for f in sized if getattr(args, f) is not None]
-    fields = {**_fields(args), **{f: getattr(args, f) or getattr(ChipConfig(), f) for f in sized}}
-    return fit(layers, ChipConfig.for_user(**fields), keep)
+    """Chip image for `layers` on the chip the arguments name; memory depths left unset are fitted."""
+    from eie.sw.image import SIZED_FIELDS, fit_image as fit
+    changes = chip_changes(args)
+    return fit(layers, chip_config(args), keep=[f for f in SIZED_FIELDS if f in changes])
 
 
 # -- eie verilog ----------------------------------------------------------------------------------------------
@@ -110,6 +113,8 @@ def _workload(args):
             raise EieError(f"--{name.replace('_', '-')} must be in 0..1, got {v}")
     if args.rows < 1 or args.cols < 1:
         raise EieError(f"--rows and --cols must be positive, got {args.rows} x {args.cols}")
+    if args.seed < 0:
+        raise EieError(f"--seed must be a non-negative integer, not {args.seed}")
     rng = np.random.default_rng(args.seed)
     w = rng.standard_normal((args.rows, args.cols)) * (rng.random((args.rows, args.cols)) < args.density)
     x = rng.uniform(-1, 1, args.cols) * (rng.random(args.cols) < args.act_density)
@@ -125,7 +130,7 @@ def spmv_command(args):
     from eie.cosim.sim import simulate
 
     w, x = _workload(args)
-    layer, x_int = layer_from_matrix(w, x, ChipConfig.for_user(**_fields(args)), relu=args.relu)
+    layer, x_int = layer_from_matrix(w, x, chip_config(args), relu=args.relu)
     image = fit_image([layer], args)
     config = image.config
     log = None if args.json else (lambda s: print(s, flush=True))
@@ -138,12 +143,12 @@ def spmv_command(args):
     stats = result.pe_stats[0]
     report = {
         "rows": int(w.shape[0]), "cols": int(w.shape[1]), "pes": config.pes,
-        "weights_kept": int(np.count_nonzero(layer.w_index)), "nonzero_inputs": perf.nonzero,
+        "weights_kept": perf.weights, "nonzero_inputs": int(perf.nonzero[0]),
         "mismatches": int(len(diff)), "first_mismatch_row": int(diff[0]) if len(diff) else None,
-        "cycles": cycles, "ideal_cycles": perf.ideal_cycles, "bound_cycles": perf.bound_cycles,
-        "model_cycles": perf.model_cycles, "utilization": round(perf.utilization(cycles), 4),
-        "load_imbalance": round(perf.imbalance, 4),
-        "rtl_entries_match_model": bool((stats[:, 0] == perf.work).all() and (stats[:, 1] == perf.macs).all()),
+        "cycles": cycles, "ideal_cycles": int(perf.ideal_cycles[0]), "bound_cycles": int(perf.bound_cycles[0]),
+        "model_cycles": int(perf.model_cycles[0]), "utilization": round(float(perf.utilization([cycles])[0]), 4),
+        "load_imbalance": round(float(perf.imbalance[0]), 4),
+        "rtl_entries_match_model": bool((stats[:, 0] == perf.work[0]).all() and (stats[:, 1] == perf.macs[0]).all()),
         "sim_cycles_per_s": round(result.sim_cycles_per_s), "wall_seconds": round(result.wall_seconds, 2),
         "config": config.to_dict(),
     }
@@ -152,7 +157,7 @@ def spmv_command(args):
     else:
         verdict = "bit-exact" if not len(diff) else f"{len(diff)} MISMATCHES (first at row {diff[0]})"
         print(f"{report['rows']}x{report['cols']} layer, {report['weights_kept']} weights kept, "
-              f"{perf.nonzero} non-zero inputs, on {config.describe()}")
+              f"{report['nonzero_inputs']} non-zero inputs, on {config.describe()}")
         print(f"  outputs          {verdict} against the reference")
         for key in ("cycles", "model_cycles", "bound_cycles", "ideal_cycles", "utilization", "load_imbalance",
                     "sim_cycles_per_s", "wall_seconds"):

@@ -6,6 +6,7 @@ outputs are compared with the bit-exact reference on every sample; the first mis
 layer and row and recorded as a waveform.
 """
 
+import csv
 import json
 import sys
 import time
@@ -13,196 +14,85 @@ from pathlib import Path
 
 import numpy as np
 
+from eie.cosim.commands import add_chip_args, chip_changes
 from eie.errors import EieError
-from eie.cosim.commands import add_chip_args, fit_image
 
-__all__ = ["register", "chip_inference"]
-
-CHUNK = 1000   # samples per simulator start, so progress shows
-# EIE's SRAM per PE: 128 KB sparse matrix + 32 KB pointers + 2 KB activations.
-EIE_SRAM_BYTES_PER_PE = 162 * 1024
+__all__ = ["register", "run_command"]
 
 
-def _progress(total, desc):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None)
+def _log(message):
+    print(message, file=sys.stderr, flush=True)
 
 
-def load_compressed(run_dir):
-    """The run folder's chip image, checked against its digest."""
-    from eie.sw.image import load_image
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise EieError(f"{run} is not a run folder")
-    if not (run / "image.npz").exists():
-        raise EieError(f"{run} has no compressed model (image.npz): run 'eie compress {run}' first")
-    return load_image(run / "image.npz")
-
-
-def _test_set(run, samples):
-    from eie.sw.pipeline import load_data
-    from eie.sw.runs import RunFolder
-    data = load_data(RunFolder(run, []))
-    n = len(data.x_test) if samples is None else min(samples, len(data.x_test))
-    return data, data.x_test[:n], data.y_test[:n]
-
-
-def chip_inputs(run, images, image):
-    """Integer inputs of the chip's first layer: the images in fixed point, through the host's convolutions
-    when the run folder has them (host.npz, e.g. LeNet-5), else flattened."""
-    from eie.sw.host import front_forward, load_front
-    from eie.sw.quant import to_fixed
-    host = Path(run) / "host.npz"
-    if not host.exists():
-        return to_fixed(images.reshape(len(images), -1), image.fracs[0][0], image.config.act_bits)
-    ops, in_frac = load_front(host)
-    return front_forward(ops, to_fixed(images, in_frac, image.config.act_bits), image.config)
-
-
-def _float_accuracy(run, x, y):
-    path = Path(run) / "compressed.pt"
-    if not path.exists():
+def _float_accuracy(cm, x, y):
+    if cm.network is None:
         return None
-    from eie.sw import models, train
-    model, _, _ = models.load_checkpoint(path)
-    return round(train.evaluate(model, x, y), 2)
+    from eie.sw import train
+    return round(train.evaluate(cm.network, x, y), 2)
 
 
-def _trace_mismatch(image, x, refs, sample, waves, log):
-    """Rerun one sample with growing layer chains to find the first layer and row that differ."""
-    from eie.sw.image import build_image
-    from eie.cosim.sim import simulate
-    layers = image.quant_layers()
-    for l in range(len(layers)):
-        sub = build_image(layers[:l + 1], image.config)
-        got = simulate(sub, x[sample:sample + 1], log=log).outputs[0]
-        rows = np.flatnonzero(got != refs[l][sample])
-        if len(rows):
-            simulate(sub, x[sample:sample + 1], waves=waves, log=log)
-            return l, int(rows[0]), int(got[rows[0]]), int(refs[l][sample][rows[0]])
-    return None
+def _write_predictions(path, run, labels):
+    """Per-image chip outputs as CSV: sample, label, the chip's and the reference's class, then the outputs."""
+    from eie.sw.runs import atomic_write
 
-
-def chip_inference(image, x_int, log=None, model_samples=20):
-    """Run `x_int` through `image` on the chip; returns (chip outputs, reference outputs of every layer,
-    results dict).
-
-    `model_samples`: how many samples the cycle model also predicts (it steps every cycle in Python)."""
-    from eie.sw.encode import encode_layer
-    from eie.sw.perf import dense_energy_pj, energy_pj, layer_events, layer_perf
-    from eie.sw.reference import forward
-    from eie.cosim.build import build
-    from eie.cosim.sim import simulate
-    config = image.config
-    layers = image.quant_layers()
-    refs = forward(layers, x_int, config)
-    build(config, log=log)                 # outside the timing: a build happens once per configuration
-    outputs, cycles, free_s = [], [], 0.0
-    t0 = time.perf_counter()
-    with _progress(len(x_int), f"chip ({config.pes} PEs)") as bar:
-        for start in range(0, len(x_int), CHUNK):
-            r = simulate(image, x_int[start:start + CHUNK], layer_cycles=True, log=log)
-            outputs.append(r.outputs)
-            cycles.append(r.layer_cycles)
-            free_s += r.free_run_seconds
-            bar.update(len(r.outputs))
-    wall = time.perf_counter() - t0
-    outputs, cycles = np.concatenate(outputs), np.concatenate(cycles)
-    inputs = [x_int] + refs[:-1]
-    per_layer, energy = [], {}
-    for l, layer in enumerate(layers):
-        enc = encode_layer(layer.w_index, config)
-        events = layer_events(enc, inputs[l] != 0, config)
-        for part, pj in energy_pj(events, config).items():
-            energy[part] = energy.get(part, 0.0) + float(pj.mean())
-        work, macs = events["work"], events["macs"]
-        c = cycles[:, l].astype(float)
-        m = min(model_samples, len(x_int))
-        model = np.array([layer_perf(enc, inputs[l][s], config).model_cycles for s in range(m)], float)
-        per_layer.append({
-            "rows": layer.rows, "cols": layer.cols, "weights": int(np.count_nonzero(layer.w_index)),
-            "nonzero_inputs_pct": round(100 * float((inputs[l] != 0).mean()), 1),
-            "cycles": round(float(c.mean()), 1), "ideal_cycles": round(float(np.ceil(work.sum(1) / config.pes).mean()), 1),
-            "bound_cycles": round(float(work.max(1).mean()), 1),
-            "utilization": round(float((macs.sum(1) / (config.pes * c)).mean()), 3),
-            "load_imbalance": round(float((work.max(1) / np.maximum(work.mean(1), 1e-9)).mean()), 3),
-            "model_cycles_error_pct": round(100 * float(np.abs(model / c[:m] - 1).max()), 2) if m else None,
-            "dense_dram_energy_pj": dense_energy_pj(layer.rows, layer.cols),
-        })
-    total_cycles = cycles.sum(1)
-    results = {
-        "samples": len(x_int), "cycles_per_image": round(float(total_cycles.mean()), 1), "layers": per_layer,
-        "sim_cycles_per_s": round(float(total_cycles.sum()) / free_s) if free_s else None,
-        "images_per_s": round(len(x_int) / wall, 1), "sim_wall_seconds": round(wall, 1),
-        "energy_pj_per_image": {k: round(v, 1) for k, v in {**energy, "total": sum(energy.values())}.items()},
-        "dense_dram_energy_pj_per_image": sum(p["dense_dram_energy_pj"] for p in per_layer),
-    }
-    return outputs, refs, results
-
-
-def _sram(image):
-    c = image.config
-    per_pe = (image.matrix_words_used * c.matrix_word_bits + image.ptr_base.shape[1] * c.ptr_word_bits
-              + len(image.layers) * (c.codebook_size * c.weight_bits + c.act_depth * c.act_bits)) / 8
-    return {"bytes_per_pe": round(per_pe), "total_bytes": round(per_pe * c.pes),
-            "matrix_words_used": image.matrix_words_used, "matrix_words": c.matrix_words,
-            "fits_chip": image.matrix_words_used <= c.matrix_words,
-            "fits_eie_sram_per_pe": per_pe <= EIE_SRAM_BYTES_PER_PE}
+    def write(f):
+        out = csv.writer(f)
+        out.writerow(["sample", "label", "chip_class", "reference_class"]
+                     + [f"out{k}" for k in range(run.outputs.shape[1])])
+        for s, (row, label, chip, ref) in enumerate(zip(run.outputs, labels, run.predictions,
+                                                        run.reference.argmax(axis=1))):
+            out.writerow([s, int(label), int(chip), int(ref), *map(int, row)])
+    if not Path(path).parent.is_dir():
+        raise EieError(f"--predictions: folder {Path(path).parent} does not exist")
+    atomic_write(path, write, binary=False)
 
 
 def run_command(args):
-    log = lambda s: print(s, file=sys.stderr, flush=True)
-    stored = load_compressed(args.run)
-    bits = stored.config.weight_index_bits
-    if args.weight_index_bits not in (None, bits):
-        raise EieError(f"{args.run}/image.npz was built with {bits}-bit weight indices, not "
-                       f"{args.weight_index_bits}: run with --weight-index-bits {bits} or compress again "
-                       f"for this chip")
+    from eie.api import load
     if args.samples is not None and args.samples < 1:
         raise EieError(f"--samples must be at least 1, not {args.samples}")
-    args.weight_index_bits = stored.config.weight_index_bits
-    args.pes = args.pes or stored.config.pes
-    image = fit_image(stored.quant_layers(), args)
-    data, x, y = _test_set(args.run, args.samples)
-    x_int = chip_inputs(args.run, x.numpy(), image)
-    if x_int.shape[1] != image.layers[0].cols:
-        raise EieError(f"the chip's first layer takes {image.layers[0].cols} inputs but {data.name} images give "
-                       f"{x_int.shape[1]}: this run's model has layers the chip does not run")
-    if stored.config.pes != image.config.pes:
-        log(f"laid out for {image.config.pes} PEs (the run's image was built for {stored.config.pes})")
-    outputs, refs, results = chip_inference(image, x_int, log=log)
-    labels = y.numpy()
-    bad = np.flatnonzero((outputs != refs[-1]).any(axis=1))
-    results = {
-        "run": str(args.run), "chip": image.config.to_dict(),
-        "chip_accuracy": round(100 * float((outputs.argmax(1) == labels).mean()), 2),
-        "reference_accuracy": round(100 * float((refs[-1].argmax(1) == labels).mean()), 2),
-        "float_accuracy": _float_accuracy(args.run, x, y),
-        "mismatches": int(len(bad)), **results, "sram": _sram(image),
-    }
-    if len(bad):
-        waves = Path(args.run) / f"mismatch-sample{bad[0]}.vcd"
-        found = _trace_mismatch(image, x_int, refs, int(bad[0]), waves, log)
-        if found:
-            l, row, got, want = found
-            results["first_mismatch"] = {"sample": int(bad[0]), "layer": l, "row": row, "chip": got,
-                                         "reference": want, "waveform": str(waves)}
-    if args.verilog is not None:
-        from eie.cosim.build import write_verilog
-        write_verilog(image.config, args.verilog)
-        results["verilog"] = str(args.verilog)
-    if args.waves is not None:
-        from eie.cosim.sim import simulate
-        s = args.waves_sample
-        if not 0 <= s < len(x_int):
-            raise EieError(f"--waves-sample must be in 0..{len(x_int) - 1}, not {s}")
-        simulate(image, x_int[s:s + 1], waves=args.waves, log=log)
-        results["waveform"] = str(args.waves)
+    started = time.perf_counter()
+    cm = load(args.run)
+    stored = cm.config
+    cm = cm.relayout(**chip_changes(args))
+    if cm.config.pes != stored.pes:
+        _log(f"laid out for {cm.config.pes} PEs (the model was compressed for {stored.pes})")
+    if args.data_dir is not None:
+        cm.data = {**(cm.data or {"name": "mnist"}), "data_dir": str(args.data_dir)}
+    results = chip_run(cm, cm.dataset(), args.run, args.samples, args.waves, args.waves_sample, args.verilog,
+                       args.predictions, started)
     if args.json:
         print(json.dumps(results))
     else:
         print_summary(results)
-    return 0 if not len(bad) else 1
+    return 0 if not results["mismatches"] else 1
+
+
+def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilog=None, predictions=None,
+             started=None):
+    """`eie run`'s work: the first `samples` test images of `data` on the chip, checked; the figures merged
+    into the run folder's report (section "run") and returned. A mismatch is traced and recorded as a VCD."""
+    from eie.sw.runs import RunFolder
+    started = started or time.perf_counter()
+    n = len(data.x_test) if samples is None else min(samples, len(data.x_test))
+    x, y = data.x_test[:n], data.y_test[:n]
+    run = cm.simulate(x, log=_log, waves=waves, waves_sample=waves_sample,
+                      mismatch_waves=Path(run_dir) / "mismatch.vcd")
+    labels = y.numpy()
+    results = {
+        "run": str(run_dir),
+        "chip_accuracy": round(100 * float((run.predictions == labels).mean()), 2),
+        "reference_accuracy": round(100 * float((run.reference.argmax(1) == labels).mean()), 2),
+        "float_accuracy": _float_accuracy(cm, x, y), **run.figures,
+    }
+    if verilog is not None:
+        cm.verilog(verilog)
+        results["verilog"] = str(verilog)
+    if predictions is not None:
+        _write_predictions(predictions, run, labels)
+        results["predictions"] = str(predictions)
+    RunFolder(run_dir).update_report(run=results, timings={"run": round(time.perf_counter() - started, 1)})
+    return results
 
 
 def print_summary(r):
@@ -236,27 +126,33 @@ def print_summary(r):
 
 
 def demo_command(args):
-    """prune -> compress -> the chip (its Verilog written beside the results), with one summary at the end."""
-    from eie.cli import main
+    """The whole flow through the Python API (`eie.api`), into one run folder: train, prune, compress, then
+    the test set on the chip with its Verilog written beside the results."""
+    import eie.api as eie
+    from eie.sw.runs import RunFolder
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run = args.run_dir or Path("runs") / (f"demo-quick-{stamp}" if args.quick else f"demo-{stamp}")
-    if args.quick:
-        steps = [["prune", run, "--data", "digits", "--epochs", "20", "--quality", "1.0", "--iterations", "2",
-                  "--retrain-epochs", "2", "--final-epochs", "4"],
-                 ["compress", run, "--finetune-epochs", "1", "--calibration", "500", "--pes", str(args.pes)]]
-        samples = ["--samples", str(args.samples or 100)]
-    else:
-        steps = [["prune", run], ["compress", run, "--pes", str(args.pes)]]
-        samples = ["--samples", str(args.samples)] if args.samples else []
-    steps.append(["run", run, "--pes", str(args.pes), "--verilog", Path(run) / "eie_chip.v", *samples])
+    run = Path(args.run_dir or Path("runs") / (f"demo-quick-{stamp}" if args.quick else f"demo-{stamp}"))
+    RunFolder(run, ["image.npz"])            # refuse a folder that already holds a model, before any work
     t0 = time.perf_counter()
-    for step in steps:
-        print(f"\n$ eie {' '.join(map(str, step))}", flush=True)
-        code = main([str(a) for a in step])
-        if code:
-            return code
-    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {run}")
-    return 0
+    data = eie.load_data("digits" if args.quick else "fashion-mnist")
+    model = eie.build_model("lenet-300-100", data)
+    print(f"== train LeNet-300-100 on {data.name}", flush=True)
+    eie.train(model, data, eie.Training(epochs=20, lr=0.05))
+    print("== prune (Han et al. 2015)", flush=True)
+    quick = dict(quality=1.0, iterations=2, final_epochs=4, retraining=eie.Training(epochs=2, lr=0.02, l2=5e-4))
+    figures = eie.prune(model, data, arch="lenet-300-100", **(quick if args.quick else {}))
+    RunFolder(run).update_report(model="lenet-300-100", data=eie._identity(data), **figures)
+    print("== compress (Deep Compression)", flush=True)
+    cm = eie.compress(model, data, eie.ChipConfig(pes=args.pes),
+                      finetuning=eie.Training(epochs=1 if args.quick else 2, lr=1e-4, l2=0.0),
+                      calibration=500 if args.quick else 2000)
+    cm.save(run)
+    print(f"== the test set on the {args.pes}-PE chip", flush=True)
+    results = chip_run(cm, data, run, args.samples or (100 if args.quick else None), verilog=run / "eie_chip.v",
+                       predictions=run / "predictions.csv")
+    print_summary(results)
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {run} (report.md)")
+    return 0 if not results["mismatches"] else 1
 
 
 def register(sub):
@@ -274,6 +170,10 @@ def register(sub):
     p.add_argument("--waves", type=Path, metavar="FILE.vcd", help="write a VCD waveform of one sample (GTKWave, Surfer)")
     p.add_argument("--waves-sample", type=int, default=0, metavar="K", help="the sample --waves records (default 0)")
     p.add_argument("--verilog", type=Path, metavar="FILE.v", help="also write the Verilog of the chip it ran on")
+    p.add_argument("--predictions", type=Path, metavar="FILE.csv",
+                   help="write every image's chip outputs (and label, chip and reference class) as CSV")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="folder of MNIST-format IDX files, when the one the run folder records has moved")
     add_chip_args(p, sized=True, from_image=True)
     p.set_defaults(func=run_command)
 

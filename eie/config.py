@@ -153,6 +153,10 @@ class ChipConfig:
         except (TypeError, ValueError) as e:
             raise EieError(str(e)) from None
 
+    def replace(self, **changes):
+        """A copy with `changes`, checked like `for_user`."""
+        return self.for_user(**{**self.to_dict(), **changes})
+
     # -- identity -------------------------------------------------------------------------------------------
     def to_dict(self):
         return asdict(self)

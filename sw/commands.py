@@ -1,10 +1,19 @@
-"""`eie sensitivity`, `eie prune` and `eie compress`: the steps of Han et al. 2015 and Deep Compression, each
-writing into a run folder (see `eie.sw.pipeline`). torch is imported only when a command runs."""
+"""`eie sensitivity`, `eie prune` and `eie compress`: the steps of Han et al. 2015 and Deep Compression (the
+`eie.api` functions), each reading what earlier steps left in a run folder and writing its files and figures
+there. torch is imported only when a command runs.
+
+Files in a run folder: baseline.pt (the dense network, trained once and reused), sensitivity.json and .png,
+pruned.pt, weights.png, compressed.pt (weight-shared float network), image.npz (the chip image), host.npz
+(a convolutional front's fixed-point layers, which the host runs before the chip), report.json / report.md.
+"""
 
 from pathlib import Path
+import sys
 import time
 
-__all__ = ["register"]
+from eie.errors import EieError
+
+__all__ = ["register", "load_data", "dense_network"]
 
 _RUN_HELP = ("run folder: created if missing; files from earlier steps are read, and a file this step writes "
              "that is already there stops the command unless --force")
@@ -18,16 +27,19 @@ def _common(p, training=True):
                         "(scikit-learn's 8x8 digits, for runs of seconds)")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="folder of MNIST-format IDX files (gzipped or not; torchvision's raw layout works)")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialization, shuffling and dropout (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for initialization, shuffling and dropout (default 0)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (default 1: networks this small gain little from more, a busy "
                         "machine loses a lot, and a fixed count gives the same numbers on every machine)")
     if training:
-        p.add_argument("--model", metavar="NAME", help="lenet-300-100 (default) or lenet-5")
+        p.add_argument("--model", metavar="NAME|SIZES",
+                       help="lenet-300-100 (default), lenet-5, or hidden layer sizes such as 500-200 (a ReLU "
+                            "perceptron; the data set gives inputs and classes)")
         p.add_argument("--checkpoint", type=Path, metavar="FILE",
                        help="trained dense network to start from instead of training one: an eie checkpoint, "
                             "torch.save() of an nn.Sequential (Linear/ReLU/Dropout/Flatten, Conv2d/MaxPool2d), "
-                            "or a state dict of --model")
+                            "or a state dict of --model; torch.nn.utils.prune's weight_orig/weight_mask are "
+                            "folded in and the mask kept as the pruning pattern")
         g = p.add_argument_group("baseline training (when the run folder has no baseline.pt)")
         g.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
         g.add_argument("--lr", type=float, default=0.05, help="SGD learning rate, cosine-decayed (default 0.05)")
@@ -35,16 +47,27 @@ def _common(p, training=True):
         g.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
 
 
+def _seed(text):
+    """argparse type: a seed is a non-negative integer (torch and numpy refuse the rest deep inside)."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; seeds are integers >= 0")
+    return value
+
+
 def _torch_threads(args):
     import torch
-    from eie.errors import EieError
     if args.threads < 1:
         raise EieError(f"--threads must be at least 1, not {args.threads}")
     torch.set_num_threads(args.threads)
 
 
 def _baseline_training(args):
-    from eie.sw.pipeline import Training
+    from eie.api import Training
     return Training(epochs=args.epochs, lr=args.lr, l2=args.l2, batch_size=args.batch_size, seed=args.seed)
 
 
@@ -110,11 +133,12 @@ def register(sub):
     p.add_argument("--pes", type=int, default=16, help="PEs of the chip the image is built for (default 16)")
     p.add_argument("--index-bits", type=int, default=4,
                    help="relative-index bits of that chip (default 4, as EIE); storage_ratio uses them")
+    p.add_argument("--weight-index-bits", type=int, default=4,
+                   help="codebook index bits: 2^bits - 1 shared values plus zero per layer (default 4: 16 entries)")
     p.set_defaults(func=compress_command)
 
 
 def _fractions(text):
-    from eie.errors import EieError
     if text is None:
         from eie.sw.pipeline import SENSITIVITY_FRACTIONS
         return SENSITIVITY_FRACTIONS
@@ -127,60 +151,178 @@ def _fractions(text):
     return tuple(values)
 
 
+def _log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- the run folder ---------------------------------------------------------------------------------------
+
+def load_data(run, name=None, data_dir=None):
+    """The data set named on the command line, else the one recorded in the run folder's report."""
+    from eie.api import load_data as load
+    recorded = run.report().get("data", {})
+    if name is None:
+        name, data_dir = recorded.get("name", "fashion-mnist"), data_dir or recorded.get("data_dir")
+    elif recorded and recorded.get("name") != name:
+        raise EieError(f"run folder {run.path} was made with data set {recorded['name']}, not {name}; "
+                       "use a new run folder")
+    data = load(name, data_dir)
+    _log(f"data: {data.name} from {data.location}: {len(data.x_train)} training, {len(data.x_test)} test images")
+    return data
+
+
+def _identity(arch, data):
+    from eie.api import _identity as data_identity
+    return {"model": arch, "data": data_identity(data)}
+
+
+def dense_network(run, data, model_name, checkpoint, seed):
+    """The network pruning starts from: a given checkpoint (with the masks it carries), else the run folder's
+    baseline.pt, else a new, untrained one initialized from `seed`. Returns (model, architecture or None, the file it came from or None)."""
+    from eie.sw import models, prune, train
+    expect = models.spec(models.build(model_name, data.input_shape, data.classes)) if model_name else None
+    if checkpoint is not None and run.has("baseline.pt"):
+        raise EieError(f"run folder {run.path} already has a baseline.pt; drop --checkpoint to reuse it "
+                       "or pick a new folder")
+    source = checkpoint or (run / "baseline.pt" if run.has("baseline.pt") else None)
+    if source is None:
+        arch = model_name or "lenet-300-100"
+        train.seed_everything(seed)
+        return models.build(arch, data.input_shape, data.classes), arch, None
+    model, masks, meta = models.load_checkpoint(source, expect)
+    models.check_input(model, data.input_shape, data.classes)
+    prune.apply_masks(model, masks)   # e.g. torch.nn.utils.prune's: pruning goes on from that pattern
+    return model, model_name or meta.get("arch"), source
+
+
+def _baseline(run, data, model, arch, source, training):
+    """Train `model` unless it came from a file, keep it as the run's baseline.pt, return its accuracy %."""
+    from eie.api import train
+    from eie.sw import models
+    from eie.sw.train import evaluate
+    if source is None:
+        accuracy = train(model, data, training, f"train {arch}")
+    else:
+        _log(f"baseline: {source}")
+        accuracy = evaluate(model, data.x_test, data.y_test)
+    if not run.has("baseline.pt"):
+        models.save_checkpoint(run.output("baseline.pt"), model, arch=arch, data=data.name,
+                               training=training.__dict__)
+    _log(f"baseline accuracy {accuracy:.2f}%")
+    return accuracy
+
+
 def sensitivity_command(args):
     started = time.perf_counter()
     _torch_threads(args)
-    from eie.sw.pipeline import load_data, run_sensitivity
+    from eie.sw import report
+    from eie.sw.pipeline import sensitivity, suggest_quality
     from eie.sw.runs import RunFolder
     fractions = _fractions(args.fractions)
     run = RunFolder(args.run, ["sensitivity.json", "sensitivity.png"], args.force)
     data = load_data(run, args.data, args.data_dir)
-    report = run_sensitivity(run, data, args.model, args.checkpoint, _baseline_training(args), fractions,
-                             args.tolerance, started)
-    print(f"suggested quality: {report['sensitivity']['suggested_quality']}; see {run / 'report.md'}")
+    training = _baseline_training(args)
+    model, arch, source = dense_network(run, data, args.model, args.checkpoint, training.seed)
+    _refuse_pruned(model, source)
+    base = _baseline(run, data, model, arch, source, training)
+    rows = sensitivity(model, data, fractions)
+    suggested = suggest_quality(rows, base, args.tolerance)
+    run.write_json("sensitivity.json", {"baseline_accuracy": round(base, 2), "tolerance": args.tolerance,
+                                        "suggested_quality": suggested, "rows": rows})
+    run.save_figure("sensitivity.png", report.sensitivity_figure(rows, base))
+    figures = run.update_report(
+        **_identity(arch, data), baseline_accuracy=round(base, 2),
+        sensitivity={"tolerance": args.tolerance, "suggested_quality": suggested, "rows": rows},
+        timings={"sensitivity": round(time.perf_counter() - started, 1)})
+    print(f"suggested quality: {figures['sensitivity']['suggested_quality']}; see {run / 'report.md'}")
     return 0
+
+
+def _refuse_pruned(model, source):
+    from eie.sw import prune
+    if prune.masks(model):
+        raise EieError(f"{source} is already pruned; give the dense network as the baseline")
+
+
+def _sensitivity_quality(run, model):
+    """The quality parameters the run folder's sensitivity analysis suggests."""
+    from eie.sw import prune
+    names = [n for n, _ in prune.layers(model)]
+    suggested = run.report().get("sensitivity", {}).get("suggested_quality")
+    if not suggested:
+        raise EieError(f"no sensitivity analysis in {run.path}: run 'eie sensitivity {run.path}' first")
+    missing = [n for n in names if suggested.get(n) is None]
+    if missing:
+        raise EieError(f"the sensitivity analysis found no safe threshold for {', '.join(missing)}; "
+                       "raise --tolerance there or give --quality by hand")
+    return {n: suggested[n] for n in names}
 
 
 def prune_command(args):
     started = time.perf_counter()
     _torch_threads(args)
-    from eie.sw.pipeline import Training, load_data, run_prune
+    from eie.api import Training, prune
+    from eie.sw import models, report
+    from eie.sw.pipeline import weights_by_layer
     from eie.sw.runs import RunFolder
     training = _baseline_training(args)
     retraining = Training(epochs=args.retrain_epochs, l1=args.l1, batch_size=args.batch_size, seed=args.seed,
-                          lr=args.retrain_lr,
-                          l2=args.retrain_l2)
-    from eie.errors import EieError
+                          lr=args.retrain_lr, l2=args.retrain_l2)
     if args.iterations < 1:
         raise EieError(f"--iterations must be at least 1, not {args.iterations}")
     if args.final_epochs < 0:
         raise EieError(f"--final-epochs must be >= 0, not {args.final_epochs}")
     run = RunFolder(args.run, ["pruned.pt", "weights.png"], args.force)
     data = load_data(run, args.data, args.data_dir)
-    report = run_prune(run, data, args.model, args.checkpoint, training, args.quality, args.iterations,
-                       retraining, args.final_epochs, not args.keep_dead, started)
-    print(f"accuracy {report['baseline_accuracy']}% -> {report['pruned_accuracy']}%, pruning ratio "
-          f"{report['pruning_ratio']}x; see {run / 'report.md'}")
+    model, arch, source = dense_network(run, data, args.model, args.checkpoint, training.seed)
+    _refuse_pruned(model, source)
+    quality = _sensitivity_quality(run, model) if args.quality == "sensitivity" else args.quality
+    _baseline(run, data, model, arch, source, training)
+    before = weights_by_layer(model)
+    figures = prune(model, data, quality, args.iterations, retraining, args.final_epochs, not args.keep_dead,
+                    arch, log=_log)
+    run.save_figure("weights.png", report.histogram_figure(before, weights_by_layer(model)))
+    models.save_checkpoint(run.output("pruned.pt"), model, arch=arch, data=data.name,
+                           quality=figures["prune"]["quality"])
+    figures["prune"]["baseline_training"] = training.__dict__
+    figures = run.update_report(**_identity(arch, data), **figures,
+                                timings={"prune": round(time.perf_counter() - started, 1)})
+    print(f"accuracy {figures['baseline_accuracy']}% -> {figures['pruned_accuracy']}%, pruning ratio "
+          f"{figures['pruning_ratio']}x; see {run / 'report.md'}")
     return 0
+
+
+def _pruned_network(run, checkpoint):
+    """The network `eie compress` compresses: `checkpoint`, whose architecture must be the run's, or the run
+    folder's pruned.pt. Returns (model with its pruning masks applied, architecture name or None)."""
+    from eie.sw import models, prune
+    if checkpoint is None and not run.has("pruned.pt"):
+        raise EieError(f"no pruned network in {run.path}: run 'eie prune {run.path}' first, or give --checkpoint")
+    model, masks, meta = models.load_checkpoint(checkpoint or run / "pruned.pt")
+    if checkpoint is not None:
+        for existing in ("pruned.pt", "baseline.pt"):
+            if run.has(existing):
+                models.check_same_network(models.load_checkpoint(run / existing)[0], model, run / existing,
+                                          checkpoint)
+                break
+    prune.apply_masks(model, masks)
+    return model, meta.get("arch") or run.report().get("model")
 
 
 def compress_command(args):
     started = time.perf_counter()
     _torch_threads(args)
+    from eie.api import Training, compress
     from eie.config import ChipConfig
-    from eie.errors import EieError
-    from eie.sw.compress import INITS
-    from eie.sw.pipeline import Training, load_data, run_compress
     from eie.sw.runs import RunFolder
-    if args.init not in INITS:
-        raise EieError(f"unknown --init {args.init!r}: choose one of {', '.join(INITS)}")
-    if args.calibration < 1:
-        raise EieError(f"--calibration must be at least 1 image, not {args.calibration}")
-    config = ChipConfig.for_user(pes=args.pes, index_bits=args.index_bits)
+    config = ChipConfig.for_user(pes=args.pes, index_bits=args.index_bits, weight_index_bits=args.weight_index_bits)
     finetuning = Training(epochs=args.finetune_epochs, lr=args.finetune_lr, l2=0.0, seed=args.seed)
     run = RunFolder(args.run, ["compressed.pt", "image.npz", "host.npz"], args.force)
     data = load_data(run, args.data, args.data_dir)
-    report = run_compress(run, data, args.checkpoint, args.init, finetuning, config, args.calibration, started)
-    print(f"fixed-point accuracy {report['compressed_accuracy']}%, storage ratio {report['storage_ratio']}x "
+    model, arch = _pruned_network(run, args.checkpoint)
+    cm = compress(model, data, config, args.init, finetuning, args.calibration, log=_log)
+    cm.save(run, force=args.force)
+    figures = run.update_report(**_identity(arch, data), timings={"compress": round(time.perf_counter() - started, 1)})
+    print(f"fixed-point accuracy {figures['compressed_accuracy']}%, storage ratio {figures['storage_ratio']}x "
           f"(1 PE); image {run / 'image.npz'}; see {run / 'report.md'}")
     return 0

@@ -16,7 +16,7 @@ from eie.errors import EieError
 from eie.sw.quant import frac_for, to_fixed
 from eie.sw.reference import requantize, wrap
 
-__all__ = ["QuantConv", "MaxPool", "quantize_front", "front_forward", "save_front", "load_front"]
+__all__ = ["QuantConv", "MaxPool", "chip_inputs", "quantize_front", "front_forward", "save_front", "load_front"]
 
 
 @dataclass
@@ -70,6 +70,21 @@ def front_forward(ops, x_int, config, batch=256):
             part = _conv(op, part, config) if isinstance(op, QuantConv) else _pool(op, part)
         out.append(part.reshape(len(part), -1))
     return np.concatenate(out)
+
+
+def chip_inputs(images, in_frac, ops, config):
+    """The input contract, in one place: float images -> the integers the chip's first layer takes. Images go
+    to fixed point at `in_frac`; through the host's convolutions `ops` when the network has a front (LeNet-5),
+    else flattened (the chip's input layout is the flattened image)."""
+    x = np.asarray(images, np.float64)
+    if not np.isfinite(x).all():
+        raise EieError("inputs contain NaN or infinite values")
+    if ops:
+        if x.ndim != 4:
+            raise EieError(f"this network's convolutions take (samples, channels, height, width) images, "
+                           f"not shape {x.shape}")
+        return front_forward(ops, to_fixed(x, in_frac, config.act_bits), config)
+    return to_fixed(x.reshape(len(x), -1), in_frac, config.act_bits)
 
 
 def quantize_front(modules, calib_x, config):

@@ -20,7 +20,7 @@ from eie.sw.encode import EncodedLayer, PeSlice, encode_layer, decode_layer
 from eie.sw.quant import QuantLayer
 from eie.sw.runs import atomic_write
 
-__all__ = ["LayerDesc", "ChipImage", "build_image", "fit_image", "load_image"]
+__all__ = ["LayerDesc", "ChipImage", "build_image", "SIZED_FIELDS", "fit_config", "fit_image", "load_image"]
 
 FORMAT = "eie-image-1"
 
@@ -53,16 +53,16 @@ class ChipImage:
         c = self.config
         e = self.entries[pe]
         n = -(-len(e) // c.entries_per_word) * c.entries_per_word
-        packed = np.zeros(n, dtype=object)
-        packed[:len(e)] = [int(v) | (int(z) << c.weight_index_bits) for v, z in e]
-        lanes = packed.reshape(-1, c.entries_per_word)
-        return [sum(int(x) << (k * c.entry_bits) for k, x in enumerate(row)) for row in lanes]
+        fields = np.zeros((n, 2), np.int64)
+        fields[:len(e)] = e
+        return pack_fields(fields.reshape(-1, 2 * c.entries_per_word),
+                           [c.weight_index_bits, c.index_bits] * c.entries_per_word)
 
     def pointer_words(self, pe):
+        """Packed pointer SRAM words of PE `pe`: the base entry address low, then one count per column."""
         c = self.config
-        shifts = c.entry_addr_bits + c.count_bits * np.arange(c.cols_per_ptr_word)
-        return [int(b) | sum(int(n) << int(s) for n, s in zip(counts, shifts))
-                for b, counts in zip(self.ptr_base[pe], self.ptr_counts[pe])]
+        fields = np.concatenate([self.ptr_base[pe][:, None], self.ptr_counts[pe]], axis=1)
+        return pack_fields(fields, [c.entry_addr_bits] + [c.count_bits] * c.cols_per_ptr_word)
 
     @property
     def matrix_words_used(self):
@@ -76,17 +76,15 @@ class ChipImage:
         out = []
         for l, d in enumerate(self.layers):
             pes = []
+            words = -(-d.cols // c.cols_per_ptr_word)
             for k in range(c.pes):
-                start = d.entry_base * c.entries_per_word
-                words = -(-d.cols // c.cols_per_ptr_word)
                 counts = self.ptr_counts[k, d.ptr_base:d.ptr_base + words].reshape(-1)[:d.cols]
-                first = int(self.ptr_base[k, d.ptr_base]) if words else start
+                first = int(self.ptr_base[k, d.ptr_base])
                 e = self.entries[k][first:first + int(counts.sum())]
                 pes.append(PeSlice(e[:, 0], e[:, 1], counts))
             w = decode_layer(EncodedLayer(d.rows, d.cols, tuple(pes)), c)
-            bias = np.zeros(d.rows, np.int64)
-            for k in range(c.pes):
-                bias[k::c.pes] = self.biases[l, k, :len(bias[k::c.pes])]
+            local = -(-d.rows // c.pes)
+            bias = self.biases[l, :, :local].T.reshape(-1)[:d.rows].copy()   # row i = PE i % pes, local i // pes
             out.append(QuantLayer(w, self.codebooks[l].copy(), bias, d.shift, d.relu, *self.fracs[l]))
         return out
 
@@ -201,27 +199,48 @@ def build_image(layers, config):
                      [(l.in_frac, l.w_frac, l.out_frac) for l in layers])
 
 
+def pack_fields(fields, widths):
+    """One Python int per row of `fields` (non-negative, each below 2**width), field i starting at the sum
+    of the widths before it: the memory words the host writes, however wide, without a Python loop per field."""
+    fields = np.asarray(fields, np.int64)
+    bits = np.concatenate([(fields[:, i:i + 1] >> np.arange(w)) & 1 for i, w in enumerate(widths)], axis=1)
+    packed = np.packbits(bits.astype(np.uint8), axis=1, bitorder="little")
+    data, size = packed.tobytes(), packed.shape[1]
+    return [int.from_bytes(data[i:i + size], "little") for i in range(0, len(data), size)]
+
+
 def _pow2(n):
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def fit_image(layers, config, keep=()):
-    """`build_image` on a chip like `config` whose memory depths (act_depth, matrix_words, ptr_words) are the
-    smallest powers of two that hold `layers`, and whose count_bits grow if a column needs more; fields
-    named in `keep` stay as they are. Powers of two keep the number of distinct chips, and so of Verilator
-    builds, small."""
+SIZED_FIELDS = ("act_depth", "matrix_words", "ptr_words", "count_bits")
+
+
+def fit_config(layers, config, keep=(), exact=False):
+    """The chip like `config` that holds `layers` with the least memory: the one rule for "the smallest chip
+    for this model". act_depth, matrix_words and ptr_words become the depths the model needs and count_bits
+    grows if a column needs more; fields named in `keep` stay as they are. Depths are rounded up to powers of
+    two unless `exact` (storage accounting wants the model's own sizes; simulators want few distinct chips,
+    so few Verilator builds)."""
+    grow = (lambda n: max(1, int(n))) if exact else _pow2
     fields = config.to_dict()
     if "act_depth" not in keep:
         dim = max(max(layer.rows, layer.cols) for layer in layers)
-        fields["act_depth"] = _pow2(-(-dim // config.pes))
+        fields["act_depth"] = grow(-(-dim // config.pes))
     roomy = {**fields, **{f: 1 << 20 for f in ("matrix_words", "ptr_words") if f not in keep}}
     if "count_bits" not in keep:
         roomy["count_bits"] = 16
     probe = build_image(layers, ChipConfig.for_user(**roomy))
     if "count_bits" not in keep:
-        fields["count_bits"] = max(config.count_bits, int(probe.ptr_counts.max(initial=0)).bit_length())
+        most = int(probe.ptr_counts.max(initial=0)).bit_length()
+        fields["count_bits"] = max(1, most) if exact else max(config.count_bits, most)
     if "matrix_words" not in keep:
-        fields["matrix_words"] = _pow2(max(probe.matrix_words_used, 1))
+        fields["matrix_words"] = grow(max(probe.matrix_words_used, 1))
     if "ptr_words" not in keep:
-        fields["ptr_words"] = _pow2(max(probe.ptr_base.shape[1], 1))
-    return build_image(layers, ChipConfig.for_user(**fields))
+        fields["ptr_words"] = grow(max(probe.ptr_base.shape[1], 1))
+    return ChipConfig.for_user(**fields)
+
+
+def fit_image(layers, config, keep=()):
+    """`build_image` on `fit_config(layers, config, keep)`."""
+    return build_image(layers, fit_config(layers, config, keep))

@@ -8,14 +8,16 @@ masks by layer name, and free-form ``meta``. Plain state dicts and `torch.save(m
 
 from collections import OrderedDict
 from pathlib import Path
+import re
 
 import torch
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 from eie.errors import EieError
 
-__all__ = ["ARCHITECTURES", "lenet_300_100", "lenet5", "build", "spec", "from_spec", "describe",
-           "check_input", "front", "fully_connected", "save_checkpoint", "load_checkpoint"]
+__all__ = ["ARCHITECTURES", "lenet_300_100", "lenet5", "perceptron", "build", "spec", "from_spec", "describe",
+           "check_input", "check_same_network", "front", "fully_connected", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "eie-checkpoint-1"
 
@@ -59,14 +61,30 @@ def lenet5(input_shape=(1, 28, 28), classes=10):
     ]))
 
 
+def perceptron(hidden, input_shape=(1, 28, 28), classes=10):
+    """A ReLU multi-layer perceptron with `hidden` unit counts (LeNet-300-100 is hidden=(300, 100)); layers are
+    named fc1, relu1, fc2, ... as in LeNet-300-100."""
+    sizes = [int(torch.tensor(input_shape).prod()), *hidden, classes]
+    layers = [("flatten", nn.Flatten())]
+    for k in range(1, len(sizes)):
+        layers.append((f"fc{k}", nn.Linear(sizes[k - 1], sizes[k])))
+        if k < len(sizes) - 1:
+            layers.append((f"relu{k}", nn.ReLU()))
+    return nn.Sequential(OrderedDict(layers))
+
+
 ARCHITECTURES = {"lenet-300-100": lenet_300_100, "lenet-5": lenet5}
+_SIZES = re.compile(r"\d+(-\d+)*")
 
 
 def build(name, input_shape, classes):
-    if name not in ARCHITECTURES:
-        raise EieError(f"unknown model {name!r}: choose one of {', '.join(ARCHITECTURES)} "
-                       "or give --checkpoint FILE with your own nn.Sequential")
-    return ARCHITECTURES[name](tuple(input_shape), classes)
+    """A network by name, or a perceptron by hidden sizes ("500-200"; the data set gives inputs and classes)."""
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name](tuple(input_shape), classes)
+    if isinstance(name, str) and _SIZES.fullmatch(name) and all(int(h) > 0 for h in name.split("-")):
+        return perceptron([int(h) for h in name.split("-")], tuple(input_shape), classes)
+    raise EieError(f"unknown model {name!r}: choose one of {', '.join(ARCHITECTURES)}, hidden layer sizes such "
+                   "as 500-200, or give --checkpoint FILE with your own nn.Sequential")
 
 
 def spec(model):
@@ -114,6 +132,24 @@ def check_input(model, input_shape, classes):
                        "pick a data set it was built for") from None
     if out.shape != (1, classes):
         raise EieError(f"the network gives {tuple(out.shape[1:])} outputs, the data set has {classes} classes")
+
+
+def check_same_network(reference, model, reference_name, name):
+    """Refuse `model` as a replacement for `reference` unless it is the same network: the same layers in order,
+    the same input and output sizes, and hidden layers no wider than the reference's (removing dead neurons
+    only narrows them)."""
+    want, got = spec(reference), spec(model)
+    def linear_sizes(layers):
+        return [(a["in_features"], a["out_features"]) for _, kind, a in layers if kind == "Linear"]
+    same = [(n, k) for n, k, _ in want] == [(n, k) for n, k, _ in got]
+    if same:
+        convs = lambda layers: [a for _, k, a in layers if k == "Conv2d"]
+        a, b = linear_sizes(want), linear_sizes(got)
+        same = (convs(want) == convs(got) and a[0][0] == b[0][0] and a[-1][1] == b[-1][1]
+                and all(y[1] <= x[1] for x, y in zip(a[:-1], b[:-1])))
+    if not same:
+        raise EieError(f"{name} holds another network than {reference_name}: [{describe(got)}] instead of "
+                       f"[{describe(want)}]; use a new run folder for another network")
 
 
 def front(model):
@@ -176,7 +212,7 @@ def load_checkpoint(path, expect=None):
     path = Path(path)
     if not path.is_file():
         raise EieError(f"no checkpoint at {path}")
-    allowed = [nn.Sequential, *_LAYERS]
+    allowed = [nn.Sequential, *_LAYERS, *_TORCH_PRUNING]
     try:
         with torch.serialization.safe_globals(allowed):
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -186,9 +222,11 @@ def load_checkpoint(path, expect=None):
         raise EieError(f"cannot load checkpoint {path}: {why[:200]} (save an nn.Sequential of "
                        f"{', '.join(_BY_NAME)}, or its state_dict with --model)") from None
     masks, meta = {}, {}
-    if isinstance(data, nn.Module):
-        model = data
-        layers = spec(model)
+    if isinstance(data, nn.Module):   # torch.save(model): fold any reparametrization away into a plain copy
+        layers = spec(data)
+        state, masks = _state(data)
+        model = from_spec(layers)
+        _load_state(model, state, path)
     elif isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         layers, masks, meta = data["spec"], data["masks"], data["meta"]
         model = from_spec(layers)
@@ -198,12 +236,48 @@ def load_checkpoint(path, expect=None):
             raise EieError(f"{path} is a bare state dict; name its architecture with --model")
         layers = expect
         model = from_spec(layers)
-        _load_state(model, data, path)
+        state, masks = _fold_pruning(data)
+        _load_state(model, state, path)
+        if masks:   # torch's names are positional for an unnamed Sequential: follow the state dict's order
+            masks = _rename_masks(model, state, masks)
     else:
         raise EieError(f"{path} is not a checkpoint (expected an eie checkpoint, a state dict or an nn.Sequential)")
     if expect is not None and _shape_of(layers) != _shape_of(expect):
         raise EieError(f"{path} holds another architecture: [{describe(layers)}], expected [{describe(expect)}]")
     return model, masks, meta
+
+
+# What a pickled model carrying torch.nn.utils.prune's reparametrization holds besides layers.
+_TORCH_PRUNING = [torch_prune.PruningContainer, torch_prune.CustomFromMask, torch_prune.Identity,
+                  torch_prune.RandomUnstructured, torch_prune.L1Unstructured, torch_prune.RandomStructured,
+                  torch_prune.LnStructured]
+
+
+def _fold_pruning(state):
+    """A state dict with torch's `X.weight_orig` / `X.weight_mask` -> (plain state with `X.weight` = orig x
+    mask, {X: bool mask})."""
+    plain, masks = {}, {}
+    for key, value in state.items():
+        if key.endswith(".weight_mask"):
+            continue
+        if key.endswith(".weight_orig"):
+            layer = key[:-len(".weight_orig")]
+            mask = state.get(f"{layer}.weight_mask")
+            if mask is None:
+                raise EieError(f"state dict has {key} but no {layer}.weight_mask: not a torch-pruned layer")
+            plain[f"{layer}.weight"] = value * mask
+            masks[layer] = mask.bool()
+        else:
+            plain[key] = value
+    return plain, masks
+
+
+def _rename_masks(model, state, masks):
+    """Masks keyed by the state dict's layer names -> keyed by `model`'s layer names (loaded by position)."""
+    own = [k[:-len(".weight")] for k in model.state_dict() if k.endswith(".weight")]
+    theirs = [k[:-len(".weight")] for k in state if k.endswith(".weight")]
+    names = dict(zip(theirs, own)) if len(own) == len(theirs) else {}
+    return {names.get(k, k): m for k, m in masks.items()}
 
 
 def _shape_of(layers):

@@ -16,34 +16,111 @@ import numpy as np
 # Cycles from reading an entry until it is written back (RTL stages D, A, W).
 PIPELINE_TAIL = 3
 
-__all__ = ["LayerPerf", "layer_perf", "predict_cycles", "real_counts", "words_touched", "layer_events",
+__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "real_counts", "words_touched", "layer_events",
            "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
 
 
 @dataclass
 class LayerPerf:
-    work: np.ndarray      # entries read per PE, padding included
-    macs: np.ndarray      # useful multiplies per PE (real entries of non-zero activations)
-    nonzero: int          # non-zero input activations
-    model_cycles: int     # predicted cycles for the layer, output pass included
+    """One layer's work for a batch of inputs (samples on axis 0): the single source of the per-layer
+    figures that `eie spmv`, `eie run`, `CompressedModel.estimate` and the benchmarks report."""
+    rows: int
+    cols: int
+    weights: int          # real (non-padding) entries of the layer
+    work: np.ndarray      # (samples, pes) entries read per PE, padding included
+    macs: np.ndarray      # (samples, pes) useful multiplies per PE (real entries of non-zero activations)
+    nonzero: np.ndarray   # (samples,) non-zero input activations
+    events: dict          # `layer_events`, for the energy estimate
+    model_cycles: np.ndarray  # (m,) predicted cycles of the first m samples, output pass included
 
     @property
     def ideal_cycles(self):
-        return int(-(-self.work.sum() // len(self.work)))
+        """(samples,) the work spread evenly over the PEs, rounded up."""
+        return -(-self.work.sum(axis=1) // self.work.shape[1])
 
     @property
     def bound_cycles(self):
-        return int(self.work.max())
-
-    def utilization(self, cycles):
-        """Useful MACs / (PEs x cycles)."""
-        return float(self.macs.sum()) / (len(self.macs) * cycles) if cycles else 0.0
+        """(samples,) the busiest PE's work: the floor for a fixed row placement."""
+        return self.work.max(axis=1)
 
     @property
     def imbalance(self):
-        """Busiest PE's work over the mean (1.0 = perfectly balanced)."""
-        mean = self.work.mean()
-        return float(self.work.max() / mean) if mean else 1.0
+        """(samples,) busiest PE's work over the mean; 1.0 (balanced) where there is no work at all."""
+        mean = self.work.mean(axis=1)
+        return np.where(mean > 0, self.work.max(axis=1) / np.maximum(mean, 1e-300), 1.0)
+
+    def utilization(self, cycles):
+        """Useful MACs / (PEs x cycles) of the first len(cycles) samples; 0 where no cycle ran."""
+        cycles = np.asarray(cycles, np.float64)
+        macs = self.macs[:len(cycles)].sum(axis=1)
+        return np.where(cycles > 0, macs / (self.work.shape[1] * np.maximum(cycles, 1)), 0.0)
+
+    def energy_pj(self, config):
+        """Energy by part, pJ per sample."""
+        return energy_pj(self.events, config)
+
+    def figures(self, cycles=None):
+        """Means over the samples, as reports show them. `cycles` (samples,) are measured (the RTL's); without
+        them the model's predictions stand in, over the samples it predicted."""
+        measured = cycles is not None
+        cycles = np.asarray(cycles if measured else self.model_cycles, np.float64)
+        n = len(cycles)
+        m = min(len(self.model_cycles), n)
+        out = {
+            "rows": self.rows, "cols": self.cols, "weights": self.weights,
+            "nonzero_inputs_pct": round(100 * float(self.nonzero.mean()) / self.cols, 1) if len(self.nonzero) else 0.0,
+            "cycles": round(float(cycles.mean()), 1) if n else None,
+            "ideal_cycles": round(float(self.ideal_cycles.mean()), 1),
+            "bound_cycles": round(float(self.bound_cycles.mean()), 1),
+            "utilization": round(float(self.utilization(cycles).mean()), 3) if n else None,
+            "load_imbalance": round(float(self.imbalance.mean()), 3),
+            "dense_dram_energy_pj": dense_energy_pj(self.rows, self.cols),
+        }
+        if measured:
+            out["model_cycles_error_pct"] = (round(100 * float(np.abs(self.model_cycles[:m] / np.maximum(cycles[:m], 1)
+                                                                       - 1).max()), 2) if m else None)
+        return out
+
+
+def layer_perf(enc, x, config, model_samples=None):
+    """Work, events and predicted cycles of one encoded layer for int inputs `x` ((samples, cols) or (cols,)).
+    The cycle model steps every cycle in Python, so only the first `model_samples` (default: all) are predicted."""
+    x = np.asarray(x)
+    x = x.reshape(1, -1) if x.ndim == 1 else x
+    nonzero = x != 0
+    events = layer_events(enc, nonzero, config)
+    m = len(x) if model_samples is None else min(model_samples, len(x))
+    counts = enc.counts
+    words = -(-enc.cols // config.pes)
+    model = np.array([predict_cycles(counts[:, np.flatnonzero(nonzero[s])],
+                                     np.bincount(np.flatnonzero(nonzero[s]) // config.pes, minlength=words),
+                                     enc.rows, config) for s in range(m)], np.int64)
+    real = int(sum(pe.n_entries - pe.n_padding for pe in enc.pes))
+    return LayerPerf(enc.rows, enc.cols, real, events["work"].astype(np.int64), events["macs"].astype(np.int64),
+                     nonzero.sum(axis=1), events, model)
+
+
+def network_figures(perfs, config, cycles=None):
+    """Whole-network figures from one `LayerPerf` per layer: per-layer figures, cycles per image and energy by
+    part per image beside the dense model fetched from DRAM. `cycles`: measured (samples, layers), or None for
+    the model's prediction."""
+    layers = [p.figures(None if cycles is None else cycles[:, l]) for l, p in enumerate(perfs)]
+    energy = {}
+    for p in perfs:
+        for part, pj in p.energy_pj(config).items():
+            energy[part] = energy.get(part, 0.0) + float(pj.mean())
+    if cycles is None:
+        m = min(len(p.model_cycles) for p in perfs)
+        per_image = float(np.sum([p.model_cycles[:m] for p in perfs], axis=0).mean()) if m else None
+    else:
+        per_image = float(np.asarray(cycles).sum(axis=1).mean())
+    return {
+        "cycles_per_image": None if per_image is None else round(per_image, 1),
+        "cycles_from": "model" if cycles is None else "rtl",
+        "layers": layers,
+        "energy_pj_per_image": {k: round(v, 1) for k, v in {**energy, "total": sum(energy.values())}.items()},
+        "dense_dram_energy_pj_per_image": sum(l["dense_dram_energy_pj"] for l in layers),
+    }
 
 
 def predict_cycles(act_counts, word_fill, rows, config):
@@ -111,16 +188,6 @@ def words_touched(enc, config):
         start, count = pe.pointers[:-1], pe.counts
         out[k] = np.where(count > 0, (start + count - 1) // e - start // e + 1, 0)
     return out
-
-
-def layer_perf(enc, x, config):
-    """Work and predicted cycles of one encoded layer for one input vector `x` (ints)."""
-    x = np.asarray(x).reshape(-1)
-    nz = np.flatnonzero(x)
-    counts = enc.counts[:, nz]
-    word_fill = np.bincount(nz // config.pes, minlength=-(-enc.cols // config.pes))
-    return LayerPerf(work=counts.sum(axis=1), macs=real_counts(enc)[:, nz].sum(axis=1), nonzero=len(nz),
-                     model_cycles=predict_cycles(counts, word_fill, enc.rows, config))
 
 
 # -- energy ------------------------------------------------------------------------------------------------

@@ -1,11 +1,8 @@
 """What a run folder shows: `report.md` rendered from `report.json`, and the PNG plots (weight histograms before
 and after pruning, per-layer sensitivity curves)."""
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from matplotlib.figure import Figure
+import numpy as np
 
 __all__ = ["histogram_figure", "sensitivity_figure", "markdown"]
 
@@ -16,7 +13,8 @@ def histogram_figure(before, after):
     """Per layer, the distribution of weights before pruning and of the non-zero weights after retraining
     (the paper's Figure 7: a bell becomes two lobes with the middle cut out)."""
     names = list(before)
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    fig = Figure(figsize=(4 * len(names), 3.2))   # no pyplot: the user's matplotlib backend stays as it is
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names):
         b, a = before[name], after[name][after[name] != 0]
         edges = np.linspace(min(b.min(), a.min(initial=0)), max(b.max(), a.max(initial=0)), 121)
@@ -33,7 +31,8 @@ def histogram_figure(before, after):
 
 def sensitivity_figure(rows, baseline_accuracy):
     """Accuracy versus the fraction of one layer pruned (others dense, no retraining)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for name in dict.fromkeys(r["layer"] for r in rows):
         points = [(r["fraction"], r["accuracy"]) for r in rows if r["layer"] == name]
         ax.plot(*zip(*points), marker="o", label=name)
@@ -124,6 +123,8 @@ def markdown(report):
                     f"the chip's fixed-point arithmetic ({comp['host']['file']}; pruned, not weight-shared, stored "
                     "as dense 16-bit weights: part host_convs below); the chip runs the fully connected layers.", ""]
         out += _storage_markdown(report)
+    if report.get("run"):
+        out += _run_markdown(report["run"])
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -150,4 +151,21 @@ def _storage_markdown(report):
     out += ["Storage ratio by number of PEs (pointers repeat per PE):", "",
             _table(["indices"] + [f"{p} PE" for p in pes],
                    [[c] + [f"{dense / tables[c][p]['total']:.1f}x" for p in pes] for c in columns]), ""]
+    return out
+
+
+def _run_markdown(r):
+    """The last `eie run`: accuracy, cycles and energy on the chip it ran on."""
+    c = r["chip"]
+    out = ["## On the chip (`eie run`)", "",
+           f"{r['samples']} test images on a {c['pes']}-PE chip ({c['index_bits']}-bit indices, "
+           f"{c['weight_index_bits']}-bit weight indices): chip {r['chip_accuracy']}%, reference "
+           f"{r['reference_accuracy']}%, float {r['float_accuracy']}%, {r['mismatches']} mismatches; "
+           f"{r['cycles_per_image']} cycles per image; {r['energy_pj_per_image']['total'] / 1e3:.1f} nJ per image "
+           f"on chip against {r['dense_dram_energy_pj_per_image'] / 1e3:.0f} nJ for the dense model from DRAM.", "",
+           _table(["layer", "size", "weights", "non-zero inputs %", "cycles", "busiest PE", "ideal", "utilization",
+                   "imbalance", "model error %"],
+                  [(n, f"{l['rows']}x{l['cols']}", l["weights"], l["nonzero_inputs_pct"], l["cycles"],
+                    l["bound_cycles"], l["ideal_cycles"], l["utilization"], l["load_imbalance"],
+                    l.get("model_cycles_error_pct")) for n, l in enumerate(r["layers"])]), ""]
     return out

@@ -18,12 +18,19 @@ def atomic_write(path, write, binary=True):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; a file the user writes gets their umask
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class RunFolder:
@@ -71,9 +78,7 @@ class RunFolder:
             raise EieError(f"cannot read {self / name}: {e}") from None
 
     def save_figure(self, name, figure):
-        import matplotlib.pyplot as plt
         atomic_write(self.output(name), lambda f: figure.savefig(f, format="png", dpi=110, bbox_inches="tight"))
-        plt.close(figure)
 
     def report(self):
         return self.read_json(self.REPORT) if self.has(self.REPORT) else {}

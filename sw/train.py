@@ -27,8 +27,13 @@ def _weights(model):
                     break
 
 
+def progress(total, desc, unit="batch"):
+    """A progress bar on stderr when it is a terminal; off otherwise, so that logs hold no redraws."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+
+
 def fit(model, x, y, *, epochs, lr, momentum=0.9, l2=0.0, l1=0.0, batch_size=128, seed=0,
-        parameters=None, desc="train", progress=True):
+        parameters=None, desc="train", show=True):
     """Train `model` on (x, y) with SGD; returns the mean training loss of each epoch.
 
     `l2` is SGD weight decay on every parameter; `l1` adds l1 * sign(w) to the gradients of the layer weights
@@ -45,8 +50,8 @@ def fit(model, x, y, *, epochs, lr, momentum=0.9, l2=0.0, l1=0.0, batch_size=128
     loss_fn = nn.CrossEntropyLoss()
     history = []
     model.train()
-    bar = tqdm(total=steps, desc=desc, unit="batch", file=sys.stderr, disable=not progress, leave=False)
-    for _ in range(epochs):
+    bar = progress(steps, desc) if show else None
+    for epoch in range(epochs):
         order = torch.randperm(len(x), generator=shuffle)
         total = 0.0
         for start in range(0, len(x), batch_size):
@@ -60,10 +65,15 @@ def fit(model, x, y, *, epochs, lr, momentum=0.9, l2=0.0, l1=0.0, batch_size=128
             optimizer.step()
             schedule.step()
             total += loss.item() * len(batch)
-            bar.update()
+            if bar is not None:
+                bar.update()
         history.append(total / len(x))
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
-    bar.close()
+        if bar is not None and not bar.disable:
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+        elif show:   # not a terminal: one line per epoch
+            print(f"{desc}: epoch {epoch + 1}/{epochs}, loss {history[-1]:.4f}", file=sys.stderr, flush=True)
+    if bar is not None:
+        bar.close()
     model.eval()
     return history
 

@@ -1,3 +1,6 @@
+import contextlib
+import io
+
 import numpy as np
 import pytest
 
@@ -39,3 +42,16 @@ def random_inputs(rng, samples, cols, density, scale=2000):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def cli(*argv):
+    """Run the `eie` command in-process. A refusal (exit 2) comes back as the one-line EieError it printed, so
+    tests can match its message; any other exit status is returned."""
+    from eie.cli import main
+    from eie.errors import EieError
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    if code == 2:
+        raise EieError(err.getvalue().strip().splitlines()[-1])
+    return code

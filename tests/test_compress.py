@@ -1,4 +1,3 @@
-import argparse
 import json
 
 import numpy as np
@@ -8,7 +7,8 @@ from torch import nn
 
 from eie.config import ChipConfig
 from eie.errors import EieError
-from eie.sw import commands, compress, pipeline, prune
+from conftest import cli as eie
+from eie.sw import compress, pipeline, prune
 
 
 def test_kmeans_converges_to_nearest_assignment_and_cluster_means():
@@ -68,7 +68,7 @@ def test_fine_tuning_moves_centroids_not_zeros_and_remove_folds():
     x = torch.randn(64, 20)
     y = torch.randint(0, 10, (64,))
     from eie.sw import train
-    train.fit(net, x, y, epochs=2, lr=0.01, batch_size=16, progress=False)
+    train.fit(net, x, y, epochs=2, lr=0.01, batch_size=16, show=False)
     assert not torch.equal(compress.codebook(layer), before)
     zeros = compress.indices(layer) == 0
     compress.remove(layer)
@@ -85,17 +85,6 @@ def test_shared_network_checkpoints_as_plain_weights(tmp_path):
     models.save_checkpoint(tmp_path / "c.pt", net)
     plain, masks, _ = models.load_checkpoint(tmp_path / "c.pt")
     assert masks == {} and torch.equal(plain[0].weight, compress.codebook(layer)[compress.indices(layer)])
-
-
-def make_parser():
-    parser = argparse.ArgumentParser(prog="eie")
-    commands.register(parser.add_subparsers(dest="command"))
-    return parser
-
-
-def eie(*argv):
-    args = make_parser().parse_args([str(a) for a in argv])
-    return args.func(args)
 
 
 QUICK = ["--data", "digits", "--epochs", "3"]
@@ -146,13 +135,14 @@ def test_image_decodes_to_the_fixed_point_model(compressed_run):
 def test_storage_parts_and_padding():
     rng = np.random.default_rng(0)
     from eie.sw.quant import QuantLayer
+    from eie.sw.storage import storage
     w = np.where(rng.random((300, 200)) < 0.05, rng.integers(1, 16, (300, 200)), 0)
     layer = QuantLayer(w, np.arange(16), np.zeros(300, np.int64), 8, True)
-    four, five = pipeline.storage([layer], 1, 4), pipeline.storage([layer], 1, 5)
+    four, five = storage([layer], ChipConfig(pes=1, index_bits=4)), storage([layer], ChipConfig(pes=1, index_bits=5))
     nonzero = np.count_nonzero(w)
     assert four["weights"] == nonzero * 4 / 8 and five["indices"] == nonzero * 5 / 8
     assert four["padding"] > five["padding"] > 0      # gaps of ~20 rows often exceed 15
-    assert pipeline.storage([layer], 16, 4)["padding"] < four["padding"] / 4  # 19 local rows per PE: few long gaps
+    assert storage([layer], ChipConfig(pes=16))["padding"] < four["padding"] / 4  # 19 local rows per PE: few long gaps
     assert four["total"] == sum(four[p] for p in ("weights", "indices", "padding", "pointers", "codebook", "bias"))
 
 
@@ -181,15 +171,16 @@ def test_bad_input_is_refused_before_anything_is_written(compressed_run, tmp_pat
         eie("sensitivity", tmp_path / "d", *QUICK, "--fractions", "0.5,1.5")
     with pytest.raises(EieError, match="no pruned network"):
         eie("compress", tmp_path / "e")
-    with pytest.raises(EieError, match="unknown --init"):
+    with pytest.raises(EieError, match="unknown centroid initialization"):
         eie("compress", compressed_run, "--init", "kmeans++", "--force")
     # refused before anything was written (an out-of-range quality shows only after training: "c" keeps
     # its baseline.pt)
     assert not any((tmp_path / d).exists() for d in "abde")
 
 
-def test_help_texts():
-    parser = make_parser()
+def test_help_texts(capsys):
     for command in ("prune", "sensitivity", "compress"):
-        text = parser._subparsers._group_actions[0].choices[command].format_help()
+        with pytest.raises(SystemExit):
+            eie(command, "--help")
+        text = capsys.readouterr().out
         assert "RUN_DIR" in text and "--force" in text

@@ -2,7 +2,6 @@
 convolutions against torch's, and prune + compress of a small conv network on digits (8x8 images, too small
 for LeNet-5) checked against the accuracy the report claims."""
 
-import argparse
 from collections import OrderedDict
 import json
 
@@ -13,7 +12,8 @@ from torch import nn
 
 from eie.config import ChipConfig
 from eie.errors import EieError
-from eie.sw import commands, models, train
+from conftest import cli as eie
+from eie.sw import models, train
 from eie.sw.data import load_dataset
 from eie.sw.host import front_forward, load_front, quantize_front
 from eie.sw.image import load_image
@@ -33,11 +33,6 @@ def small_convnet():
     ]))
 
 
-def eie(*argv):
-    parser = argparse.ArgumentParser(prog="eie")
-    commands.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args([str(a) for a in argv])
-    return args.func(args)
 
 
 def test_front_forward_matches_float_convolutions():
@@ -63,7 +58,7 @@ def test_front_and_fully_connected_split_the_network():
 
 def test_compress_writes_the_host_layers_and_reproduces_its_accuracy(tmp_path):
     net, data = small_convnet(), load_dataset("digits")
-    train.fit(net, data.x_train, data.y_train, epochs=8, lr=0.05, progress=False)
+    train.fit(net, data.x_train, data.y_train, epochs=8, lr=0.05, show=False)
     models.save_checkpoint(tmp_path / "dense.pt", net)
     run = tmp_path / "run"
     assert eie("prune", run, "--data", "digits", "--checkpoint", tmp_path / "dense.pt",

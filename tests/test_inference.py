@@ -6,9 +6,7 @@ import pytest
 
 from conftest import chip_flags, test_chip
 from eie.cli import main
-from eie.cosim.inference import _trace_mismatch, chip_inputs
-from eie.sw.image import load_image
-from eie.sw.reference import forward
+import eie
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +38,13 @@ def test_other_pe_counts_are_laid_out_again(run_dir, capsys):
 
 
 def test_a_mismatch_is_traced_to_layer_and_row(run_dir, tmp_path):
-    image = load_image(run_dir / "image.npz")
-    layers = image.quant_layers()
-    from eie.sw.pipeline import load_data
-    from eie.sw.runs import RunFolder
-    x_int = chip_inputs(run_dir, load_data(RunFolder(run_dir)).x_test[:2].numpy(), image)
-    refs = forward(layers, x_int, image.config)
+    cm = eie.load(run_dir)
+    x_int = cm.inputs(cm.dataset().x_test[:2])
+    refs = cm.reference(x_int)
     refs[1] = refs[1].copy()
     refs[1][1, 5] += 1                          # pretend the chip got layer 1, row 5 of sample 1 wrong
-    found = _trace_mismatch(image, x_int, refs, 1, tmp_path / "bad.vcd", log=None)
-    assert found[:2] == (1, 5)
+    found = cm.trace_mismatch(x_int, refs, 1, tmp_path / "bad.vcd")
+    assert (found["layer"], found["row"]) == (1, 5)
     assert (tmp_path / "bad.vcd").exists()
 
 

@@ -53,7 +53,7 @@ def test_masks_hold_through_retraining_and_survivors_keep_values():
         prune.prune_by_std(layer, 1.0, stds[name], name)
     pruned = {n: l.weight.detach().clone() for n, l in prune.layers(net)}
     x, y = toy_data()
-    train.fit(net, x, y, epochs=3, lr=0.1, l2=1e-3, l1=1e-4, batch_size=16, progress=False)
+    train.fit(net, x, y, epochs=3, lr=0.1, l2=1e-3, l1=1e-4, batch_size=16, show=False)
     for name, layer in prune.layers(net):
         mask = prune.masks(net)[name]
         assert torch.all(layer.weight[~mask] == 0)
@@ -69,7 +69,7 @@ def test_training_is_deterministic():
     runs = []
     for _ in range(2):
         net = small_net(dropout=0.3)
-        train.fit(net, x, y, epochs=2, lr=0.05, batch_size=16, seed=7, progress=False)
+        train.fit(net, x, y, epochs=2, lr=0.05, batch_size=16, seed=7, show=False)
         runs.append(torch.cat([p.flatten() for p in net.parameters()]))
     assert torch.equal(runs[0], runs[1])
 
@@ -180,7 +180,7 @@ def test_lenet5_prunes_its_convolutions_too():
     data = SimpleNamespace(x_train=x, y_train=torch.randint(0, 4, (64,), generator=g), x_test=x[:16],
                            y_test=torch.randint(0, 4, (16,), generator=g))
     # half the defaults: untrained (uniform) weights have no tail beyond 1.73 std
-    quality = {n: q / 2 for n, q in pipeline.parse_quality(None, [n for n, _ in prune.layers(net)], "lenet-5").items()}
+    quality = {n: q / 2 for n, q in pipeline.resolve_quality(None, [n for n, _ in prune.layers(net)], "lenet-5").items()}
     steps = pipeline.prune_schedule(net, data, quality, 1, pipeline.Training(epochs=1, lr=0.01, batch_size=32), 0)
     kept = steps[0]["kept_percent"]
     assert set(kept) == {"conv1", "conv2", "fc1", "fc2"} and all(0 < k < 100 for k in kept.values())

@@ -1,24 +1,20 @@
 """The issue's targets on full Fashion-MNIST with LeNet-300-100 and the default settings (minutes)."""
 
-import argparse
 import json
 import time
 
 import pytest
 
-from eie.sw import commands
+from eie.cli import main
 from eie.sw.data import FASHION_MNIST_DIR
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="needs 'apt-get install dataset-fashion-mnist'")
 def test_fashion_mnist_lenet_300_100_targets(tmp_path):
-    parser = argparse.ArgumentParser(prog="eie")
-    commands.register(parser.add_subparsers(dest="command"))
     started = time.perf_counter()
     for argv in (["prune", str(tmp_path)], ["compress", str(tmp_path)]):
-        args = parser.parse_args(argv)
-        assert args.func(args) == 0
+        assert main(argv) == 0
     wall = time.perf_counter() - started
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["pruning_ratio"] >= 12

@@ -1,0 +1,323 @@
+"""The Python API: the flow from a PyTorch network to the simulated chip, for notebooks and scripts.
+
+    import eie
+    data = eie.load_data("digits")
+    model = eie.build_model("lenet-300-100", data)
+    eie.train(model, data, eie.Training(epochs=20, lr=0.05))
+    eie.prune(model, data, quality=1.0)                    # in place, like torch.nn.utils.prune
+    cm = eie.compress(model, data, eie.ChipConfig(pes=2))  # -> CompressedModel
+    cm.predict(data.x_test)          # the bit-exact reference of the chip's arithmetic
+    cm.estimate(data.x_test)         # performance and energy model, no simulator
+    cm.simulate(data.x_test[:100])   # the Verilator chip, every output checked against the reference
+    cm.save("runs/mine"); eie.load("runs/mine")
+
+The `eie` commands are thin callers of these functions.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+import sys
+import time
+
+import numpy as np
+
+from eie.config import ChipConfig
+from eie.errors import EieError
+from eie.sw.pipeline import Training
+
+__all__ = ["load_data", "build_model", "Training", "train", "prune", "compress", "load", "CompressedModel",
+           "ChipRun"]
+
+
+def _stderr(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_data(name="fashion-mnist", data_dir=None):
+    """A data set: "fashion-mnist" (Debian's package), "mnist" (any MNIST-format IDX folder, `data_dir`) or
+    "digits" (scikit-learn's 8x8 digits). Fields x_train, y_train, x_test, y_test (torch tensors), classes."""
+    from eie.sw.data import load_dataset
+    return load_dataset(name, None if data_dir is None else Path(data_dir))
+
+
+def build_model(arch, data):
+    """A fresh network for `data`'s images: "lenet-300-100", "lenet-5", or layer sizes such as "300-100"
+    (a ReLU multi-layer perceptron; input and class counts come from the data)."""
+    from eie.sw import models
+    return models.build(arch, data.input_shape, data.classes)
+
+
+def train(model, data, training=None, desc="train"):
+    """Train `model` on `data` in place; returns the test accuracy in percent."""
+    from eie.sw import train as _train
+    (training or Training(epochs=20, lr=0.05)).fit(model, data, desc)
+    return _train.evaluate(model, data.x_test, data.y_test)
+
+
+def prune(model, data, quality=None, iterations=5, retraining=None, final_epochs=15, remove_dead=True,
+          arch=None, log=_stderr):
+    """Han et al. 2015 on a trained `model`, in place: `iterations` steps of magnitude pruning (threshold =
+    quality x std of each layer's dense weights, ramped up) with retraining, then `final_epochs` of retraining.
+    Pruned weights stay masked as `torch.nn.utils.prune` leaves them. `quality`: one number, {layer: number},
+    or None for the tuned defaults of `arch`. Returns the figures (Table 2 of the paper, the schedule)."""
+    from eie.sw.pipeline import prune_network
+    retraining = retraining or Training(epochs=5, lr=0.02, l2=5e-4)
+    return prune_network(model, data, quality, iterations, retraining, final_epochs, remove_dead, arch, log)
+
+
+def compress(model, data, config=None, init="linear", finetuning=None, calibration=2000, log=_stderr):
+    """Deep Compression on a pruned (or dense) `model`: weight sharing with a codebook of
+    2^config.weight_index_bits entries (entry 0 is zero), centroid fine-tuning, the chip's fixed point and
+    the chip image for `config` (memory depths fitted to the model). `model` itself is left as it is.
+    Returns a `CompressedModel`."""
+    from eie.sw.pipeline import compress_network
+    config = config or ChipConfig()
+    if not isinstance(config, ChipConfig):
+        raise EieError(f"config must be a ChipConfig, not {type(config).__name__}")
+    finetuning = finetuning or Training(epochs=2, lr=1e-4, l2=0.0)
+    network, ops, in_frac, layers, figures = compress_network(copy.deepcopy(model), data, config, init,
+                                                              finetuning, calibration, log)
+    from eie.sw.image import fit_image
+    cm = CompressedModel(fit_image(layers, config), ops, in_frac, network, _identity(data), figures)
+    accuracy = cm.accuracy(data.x_test, data.y_test)
+    figures["fixed_point_accuracy"] = accuracy
+    log(f"fixed point (as the chip computes) {accuracy:.2f}%")
+    return cm
+
+
+def load(run_dir):
+    """The `CompressedModel` a run folder holds (image.npz, host.npz, compressed.pt, report.json)."""
+    from eie.sw.host import load_front
+    from eie.sw.image import load_image
+    from eie.sw.runs import RunFolder
+    run = RunFolder(run_dir)
+    if not run.path.is_dir():
+        raise EieError(f"{run.path} is not a run folder")
+    if not run.has("image.npz"):
+        raise EieError(f"{run.path} has no compressed model (image.npz): run 'eie compress {run.path}' first")
+    image = load_image(run / "image.npz")
+    ops, in_frac = load_front(run / "host.npz") if run.has("host.npz") else ([], image.fracs[0][0])
+    network = None
+    if run.has("compressed.pt"):
+        from eie.sw import models
+        network = models.load_checkpoint(run / "compressed.pt")[0]
+    report = run.report()
+    return CompressedModel(image, ops, in_frac, network, report.get("data"), report.get("compress", {}))
+
+
+def _identity(data):
+    """What a run folder records to load `data` again."""
+    return {"name": data.name, "data_dir": None if data.name == "digits" else str(data.location)}
+
+
+@dataclass
+class ChipRun:
+    """What `CompressedModel.simulate` returns: the chip's outputs beside the reference's, and the figures."""
+    outputs: np.ndarray     # (samples, classes) integer outputs of the chip's last layer
+    reference: np.ndarray   # the same from the bit-exact reference
+    figures: dict           # cycles, per-layer figures, energy, SRAM, speed (JSON-able)
+
+    @property
+    def mismatches(self):
+        """Indices of the samples whose outputs differ from the reference."""
+        return np.flatnonzero((self.outputs != self.reference).any(axis=1))
+
+    @property
+    def predictions(self):
+        return self.outputs.argmax(axis=1)
+
+
+@dataclass
+class CompressedModel:
+    """A compressed network as the chip runs it: the chip image (`image`, for `config`), the host's fixed-point
+    convolutions when the network has a convolutional front (`host_ops`, at input scale `in_frac`), the
+    weight-shared float network (`network`, for its float accuracy), the data set it was made with and the
+    compression figures."""
+    image: object
+    host_ops: list
+    in_frac: int
+    network: object = None
+    data: dict = None
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.image.config
+
+    @property
+    def layers(self):
+        """QuantLayers decoded from the image: the reference runs on exactly what the chip holds."""
+        if getattr(self, "_layers", None) is None:
+            self._layers = self.image.quant_layers()
+        return self._layers
+
+    def dataset(self):
+        """The data set this model was compressed with (as recorded)."""
+        if not self.data:
+            raise EieError("this model does not record its data set: give the data to use explicitly")
+        return load_data(self.data["name"], self.data.get("data_dir"))
+
+    # -- the input contract and the reference --------------------------------------------------------------
+    def inputs(self, x):
+        """Float images (torch or numpy) -> integer inputs of the chip's first layer."""
+        from eie.sw.host import chip_inputs
+        x_int = chip_inputs(x.numpy() if hasattr(x, "numpy") else x, self.in_frac, self.host_ops, self.config)
+        if x_int.shape[1] != self.layers[0].cols:
+            raise EieError(f"the chip's first layer takes {self.layers[0].cols} inputs but these images give "
+                           f"{x_int.shape[1]}: use the data set the model was made for")
+        return x_int
+
+    def reference(self, x_int):
+        """Integer outputs of every layer for integer inputs (the bit-exact reference)."""
+        from eie.sw.reference import forward
+        return forward(self.layers, x_int, self.config)
+
+    def predict(self, x):
+        """The network's outputs (floats, at the last layer's scale) for images `x`, bit-exact as the chip
+        computes them; `.argmax(1)` gives the classes."""
+        from eie.sw.quant import from_fixed
+        return from_fixed(self.reference(self.inputs(x))[-1], self.layers[-1].out_frac)
+
+    def accuracy(self, x, y):
+        """Top-1 accuracy (%) of the chip's arithmetic on images `x` with labels `y`."""
+        y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+        return round(100.0 * float((self.predict(x).argmax(1) == y).mean()), 2)
+
+    # -- chips ---------------------------------------------------------------------------------------------
+    def relayout(self, **changes):
+        """This model on a chip like its own with `changes` (e.g. pes=4, index_bits=5); memory depths not named
+        are fitted to the model. No change gives the model back as it is."""
+        from eie.sw.image import SIZED_FIELDS, fit_image
+        if "weight_index_bits" in changes and changes["weight_index_bits"] != self.config.weight_index_bits:
+            raise EieError(f"the model has {self.config.codebook_size}-entry codebooks "
+                           f"({self.config.weight_index_bits}-bit weight indices), not "
+                           f"{changes['weight_index_bits']}-bit: compress it again for that chip")
+        config = self.config.replace(**changes)
+        if config == self.config:
+            return self
+        keep = [f for f in SIZED_FIELDS if f in changes]
+        return CompressedModel(fit_image(self.layers, config, keep), self.host_ops, self.in_frac, self.network,
+                               self.data, self.figures)
+
+    def estimate(self, x, model_samples=100):
+        """Cycles, utilization and energy from the performance model (no simulator). The cycle model steps
+        every cycle in Python, so only the first `model_samples` images are predicted; work, balance and
+        energy cover all of `x`."""
+        from eie.sw.perf import network_figures
+        x_int = self.inputs(x)
+        perfs = self._perfs(x_int, self.reference(x_int), model_samples)
+        return {"samples": len(x_int), "model_samples": min(model_samples, len(x_int)),
+                **network_figures(perfs, self.config), "storage": self.storage(), "chip": self.config.to_dict()}
+
+    def _perfs(self, x_int, refs, model_samples):
+        from eie.sw.encode import encode_layer
+        from eie.sw.perf import layer_perf
+        inputs = [x_int] + refs[:-1]
+        return [layer_perf(encode_layer(q.w_index, self.config), a, self.config, model_samples)
+                for q, a in zip(self.layers, inputs)]
+
+    def simulate(self, x, log=None, model_samples=20, waves=None, waves_sample=0, mismatch_waves=None):
+        """Run images `x` through the Verilator-simulated chip (built once per chip configuration, cached) and
+        compare every output with the reference. Returns a `ChipRun`. `waves` writes a VCD of sample
+        `waves_sample`; on a mismatch, the first one is traced to its layer and row (recorded in
+        `mismatch_waves` if given)."""
+        from eie.cosim.build import build
+        from eie.cosim.sim import simulate
+        from eie.sw.perf import network_figures
+        from eie.sw.storage import sram
+        x_int = self.inputs(x)
+        refs = self.reference(x_int)
+        build(self.config, log=log)       # outside the timing: once per configuration
+        chunk = 1000                      # samples per simulator start, so progress shows
+        outputs, cycles, free_s = [], [], 0.0
+        t0 = time.perf_counter()
+        with _progress(len(x_int), f"chip ({self.config.pes} PEs)") as bar:
+            for start in range(0, len(x_int), chunk):
+                r = simulate(self.image, x_int[start:start + chunk], layer_cycles=True, log=log)
+                outputs.append(r.outputs)
+                cycles.append(r.layer_cycles)
+                free_s += r.free_run_seconds
+                bar.update(len(r.outputs))
+        wall = time.perf_counter() - t0
+        outputs, cycles = np.concatenate(outputs), np.concatenate(cycles)
+        figures = {"samples": len(x_int), "chip": self.config.to_dict(),
+                   **network_figures(self._perfs(x_int, refs, model_samples), self.config, cycles),
+                   "sim_cycles_per_s": round(float(cycles.sum()) / free_s) if free_s else None,
+                   "images_per_s": round(len(x_int) / wall, 1), "sim_wall_seconds": round(wall, 1),
+                   "sram": sram(self.image)}
+        run = ChipRun(outputs, refs[-1], figures)
+        figures["mismatches"] = len(run.mismatches)
+        if len(run.mismatches):
+            found = self.trace_mismatch(x_int, refs, int(run.mismatches[0]), mismatch_waves, log)
+            if found:
+                figures["first_mismatch"] = found
+        if waves is not None:
+            if not 0 <= waves_sample < len(x_int):
+                raise EieError(f"the waveform sample must be in 0..{len(x_int) - 1}, not {waves_sample}")
+            simulate(self.image, x_int[waves_sample:waves_sample + 1], waves=waves, log=log)
+            figures["waveform"] = str(waves)
+        return run
+
+    def trace_mismatch(self, x_int, refs, sample, waves=None, log=None):
+        """Rerun one sample with growing layer chains to find the first layer and row that differ; with
+        `waves`, record that run as a VCD. Returns {layer, row, chip, reference, ...} or None."""
+        from eie.cosim.sim import simulate
+        from eie.sw.image import build_image
+        for l in range(len(self.layers)):
+            sub = build_image(self.layers[:l + 1], self.config)
+            got = simulate(sub, x_int[sample:sample + 1], log=log).outputs[0]
+            rows = np.flatnonzero(got != refs[l][sample])
+            if len(rows):
+                found = {"sample": sample, "layer": l, "row": int(rows[0]), "chip": int(got[rows[0]]),
+                         "reference": int(refs[l][sample][rows[0]])}
+                if waves is not None:
+                    simulate(sub, x_int[sample:sample + 1], waves=waves, log=log)
+                    found["waveform"] = str(waves)
+                return found
+        return None
+
+    def storage(self, per_pe=False):
+        """Bytes by part on this model's chip (`eie.sw.storage.storage`)."""
+        from eie.sw.storage import storage
+        return storage(self.layers, self.config, self.host_ops, per_pe=per_pe)
+
+    def verilog(self, path):
+        """Write the Verilog of this model's chip to `path`."""
+        from eie.cosim.build import write_verilog
+        write_verilog(self.config, path)
+        return Path(path)
+
+    # -- files ---------------------------------------------------------------------------------------------
+    def save(self, run_dir, force=False):
+        """Write image.npz, host.npz (networks with convolutions), compressed.pt and the figures into a run
+        folder, with the data set and chip recorded so that `eie.load` / `eie run` can run it again."""
+        from eie.sw import models
+        from eie.sw.host import save_front
+        from eie.sw.runs import RunFolder, atomic_write
+        run = RunFolder(run_dir, ["image.npz", "host.npz", "compressed.pt"], force)
+        self.image.save(run.output("image.npz"))
+        if self.host_ops:
+            atomic_write(run.output("host.npz"), lambda f: f.write(save_front(self.host_ops, self.in_frac)))
+        elif run.has("host.npz"):   # left by an earlier, convolutional model: `eie run` would use it
+            (run / "host.npz").unlink()
+        if self.network is not None:
+            models.save_checkpoint(run.output("compressed.pt"), self.network, data=(self.data or {}).get("name"))
+        figures = dict(self.figures)
+        layers = figures.pop("layers", {})
+        dense_bytes = 4 * (run.report().get("dense_parameters") or figures.get("dense_parameters", 0))
+        own = figures.get("storage_bytes", {}).get(f"{self.config.index_bits}-bit", {})
+        ratio = {n: round(dense_bytes / s["total"], 2) for n, s in own.items()}
+        entries = {"compress": {**figures, "chip": self.config.to_dict(), "image": "image.npz"}, "layers": layers}
+        if "fixed_point_accuracy" in figures:
+            entries["compressed_accuracy"] = figures["fixed_point_accuracy"]
+        if ratio:
+            entries.update(dense_bytes=dense_bytes, storage_ratio=ratio.get("1"), storage_ratio_by_pes=ratio)
+        if self.data:
+            entries["data"] = self.data
+        return run.update_report(**entries)
+
+
+def _progress(total, desc):
+    from eie.sw.train import progress
+    return progress(total, desc, unit="img")

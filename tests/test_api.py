@@ -1,0 +1,69 @@
+"""The whole flow through the public API only (`import eie`), as a notebook user drives it: digits, tiny
+budgets, a 2-PE chip."""
+
+import numpy as np
+import pytest
+
+import eie
+
+
+@pytest.fixture(scope="module")
+def flow():
+    data = eie.load_data("digits")
+    model = eie.build_model("lenet-300-100", data)
+    dense = eie.train(model, data, eie.Training(epochs=8, lr=0.05))
+    figures = eie.prune(model, data, quality=1.0, iterations=1, retraining=eie.Training(epochs=1, lr=0.02),
+                        final_epochs=1, log=lambda s: None)
+    cm = eie.compress(model, data, eie.ChipConfig(pes=2), finetuning=eie.Training(epochs=0, lr=1e-4),
+                      calibration=300, log=lambda s: None)
+    return data, model, dense, figures, cm
+
+
+def test_prune_and_compress(flow):
+    data, model, dense, figures, cm = flow
+    assert dense > 80 and figures["pruning_ratio"] > 1.5
+    assert figures["kept_weights"] == sum(int((l.weight != 0).sum()) for l in (model.fc1, model.fc2, model.fc3))
+    assert hasattr(model.fc1, "weight_mask"), "prune works in place, with torch's masks"
+    assert cm.config.pes == 2 and cm.config.codebook_size == 16
+    assert abs(cm.figures["fixed_point_accuracy"] - figures["pruned_accuracy"]) < 5
+
+
+def test_predict_is_the_reference(flow):
+    data, _, _, _, cm = flow
+    x = data.x_test[:50]
+    scores = cm.predict(x)
+    ints = cm.reference(cm.inputs(x))[-1]
+    assert scores.shape == (50, 10) and np.array_equal(scores * 2.0 ** cm.layers[-1].out_frac, ints)
+    assert cm.accuracy(data.x_test, data.y_test) == cm.figures["fixed_point_accuracy"]
+
+
+def test_estimate_simulate_save_load(flow, tmp_path):
+    data, _, _, _, cm = flow
+    x = data.x_test[:30]
+    estimate = cm.estimate(x, model_samples=5)
+    run = cm.simulate(x)
+    assert len(run.mismatches) == 0 and np.array_equal(run.outputs, cm.reference(cm.inputs(x))[-1])
+    assert run.figures["mismatches"] == 0 and run.figures["samples"] == 30
+    # the model's cycles (first 5 images) match the RTL's within 2%, layer by layer
+    for est, sim in zip(estimate["layers"], run.figures["layers"]):
+        assert sim["model_cycles_error_pct"] <= 2
+        assert est["bound_cycles"] == sim["bound_cycles"] and est["ideal_cycles"] == sim["ideal_cycles"]
+    assert 0 < estimate["energy_pj_per_image"]["total"] == run.figures["energy_pj_per_image"]["total"]
+    cm.save(tmp_path / "run")
+    again = eie.load(tmp_path / "run")
+    assert again.config == cm.config and again.data == {"name": "digits", "data_dir": None}
+    assert np.array_equal(again.simulate(x[:5]).outputs, run.outputs[:5])
+
+
+def test_relayout_and_bad_input(flow):
+    data, _, _, _, cm = flow
+    assert cm.relayout() is cm
+    four = cm.relayout(pes=4, index_bits=5)
+    assert four.config.pes == 4 and four.config.index_bits == 5
+    assert np.array_equal(four.predict(data.x_test[:20]), cm.predict(data.x_test[:20]))
+    with pytest.raises(eie.EieError, match="16-entry codebooks"):
+        cm.relayout(weight_index_bits=5)
+    with pytest.raises(eie.EieError, match="first layer takes 64 inputs"):
+        cm.predict(np.zeros((3, 7)))
+    with pytest.raises(eie.EieError, match="NaN"):
+        cm.predict(np.full((1, 64), np.nan))
