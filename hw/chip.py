@@ -11,13 +11,14 @@ output pass that requantizes one local row per cycle in every PE at once.
 import enum
 
 from amaranth import Array, Cat, ClockDomain, ClockSignal, Module, Mux, Signal, unsigned
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
 from eie.hw.pe import ProcessingElement, _addr_bits
 from eie.hw.scanner import NonZeroDetector
+from eie.hw.sram import sram
 
 __all__ = ["Chip", "HostSignature", "Target", "ReadTarget", "layer_layout", "RESET_CYCLES"]
 
@@ -188,7 +189,7 @@ class Chip(wiring.Component):
         out_word = Cat(Mux(lanes_valid[k], pe.out_data, 0) for k, pe in enumerate(pes))
         banks = []
         for b, target in ((0, Target.ACT0), (1, Target.ACT1)):
-            bank = memory.Memory(shape=unsigned(n * c.act_bits), depth=c.act_depth, init=[])
+            bank = sram(unsigned(n * c.act_bits), c.act_depth)
             m.submodules[f"act{b}"] = bank
             wp = bank.write_port()
             host_we = host.we & (host.target == target)

@@ -12,11 +12,12 @@ layer needs no initialization pass.
 """
 
 from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, memory, wiring
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
 from eie.hw.arith import shift_left, shift_right
+from eie.hw.sram import sram
 
 __all__ = ["ProcessingElement", "PeLoadSignature", "requantize"]
 
@@ -99,12 +100,11 @@ class ProcessingElement(wiring.Component):
         act_layout = data.StructLayout({"col": c.dim_bits, "value": signed(c.act_bits)})
 
         # -- memories --------------------------------------------------------------------------------------
-        m.submodules.matrix = matrix = memory.Memory(shape=unsigned(c.matrix_word_bits), depth=c.matrix_words, init=[])
-        m.submodules.pointers = pointers = memory.Memory(shape=unsigned(c.ptr_word_bits), depth=c.ptr_words, init=[])
-        m.submodules.codebook = codebook = memory.Memory(
-            shape=signed(c.weight_bits), depth=c.max_layers * c.codebook_size, init=[])
-        m.submodules.bias = bias = memory.Memory(shape=signed(c.act_bits), depth=c.max_layers * c.act_depth, init=[])
-        m.submodules.accumulators = accs = memory.Memory(shape=signed(c.acc_bits), depth=c.act_depth, init=[])
+        m.submodules.matrix = matrix = sram(unsigned(c.matrix_word_bits), c.matrix_words)
+        m.submodules.pointers = pointers = sram(unsigned(c.ptr_word_bits), c.ptr_words)
+        m.submodules.codebook = codebook = sram(signed(c.weight_bits), c.max_layers * c.codebook_size)
+        m.submodules.bias = bias = sram(signed(c.act_bits), c.max_layers * c.act_depth)
+        m.submodules.accumulators = accs = sram(signed(c.acc_bits), c.act_depth)
 
         for mem, we in ((matrix, self.load.matrix_we), (pointers, self.load.ptr_we),
                         (codebook, self.load.codebook_we), (bias, self.load.bias_we)):

@@ -1,0 +1,54 @@
+"""On-chip memories of any depth the chip configuration allows, one word included.
+
+Amaranth gives the ports of a one-word `memory.Memory` zero-width addresses, which its Yosys backend writes
+as ``wire [-1:0]`` and Verilator refuses. A one-word memory is a register anyway, so that is what it becomes
+here: the same ports (with a one-bit address, ignored and optimized away), the same timing, no reset (a
+memory keeps its contents through reset, and so does this register).
+"""
+
+from amaranth import Elaboratable, Module, Signal
+from amaranth.lib import memory
+
+__all__ = ["sram", "OneWord"]
+
+
+def sram(shape, depth):
+    """A memory of `depth` words of `shape`, empty (zero) at start, with `memory.Memory`'s port methods."""
+    return memory.Memory(shape=shape, depth=depth, init=[]) if depth > 1 else OneWord(shape)
+
+
+class OneWord(Elaboratable):
+    """A one-word memory as a register, with the ports of `memory.Memory` (no transparency, no granularity:
+    the chip uses neither)."""
+
+    depth = 1
+
+    def __init__(self, shape):
+        self.shape = shape
+        self._read_ports, self._write_ports = [], []
+
+    def read_port(self, *, domain="sync"):
+        port = memory.ReadPort(memory.ReadPort.Signature(addr_width=1, shape=self.shape), memory=None,
+                               domain=domain)
+        self._read_ports.append(port)
+        return port
+
+    def write_port(self, *, domain="sync"):
+        port = memory.WritePort(memory.WritePort.Signature(addr_width=1, shape=self.shape), memory=None,
+                                domain=domain)
+        self._write_ports.append(port)
+        return port
+
+    def elaborate(self, platform):
+        m = Module()
+        word = Signal(self.shape, name="word", reset_less=True)
+        for wp in self._write_ports:
+            with m.If(wp.en):
+                m.d[wp.domain] += word.eq(wp.data)
+        for rp in self._read_ports:
+            if rp.domain == "comb":
+                m.d.comb += rp.data.eq(word)
+            else:
+                with m.If(rp.en):
+                    m.d[rp.domain] += rp.data.eq(word)
+        return m
