@@ -14,7 +14,8 @@ import numpy as np
 from eie.config import ChipConfig
 from eie.errors import EieError
 
-__all__ = ["PeSlice", "EncodedLayer", "encode_layer", "decode_layer", "storage_bits", "check_index_matrix"]
+__all__ = ["PeSlice", "EncodedLayer", "encode_layer", "decode_layer", "entry_positions", "storage_bits",
+           "check_index_matrix", "INDEX_DTYPE"]
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,14 @@ class EncodedLayer:
         return np.stack([pe.counts for pe in self.pes])
 
 
+# weight_index_bits <= 8 (ChipConfig's range): a codebook index fits a byte, so a dense index matrix costs a
+# quarter of the float32 matrix it came from instead of twice it.
+INDEX_DTYPE = np.uint8
+
+
 def check_index_matrix(w_index, config, what="layer", layout=True):
     """A 2-D integer matrix of codebook indices that fits the chip's index width (and, with `layout`, its
-    activation register files)."""
+    activation register files), as `INDEX_DTYPE` (no copy when it already is)."""
     w = np.asarray(w_index)
     if w.ndim != 2:
         raise EieError(f"{what}: weight-index matrix must be 2-D (rows x cols), got shape {w.shape}")
@@ -67,56 +73,68 @@ def check_index_matrix(w_index, config, what="layer", layout=True):
     if layout and (rows > config.max_dim or cols > config.max_dim):
         raise EieError(f"{what}: {rows}x{cols} exceeds this chip's {config.max_dim} rows/columns "
                        f"(act_depth {config.act_depth} x {config.pes} PEs): use more PEs or a larger --act-depth")
-    return w.astype(np.int64)
-
-
-def _encode_pe(local, config):
-    cols = local.shape[1]
-    col, row = np.nonzero(local.T)          # CSC order: by column, then row
-    v = local[row, col]
-    prev = np.full_like(row, -1)              # previous entry's row in the same column, else -1
-    prev[1:] = np.where(col[1:] == col[:-1], row[:-1], -1)
-    gap = row - prev - 1
-    pads = gap // (config.max_zero_run + 1)
-    width = pads + 1                         # entries this non-zero costs, padding included
-    total = int(width.sum())
-    out_v = np.zeros(total, np.int64)
-    out_z = np.full(total, config.max_zero_run, np.int64)
-    real = np.cumsum(width) - 1
-    out_v[real] = v
-    out_z[real] = gap - pads * (config.max_zero_run + 1)
-    counts = np.bincount(col, weights=width, minlength=cols).astype(np.int64)
-    return PeSlice(out_v, out_z, counts)
+    return w.astype(INDEX_DTYPE, copy=False)
 
 
 def encode_layer(w_index, config, what="layer"):
-    """Encode a rows x cols matrix of codebook indices for `config`'s PEs."""
+    """Encode a rows x cols matrix of codebook indices for `config`'s PEs.
+
+    Works on the non-zeros only (one sort by PE and column), so time and memory follow the weights kept,
+    not the matrix's area."""
     if not isinstance(config, ChipConfig):
         raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
     w = check_index_matrix(w_index, config, what)
     rows, cols = w.shape
-    pes = tuple(_encode_pe(w[k::config.pes], config) for k in range(config.pes))
-    worst = max(int(pe.counts.max(initial=0)) for pe in pes)
+    n_pes = config.pes
+    # int32 positions (a layer has at most 64 x 65536 rows and columns): half the memory of numpy's indices
+    row, col = (a.astype(np.int32) for a in np.nonzero(w))   # by row, then column
+    v = w[row, col]
+    group = (row % n_pes) * cols + col       # (PE, column)
+    del col
+    order = np.argsort(group, kind="stable")  # stable: rows stay ascending within a group
+    group, local, v = group[order], row[order] // n_pes, v[order]
+    del row, order
+    prev = np.full_like(local, -1)           # previous entry's local row in the same column and PE, else -1
+    prev[1:] = np.where(group[1:] != group[:-1], -1, local[:-1])
+    gap = local - prev - 1
+    del prev, local
+    pads = gap // (config.max_zero_run + 1)
+    width = pads + 1                         # entries this non-zero costs, padding included
+    end = np.cumsum(width, dtype=np.int64)
+    out_v = np.zeros(int(end[-1]) if len(end) else 0, INDEX_DTYPE)
+    out_z = np.full(len(out_v), config.max_zero_run, np.uint8)   # index_bits <= 8
+    out_v[end - 1] = v
+    out_z[end - 1] = gap - pads * (config.max_zero_run + 1)
+    del gap, pads
+    counts = np.bincount(group, weights=width, minlength=n_pes * cols).astype(np.int64).reshape(n_pes, cols)
+    bounds = np.concatenate([[0], end])[np.searchsorted(group, np.arange(n_pes + 1) * cols)]
+    pes = tuple(PeSlice(out_v[bounds[k]:bounds[k + 1]], out_z[bounds[k]:bounds[k + 1]], counts[k])
+                for k in range(n_pes))
+    worst = int(counts.max(initial=0))
     if worst > config.max_count:
-        k = max(range(config.pes), key=lambda k: pes[k].counts.max(initial=0))
-        j = int(np.argmax(pes[k].counts))
+        k, j = np.unravel_index(int(np.argmax(counts)), counts.shape)
         raise EieError(f"{what}: column {j} holds {worst} entries in PE {k} (padding included) but "
                        f"count_bits={config.count_bits} holds at most {config.max_count}: "
                        f"use more PEs or a larger --count-bits")
     return EncodedLayer(rows, cols, pes)
 
 
+def entry_positions(pe, cols):
+    """(local row, column) of every entry of a PeSlice, padding included (a padding entry's row is the zero
+    it stands for)."""
+    col = np.repeat(np.arange(cols), pe.counts)
+    ends = np.cumsum(np.asarray(pe.z, np.int64) + 1)
+    before = np.concatenate([[0], ends])[pe.pointers[:-1]]   # rows stepped before each column
+    return ends - np.repeat(before, pe.counts) - 1, col
+
+
 def decode_layer(enc, config):
     """Inverse of `encode_layer`: the rows x cols index matrix."""
-    w = np.zeros((enc.rows, enc.cols), np.int64)
+    w = np.zeros((enc.rows, enc.cols), INDEX_DTYPE)
     for k, pe in enumerate(enc.pes):
-        ptr = pe.pointers
-        for j in range(enc.cols):
-            r = -1
-            for e in range(ptr[j], ptr[j + 1]):
-                r += int(pe.z[e]) + 1
-                if pe.v[e]:
-                    w[r * config.pes + k, j] = pe.v[e]
+        local, col = entry_positions(pe, enc.cols)
+        real = np.asarray(pe.v) != 0
+        w[local[real] * config.pes + k, col[real]] = pe.v[real]
     return w
 
 

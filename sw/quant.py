@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eie.errors import EieError
-from eie.sw.encode import check_index_matrix
+from eie.sw.encode import INDEX_DTYPE, check_index_matrix
 
 __all__ = ["QuantLayer", "to_fixed", "from_fixed", "frac_for", "quantize_layer", "quantize_network",
            "linear_codebook", "layer_from_matrix"]
@@ -103,7 +103,7 @@ def quantize_layer(w_index, centroids, bias, relu, in_frac, out_frac, config):
         shift = limit
     codebook = to_fixed(centroids, w_frac, config.weight_bits)
     codebook[0] = 0
-    return QuantLayer(np.asarray(w_index, np.int64), codebook, to_fixed(bias, out_frac, config.act_bits),
+    return QuantLayer(np.asarray(w_index), codebook, to_fixed(bias, out_frac, config.act_bits),
                       shift, relu, in_frac, w_frac, out_frac)
 
 
@@ -130,14 +130,34 @@ def quantize_network(layers, calib_x, config, in_frac=None, headroom=1.0):
     return out
 
 
+def _nearest_levels(values, codebook_size):
+    """(index 1.., levels) for non-zero float `values`: the nearest of codebook_size - 1 levels spread
+    linearly over their range, the first such level on a tie (as an argmin over every level picks)."""
+    values = np.asarray(values, np.float64)
+    if not values.size:
+        return np.zeros(0, np.int64), np.zeros(codebook_size - 1)
+    levels = np.linspace(values.min(), values.max(), codebook_size - 1)
+    # Levels spaced by less than an ulp repeat but never skip a value, so a tie is only ever between the
+    # last level below and the first one at or above: no argmin over every level is needed.
+    hi = np.minimum(np.searchsorted(levels, values), len(levels) - 1).astype(np.uint8)   # first level >= value
+    lo = np.maximum(hi, 1) - 1
+    take_lo = np.abs(values - levels[lo]) <= np.abs(values - levels[hi])
+    return np.where(take_lo, lo, hi) + 1, levels
+
+
+def _dense_index(shape, row, col, index):
+    w_index = np.zeros(shape, INDEX_DTYPE)
+    w_index[row, col] = index
+    return w_index
+
+
 def linear_codebook(w, codebook_size):
     """(w_index, centroids): zeros stay zero; other weights go to the nearest of codebook_size - 1 levels
     spread linearly over their range (Deep Compression's linear initialization, without k-means)."""
-    w = np.asarray(w, np.float64)
-    nz = w[w != 0]
-    levels = np.linspace(nz.min(), nz.max(), codebook_size - 1) if nz.size else np.zeros(codebook_size - 1)
-    index = np.abs(w[..., None] - levels).argmin(axis=-1) + 1
-    return np.where(w != 0, index, 0), np.concatenate([[0.0], levels])
+    w = np.asarray(w)
+    row, col = np.nonzero(w)
+    index, levels = _nearest_levels(w[row, col], codebook_size)
+    return _dense_index(w.shape, row, col, index), np.concatenate([[0.0], levels])
 
 
 def layer_from_matrix(w, x, config, relu=False):
@@ -146,14 +166,20 @@ def layer_from_matrix(w, x, config, relu=False):
     Integer weights with at most codebook_size - 1 distinct non-zero values become the codebook exactly;
     other weights share a linear codebook. Integer inputs are used as they are; float inputs get the
     fixed-point scale that fits their largest magnitude. The output scale fits the largest exact output.
+    Only the non-zero weights are ever copied, so a large sparse matrix costs little more than itself.
     """
     w, x = np.asarray(w), np.asarray(x)
-    values = np.unique(w[w != 0])
+    row, col = (a.astype(np.int32) for a in np.nonzero(w))   # int32: half of numpy's index memory
+    nz = w[row, col]
+    values = np.unique(nz)
     if np.issubdtype(w.dtype, np.integer) and len(values) < config.codebook_size:
         centroids = np.concatenate([[0], values, np.zeros(config.codebook_size - 1 - len(values))])
-        w_index = np.where(w != 0, np.searchsorted(values, w) + 1, 0)
+        index = np.searchsorted(values, nz) + 1
     else:
-        w_index, centroids = linear_codebook(w, config.codebook_size)
+        index, levels = _nearest_levels(nz, config.codebook_size)
+        centroids = np.concatenate([[0.0], levels])
+    del nz
+    w_index = _dense_index(w.shape, row, col, index)
     if np.issubdtype(x.dtype, np.integer):
         if x.size and (x.min() < config.act_min or x.max() > config.act_max):
             raise EieError(f"integer input exceeds the {config.act_bits}-bit range {config.act_min}..{config.act_max}")
@@ -161,7 +187,8 @@ def layer_from_matrix(w, x, config, relu=False):
     else:
         in_frac = frac_for(np.abs(x).max(initial=0), config.act_bits)
         x_int = to_fixed(x, in_frac, config.act_bits)
-    y = np.asarray(centroids, np.float64)[w_index] @ from_fixed(x_int, in_frac)
+    products = np.asarray(centroids, np.float64)[index] * from_fixed(x_int, in_frac)[col]
+    y = np.bincount(row, weights=products, minlength=len(w))
     y = np.maximum(y, 0) if relu else y
     out_frac = min(frac_for(np.abs(y).max(initial=0), config.act_bits), in_frac + 2 * config.weight_bits)
     layer = quantize_layer(w_index, centroids, np.zeros(len(w)), relu, in_frac, out_frac, config)

@@ -4,7 +4,7 @@ import numpy as np
 
 from eie.errors import EieError
 
-__all__ = ["wrap", "requantize", "layer_forward", "forward", "check_activations"]
+__all__ = ["wrap", "requantize", "weight_matrix", "layer_forward", "forward", "check_activations"]
 
 
 def wrap(x, bits):
@@ -36,18 +36,20 @@ def check_activations(x, cols, config, what="input"):
     return a.astype(np.int64)
 
 
-def _matmul_exact(a, w):
-    """Integer a @ w.T. Float64 BLAS is exact while every partial sum stays below 2**53."""
-    bound = float(np.abs(a).max(initial=0)) * float(np.abs(w).sum(axis=1).max(initial=0))
-    if bound < 2.0 ** 53:
-        return (a.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
-    return np.einsum("bc,rc->br", a, w, dtype=np.int64)
+def weight_matrix(layer):
+    """The layer's codebook values as a sparse (CSR) int64 matrix: memory follows the weights kept."""
+    from scipy.sparse import csr_array
+    row, col = (a.astype(np.int32) for a in np.nonzero(layer.w_index))   # by row, then column: CSR order
+    data = np.asarray(layer.codebook, np.int64)[layer.w_index[row, col]]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=layer.rows))]).astype(np.int64)
+    return csr_array((data, col, indptr), shape=(layer.rows, layer.cols))
 
 
 def layer_forward(layer, a, config):
-    """(batch, cols) int activations -> (batch, rows) int outputs of one QuantLayer."""
-    w = layer.codebook[layer.w_index]
-    acc = (layer.bias.astype(np.int64) << layer.shift)[None, :] + _matmul_exact(a, w)
+    """(batch, cols) int activations -> (batch, rows) int outputs of one QuantLayer.
+
+    Integer sparse products are exact; int64 wraps modulo 2**64 like the `acc_bits` <= 64 accumulator."""
+    acc = (layer.bias.astype(np.int64) << layer.shift)[None, :] + (weight_matrix(layer) @ a.T).T
     return requantize(wrap(acc, config.acc_bits), layer.shift, layer.relu, config)
 
 
