@@ -14,7 +14,6 @@
 The `eie` commands are thin callers of these functions.
 """
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 import sys
@@ -71,12 +70,13 @@ def compress(model, data, config=None, init="linear", finetuning=None, calibrati
     2^config.weight_index_bits entries (entry 0 is zero), centroid fine-tuning, the chip's fixed point and
     the chip image for `config` (memory depths fitted to the model). `model` itself is left as it is.
     Returns a `CompressedModel`."""
+    from eie.sw import models
     from eie.sw.pipeline import compress_network
     config = config or ChipConfig()
     if not isinstance(config, ChipConfig):
         raise EieError(f"config must be a ChipConfig, not {type(config).__name__}")
     finetuning = finetuning or Training(epochs=2, lr=1e-4, l2=0.0)
-    network, ops, in_frac, layers, figures = compress_network(copy.deepcopy(model), data, config, init,
+    network, ops, in_frac, layers, figures = compress_network(models.clone(model), data, config, init,
                                                               finetuning, calibration, log)
     from eie.sw.image import fit_image
     cm = CompressedModel(fit_image(layers, config), ops, in_frac, network, _identity(data), figures)

@@ -275,7 +275,6 @@ def prune_command(args):
     run = RunFolder(args.run, ["pruned.pt", "weights.png"], args.force)
     data = load_data(run, args.data, args.data_dir)
     model, arch, source = dense_network(run, data, args.model, args.checkpoint, training.seed)
-    _refuse_pruned(model, source)
     quality = _sensitivity_quality(run, model) if args.quality == "sensitivity" else args.quality
     _baseline(run, data, model, arch, source, training)
     before = weights_by_layer(model)
@@ -321,7 +320,7 @@ def compress_command(args):
     data = load_data(run, args.data, args.data_dir)
     model, arch = _pruned_network(run, args.checkpoint)
     cm = compress(model, data, config, args.init, finetuning, args.calibration, log=_log)
-    cm.save(run, force=args.force)
+    cm.save(run.path, force=args.force)
     figures = run.update_report(**_identity(arch, data), timings={"compress": round(time.perf_counter() - started, 1)})
     print(f"fixed-point accuracy {figures['compressed_accuracy']}%, storage ratio {figures['storage_ratio']}x "
           f"(1 PE); image {run / 'image.npz'}; see {run / 'report.md'}")

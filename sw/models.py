@@ -17,7 +17,7 @@ from torch.nn.utils import prune as torch_prune
 from eie.errors import EieError
 
 __all__ = ["ARCHITECTURES", "lenet_300_100", "lenet5", "perceptron", "build", "spec", "from_spec", "describe",
-           "check_input", "check_same_network", "front", "fully_connected", "save_checkpoint", "load_checkpoint"]
+           "check_input", "check_same_network", "clone", "front", "fully_connected", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "eie-checkpoint-1"
 
@@ -198,6 +198,17 @@ def _state(model):
     return state, masks
 
 
+def clone(model):
+    """A copy of `model` with its pruning masks (`copy.deepcopy` fails on torch's pruning reparametrization);
+    weight-shared layers come out as plain weights."""
+    from eie.sw.prune import apply_masks
+    state, masks = _state(model)
+    twin = from_spec(spec(model))
+    twin.load_state_dict(state)
+    apply_masks(twin, masks)
+    return twin
+
+
 def save_checkpoint(path, model, **meta):
     """Write `model` (pruned or not) and `meta` to `path` atomically."""
     from eie.sw.runs import atomic_write
@@ -255,7 +266,8 @@ _TORCH_PRUNING = [torch_prune.PruningContainer, torch_prune.CustomFromMask, torc
 
 def _fold_pruning(state):
     """A state dict with torch's `X.weight_orig` / `X.weight_mask` -> (plain state with `X.weight` = orig x
-    mask, {X: bool mask})."""
+    mask, {X: bool mask}). Keys keep the order a plain module's state dict has (weight before bias), so that a
+    state dict of an unnamed Sequential still loads by position."""
     plain, masks = {}, {}
     for key, value in state.items():
         if key.endswith(".weight_mask"):
@@ -269,7 +281,10 @@ def _fold_pruning(state):
             masks[layer] = mask.bool()
         else:
             plain[key] = value
-    return plain, masks
+    layers = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in plain))
+    order = {layer: i for i, layer in enumerate(layers)}
+    rank = lambda k: (order[k.rsplit(".", 1)[0]], k.rsplit(".", 1)[1] != "weight")
+    return {k: plain[k] for k in sorted(plain, key=rank)}, masks
 
 
 def _rename_masks(model, state, masks):
@@ -292,6 +307,7 @@ def _load_state(model, state, path):
         state = dict(zip(own, state.values()))
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
-        why = " ".join(str(e).split())
-        raise EieError(f"{path} holds another architecture: {why[:300]}") from None
+    except RuntimeError:
+        weights = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in state.items() if k.endswith("weight"))
+        raise EieError(f"{path} holds another architecture: [{weights}], expected "
+                       f"[{describe(spec(model))}]") from None

@@ -1,6 +1,8 @@
 """`eie run` end to end on a tiny pruned and compressed model (digits), and its refusals."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -63,8 +65,33 @@ def test_refusals_before_any_simulation(run_dir, tmp_path, capsys):
     assert "sparse-matrix words per PE" in capsys.readouterr().err
 
 
-def test_quick_demo_runs_the_whole_flow(tmp_path, capsys):
-    assert main(["demo", "--quick", "--pes", "4", "--samples", "20", "--run-dir", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "mismatches 0" in out and "demo finished" in out
-    assert (tmp_path / "demo" / "eie_chip.v").exists() and (tmp_path / "demo" / "image.npz").exists()
+def test_quick_demo_runs_the_whole_flow_into_a_readable_log(tmp_path):
+    """As `make demo > log 2>&1` runs it: no terminal, so no progress-bar redraws, one line per epoch."""
+    out = subprocess.run([sys.executable, "-m", "eie", "demo", "--quick", "--pes", "4", "--samples", "20",
+                          "--run-dir", str(tmp_path / "demo")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "mismatches 0" in out.stdout and "demo finished" in out.stdout
+    assert "\r" not in out.stderr and "epoch 20/20" in out.stderr
+    for name in ("eie_chip.v", "image.npz", "predictions.csv", "report.md"):
+        assert (tmp_path / "demo" / name).exists(), name
+    assert "On the chip" in (tmp_path / "demo" / "report.md").read_text()
+
+
+def test_compress_records_data_and_chip_so_run_needs_neither(run_dir, tmp_path, capsys):
+    """`eie compress NEW --data digits --checkpoint F --index-bits 5`, then a bare `eie run NEW`: the data set,
+    the 5-bit indices and the PE count come from the run folder; results land in report.json and the CSV."""
+    new = tmp_path / "new"
+    assert main(["compress", str(new), "--data", "digits", "--checkpoint", str(run_dir / "pruned.pt"),
+                 "--finetune-epochs", "0", "--calibration", "200", "--pes", "2", "--index-bits", "5"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(new), "--samples", "12", "--json", "--predictions", str(new / "p.csv")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["chip"]["index_bits"] == 5 and out["chip"]["pes"] == 2 and out["mismatches"] == 0
+    report = json.loads((new / "report.json").read_text())
+    assert report["data"]["name"] == "digits" and report["run"]["chip_accuracy"] == out["chip_accuracy"]
+    assert "On the chip" in (new / "report.md").read_text()
+    rows = (new / "p.csv").read_text().splitlines()
+    assert len(rows) == 13 and rows[0].startswith("sample,label,chip_class,reference_class,out0")
+    assert main(["run", str(new), "--samples", "0"]) == 2
+    assert main(["run", str(new), "--pes", "0"]) == 2      # refused, never replaced by a default
+    assert "pes must be in 1..64, not 0" in capsys.readouterr().err
