@@ -1,0 +1,269 @@
+"""The ways of shrinking a network that `eie compare` sets against the project's iterative magnitude pruning:
+one-shot magnitude pruning, Optimal Brain Damage (LeCun et al. 1990), low-rank truncated SVD (Denton et al.
+2014) and uniform low-bit weights with quantization-aware training. Each works in place on a fully connected
+`nn.Sequential` and leaves a model of the requested size; training is the caller's (`eie.sw.pipeline.Training`).
+"""
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils import prune as torch_prune
+
+from eie.errors import EieError
+from eie.sw import prune
+
+__all__ = ["prunable_weights", "kept_weights", "scaled_quality", "prune_to_quality", "iterative_to_budget",
+           "hessian_diagonal",
+           "obd_prune", "obd_schedule", "svd_factors", "svd_ranks", "low_rank", "UniformQuant", "quantize_weights",
+           "fix_quantized"]
+
+
+def prunable_weights(model):
+    """Weights of the prunable layers (Linear/Conv2d), dense count: what a kept-parameter fraction refers to."""
+    return sum(layer.weight.numel() for _, layer in prune.layers(model))
+
+
+def kept_weights(model):
+    return sum(kept for kept, _ in prune.kept(model).values())
+
+
+# -- magnitude pruning at a budget --------------------------------------------------------------------------
+
+def _kept_at(model, quality, stds):
+    return sum(int((layer.weight.detach().abs() >= quality[n] * stds[n]).sum()) for n, layer in prune.layers(model))
+
+
+def scaled_quality(model, base_quality, budget, stds=None):
+    """Per-layer quality parameters `s * base_quality` (the project's per-layer ratios, so every magnitude
+    method spreads its budget over the layers alike), with the common factor s found by bisection so that
+    at most `budget` of the weights survive, as close to it as the weights allow; a layer whose threshold
+    would pass its largest weight keeps that one. Thresholds are quality x `stds` (default: the std of each
+    layer's current weights)."""
+    stds = stds or prune.dense_stds(model)
+    target = budget * prunable_weights(model)
+    # the quality that leaves a layer only its largest weight
+    top = {n: layer.weight.detach().abs().max().item() / stds[n] * (1 - 1e-9) for n, layer in prune.layers(model)}
+    at = lambda s: {n: min(s * q, top[n]) for n, q in base_quality.items()}
+    lo, hi = 0.0, max(top[n] / q for n, q in base_quality.items())
+    if _kept_at(model, at(hi), stds) > target:
+        raise EieError(f"budget {budget} is below what one weight per layer needs; give a larger budget")
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _kept_at(model, at(mid), stds) > target:
+            lo = mid
+        else:
+            hi = mid
+    return at(hi)
+
+
+def prune_to_quality(model, quality, stds=None):
+    """Magnitude pruning on top of existing masks: every layer below quality x `stds` (default: the std of its
+    current weights)."""
+    stds = stds or prune.dense_stds(model)
+    for name, layer in prune.layers(model):
+        prune.prune_by_std(layer, quality[name], stds[name], name)
+
+
+def iterative_to_budget(model, data, base_quality, budget, iterations, step, final_epochs, log=None):
+    """The project's iterative pruning at a kept fraction. Quality parameters come from `scaled_quality` on the
+    dense weights; `eie.sw.pipeline.prune_schedule` runs the first iterations - 1 steps (thresholds quality x
+    k / iterations, each followed by `step` retraining); the last step cuts to exactly `budget` (the threshold
+    the schedule would use moves with the retrained weights: L2 shrinks them, growth lifts some) and retrains
+    the same way; `final_epochs` of retraining close. Returns the quality parameters."""
+    from eie.sw.pipeline import prune_schedule
+    stds = prune.dense_stds(model)
+    quality = scaled_quality(model, base_quality, budget, stds)
+    if iterations > 1:
+        ramp = {n: q * (iterations - 1) / iterations for n, q in quality.items()}
+        prune_schedule(model, data, ramp, iterations - 1, step, 0, **({"log": log} if log else {}))
+    if kept_weights(model) > budget * prunable_weights(model):
+        prune_to_quality(model, scaled_quality(model, base_quality, budget, stds), stds)
+    step.fit(model, data, f"retrain {iterations}/{iterations}", seed_offset=iterations)
+    if final_epochs:
+        type(step)(**{**step.__dict__, "epochs": final_epochs}).fit(model, data, "final retrain",
+                                                                    seed_offset=iterations + 1)
+    return quality
+
+
+# -- Optimal Brain Damage -------------------------------------------------------------------------------------
+
+def hessian_diagonal(model, x, y, batch_size=500):
+    """{layer: (diagonal for the weight, diagonal for the bias)} of the Hessian of the mean cross-entropy over
+    (x, y) with respect to every Linear layer's (effective, masked) weights.
+
+    Computed as the diagonal of the Gauss-Newton matrix, J^T H_out J with H_out = diag(p) - p p^T the softmax's
+    Hessian, factored as sum_k a_k a_k^T with a_k = sqrt(p_k) (e_k - p): one backward pass per class, and per
+    layer the per-sample squares (delta^2)^T (h^2) of the outer-product gradients. For a ReLU network this is
+    the exact Hessian diagonal: each output is piecewise linear in any single weight, so the curvature term
+    the Gauss-Newton matrix leaves out is zero on the diagonal."""
+    linears = [(n, m) for n, m in model.named_children() if isinstance(m, nn.Linear)]
+    if not linears or any(not isinstance(m, (nn.Linear, nn.ReLU, nn.Flatten, nn.Dropout))
+                          for _, m in model.named_children()):
+        raise EieError("the Hessian diagonal is computed for networks of Linear/ReLU/Flatten/Dropout layers only")
+    seen = {}
+
+    def hook(name):
+        def keep(module, inputs, output):
+            seen[name] = (inputs[0].detach(), output)
+        return keep
+    handles = [m.register_forward_hook(hook(n)) for n, m in linears]
+    diag = {n: (torch.zeros_like(m.weight, dtype=torch.float64), torch.zeros(m.out_features, dtype=torch.float64))
+            for n, m in linears}
+    model.eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size])
+            p = torch.softmax(logits.detach().double(), 1)
+            outputs = [seen[n][1] for n, _ in linears]
+            for k in range(p.shape[1]):
+                a = -p * p[:, k:k + 1].sqrt()
+                a[:, k] += p[:, k].sqrt()
+                deltas = torch.autograd.grad(logits, outputs, grad_outputs=a.to(logits.dtype), retain_graph=True)
+                for (name, _), delta in zip(linears, deltas):
+                    d2, h2 = delta.double() ** 2, seen[name][0].double() ** 2
+                    diag[name][0].add_(d2.T @ h2)
+                    diag[name][1].add_(d2.sum(0))
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: (w / len(x), b / len(x)) for n, (w, b) in diag.items()}
+
+
+def obd_prune(model, keep, x, y):
+    """Prune, on top of existing masks, all but the `keep` weights of highest OBD saliency h_ii w_i^2 / 2,
+    ranked over all layers together (LeCun et al.'s rule); the Hessian diagonal is measured on (x, y)."""
+    diag = hessian_diagonal(model, x, y)
+    named = prune.layers(model)
+    saliency = [(diag[n][0] * layer.weight.detach().double() ** 2 / 2).flatten() for n, layer in named]
+    flat = torch.cat(saliency)
+    # pruned weights stay pruned, whatever their (zero) saliency ties with
+    flat = torch.where(torch.cat([(layer.weight.detach() != 0).flatten() for _, layer in named]), flat,
+                       torch.tensor(-1.0, dtype=flat.dtype))
+    order = flat.argsort(descending=True, stable=True)
+    mask = torch.zeros(len(flat), dtype=torch.bool)
+    mask[order[:keep]] = True
+    start = 0
+    for (name, layer), s in zip(named, saliency):
+        torch_prune.custom_from_mask(layer, "weight", mask[start:start + len(s)].view_as(layer.weight))
+        start += len(s)
+
+
+def obd_schedule(model, data, budget, iterations, retraining, final_epochs, hessian_images=2000):
+    """OBD pruned and retrained on the iterative schedule's steps: at step k of `iterations` the kept fraction
+    is 1 - (1 - budget) k / iterations, each step retrains with `retraining`, a final retraining follows.
+    The Hessian diagonal is measured afresh at every step on `hessian_images` training images."""
+    total = prunable_weights(model)
+    pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(retraining.seed))[:hessian_images]
+    x, y = data.x_train[pick], data.y_train[pick]
+    for k in range(1, iterations + 1):
+        keep = int(math.floor(total * (1 - (1 - budget) * k / iterations)))
+        obd_prune(model, keep, x, y)
+        retraining.fit(model, data, f"OBD retrain {k}/{iterations}", seed_offset=k)
+    if final_epochs:
+        type(retraining)(**{**retraining.__dict__, "epochs": final_epochs}).fit(
+            model, data, "OBD final retrain", seed_offset=iterations + 1)
+
+
+# -- low rank -------------------------------------------------------------------------------------------------
+
+def svd_factors(weight, rank):
+    """(A, B) with B @ A the best rank-`rank` approximation of `weight` (out x in): A is rank x in, B out x rank,
+    the singular values split evenly between them (sqrt into each), which keeps both factors' scales alike
+    for fine-tuning."""
+    u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    return (root[:, None] * vh[:rank]).to(weight.dtype), (u[:, :rank] * root).to(weight.dtype)
+
+
+def svd_ranks(spectra, budget):
+    """{layer: rank, or None where the layer stays dense} for {layer: (out, in, singular values)} such that the
+    layers hold at most `budget` of the dense weights. Greedy on energy per parameter: every layer starts at
+    rank 1, then the step that adds the largest share of its layer's squared Frobenius norm per added
+    parameter is taken while it fits. A layer whose factors would not be smaller than itself stays dense."""
+    def cost(n, r):
+        o, i, _ = spectra[n]
+        return min(r * (o + i), o * i)
+    share = {n: (s.double() ** 2 / (s.double() ** 2).sum().clamp(min=1e-30)).tolist() for n, (_, _, s) in spectra.items()}
+    ranks = dict.fromkeys(spectra, 1)
+    room = budget * sum(o * i for o, i, _ in spectra.values()) - sum(cost(n, 1) for n in ranks)
+    if room < 0:
+        raise EieError(f"budget {budget} is below what rank-1 factors of every layer need; give a larger budget")
+    while True:
+        steps = [(share[n][r] / max(cost(n, r + 1) - cost(n, r), 1e-9), n) for n, r in ranks.items()
+                 if r < len(share[n]) and cost(n, r + 1) - cost(n, r) <= room]
+        if not steps:
+            break
+        _, n = max(steps)
+        room -= cost(n, ranks[n] + 1) - cost(n, ranks[n])
+        ranks[n] += 1
+    return {n: (r if cost(n, r) < spectra[n][0] * spectra[n][1] else None) for n, r in ranks.items()}
+
+
+@torch.no_grad()
+def low_rank(model, budget):
+    """A new flat `nn.Sequential` in which each Linear layer `fc` becomes `fc_a` (in -> r, no bias) and `fc_b`
+    (r -> out) from its truncated SVD, ranks from `svd_ranks` (a layer cheaper dense stays as it is); other
+    layers are shared with `model`."""
+    from collections import OrderedDict
+    linears = {n: m for n, m in model.named_children() if isinstance(m, nn.Linear)}
+    ranks = svd_ranks({n: (*m.weight.shape, torch.linalg.svdvals(m.weight.detach().double()))
+                       for n, m in linears.items()}, budget)
+    out = []
+    for name, child in model.named_children():
+        rank = ranks.get(name)
+        if rank is None:
+            out.append((name, child))
+            continue
+        a, b = svd_factors(child.weight, rank)
+        first, second = nn.Linear(child.in_features, rank, bias=False), nn.Linear(rank, child.out_features,
+                                                                                  bias=child.bias is not None)
+        first.weight.copy_(a)
+        second.weight.copy_(b)
+        if child.bias is not None:
+            second.bias.copy_(child.bias)
+        out += [(f"{name}_a", first), (f"{name}_b", second)]
+    return nn.Sequential(OrderedDict(out))
+
+
+# -- low-bit weights ------------------------------------------------------------------------------------------
+
+class UniformQuant(nn.Module):
+    """Fake quantization of a weight matrix to symmetric uniform `bits`-bit integers with one scale per output
+    row (max |w| of the row over 2^(bits-1) - 1). The straight-through estimator passes the gradient to the
+    float weights, which keep training (quantization-aware training)."""
+
+    def __init__(self, bits):
+        super().__init__()
+        self.levels = (1 << (bits - 1)) - 1
+
+    def scales(self, w):
+        return w.detach().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / self.levels
+
+    def forward(self, w):
+        scale = self.scales(w)
+        q = torch.clamp(torch.round(w / scale), -self.levels, self.levels) * scale
+        return w + (q - w).detach()
+
+
+def quantize_weights(model, bits):
+    """Put `UniformQuant(bits)` on every Linear layer's weight; `fix_quantized` makes it permanent."""
+    if not 2 <= bits <= 16:
+        raise EieError(f"weight bits must lie in 2..16, not {bits}")
+    for _, layer in prune.layers(model):
+        parametrize.register_parametrization(layer, "weight", UniformQuant(bits))
+    return model
+
+
+def fix_quantized(model):
+    """Replace the fake quantization by its quantized weights; returns {layer: per-row scales} (what a
+    low-bit model stores beside its integers)."""
+    scales = {}
+    for name, layer in prune.layers(model):
+        quant = layer.parametrizations.weight[0]
+        scales[name] = quant.scales(layer.parametrizations.weight.original).flatten().numpy().astype(np.float32)
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    return scales
+

@@ -1,0 +1,296 @@
+"""`eie compare` and the methods it sets against pruning: sizes, the storage rule, OBD's Hessian diagonal, SVD,
+low-bit weights, CPU timing, bad input; the full Fashion-MNIST comparison in the slow tier."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from eie.cli import main
+from eie.errors import EieError
+from eie.sw import compare as cmp
+from eie.sw import cputime, methods, prune
+from eie.sw.storage import storage
+
+
+def tiny_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A run folder with a LeNet-300-100 baseline trained briefly on digits."""
+    run = tmp_path_factory.mktemp("compare") / "run"
+    assert main(["prune", str(run), "--data", "digits", "--epochs", "4", "--iterations", "1",
+                 "--retrain-epochs", "0", "--final-epochs", "0"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def results(digits_run):
+    return cmp.compare(digits_run, budgets=(0.25, 0.1), epochs=2, iterations=1, chip_samples=2, min_run_time=0.002)
+
+
+# -- each method at the requested size -----------------------------------------------------------------------
+
+def test_every_method_and_budget_is_measured(results):
+    dense = results["dense_weights"]
+    assert dense == 64 * 300 + 300 * 100 + 100 * 10
+    seen = {(p["method"], p["budget"]) for p in results["points"]}
+    for method in cmp.METHODS:
+        budgets = [None] if method in ("int8", "int4") else [0.25, 0.1]
+        assert {(method, b) for b in budgets} <= seen, method
+    for p in results["points"]:
+        assert 0 <= p["accuracy"] <= 100 and p["bytes"] > 0
+        assert set(p["cpu"]) == {"1", "64"} and all(v["threads"] == 1 for v in p["cpu"].values())
+        assert (p["chip"] is not None) == (p["form"] in ("dense", "sparse", "shared")), p["method"]
+        if p["budget"] is None:
+            assert p["weights"] == dense
+            continue
+        # pruned: exactly the budget's weights (ties aside); SVD: at most the budget
+        assert p["weights"] <= p["budget"] * dense, p
+        if p["form"] != "lowrank":
+            assert p["weights"] >= p["budget"] * dense - 3, p
+
+
+def _count(model):
+    return sum(int(layer.weight.count_nonzero()) for _, layer in prune.layers(model))
+
+
+def _data():
+    from eie.sw.data import load_dataset
+    return load_dataset("digits")
+
+
+def _lenet(data):
+    """LeNet-300-100 for digits, trained a little (pruning budgets assume a trained network's weights)."""
+    from eie.sw import models, train
+    torch.manual_seed(0)
+    model = models.build("lenet-300-100", data.input_shape, data.classes)
+    train.fit(model, data.x_train, data.y_train, epochs=3, lr=0.05, show=False)
+    return model
+
+
+def test_pruning_methods_leave_the_requested_count():
+    from eie.sw.pipeline import Training
+    data = _data()
+    quality = {"fc1": 1.75, "fc2": 1.3, "fc3": 0.9}
+    step = Training(epochs=1, lr=0.02, l2=5e-4)
+    for budget in (0.3, 0.07):
+        model = _lenet(data)
+        total = methods.prunable_weights(model)
+        methods.iterative_to_budget(model, data, quality, budget, 2, step, 1, log=lambda m: None)
+        assert int(budget * total) - 3 <= _count(model) <= budget * total
+        model = _lenet(data)
+        methods.prune_to_quality(model, methods.scaled_quality(model, quality, budget))
+        assert int(budget * total) - 3 <= _count(model) <= budget * total
+        model = _lenet(data)
+        methods.obd_schedule(model, data, budget, 2, step, 1, hessian_images=64)
+        assert _count(model) == int(budget * total)
+
+
+def test_obd_keeps_the_highest_saliencies():
+    net = tiny_net()
+    x, y = torch.rand(40, 1, 6), torch.randint(0, 3, (40,))
+    diag = methods.hessian_diagonal(net, x, y)
+    saliency = torch.cat([(diag[n][0] * l.weight.detach().double() ** 2 / 2).flatten() for n, l in prune.layers(net)])
+    methods.obd_prune(net, 17, x, y)
+    kept = torch.cat([(l.weight != 0).flatten() for _, l in prune.layers(net)])
+    assert int(kept.sum()) == 17
+    assert saliency[kept].min() >= saliency[~kept].max()
+
+
+def test_low_rank_model_fits_the_budget():
+    data = _data()
+    base = _lenet(data)
+    for budget in (0.25, 0.05):
+        model = methods.low_rank(base, budget)
+        factors = sum(m.weight.numel() for m in model if isinstance(m, nn.Linear))
+        assert factors <= budget * methods.prunable_weights(base)
+        assert model(data.x_test[:3]).shape == (3, 10)
+
+
+def test_low_bit_weights_lie_on_the_grid():
+    x, y = torch.rand(64, 1, 6), torch.randint(0, 3, (64,))
+    from eie.sw import train
+    for bits in (4, 8):
+        model = methods.quantize_weights(tiny_net(), bits)
+        train.fit(model, x, y, epochs=2, lr=0.05, batch_size=16, show=False)
+        scales = methods.fix_quantized(model)
+        for name, layer in prune.layers(model):
+            q = layer.weight.detach().numpy() / scales[name][:, None]
+            assert np.allclose(q, np.round(q), atol=1e-3)
+            assert np.abs(np.round(q)).max() <= 2 ** (bits - 1) - 1
+        assert not any(hasattr(l, "parametrizations") for _, l in prune.layers(model))
+
+
+# -- storage: one rule, known bytes ------------------------------------------------------------------------
+
+def test_storage_rule_on_a_hand_built_matrix():
+    # 20 x 3 on one PE with 4-bit relative indices: column 0 holds rows 0 and 19 (a gap of 18 zeros needs one
+    # padding entry), column 1 is empty, column 2 holds row 5: 3 real entries + 1 padding. The model's own chip
+    # has 1 matrix word (4-bit entry addresses) and counts up to 2 (2 bits): one pointer word of 4 + 8 x 2 bits.
+    w = np.zeros((20, 3))
+    w[0, 0], w[19, 0], w[5, 2] = 0.5, -1.0, 2.0
+    # float32 values: 4 entries x (32 + 4) + 20 pointer bits + 20 biases x 32 = 804 bits
+    assert cmp.sparse_bytes([w]) == 804 / 8
+    # 4-bit codebook indices, 16-bit biases, a 16 x 16-bit codebook: 4 x 8 + 20 + 320 + 256 = 628 bits, which is
+    # what `eie.sw.storage.storage` (Deep Compression's accounting) counts for the same matrix
+    assert cmp.sparse_bytes([w], value_bits=4, bias_bits=16, codebook_bits=256) == 628 / 8
+    assert storage(cmp._pattern_layers([w]), cmp.STORAGE_CHIP)["total"] == 628 / 8
+
+
+def test_dense_and_low_bit_bytes():
+    net = nn.Sequential(nn.Linear(3, 2))
+    assert cmp.dense_bytes(net) == (6 + 2) * 4
+    assert cmp.low_bit_bytes(net, 4) == (6 * 4 + 2 * 32 + 2 * 32) / 8
+
+
+# -- OBD's Hessian diagonal, SVD ---------------------------------------------------------------------------
+
+def test_hessian_diagonal_is_exact_on_a_tiny_network():
+    net = tiny_net().double()
+    x = torch.randn(11, 1, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (11,))
+    diag = methods.hessian_diagonal(net, x, y, batch_size=4)
+    names = [n for n, _ in net.named_parameters()]
+    params = tuple(p.detach().clone() for p in net.parameters())
+
+    def loss(*ps):
+        return nn.functional.cross_entropy(functional_call(net, dict(zip(names, ps)), (x,)), y)
+    hessian = torch.autograd.functional.hessian(loss, params)
+    largest = 0.0
+    for i, (name, p) in enumerate(zip(names, params)):
+        exact = hessian[i][i].reshape(p.numel(), p.numel()).diagonal().reshape(p.shape)
+        layer, kind = name.split(".")
+        mine = diag[layer][0 if kind == "weight" else 1]
+        assert torch.allclose(mine, exact, rtol=1e-9, atol=1e-15), name
+        largest = max(largest, exact.abs().max().item())
+    assert largest > 1e-2                  # not a vacuous comparison of zeros
+
+
+def test_svd_at_full_rank_reproduces_the_layer():
+    layer = nn.Linear(7, 5)
+    a, b = methods.svd_factors(layer.weight, 5)
+    assert a.shape == (5, 7) and b.shape == (5, 5)
+    assert torch.allclose(b @ a, layer.weight, atol=1e-5)
+    a2, b2 = methods.svd_factors(layer.weight, 2)
+    u, s, vh = torch.linalg.svd(layer.weight.detach().double())
+    best = (u[:, :2] * s[:2]) @ vh[:2]
+    assert torch.allclose((b2 @ a2).double(), best, atol=1e-5)
+
+
+def test_svd_ranks_respect_the_budget_and_keep_cheap_layers_dense():
+    spectra = {"big": (300, 784, torch.linspace(3, 0.1, 300)), "out": (10, 100, torch.ones(10))}
+    ranks = methods.svd_ranks(spectra, 0.05)
+    cost = (ranks["big"] * (300 + 784) if ranks["big"] else 300 * 784) + (ranks["out"] * 110 if ranks["out"] else 1000)
+    assert cost <= 0.05 * (300 * 784 + 1000)
+    assert ranks["out"] is None            # 10 equal singular values: worth keeping whole, and dense is cheaper
+    with pytest.raises(EieError, match="budget"):
+        methods.svd_ranks(spectra, 1e-4)
+
+
+# -- CPU timing --------------------------------------------------------------------------------------------
+
+def test_time_call_reports_seconds_per_call_and_threads():
+    r = cputime.time_call(lambda: time.sleep(0.002), threads=1, min_run_time=0.05)
+    assert 0.0019 < r["seconds"] < 0.02 and r["calls"] >= 3 and r["threads"] == 1
+    seen = []
+    r = cputime.time_call(lambda: seen.append(torch.get_num_threads()), threads=2, min_run_time=0.01)
+    assert r["threads"] == 2 and set(seen) == {2}
+
+
+def test_network_kernels_agree_and_time_network_picks_the_fastest():
+    rng = np.random.default_rng(0)
+    layers = [(rng.standard_normal((30, 20)).astype(np.float32) * (rng.random((30, 20)) < 0.2),
+               rng.standard_normal(30).astype(np.float32), True),
+              (rng.standard_normal((4, 30)).astype(np.float32), np.zeros(4, np.float32), False)]
+    fns = cputime.network_kernels(layers, (1, 5))
+    out = {k: np.asarray(f()) for k, f in fns[5].items()}
+    assert np.allclose(out["torch-dense"].T, out["torch-csr"], atol=1e-5)
+    assert np.allclose(out["torch-dense"].T, out["scipy-csr"], atol=1e-5)
+    timed = cputime.time_network(layers, (1, 5), min_run_time=0.002)
+    for batch in (1, 5):
+        t = timed[batch]
+        assert set(t["kernels"]) == set(cputime.KERNELS) and t["threads"] == 1
+        assert t["seconds"] == min(t["kernels"].values()) == t["kernels"][t["best"]]
+
+
+def test_crossover_density():
+    densities = [0.5, 0.2, 0.1, 0.05]
+    assert cputime.crossover_density(densities, 1.0, [4, 2, 0.5, 0.2]) == pytest.approx(np.exp(
+        np.log(0.2) + 0.5 * (np.log(0.1) - np.log(0.2))))
+    assert cputime.crossover_density(densities, 1.0, [4, 3, 2, 1.5]) is None
+    assert cputime.crossover_density(densities, 1.0, [0.9, 0.5, 0.2, 0.1]) == 0.5
+
+
+def test_kernel_benchmark_table():
+    rows = cputime.kernel_benchmark(layers=(("toy", 256, 128, 0.05),), densities=(0.5, 0.01), min_run_time=0.002)
+    assert [r["batch"] for r in rows] == [1, 64]
+    table = cputime.kernel_table(rows)
+    assert "| toy | 128x256 | 5% | 1 | 1 |" in table and len(table.splitlines()) == 4
+
+
+# -- outputs and bad input -----------------------------------------------------------------------------------
+
+def test_outputs_are_written(results, digits_run):
+    for name in cmp.OUTPUTS:
+        assert (digits_run / name).stat().st_size > 0, name
+    saved = json.loads((digits_run / "compare.json").read_text())
+    assert saved["verdict"] == results["verdict"]
+    assert saved["verdict"]["best_accuracy_per_kb"]["point"] in saved["verdict"]["accuracy_per_kb"]
+    assert "## Verdict" in (digits_run / "compare.md").read_text()
+
+
+def test_pareto_front():
+    pts = [{"bytes": 10, "accuracy": 80}, {"bytes": 20, "accuracy": 79}, {"bytes": 30, "accuracy": 90},
+           {"bytes": 30, "accuracy": 85}, {"bytes": 5, "accuracy": 50}]
+    assert cmp.pareto_front(pts) == [pts[4], pts[0], pts[2]]
+
+
+def _one_line_error(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+
+
+def test_bad_input_is_one_line(tmp_path, capsys, digits_run):
+    _one_line_error(capsys, ["compare", str(tmp_path / "none")], "not a run folder")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(capsys, ["compare", str(tmp_path / "empty"), "--data", "digits"], "no baseline.pt")
+    for budgets in ("0.5,1", "0", "-0.1", "nan", "a"):
+        _one_line_error(capsys, ["compare", str(digits_run), "--budgets", budgets], "budget")
+    _one_line_error(capsys, ["compare", str(digits_run), "--methods", "iterative,magic"], "unknown method 'magic'")
+    _one_line_error(capsys, ["compare", str(digits_run), "--epochs", "1"], "epochs")
+    _one_line_error(capsys, ["compare"], "--kernels")
+
+
+def test_existing_comparison_is_kept_without_force(digits_run, results, capsys):
+    before = (digits_run / "compare.json").read_bytes()
+    _one_line_error(capsys, ["compare", str(digits_run)], "--force")
+    assert (digits_run / "compare.json").read_bytes() == before
+
+
+# -- the full comparison (slow) ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_full_comparison_on_fashion_mnist(tmp_path):
+    from eie.sw.data import FASHION_MNIST_DIR
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip("Fashion-MNIST is not installed")
+    run = tmp_path / "fm"
+    assert main(["prune", str(run), "--iterations", "1", "--retrain-epochs", "0", "--final-epochs", "0"]) == 0
+    started = time.perf_counter()
+    r = cmp.compare(run)
+    assert time.perf_counter() - started < 20 * 60
+    by = {(p["method"], p["budget"]): p for p in r["points"]}
+    assert len(by) == 1 + 8 * 4 + 2
+    # Deep Compression keeps the pruned accuracy within a point and stores under a tenth of the dense bytes
+    for b in cmp.DEFAULT_BUDGETS:
+        assert by[("deep-compression", b)]["accuracy"] > by[("iterative", b)]["accuracy"] - 1
+        assert by[("deep-compression", b)]["bytes"] < by[("dense", None)]["bytes"] / 10
