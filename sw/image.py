@@ -16,7 +16,8 @@ import numpy as np
 
 from eie.config import ChipConfig
 from eie.errors import EieError
-from eie.sw.encode import EncodedLayer, PeSlice, encode_layer, decode_layer
+from eie.sw.encode import EncodedLayer, PeSlice, check_index_matrix, encode_layer, decode_layer
+from eie.sw.placement import place_layers
 from eie.sw.quant import QuantLayer
 from eie.sw.runs import atomic_write
 
@@ -34,6 +35,14 @@ class LayerDesc:
     ptr_base: int     # first pointer word
     shift: int
     relu: bool
+    order: tuple = None   # row placement: position p holds the model's row order[p]; None = interleaved (identity)
+
+    def __post_init__(self):
+        if self.order is not None:
+            order = tuple(int(i) for i in self.order)
+            if sorted(order) != list(range(self.rows)):
+                raise ValueError(f"layer row order is not a permutation of its {self.rows} rows")
+            object.__setattr__(self, "order", order)
 
 
 @dataclass
@@ -87,6 +96,16 @@ class ChipImage:
             bias = self.biases[l, :, :local].T.reshape(-1)[:d.rows].copy()   # row i = PE i % pes, local i // pes
             out.append(QuantLayer(w, self.codebooks[l].copy(), bias, d.shift, d.relu, *self.fracs[l]))
         return out
+
+    def unpermute(self, outputs, layer=-1):
+        """Outputs of `layer` (default the last; ``(..., rows)``) from the chip's row order to the model's."""
+        out = np.asarray(outputs)
+        order = self.layers[layer].order
+        if order is None:
+            return out
+        back = np.empty_like(out)
+        back[..., np.asarray(order)] = out
+        return back
 
     # -- files ---------------------------------------------------------------------------------------------
     def _arrays(self):
@@ -146,8 +165,14 @@ def load_image(path, config=None):
     return image
 
 
-def build_image(layers, config):
-    """Encode a chain of QuantLayers for `config`; raise EieError if it does not fit the chip."""
+def build_image(layers, config, placement="interleaved", calibration=None):
+    """Encode a chain of QuantLayers for `config`; raise EieError if it does not fit the chip.
+
+    `placement`: "interleaved" (EIE's row i -> PE i % pes) or "balanced" (`eie.sw.placement`: rows placed to
+    balance the PEs' expected work, each layer's row order recorded in the image, the next layer's columns
+    permuted to match; `quant_layers` returns the permuted layers the chip holds and `unpermute` puts outputs
+    back in the model's order). `calibration`: int inputs of the first layer (samples x cols) that weigh the
+    columns for "balanced" by how often each input is non-zero; without them every column counts the same."""
     if not isinstance(config, ChipConfig):
         raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
     if not layers:
@@ -167,6 +192,11 @@ def build_image(layers, config):
         layer.check(c, what)
         if l and layer.cols != layers[l - 1].rows:
             raise EieError(f"{what} takes {layer.cols} inputs but layer {l - 1} gives {layers[l - 1].rows}")
+        check_index_matrix(layer.w_index, c, what)     # fits the register files, before placement works on it
+    fracs = [(l.in_frac, l.w_frac, l.out_frac) for l in layers]
+    layers, orders = place_layers(layers, c, placement, calibration)
+    for l, layer in enumerate(layers):
+        what = f"layer {l}"
         enc = encode_layer(layer.w_index, c, what)
         words = -(-layer.cols // c.cols_per_ptr_word)
         padded = np.zeros((c.pes, words * c.cols_per_ptr_word), np.int64)
@@ -183,7 +213,7 @@ def build_image(layers, config):
             local = layer.bias[k::c.pes]
             biases[l, k, :len(local)] = local
         codebooks[l] = layer.codebook
-        descs.append(LayerDesc(layer.rows, layer.cols, entry_base, ptr_base, layer.shift, layer.relu))
+        descs.append(LayerDesc(layer.rows, layer.cols, entry_base, ptr_base, layer.shift, layer.relu, orders[l]))
         entry_base += layer_words
         ptr_base += words
     if entry_base > c.matrix_words:
@@ -195,8 +225,7 @@ def build_image(layers, config):
     return ChipImage(c, descs,
                      [np.concatenate(e) for e in entries],
                      np.concatenate(bases, axis=1), np.concatenate(counts, axis=1),
-                     codebooks, biases,
-                     [(l.in_frac, l.w_frac, l.out_frac) for l in layers])
+                     codebooks, biases, fracs)
 
 
 def pack_fields(fields, widths):

@@ -1,0 +1,136 @@
+"""Balanced row placement: same results once un-permuted, never a busier PE than interleaving."""
+
+import numpy as np
+import pytest
+
+from conftest import random_inputs, random_layer, test_chip
+from eie import ChipConfig, EieError
+from eie.sw.image import build_image, load_image
+from eie.sw.quant import QuantLayer
+from eie.sw.placement import balanced_order, column_weights, expected_work
+from eie.sw.reference import forward
+
+C = ChipConfig(pes=8, act_depth=64, matrix_words=1024, ptr_words=64, count_bits=8)
+
+
+def skewed_layer(rng, rows, cols, config, **kw):
+    """Rows of very different densities, so interleaving leaves some PEs much busier."""
+    layer = random_layer(rng, rows, cols, 0.0, config, **kw)
+    density = rng.random(rows)[:, None] ** 3
+    layer.w_index = rng.integers(1, config.codebook_size, (rows, cols)) * (rng.random((rows, cols)) < density)
+    return layer
+
+
+def chip_outputs_unpermuted(image, x):
+    """The reference on what the chip holds (its permuted layers), back in the model's row order."""
+    return image.unpermute(forward(image.quant_layers(), x, image.config)[-1])
+
+
+@pytest.mark.parametrize("pes, rows, cols", [(8, 200, 120), (3, 50, 70), (16, 100, 300), (1, 30, 20)])
+def test_permuted_chip_equals_the_unpermuted_reference(rng, pes, rows, cols):
+    c = ChipConfig(pes=pes, act_depth=-(-max(rows, cols) // pes), matrix_words=4096, ptr_words=64, count_bits=10)
+    for shift in (6, 12):
+        layer = skewed_layer(rng, rows, cols, c, shift=shift, relu=shift == 6)
+        x = random_inputs(rng, 5, cols, 0.5)
+        expect = forward([layer], x, c)[-1]
+        for calibration in (None, random_inputs(rng, 20, cols, 0.3)):
+            image = build_image([layer], c, placement="balanced", calibration=calibration)
+            if pes > 1:
+                assert image.layers[0].order is not None, "skewed rows must be moved"
+            assert (chip_outputs_unpermuted(image, x) == expect).all()
+
+
+def test_busiest_pe_never_exceeds_interleaving(rng):
+    moved = 0
+    for trial in range(12):
+        rows, cols = int(rng.integers(20, 300)), int(rng.integers(10, 200))
+        c = ChipConfig(pes=int(rng.choice([2, 4, 8, 16])), index_bits=int(rng.choice([4, 5])), act_depth=160,
+                       count_bits=10)
+        layer = skewed_layer(rng, rows, cols, c) if trial % 2 else random_layer(rng, rows, cols, 0.1, c)
+        calibration = random_inputs(rng, 30, cols, rng.random())
+        for weights in (None, column_weights(calibration, cols)):
+            order = balanced_order(layer.w_index, c, weights)
+            base = expected_work(layer.w_index, None, c, weights).max()
+            placed = expected_work(layer.w_index, order, c, weights).max()
+            assert placed <= base + 1e-9
+            moved += placed < base
+    assert moved >= 12, "balancing should help on most of these layers"
+
+
+def test_calibration_weighs_columns():
+    """Every row holds 4 entries, so the matrix alone sees nothing to balance; but interleaving puts the four
+    rows of the inputs that are ever non-zero on PE 0, and calibrated placement spreads them."""
+    c = ChipConfig(pes=4, act_depth=16)
+    w = np.zeros((16, 8), np.int64)
+    w[::4, :4] = 5                       # rows 0, 4, 8, 12 (PE 0): inputs 0..3, non-zero in every sample
+    w[np.arange(16) % 4 != 0, 4:] = 3    # the other rows: inputs 4..7, always zero
+    x = np.zeros((10, 8), np.int64)
+    x[:, :4] = 7
+    weights = column_weights(x, 8)
+    assert (balanced_order(w, c) == np.arange(16)).all()
+    assert expected_work(w, None, c, weights).max() == 16
+    assert expected_work(w, balanced_order(w, c, weights), c, weights).max() == 4
+    layer = QuantLayer(w, np.arange(16), np.zeros(16, np.int64), 0, False)
+    assert build_image([layer], c, placement="balanced").layers[0].order is None
+    held = build_image([layer], c, placement="balanced", calibration=x).quant_layers()[0].w_index
+    assert expected_work(held, None, c, weights).max() == 4
+
+
+def test_three_layer_chain_with_placement_on_every_layer(rng, tmp_path):
+    dims = [90, 120, 70, 30]
+    layers = [skewed_layer(rng, dims[i + 1], dims[i], C, shift=12, relu=i < 2) for i in range(3)]
+    x = random_inputs(rng, 6, dims[0], 0.6)
+    expect = forward(layers, x, C)
+    image = build_image(layers, C, placement="balanced", calibration=random_inputs(rng, 40, dims[0], 0.6))
+    assert all(d.order is not None for d in image.layers)
+    chip = forward(image.quant_layers(), x, C)
+    for l in range(3):
+        assert (image.unpermute(chip[l], layer=l) == expect[l]).all()
+    image.save(tmp_path / "m.npz")
+    back = load_image(tmp_path / "m.npz", C)
+    assert [d.order for d in back.layers] == [d.order for d in image.layers]
+    assert (chip_outputs_unpermuted(back, x) == expect[-1]).all()
+
+
+def test_edited_row_order_is_refused(rng, tmp_path):
+    import json
+    image = build_image([skewed_layer(rng, 40, 30, C)], C, placement="balanced")
+    image.save(tmp_path / "m.npz")
+    z = dict(np.load(tmp_path / "m.npz"))
+    header = json.loads(str(z["header"]))
+    order = header["layers"][0]["order"]
+    order[0], order[1] = order[1], order[0]
+    np.savez(tmp_path / "edited.npz", **{**z, "header": np.array(json.dumps(header))})
+    with pytest.raises(EieError, match="digest"):
+        load_image(tmp_path / "edited.npz")
+
+
+def test_bad_placement_arguments(rng):
+    layer = random_layer(rng, 20, 10, 0.3, C)
+    with pytest.raises(EieError, match="placement must be one of interleaved, balanced"):
+        build_image([layer], C, placement="random")
+    with pytest.raises(EieError, match="only guide placement='balanced'"):
+        build_image([layer], C, calibration=np.zeros((2, 10), np.int64))
+    with pytest.raises(EieError, match="calibration inputs: expected 10 activations"):
+        build_image([layer], C, placement="balanced", calibration=np.zeros((2, 11), np.int64))
+
+
+def test_interleaved_stays_the_default(rng):
+    layer = skewed_layer(rng, 40, 30, C)
+    image = build_image([layer], C)
+    assert image.layers[0].order is None and (image.unpermute(np.arange(40)) == np.arange(40)).all()
+
+
+def test_placed_chain_on_the_simulated_chip(rng):
+    """One Verilator run: the chip holds permuted layers; its outputs equal the reference on them, and,
+    un-permuted, the reference on the model's layers."""
+    from eie.cosim.sim import simulate
+    c = test_chip(4)
+    dims = [80, 100, 40]
+    layers = [skewed_layer(rng, dims[i + 1], dims[i], c, shift=12, relu=i == 0) for i in range(2)]
+    x = random_inputs(rng, 3, dims[0], 0.5)
+    image = build_image(layers, c, placement="balanced")
+    assert all(d.order is not None for d in image.layers)
+    out = simulate(image, x).outputs
+    assert (out == forward(image.quant_layers(), x, c)[-1]).all()
+    assert (image.unpermute(out) == forward(layers, x, c)[-1]).all()
