@@ -1,0 +1,94 @@
+"""Row placement on EIE's benchmark layers: `python -m eie.sw.bench_placement`.
+
+For each layer of EIE's Table III (published shape and weight density, random weights) at 64 PEs: the busiest
+PE's work over the ideal (total work / PEs), per input and averaged, from `eie.sw.perf`, for EIE's interleaving,
+balanced placement knowing only the matrix, and balanced placement calibrated on inputs. Inputs have the
+published share of non-zero activations, but each input's chance of being non-zero varies (Beta-distributed,
+as real activations do); the calibration inputs are drawn apart from the measured ones. No Verilator: this is
+the work per PE, the floor of the cycles for a fixed placement.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from eie.config import ChipConfig
+
+# name: (rows, cols, weights kept, non-zero inputs), EIE (ISCA 2016) Table III; rows x cols is W's shape.
+EIE_LAYERS = {
+    "Alex-6": (4096, 9216, 0.09, 0.351), "Alex-7": (4096, 4096, 0.09, 0.353), "Alex-8": (1000, 4096, 0.25, 0.375),
+    "VGG-6": (4096, 25088, 0.04, 0.183), "VGG-7": (4096, 4096, 0.04, 0.375), "VGG-8": (1000, 4096, 0.23, 0.411),
+    "NT-We": (600, 4096, 0.10, 1.0), "NT-Wd": (8791, 600, 0.11, 1.0), "NT-LSTM": (2400, 1201, 0.10, 1.0),
+}
+
+
+def workload(rows, cols, density, act_density, samples, calibration, seed=0):
+    """(index matrix, measured inputs, calibration inputs): inputs share per-column non-zero rates."""
+    rng = np.random.default_rng(seed)
+    w = np.zeros((rows, cols), np.uint8)
+    for r in range(0, rows, 512):
+        block = w[r:r + 512]
+        block[...] = rng.integers(1, 16, block.shape) * (rng.random(block.shape, np.float32) < density)
+    rate = np.ones(cols) if act_density >= 1 else rng.beta(4 * act_density, 4 * (1 - act_density), cols)
+
+    def draw(n):
+        return rng.integers(1, 2000, (n, cols)) * (rng.random((n, cols)) < rate)
+    return w, draw(samples), draw(calibration)
+
+
+def compare(name, pes=64, samples=20, calibration=64, seed=0):
+    from eie.sw.encode import encode_layer
+    from eie.sw.perf import layer_perf
+    from eie.sw.placement import balanced_order, column_weights
+    rows, cols, density, act_density = EIE_LAYERS[name]
+    w, x, calib = workload(rows, cols, density, act_density, samples, calibration, seed)
+    config = ChipConfig(pes=pes, act_depth=-(-max(rows, cols) // pes), count_bits=8, matrix_words=1 << 16,
+                        ptr_words=1 << 12)
+    out = {"layer": name, "rows": rows, "cols": cols}
+    for key, place in (("interleaved", lambda: None), ("matrix", lambda: balanced_order(w, config)),
+                       ("calibrated", lambda: balanced_order(w, config, column_weights(calib, cols)))):
+        t0 = time.perf_counter()
+        order = place()
+        placed = time.perf_counter() - t0
+        enc = encode_layer(w if order is None else w[order], config)
+        perf = layer_perf(enc, x, config, model_samples=0)
+        ratio = perf.bound_cycles / perf.ideal_cycles
+        out[key] = {"busiest_over_ideal": float(ratio.mean()), "worst": float(ratio.max()), "seconds": placed,
+                    "padding": sum(pe.n_padding for pe in enc.pes) / max(1, sum(pe.n_entries for pe in enc.pes))}
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m eie.sw.bench_placement", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", default=",".join(EIE_LAYERS), help="comma-separated names (default: all nine)")
+    p.add_argument("--pes", type=int, default=64)
+    p.add_argument("--samples", type=int, default=20, help="measured inputs per layer (default 20)")
+    p.add_argument("--calibration", type=int, default=64, help="calibration inputs, drawn apart (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    names = args.layers.split(",")
+    unknown = [n for n in names if n not in EIE_LAYERS]
+    if unknown:
+        p.error(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(EIE_LAYERS)}")
+    print(f"busiest PE's work / ideal at {args.pes} PEs, mean over {args.samples} inputs (worst in brackets); "
+          f"EIE reports real time about 1.10 x ideal")
+    print(f"{'layer':<8} {'shape':>11} {'padding':>7} {'interleaved':>16} {'matrix-only':>16} {'calibrated':>16} "
+          f"{'placing s':>9}")
+    rows = []
+    for name in names:
+        r = compare(name, args.pes, args.samples, args.calibration, args.seed)
+        rows.append(r)
+        cell = lambda k: f"{r[k]['busiest_over_ideal']:.4f} ({r[k]['worst']:.4f})"
+        print(f"{name:<8} {r['rows']:>5}x{r['cols']:<5} {r['interleaved']['padding']:>7.1%} {cell('interleaved'):>16} "
+              f"{cell('matrix'):>16} {cell('calibrated'):>16} "
+              f"{max(r['matrix']['seconds'], r['calibrated']['seconds']):>9.1f}", flush=True)
+    mean = lambda k: np.mean([r[k]["busiest_over_ideal"] for r in rows])
+    print(f"{'mean':<8} {'':>11} {'':>7} {mean('interleaved'):>16.4f} {mean('matrix'):>16.4f} {mean('calibrated'):>16.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
