@@ -10,12 +10,13 @@ from dataclasses import dataclass
 import hashlib
 import io
 import json
-import zipfile
+from pathlib import Path
 
 import numpy as np
 
 from eie.config import ChipConfig
 from eie.errors import EieError
+from eie.sw.archive import read_npz
 from eie.sw.encode import EncodedLayer, PeSlice, check_index_matrix, encode_layer, decode_layer
 from eie.sw.placement import place_layers
 from eie.sw.quant import QuantLayer
@@ -135,30 +136,58 @@ class ChipImage:
 
 
 def load_image(path, config=None):
-    """Read an image; with `config`, refuse one made for another chip."""
+    """Read an image; with `config`, refuse one made for another chip. Every damage (a truncated file, a
+    flipped bit anywhere, members missing, added or of the wrong type or shape, an edited value) is an
+    `EieError` of one line."""
+    fix = "rebuild it with 'eie compress'"
+    if not Path(path).exists():
+        raise EieError(f"{path}: no such image file")
+    arrays = read_npz(path, "chip image", fix)
+
+    def bad(problem):
+        return EieError(f"{path}: {problem}; {fix}")
+
+    header = arrays.pop("header", None)
+    if header is None or header.shape != () or header.dtype.kind != "U":
+        raise bad("no image header")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-            arrays = {name: z[name] for name in z.files if name != "header"}
-    except FileNotFoundError:
-        raise EieError(f"{path}: no such image file") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as e:
-        raise EieError(f"{path}: not a readable chip image ({type(e).__name__}); rebuild it with 'eie compress'") from None
-    if header.get("format") != FORMAT:
-        raise EieError(f"{path}: unknown image format {header.get('format')!r}, expected {FORMAT!r}")
-    made_for = ChipConfig.from_dict(header["config"])
+        header = json.loads(str(header[()]))
+    except ValueError:
+        raise bad("the image header is not JSON") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else None
+        raise EieError(f"{path}: unknown image format {found!r}, expected {FORMAT!r}")
+    try:
+        made_for = ChipConfig.from_dict(header["config"])
+        layers = [LayerDesc(**d) for d in header["layers"]]
+        fracs = [tuple(f) for f in header["fracs"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise bad(f"damaged image header ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if config is not None and made_for != config:
         diff = ", ".join(f"{k}={v} (chip has {getattr(config, k)})"
                          for k, v in made_for.to_dict().items() if getattr(config, k) != v)
         raise EieError(f"{path}: image was built for another chip configuration: {diff}; "
                        f"rebuild the image for this chip or run with the image's configuration")
-    try:
-        image = ChipImage(made_for, [LayerDesc(**d) for d in header["layers"]],
-                          [arrays[f"entries_{k}"] for k in range(made_for.pes)],
-                          arrays["ptr_base"], arrays["ptr_counts"], arrays["codebooks"], arrays["biases"],
-                          [tuple(f) for f in header["fracs"]])
-    except (KeyError, TypeError) as e:
-        raise EieError(f"{path}: image is missing part of its contents ({e}); rebuild it") from None
+    c, n = made_for, len(layers)
+    expect = {"ptr_base": 2, "ptr_counts": 3, "codebooks": 2, "biases": 3, **{f"entries_{k}": 2 for k in range(c.pes)}}
+    if set(arrays) != set(expect):
+        missing, extra = sorted(set(expect) - set(arrays)), sorted(set(arrays) - set(expect))
+        raise bad("image members " + "; ".join(f"{what}: {', '.join(names)}" for what, names in
+                                                (("missing", missing), ("unexpected", extra)) if names))
+    for name, ndim in expect.items():
+        a = arrays[name]
+        if a.dtype.kind not in "iu" or a.ndim != ndim:
+            raise bad(f"image member {name} is {a.dtype} {a.shape}, not {ndim}-D integers")
+    words = arrays["ptr_base"].shape[1]
+    shapes = {"ptr_base": (c.pes, words), "ptr_counts": (c.pes, words, c.cols_per_ptr_word),
+              "codebooks": (n, c.codebook_size), "biases": (n, c.pes, c.act_depth)}
+    for name, shape in shapes.items():
+        if arrays[name].shape != shape:
+            raise bad(f"image member {name} has shape {arrays[name].shape}, expected {shape}")
+    if any(arrays[f"entries_{k}"].shape[1] != 2 for k in range(c.pes)):
+        raise bad("image entries are not (v, z) pairs")
+    image = ChipImage(made_for, layers, [arrays[f"entries_{k}"] for k in range(c.pes)],
+                      arrays["ptr_base"], arrays["ptr_counts"], arrays["codebooks"], arrays["biases"], fracs)
     digest = header.pop("digest", None)
     if digest != image._digest(header):
         raise EieError(f"{path}: image contents do not match their digest (edited or corrupted); rebuild it")
