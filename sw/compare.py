@@ -446,8 +446,8 @@ def markdown(results):
              f"{t['final_epochs']}; Deep Compression adds {t['centroid_finetune_epochs']} epochs of centroid "
              f"fine-tuning. OBD's Hessian diagonal on {t['hessian_images']} training images per step. "
              f"Baseline training: {t['baseline']}.", "",
-             f"CPU: per inference, median of torch.utils.benchmark blocked_autorange ({c['min_run_time_s']} s per "
-             f"figure), {c['threads']} thread(s), torch {c['torch']}. Chip: {results['chip']['pes']} PEs, "
+             f"CPU: per inference, the fastest block of torch.utils.benchmark blocked_autorange ({c['min_run_time_s']} s "
+             f"of calls per figure), {c['threads']} thread(s), torch {c['torch']}. Chip: {results['chip']['pes']} PEs, "
              f"cycles from the performance model on {results['chip']['cycle_samples']} test images, energy on all "
              f"of them. Total wall time {results.get('wall_seconds', '?')} s.", "",
              "| method | budget | kept % | parameters | bytes | accuracy % | CPU b=1 (us) | CPU b=64 (us/image) "
