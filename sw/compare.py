@@ -169,14 +169,12 @@ def _float_inputs(layers, x):
 class _Measure:
     """Measures points the same way for every method (the settings `compare` was given)."""
 
-    def __init__(self, data, dense_weights, threads, pes, chip_samples, min_run_time, timing):
+    def __init__(self, data, dense_weights, threads, pes, chip_samples, min_run_time):
         self.data, self.dense_weights, self.threads = data, dense_weights, threads
-        self.pes, self.chip_samples, self.min_run_time, self.timing = pes, chip_samples, min_run_time, timing
+        self.pes, self.chip_samples, self.min_run_time = pes, chip_samples, min_run_time
 
     def cpu(self, layers, sparse):
         from eie.sw.cputime import KERNELS, time_network
-        if not self.timing:
-            return None
         kernels = KERNELS if sparse else KERNELS[:1]
         timed = time_network(layers, BATCHES, kernels, self.threads, self.min_run_time)
         return {str(b): t for b, t in timed.items()}
@@ -186,10 +184,9 @@ class _Measure:
         from eie.sw import models, prune, train
         if accuracy is None:
             accuracy = train.evaluate(model, self.data.x_test, self.data.y_test)
-        if form in ("sparse", "shared"):
-            model = models.clone(model) if form == "sparse" else model
-            if form == "sparse":
-                prune.sort_units(model)       # as `eie compress` orders units; the function is unchanged
+        if form == "sparse":
+            model = models.clone(model)
+            prune.sort_units(model)       # as `eie compress` orders units; the function is unchanged
         layers = _layers(model)
         weights = sum(int(np.count_nonzero(w)) if form in ("sparse", "shared") else w.size for w, _, _ in layers)
         biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
@@ -218,10 +215,10 @@ class _Measure:
         row.update(extra)
         row["seconds"] = round(time.perf_counter() - started, 1)
         label = f"{method}" + (f" @ {budget:g}" if budget is not None else "")
-        cpu = row["cpu"]["1"] if row["cpu"] else None
+        cpu = row["cpu"]["1"]
         _log(f"{label}: accuracy {row['accuracy']:.2f}%, {weights} weights ({100 * row['kept_fraction']:.1f}%), "
-             f"{row['bytes']:.0f} bytes" + (f", {1e6 * cpu['seconds']:.0f} us/image at batch 1 ({cpu['best']})"
-                                            if cpu else "") + f", {row['seconds']} s")
+             f"{row['bytes']:.0f} bytes, {1e6 * cpu['seconds']:.0f} us/image at batch 1 ({cpu['best']}), "
+             f"{row['seconds']} s")
         return row
 
 
@@ -250,15 +247,15 @@ def _baseline(run, data):
 
 def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iterations=3, lr=0.02, l2=5e-4,
             l1=L1_STRENGTH, finetune_epochs=2, threads=1, pes=16, chip_samples=20, hessian_images=2000,
-            min_run_time=0.2, seed=0, force=False, data=None, data_dir=None, timing=True):
+            min_run_time=0.2, seed=0, force=False, data=None, data_dir=None):
     """Compare every method in `methods` at every kept fraction in `budgets` on the baseline of the run folder
     `run_dir`; write compare.json, compare.md and the plots there and return the results dict.
 
     Every point gets `epochs` epochs of SGD (learning rate `lr`, cosine-decayed; L2 weight decay `l2`, or L1
     `l1` for the L1 family): the iterative methods as `iterations` steps of epochs // (iterations + 1) and the
     rest as a final retraining; Deep Compression adds `finetune_epochs` of centroid fine-tuning as `eie
-    compress` does. CPU times are per inference at batches 1 and 64 with torch at `threads` threads
-    (`min_run_time` seconds of repeated calls per figure; `timing=False` skips them); chip figures are on a
+    compress` does. Training and CPU timing run torch at `threads` threads; CPU times are per inference at
+    batches 1 and 64 (`min_run_time` seconds of repeated calls per figure); chip figures are on a
     `pes`-PE chip, cycles predicted on the first `chip_samples` test images."""
     import torch
     from eie.sw import models, pipeline, prune, train
@@ -287,7 +284,7 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
     retrain = pipeline.Training(epochs=epochs, lr=lr, l2=l2, seed=seed)
     retrain_l1 = pipeline.Training(epochs=epochs, lr=lr, l2=0.0, l1=l1, seed=seed)
     step = pipeline.Training(epochs=step_epochs, lr=lr, l2=l2, seed=seed)
-    measure = _Measure(data, dense_weights, threads, pes, chip_samples, min_run_time, timing)
+    measure = _Measure(data, dense_weights, threads, pes, chip_samples, min_run_time)
     base_accuracy = train.evaluate(base, data.x_test, data.y_test)
     points = [measure.point("dense", None, base, "dense", base_accuracy, 0, time.perf_counter())]
 
@@ -355,7 +352,7 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
                      "centroid_finetune_epochs": finetune_epochs, "hessian_images": hessian_images,
                      "quality_ratios": base_quality},
         "cpu": {"threads": threads, "batches": list(BATCHES), "min_run_time_s": min_run_time,
-                "torch": torch.__version__, "timed": timing},
+                "torch": torch.__version__},
         "chip": {"pes": pes, "cycle_samples": chip_samples},
         "storage_chip": {"pes": STORAGE_CHIP.pes, "index_bits": STORAGE_CHIP.index_bits},
         "points": points,
@@ -453,22 +450,19 @@ def markdown(results):
              "| method | budget | kept % | parameters | bytes | accuracy % | CPU b=1 (us) | CPU b=64 (us/image) "
              "| chip cycles/image | chip energy (nJ/image) |", "|" + "---|" * 10]
     for p in results["points"]:
-        cpu = p["cpu"] or {}
-        b1, b64 = cpu.get("1"), cpu.get("64")
+        b1, b64 = p["cpu"]["1"], p["cpu"]["64"]
         chip = p["chip"]
         lines.append(f"| {p['method']} | {'-' if p['budget'] is None else p['budget']} | "
                      f"{100 * p['kept_fraction']:.2f} | {p['parameters']} | {p['bytes']:.0f} | {p['accuracy']:.2f} | "
-                     f"{_us(b1 and b1['seconds'])} ({b1['best'] if b1 else '-'}) | "
-                     f"{_us(b64 and b64['seconds'])} ({b64['best'] if b64 else '-'}) | "
+                     f"{_us(b1['seconds'])} ({b1['best']}) | {_us(b64['seconds'])} ({b64['best']}) | "
                      f"{chip['cycles_per_image'] if chip else '-'} | {chip['energy_nj_per_image'] if chip else '-'} |")
     lines += ["", "## CPU kernels (us per inference)", "",
               "| method | budget | b=1 torch dense | b=1 torch CSR | b=1 scipy CSR | b=64 torch dense | b=64 torch CSR "
               "| b=64 scipy CSR |", "|" + "---|" * 8]
     for p in results["points"]:
-        if p["cpu"]:
-            k1, k64 = p["cpu"]["1"]["kernels"], p["cpu"]["64"]["kernels"]
-            cells = [_us(k.get(name)) for k in (k1, k64) for name in ("torch-dense", "torch-csr", "scipy-csr")]
-            lines.append(f"| {p['method']} | {'-' if p['budget'] is None else p['budget']} | " + " | ".join(cells) + " |")
+        k1, k64 = p["cpu"]["1"]["kernels"], p["cpu"]["64"]["kernels"]
+        cells = [_us(k.get(name)) for k in (k1, k64) for name in ("torch-dense", "torch-csr", "scipy-csr")]
+        lines.append(f"| {p['method']} | {'-' if p['budget'] is None else p['budget']} | " + " | ".join(cells) + " |")
     v = results["verdict"]
     lines += ["", "## Verdict", "",
               f"Best accuracy per byte: **{v['best_accuracy_per_kb']['point']}**, "
@@ -488,17 +482,16 @@ def markdown(results):
 
 def _scatter(ax, points, x, y):
     for method in dict.fromkeys(p["method"] for p in points):
-        mine = [p for p in points if p["method"] == method and x(p) is not None and y(p) is not None]
-        if mine:
-            ax.plot([x(p) for p in mine], [y(p) for p in mine], marker="o", linestyle="-" if len(mine) > 1 else "",
-                    label=method)
+        mine = [p for p in points if p["method"] == method]
+        ax.plot([x(p) for p in mine], [y(p) for p in mine], marker="o", linestyle="-" if len(mine) > 1 else "",
+                label=method)
 
 
 def figures(results):
     """{file name: matplotlib Figure} of the comparison."""
     from matplotlib.figure import Figure
     points = results["points"]
-    cpu1 = lambda p: 1e6 * p["cpu"]["1"]["seconds"] if p["cpu"] else None
+    cpu1 = lambda p: 1e6 * p["cpu"]["1"]["seconds"]
     out = {}
 
     fig = Figure(figsize=(7.5, 5))
@@ -516,7 +509,7 @@ def figures(results):
     fig = Figure(figsize=(11, 4.5))
     axes = fig.subplots(1, 2)
     for ax, batch in zip(axes, ("1", "64")):
-        _scatter(ax, points, lambda p: 1e6 * p["cpu"][batch]["seconds"] if p["cpu"] else None, lambda p: p["accuracy"])
+        _scatter(ax, points, lambda p: 1e6 * p["cpu"][batch]["seconds"], lambda p: p["accuracy"])
         ax.set(xscale="log", xlabel=f"CPU time per image at batch {batch} (us, fastest kernel)",
                ylabel="test accuracy (%)", title=f"batch {batch}, {results['cpu']['threads']} thread(s)")
         ax.grid(alpha=0.3)
