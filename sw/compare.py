@@ -265,11 +265,12 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
     started = time.perf_counter()
     budgets, methods = parse_budgets(budgets), parse_methods(methods)
     for name, value, low in (("epochs", epochs, iterations + 1), ("iterations", iterations, 1),
-                             ("threads", threads, 1), ("chip_samples", chip_samples, 1), ("pes", pes, 1)):
+                             ("threads", threads, 1), ("chip_samples", chip_samples, 1)):
         if not isinstance(value, int) or value < low:
             raise EieError(f"{name.replace('_', '-')} must be an integer of at least {low}, not {value}"
                            + (" (each iterative step needs an epoch, and so does the final retraining)"
                               if name == "epochs" else ""))
+    ChipConfig.for_user(pes=pes)            # a bad PE count is refused before any work
     run = RunFolder(run_dir, OUTPUTS, force)
     _check_run(run)
     torch.set_num_threads(threads)

@@ -267,6 +267,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, digits_run):
         _one_line_error(capsys, ["compare", str(digits_run), "--budgets", budgets], "budget")
     _one_line_error(capsys, ["compare", str(digits_run), "--methods", "iterative,magic"], "unknown method 'magic'")
     _one_line_error(capsys, ["compare", str(digits_run), "--epochs", "1"], "epochs")
+    _one_line_error(capsys, ["compare", str(digits_run), "--pes", "100"], "pes")
     _one_line_error(capsys, ["compare"], "--kernels")
 
 
