@@ -60,7 +60,7 @@ def run_command(args):
     if args.data_dir is not None:
         cm.data = {**(cm.data or {"name": "mnist"}), "data_dir": str(args.data_dir)}
     results = chip_run(cm, cm.dataset(), args.run, args.samples, args.waves, args.waves_sample, args.verilog,
-                       args.predictions, started)
+                       args.predictions, started, args.jobs, args.scheduler)
     if args.json:
         print(json.dumps(results))
     else:
@@ -69,7 +69,7 @@ def run_command(args):
 
 
 def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilog=None, predictions=None,
-             started=None):
+             started=None, jobs=1, scheduler=None):
     """`eie run`'s work: the first `samples` test images of `data` on the chip, checked; the figures merged
     into the run folder's report (section "run") and returned. A mismatch is traced and recorded as a VCD."""
     from eie.sw.runs import RunFolder
@@ -77,7 +77,7 @@ def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilo
     n = len(data.x_test) if samples is None else min(samples, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]
     run = cm.simulate(x, log=_log, waves=waves, waves_sample=waves_sample,
-                      mismatch_waves=Path(run_dir) / "mismatch.vcd")
+                      mismatch_waves=Path(run_dir) / "mismatch.vcd", jobs=jobs, scheduler=scheduler)
     labels = y.numpy()
     results = {
         "run": str(run_dir),
@@ -156,14 +156,17 @@ def demo_command(args):
 
 
 def register(sub):
+    from eie.cosim.campaign import MIN_CHUNK, cores
     p = sub.add_parser("run", help="run a compressed model's test set on the simulated chip, checked bit-exact",
                        description="Run a compressed model's test images through the simulated chip. Every fully "
                                    "connected layer is loaded at once and layers chain on chip; convolutions before "
-                                   "them (host.npz, e.g. LeNet-5) run on the host in the same fixed point. The "
-                                   "model is laid out for the chip asked for (PE count, index bits, depths); its "
-                                   "weight-index width must match the image's. Every output is compared with the "
-                                   "bit-exact reference; the first mismatch is traced to its layer and row and "
-                                   "written as a VCD. Exit status 1 on any mismatch.")
+                                   "them (host.npz, e.g. LeNet-5) run on the host in the same fixed point. The chip is "
+                                   "the one the model was compressed for; any chip flag given changes that field "
+                                   "(memory depths not given are fitted to the model). The data set is the one the "
+                                   "run folder records. Every output is compared with the bit-exact reference; the "
+                                   "first mismatch is traced to its layer and row and written as a VCD. The results "
+                                   "are merged into the run folder's report.json / report.md. Exit status 1 on any "
+                                   "mismatch.")
     p.add_argument("run", type=Path, metavar="RUN_DIR", help="run folder with a compressed model (image.npz)")
     p.add_argument("--samples", type=int, metavar="K", help="test images to run (default: the whole test set)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -174,6 +177,11 @@ def register(sub):
                    help="write every image's chip outputs (and label, chip and reference class) as CSV")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="folder of MNIST-format IDX files, when the one the run folder records has moved")
+    p.add_argument("--jobs", type=int, default=cores(),
+                   help=f"simulator processes sharing the samples, on a Dask local cluster (default: the cores, "
+                        f"{cores()}; runs of fewer than {MIN_CHUNK} samples per process stay in one)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the simulations on the Dask cluster at ADDRESS (e.g. tcp://host:8786) instead")
     add_chip_args(p, sized=True, from_image=True)
     p.set_defaults(func=run_command)
 

@@ -217,11 +217,13 @@ class CompressedModel:
         return [layer_perf(encode_layer(q.w_index, self.config), a, self.config, model_samples)
                 for q, a in zip(self.layers, inputs)]
 
-    def simulate(self, x, log=None, model_samples=20, waves=None, waves_sample=0, mismatch_waves=None):
+    def simulate(self, x, log=None, model_samples=20, waves=None, waves_sample=0, mismatch_waves=None, jobs=1,
+                 scheduler=None):
         """Run images `x` through the Verilator-simulated chip (built once per chip configuration, cached) and
-        compare every output with the reference. Returns a `ChipRun`. `waves` writes a VCD of sample
-        `waves_sample`; on a mismatch, the first one is traced to its layer and row (recorded in
-        `mismatch_waves` if given)."""
+        compare every output with the reference. Returns a `ChipRun`. `jobs` simulator processes share the
+        samples (a Dask local cluster), or the workers of the Dask cluster at `scheduler`; the results are
+        those of one process. `waves` writes a VCD of sample `waves_sample`; on a mismatch, the first one is
+        traced to its layer and row (recorded in `mismatch_waves` if given)."""
         from eie.cosim.build import build
         from eie.cosim.sim import simulate
         from eie.sw.perf import network_figures
@@ -229,16 +231,12 @@ class CompressedModel:
         x_int = self.inputs(x)
         refs = self.reference(x_int)
         build(self.config, log=log)       # outside the timing: once per configuration
-        chunk = 1000                      # samples per simulator start, so progress shows
-        outputs, cycles, free_s = [], [], 0.0
         t0 = time.perf_counter()
         with _progress(len(x_int), f"chip ({self.config.pes} PEs)") as bar:
-            for start in range(0, len(x_int), chunk):
-                r = simulate(self.image, x_int[start:start + chunk], layer_cycles=True, log=log)
-                outputs.append(r.outputs)
-                cycles.append(r.layer_cycles)
-                free_s += r.free_run_seconds
-                bar.update(len(r.outputs))
+            parts = _chip_chunks(self.image, x_int, jobs, scheduler, log, bar.update)
+        outputs = [r.outputs for r in parts]
+        cycles = [r.layer_cycles for r in parts]
+        free_s = sum(r.free_run_seconds for r in parts)
         wall = time.perf_counter() - t0
         outputs, cycles = np.concatenate(outputs), np.concatenate(cycles)
         figures = {"samples": len(x_int), "chip": self.config.to_dict(),
@@ -316,6 +314,36 @@ class CompressedModel:
         if self.data:
             entries["data"] = self.data
         return run.update_report(**entries)
+
+
+def _chip_chunk(task):
+    """One simulator run: (image, integer inputs) -> SimResult. Module-level so Dask workers can import it."""
+    from eie.cosim.sim import simulate
+    image, x_int = task
+    return simulate(image, x_int, layer_cycles=True)
+
+
+def _chip_chunks(image, x_int, jobs, scheduler, log, update):
+    """SimResults for `x_int` in order: in this process, or spread over `jobs` processes / a Dask cluster."""
+    from eie.cosim.campaign import MIN_CHUNK, SIM_CHUNK, run_tasks
+    n = len(x_int)
+    workers = max(1, min(jobs or 1, -(-n // MIN_CHUNK)))
+    if workers == 1 and not scheduler:
+        parts = []
+        for start in range(0, n, SIM_CHUNK):
+            parts.append(_chip_chunk((image, x_int[start:start + SIM_CHUNK])))
+            update(len(parts[-1].outputs))
+        return parts
+    size = min(SIM_CHUNK, -(-n // workers))
+    starts = range(0, n, size)
+    if log:
+        log(f"{n} samples in {len(starts)} chunks over {'the cluster at ' + scheduler if scheduler else f'{workers} processes'}")
+    chunks = [(image, x_int[a:a + size]) for a in starts]
+    parts, failed = run_tasks(_chip_chunk, chunks, workers, scheduler, progress=lambda k: update(len(chunks[k][1])))
+    if failed:
+        raise EieError("simulation chunks failed: " + "; ".join(
+            f"samples {starts[k]}..{min(starts[k] + size, n) - 1}: {why}" for k, why in failed.items()))
+    return parts
 
 
 def _progress(total, desc):

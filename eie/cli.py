@@ -7,7 +7,8 @@ import sys
 from eie.errors import EieError
 
 # Modules with a `register(subparsers)` function, in the order `eie --help` lists them.
-COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands", "eie.cosim.inference"]
+COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands", "eie.cosim.inference", "eie.cosim.sweep",
+                   "eie.sw.compare", "eie.cosim.cache"]
 
 
 def build_parser():

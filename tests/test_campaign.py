@@ -1,0 +1,92 @@
+"""Simulation campaigns on Dask: tasks spread over a local cluster come back in order and equal to a serial
+run, a worker that dies has its task re-run, a failing task is reported, an unreachable scheduler is one line;
+`CompressedModel.simulate(jobs=2)` and `eie sweep` give what one process gives."""
+
+import json
+import os
+import sys
+
+import cloudpickle
+import numpy as np
+import pytest
+
+import eie
+from conftest import cli
+from eie.cosim.campaign import run_tasks
+from eie.cosim.sweep import grid, sweep
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers cannot import a test module
+
+
+def _square_or_fail(task):
+    n, marker = task
+    if n == 3 and not os.path.exists(marker):     # the first try kills its worker outright
+        open(marker, "w").close()
+        os._exit(1)
+    if n == 5:
+        raise ValueError("task five is broken")
+    return n * n
+
+
+def test_tasks_survive_a_dead_worker_and_failures_are_reported(tmp_path):
+    tasks = [(n, str(tmp_path / "died")) for n in range(8)]
+    results, failed = run_tasks(_square_or_fail, tasks, workers=2)
+    assert (tmp_path / "died").exists(), "a worker was killed"
+    assert results == [0, 1, 4, 9, 16, None, 36, 49]
+    assert list(failed) == [5] and "task five is broken" in failed[5]
+
+
+def test_an_unreachable_scheduler_is_one_line():
+    with pytest.raises(eie.EieError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        run_tasks(abs, [1], scheduler="tcp://127.0.0.1:9")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    data = eie.load_data("digits")
+    model = eie.build_model("40", data)
+    eie.train(model, data, eie.Training(epochs=4, lr=0.05))
+    eie.prune(model, data, quality=0.8, iterations=1, retraining=eie.Training(epochs=1, lr=0.02),
+              final_epochs=0, log=lambda s: None)
+    cm = eie.compress(model, data, eie.ChipConfig(pes=2), finetuning=eie.Training(epochs=0, lr=1e-4),
+                      calibration=200, log=lambda s: None)
+    run = tmp_path_factory.mktemp("run")
+    cm.save(run)
+    return data, cm, run
+
+
+def test_parallel_simulation_equals_one_process(small):
+    data, cm, _ = small
+    x = data.x_test[:240]
+    one, two = cm.simulate(x, jobs=1), cm.simulate(x, jobs=2)
+    assert np.array_equal(one.outputs, two.outputs) and len(two.mismatches) == 0
+    assert one.figures["cycles_per_image"] == two.figures["cycles_per_image"]
+    assert [l["cycles"] for l in one.figures["layers"]] == [l["cycles"] for l in two.figures["layers"]]
+
+
+def test_sweep_on_a_local_cluster_equals_serial(small):
+    data, cm, run = small
+    points = grid(pes=(1, 2))
+    serial = sweep(cm, data.x_test[:30], points, model_samples=5, jobs=1)
+    parallel = sweep(cm, data.x_test[:30], points, model_samples=5, jobs=2)
+    assert serial == parallel
+    assert [r["pes"] for r in serial] == [1, 2] and all(r["mismatches"] == 0 for r in serial)
+    assert serial[0]["estimated_cycles_per_image"] > serial[1]["estimated_cycles_per_image"]
+    assert all(r["model_error_pct"] <= 2 for r in serial)
+
+
+def test_sweep_command_writes_its_files(small, capsys):
+    _, _, run = small
+    assert cli("sweep", run, "--pes", "1,2", "--samples", "20", "--model-samples", "3", "--simulate", "1",
+               "--jobs", "1", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sum("cycles_per_image" in r for r in rows) == 1      # only the fastest point was simulated
+    assert min(rows, key=lambda r: r["estimated_cycles_per_image"]).get("mismatches") == 0
+    for name in ("sweep.json", "sweep.md", "sweep.png"):
+        assert (run / name).exists()
+    with pytest.raises(eie.EieError, match="a sweep varies"):
+        grid(act_depth=(1,))
+    with pytest.raises(eie.EieError, match="pes must be in 1..64, not 0"):
+        cli("sweep", run, "--pes", "0,2", "--force")
+    with pytest.raises(eie.EieError, match="already has sweep.json"):
+        cli("sweep", run, "--pes", "2")
