@@ -1,0 +1,213 @@
+"""The host's side of the chip, written once over a host port (as Glasgow's applets run over any interface).
+
+`ChipHost` is the protocol: load a chip image word by word, write an input, pulse ``start``, wait for
+``done``, read the outputs and the counters. It touches the chip only through a *port*, an object with
+
+* ``drive(name, value)``: set host input ``name`` (``we``, ``target``, ``pe``, ``addr``, ``data``, ``rtarget``,
+  ``raddr``, ``start``, ``n_layers``, and ``rst``); the chip registers it at the next rising clock edge;
+* ``sample(name)``: the current value of host output ``name`` (``rdata``, ``done``, ``cycles``);
+* ``await step()``: one clock cycle, to the next moment inputs may change (half a cycle from the edges);
+* ``await run_until_done()``: let the chip run free until ``done`` rises, then `step` once.
+
+Two ports exist: `AmaranthPort` here (Amaranth's own simulator: no Verilog, no Verilator build, small chips
+in seconds, which is what the fast tests use) and `eie.cosim.driver.CocotbPort` (the Verilator
+co-simulation). Whatever runs on one runs, cycle for cycle, on the other.
+"""
+
+import time
+
+import numpy as np
+
+from eie.hw.chip import RESET_CYCLES, ReadTarget, Target, layer_layout
+
+__all__ = ["ChipHost", "AmaranthPort", "simulate_in_amaranth", "pack_lanes", "unpack_lanes"]
+
+HOST_INPUTS = ("we", "target", "pe", "addr", "data", "rtarget", "raddr", "start", "n_layers")
+
+
+def pack_lanes(values, bits):
+    """Signed values -> one integer, value k at bits k*bits (two's complement)."""
+    mask = (1 << bits) - 1
+    return sum((int(v) & mask) << (k * bits) for k, v in enumerate(values))
+
+
+def unpack_lanes(word, n, bits):
+    mask, half = (1 << bits) - 1, 1 << (bits - 1)
+    return [((word >> (k * bits)) & mask) - ((word >> (k * bits) & mask) >= half) * (1 << bits) for k in range(n)]
+
+
+class ChipHost:
+    """The host protocol over `port` for a chip of `config`."""
+
+    def __init__(self, port, config):
+        self.port = port
+        self.config = config
+        self._layout = layer_layout(config)
+        self.free_run_seconds = 0.0   # host time while the chip ran free (between start and done)
+
+    async def reset(self):
+        """All host inputs low, ``rst`` for two cycles, then the cycles the reset synchronizer holds on."""
+        for name in HOST_INPUTS:
+            self.port.drive(name, 0)
+        self.port.drive("rst", 1)
+        await self.port.step()
+        await self.port.step()
+        self.port.drive("rst", 0)
+        for _ in range(RESET_CYCLES):
+            await self.port.step()
+
+    async def write_many(self, target, words, pe=0, base=0):
+        p = self.port
+        p.drive("target", int(target))
+        p.drive("pe", pe)
+        for i, w in enumerate(words):
+            await p.step()
+            p.drive("we", 1)
+            p.drive("addr", base + i)
+            p.drive("data", int(w))
+        await p.step()
+        p.drive("we", 0)
+
+    def pack_layer(self, desc):
+        word = 0
+        for name, field in self._layout:
+            word |= (int(getattr(desc, name)) & ((1 << field.width) - 1)) << field.offset
+        return word
+
+    async def load(self, image):
+        """Write every memory of `image` into the chip."""
+        c = self.config
+        for k in range(c.pes):
+            await self.write_many(Target.MATRIX, image.matrix_words(k), pe=k)
+            await self.write_many(Target.POINTER, image.pointer_words(k), pe=k)
+            await self.write_many(Target.BIAS, [int(b) & ((1 << c.act_bits) - 1)
+                                                for b in image.biases[:, k, :].reshape(-1)], pe=k)
+        await self.write_many(Target.CODEBOOK, [int(w) & ((1 << c.weight_bits) - 1)
+                                                for w in image.codebooks.reshape(-1)])
+        await self.write_many(Target.LAYER, [self.pack_layer(d) for d in image.layers])
+        self.n_layers = len(image.layers)
+        self.out_rows = image.layers[-1].rows
+
+    async def read(self, rtarget, addr):
+        p = self.port
+        await p.step()
+        p.drive("rtarget", int(rtarget))
+        p.drive("raddr", addr)
+        await p.step()   # the chip has registered the address ...
+        await p.step()   # ... and the data
+        return p.sample("rdata")
+
+    async def run(self, x):
+        """One input vector (ints) through every layer; returns (outputs, total cycles)."""
+        c, p = self.config, self.port
+        n = c.pes
+        await self.write_many(Target.ACT0, [pack_lanes(x[i:i + n], c.act_bits) for i in range(0, len(x), n)])
+        p.drive("n_layers", self.n_layers)
+        p.drive("start", 1)
+        await p.step()
+        p.drive("start", 0)
+        t0 = time.perf_counter()
+        await p.run_until_done()
+        self.free_run_seconds += time.perf_counter() - t0
+        cycles = p.sample("cycles")
+        bank = ReadTarget.ACT1 if self.n_layers % 2 else ReadTarget.ACT0
+        out = []
+        for w in range(-(-self.out_rows // n)):
+            out += unpack_lanes(await self.read(bank, w), n, c.act_bits)
+        return np.array(out[:self.out_rows], np.int64), cycles
+
+    async def layer_cycles(self):
+        return [await self.read(ReadTarget.LAYER_CYCLES, l) for l in range(self.n_layers)]
+
+    async def pe_stats(self):
+        """(entries read, multiplies) per PE over the last run."""
+        words = [await self.read(ReadTarget.PE_STATS, k) for k in range(self.config.pes)]
+        return [(w & 0xFFFFFFFF, (w >> 32) & 0xFFFFFFFF) for w in words]
+
+    async def run_job(self, image, inputs, layer_cycles=False, pe_stats=False):
+        """Load `image`, run every row of `inputs`; a dict of what `eie.cosim.sim.SimResult` holds (but wall time)."""
+        t0 = time.perf_counter()
+        await self.load(image)
+        load_s = time.perf_counter() - t0
+        self.free_run_seconds = 0.0
+        outputs, cycles, per_layer, stats = [], [], [], []
+        t0 = time.perf_counter()
+        for x in inputs:
+            y, n = await self.run(x)
+            outputs.append(y)
+            cycles.append(n)
+            if layer_cycles:
+                per_layer.append(await self.layer_cycles())
+            if pe_stats:
+                stats.append(await self.pe_stats())
+        return {"outputs": np.array(outputs, np.int64).reshape(len(inputs), -1),
+                "cycles": np.array(cycles, np.int64), "layer_cycles": np.array(per_layer, np.int64),
+                "pe_stats": np.array(stats, np.int64), "load_seconds": load_s,
+                "run_seconds": time.perf_counter() - t0, "free_run_seconds": self.free_run_seconds}
+
+
+class AmaranthPort:
+    """The chip's host port in Amaranth's simulator, from an async testbench's context `ctx`."""
+
+    def __init__(self, ctx, chip, domain="host"):
+        self.ctx, self.chip, self.domain = ctx, chip, domain
+
+    def _signal(self, name):
+        return self.chip.rst if name == "rst" else getattr(self.chip.host, name)
+
+    def drive(self, name, value):
+        self.ctx.set(self._signal(name), value)
+
+    def sample(self, name):
+        return int(self.ctx.get(self._signal(name)))
+
+    async def step(self):
+        await self.ctx.tick(self.domain)
+
+    async def run_until_done(self):
+        done = self.chip.host.done
+        # ``done`` of the previous run falls once the chip sees ``start``; `until` samples before the edge
+        if self.sample("done"):
+            await self.ctx.tick(self.domain).until(~done)
+        await self.ctx.tick(self.domain).until(done)
+
+
+def _clocked(chip, domain):
+    """A top level that clocks `chip` (which owns its clock domain) from a simulator clock domain."""
+    from amaranth import ClockDomain, ClockSignal, Module
+    m = Module()
+    m.domains += ClockDomain(domain, reset_less=True)
+    m.submodules.chip = chip
+    m.d.comb += chip.clk.eq(ClockSignal(domain))
+    return m
+
+
+def simulate_in_amaranth(jobs, stats=False):
+    """Several (image, inputs) jobs of one chip configuration through `ChipHost` in Amaranth's simulator, one
+    after another without a reset; one `eie.cosim.sim.SimResult` each. Slow per cycle, but nothing to build:
+    for small chips and fast tests."""
+    from amaranth.sim import Simulator
+    from eie.hw.chip import Chip
+    from eie.cosim.sim import SimResult
+    if not jobs:
+        return []
+    config = jobs[0][0].config
+    t0 = time.perf_counter()
+    chip = Chip(config)
+    sim = Simulator(_clocked(chip, "host"))
+    sim.add_clock(1e-8, domain="host")
+    results = []
+
+    async def bench(ctx):
+        host = ChipHost(AmaranthPort(ctx, chip), config)
+        await host.reset()
+        for image, inputs in jobs:
+            if image.config != config:
+                raise ValueError("jobs of one simulation must share a chip configuration")
+            results.append(await host.run_job(image, np.asarray(inputs, np.int64).reshape(len(inputs), -1),
+                                              layer_cycles=stats, pe_stats=stats))
+
+    sim.add_testbench(bench)
+    sim.run()
+    wall = time.perf_counter() - t0
+    return [SimResult(wall_seconds=wall, **r) for r in results]

@@ -1,0 +1,96 @@
+"""The whole chip in Amaranth's simulator (no Verilog, no Verilator build), driven by the same host code as the
+co-simulation (`eie.cosim.hostport.ChipHost`): bit-exact against the reference, counters and cycles against
+the performance model. The cases are chosen so that each known way of getting the datapath wrong shows
+(`tests/mutants.py` checks that they do): back-to-back updates of one row (the accumulator bypass), outputs
+saturating both ways and outputs between 2**14 and 2**15 (saturation width), several samples and chained
+layers (accumulators cleared between them), rounding, padding entries (2-bit indices), the row decoder."""
+
+import numpy as np
+import pytest
+
+from conftest import random_inputs, random_layer
+from eie import ChipConfig
+from eie.cosim.hostport import simulate_in_amaranth
+from eie.sw import reference
+from eie.sw.encode import encode_layer
+from eie.sw.image import build_image
+from eie.sw.perf import layer_perf
+from eie.sw.quant import QuantLayer
+
+# 2 PEs, 2-bit relative indices (a run of more than 3 zeros needs padding), the shortest queues (stalls).
+FAST = ChipConfig(pes=2, index_bits=2, act_depth=16, matrix_words=64, ptr_words=16, count_bits=6,
+                  queue_depth=2, jobs_depth=2, max_layers=4)
+
+
+def fast_cases(rng, c=FAST):
+    """(name, layers, inputs)."""
+    cases = []
+    # One row per PE, every column: each entry updates the row the previous one did (bypass path).
+    cases.append(("back-to-back rows", [random_layer(rng, 2, 12, 1.0, c, shift=10, scale=300)],
+                  random_inputs(rng, 3, 12, 0.8)))
+    # Tall and sparse: zero runs longer than 3 in a PE's rows, so padding entries.
+    cases.append(("padding", [random_layer(rng, 30, 16, 0.12, c, shift=9, scale=2000)],
+                  random_inputs(rng, 3, 16, 0.9)))
+    sat = random_layer(rng, 8, 8, 1.0, c, shift=2, scale=30000)
+    cases.append(("saturating", [sat], random_inputs(rng, 2, 8, 1.0, scale=30000)))
+    # Exact outputs between 2**14 and 2**15 - 1 in magnitude: +-20000, 30000, -25000 (shift 0, no bias).
+    mid = QuantLayer(np.diag([1, 2, 3, 4]), np.array([0, 100, -100, 150, -125]), np.zeros(4, np.int64), 0, False)
+    mid.codebook = np.concatenate([mid.codebook, np.zeros(c.codebook_size - 5, np.int64)])
+    cases.append(("mid-range outputs", [mid], np.full((2, 4), 200)))
+    cases.append(("rounding", [random_layer(rng, 20, 14, 0.5, c, shift=9, scale=1000)],
+                  random_inputs(rng, 3, 14, 0.7)))
+    dims = [16, 20, 12, 6]
+    chain = [random_layer(rng, dims[i + 1], dims[i], 0.4, c, shift=11, relu=i < 2) for i in range(3)]
+    cases.append(("three chained layers", chain, random_inputs(rng, 3, 16, 0.8)))
+    return cases
+
+
+def check(cases, results, c):
+    for (name, layers, x), result in zip(cases, results):
+        expect = reference.forward(build_image(layers, c).quant_layers(), x, c)[-1]
+        assert (result.outputs == expect).all(), f"{name}: chip differs from the reference"
+        if len(layers) == 1:
+            perf = layer_perf(encode_layer(layers[0].w_index, c), x, c)
+            assert (result.pe_stats[:, :, 0] == perf.work).all(), f"{name}: entries read per PE"
+            assert (result.pe_stats[:, :, 1] == perf.macs).all(), f"{name}: multiplies per PE"
+            assert (result.cycles == perf.model_cycles).all(), f"{name}: cycles against the model"
+        else:
+            assert (result.layer_cycles.sum(axis=1) == result.cycles).all(), name
+
+
+@pytest.fixture(scope="module")
+def fast_run():
+    cases = fast_cases(np.random.default_rng(4321))
+    results = simulate_in_amaranth([(build_image(layers, FAST), x) for _, layers, x in cases], stats=True)
+    return cases, results
+
+
+def test_cases_cover_what_they_claim():
+    """The mutants are caught only if the cases really exercise each mechanism."""
+    c = FAST
+    cases = {name: (layers, x) for name, layers, x in fast_cases(np.random.default_rng(4321))}
+    outs = {name: reference.forward(layers, x, c)[-1] for name, (layers, x) in cases.items()}
+    assert {c.act_max, c.act_min} <= set(outs["saturating"].ravel())
+    assert (np.abs(outs["mid-range outputs"]) >= 1 << 14).all() and (np.abs(outs["mid-range outputs"]) < c.act_max).all()
+    padding = encode_layer(cases["padding"][0][0].w_index, c)
+    assert sum(pe.n_padding for pe in padding.pes) >= 4
+    for name in ("back-to-back rows", "rounding", "padding"):
+        layer, x = cases[name][0][0], cases[name][1]
+        assert len(x) >= 2 and (outs[name] != 0).mean() > 0.5, f"{name}: outputs mostly zero"
+        assert (np.abs(outs[name]) < c.act_max).all(), f"{name}: saturation would hide errors"
+        acc = (layer.bias << layer.shift) + x @ np.asarray(layer.codebook)[layer.w_index].T
+        assert (acc & ((1 << layer.shift) - 1) >= 1 << (layer.shift - 1)).any(), f"{name}: rounding never matters"
+
+
+def test_chip_in_amaranth_is_bit_exact(fast_run):
+    check(*fast_run, FAST)
+
+
+def test_amaranth_and_verilator_agree_cycle_for_cycle(fast_run):
+    """The same host code on both simulators: identical outputs, cycles, layer cycles and PE counters."""
+    from eie.cosim.sim import simulate_many
+    cases, fast = fast_run
+    slow = simulate_many([(build_image(layers, FAST), x) for _, layers, x in cases], stats=True)
+    for (name, _, _), a, v in zip(cases, fast, slow):
+        for field in ("outputs", "cycles", "layer_cycles", "pe_stats"):
+            assert (getattr(a, field) == getattr(v, field)).all(), f"{name}: {field}"
