@@ -148,8 +148,9 @@ def demo_command(args):
                       calibration=500 if args.quick else 2000)
     cm.save(run)
     print(f"== the test set on the {args.pes}-PE chip", flush=True)
+    from eie.cosim.campaign import cores
     results = chip_run(cm, data, run, args.samples or (100 if args.quick else None), verilog=run / "eie_chip.v",
-                       predictions=run / "predictions.csv")
+                       predictions=run / "predictions.csv", jobs=cores())
     print_summary(results)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {run} (report.md)")
     return 0 if not results["mismatches"] else 1
