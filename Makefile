@@ -54,6 +54,12 @@ demo: modules data
 bench: modules
 	$(PY) -m eie.cosim.bench
 
+# Each known mutant of the RTL, reference and encoder on a copy of the tree: caught or survived by the fast
+# tier (no Verilator build). `python tests/mutants.py --tier full` runs `make test`'s selection instead.
+.PHONY: mutants
+mutants: modules
+	$(PY) tests/mutants.py
+
 doctor: modules
 	$(EIE) doctor
 

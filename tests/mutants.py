@@ -1,0 +1,127 @@
+"""Mutation check: apply each known mutant of the RTL, the reference and the encoder to a copy of the tree, run
+a test tier on the copy, and print whether the mutant was caught (a test failed) or survived.
+
+    python tests/mutants.py               # the fast tier: no Verilator build (about a minute per mutant)
+    python tests/mutants.py --tier full   # `make test`'s selection (Verilator builds per RTL mutant: slow)
+    python tests/mutants.py -k bypass     # only mutants whose name contains "bypass"
+
+Exits 1 if any mutant survived (or the unmutated copy fails). The copy holds the tracked and untracked,
+not ignored files of the working tree; builds of a mutated chip go to a temporary cache, never the user's.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The tests that need no Verilator build. The fast tier the mutants must be caught by.
+FAST_TESTS = ["tests/test_fast_chip.py", "tests/test_hw_blocks.py", "tests/test_quant_reference.py",
+              "tests/test_encode.py", "tests/test_image.py"]
+FAST_DESELECT = "not verilator"        # test_fast_chip's comparison with the Verilator co-simulation
+
+# (name, file, original text, mutated text): each original must occur exactly once.
+MUTANTS = [
+    ("RTL: accumulator bypass removed", "hw/pe.py",
+     "start = Mux(w_valid & (w_row == a_row), w_sum, acc_or_bias)", "start = acc_or_bias"),
+    ("RTL: saturation at 15 bits", "hw/pe.py",
+     "with m.If(shifted > c.act_max):\n        m.d.comb += y.eq(c.act_max)\n"
+     "    with m.Elif(shifted < c.act_min):\n        m.d.comb += y.eq(c.act_min)",
+     "with m.If(shifted > c.act_max >> 1):\n        m.d.comb += y.eq(c.act_max >> 1)\n"
+     "    with m.Elif(shifted < c.act_min >> 1):\n        m.d.comb += y.eq(c.act_min >> 1)"),
+    ("RTL: no saturation", "hw/pe.py",
+     "with m.If(shifted > c.act_max):", "with m.If(0):"),
+    ("RTL: accumulators never cleared", "hw/pe.py",
+     "with m.If(self.clear):\n            m.d.sync += touched.eq(0)\n        with m.Elif(w_valid):",
+     "with m.If(w_valid):"),
+    ("RTL: rounding dropped", "hw/pe.py",
+     'rnd = shift_left(m, one, shift, c.acc_bits + 1, "rnd") >> 1', "rnd = 0"),
+    ("RTL: row decoder off by one", "hw/pe.py",
+     "row.eq(Mux(d_first, z, prev_row + z + 1))", "row.eq(Mux(d_first, z, prev_row + z))"),
+    ("RTL: first row of a column off by one", "hw/pe.py",
+     "row.eq(Mux(d_first, z, prev_row + z + 1))", "row.eq(Mux(d_first, z + 1, prev_row + z + 1))"),
+    ("reference: rounding dropped", "sw/reference.py",
+     "y = (acc + (1 << (shift - 1))) >> shift if shift else acc", "y = acc >> shift"),
+    ("reference: saturation at 15 bits", "sw/reference.py",
+     "y = np.clip(y, config.act_min, config.act_max)", "y = np.clip(y, config.act_min >> 1, config.act_max >> 1)"),
+    ("reference: no saturation", "sw/reference.py",
+     "y = np.clip(y, config.act_min, config.act_max)", "y = y"),
+    ("encoder: padding one zero early", "sw/encode.py",
+     "out_z = np.full(len(out_v), config.max_zero_run, np.uint8)",
+     "out_z = np.full(len(out_v), config.max_zero_run - 1, np.uint8)"),
+    ("encoder: zero runs off by one", "sw/encode.py",
+     "gap = local - prev - 1", "gap = local - prev"),
+]
+
+
+def copy_tree(dest):
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = ROOT / f
+        if src.is_symlink():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(src), dest / f)
+        elif src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
+def run_tests(tree, tier, cache):
+    """(pytest exit code, first failing test or '', seconds) for the tests of `tier` on `tree`."""
+    if tier == "fast":
+        args = [*FAST_TESTS, "-k", FAST_DESELECT]
+    else:
+        args = []
+    env = {**os.environ, "PYTHONPATH": str(tree), "EIE_CACHE": str(cache)}
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *args],
+                         cwd=tree, env=env, capture_output=True, text=True)
+    failed = re.search(r"^FAILED (\S+)", out.stdout, re.M)
+    return out.returncode, failed.group(1) if failed else "", time.perf_counter() - t0, out.stdout
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tier", choices=["fast", "full"], default="fast")
+    p.add_argument("-k", dest="only", default="", help="only mutants whose name contains this")
+    args = p.parse_args(argv)
+    mutants = [m for m in MUTANTS if args.only.lower() in m[0].lower()]
+    with tempfile.TemporaryDirectory(prefix="eie-mutants-") as tmp:
+        tree, cache = Path(tmp) / "tree", Path(tmp) / "cache"
+        tree.mkdir()
+        copy_tree(tree)
+        rc, failed, secs, log = run_tests(tree, args.tier, cache)
+        if rc != 0:
+            print(f"the unmutated tree fails the {args.tier} tier ({failed or f'pytest exit {rc}'}):\n{log[-3000:]}")
+            return 1
+        print(f"unmutated tree: {args.tier} tier passes in {secs:.0f} s\n")
+        print(f"| mutant | file | result | first failing test | s |\n| --- | --- | --- | --- | --- |")
+        survived = 0
+        for name, rel, old, new in mutants:
+            path = tree / rel
+            original = path.read_text()
+            if original.count(old) != 1:
+                print(f"| {name} | {rel} | NOT APPLIED (the original text occurs {original.count(old)} times) | | |")
+                survived += 1
+                continue
+            path.write_text(original.replace(old, new))
+            try:
+                rc, failed, secs, log = run_tests(tree, args.tier, cache)
+            finally:
+                path.write_text(original)
+            result = {0: "SURVIVED", 1: "caught"}.get(rc, f"error (pytest exit {rc})")
+            survived += rc != 1
+            print(f"| {name} | {rel} | {result} | {failed.split('::')[-1]} | {secs:.0f} |", flush=True)
+        print(f"\n{len(mutants) - survived} of {len(mutants)} mutants caught by the {args.tier} tier")
+        return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
