@@ -67,3 +67,13 @@ def test_relayout_and_bad_input(flow):
         cm.predict(np.zeros((3, 7)))
     with pytest.raises(eie.EieError, match="NaN"):
         cm.predict(np.full((1, 64), np.nan))
+
+
+def test_codebook_size_follows_the_chip(flow):
+    """`compress` makes 2^weight_index_bits-entry codebooks (here 8: seven shared values and zero)."""
+    data, model, _, figures, _ = flow
+    cm = eie.compress(model, data, eie.ChipConfig(pes=2, weight_index_bits=3),
+                      finetuning=eie.Training(epochs=0, lr=1e-4), calibration=300, log=lambda s: None)
+    assert cm.config.codebook_size == 8 and cm.figures["codebook_size"] == 8
+    assert all(np.count_nonzero(q.codebook) <= 7 and q.w_index.max() <= 7 for q in cm.layers)
+    assert cm.figures["fixed_point_accuracy"] > figures["pruned_accuracy"] - 15
