@@ -141,7 +141,7 @@ def demo_command(args):
     print("== prune (Han et al. 2015)", flush=True)
     quick = dict(quality=1.0, iterations=2, final_epochs=4, retraining=eie.Training(epochs=2, lr=0.02, l2=5e-4))
     figures = eie.prune(model, data, arch="lenet-300-100", **(quick if args.quick else {}))
-    RunFolder(run).update_report(model="lenet-300-100", data=eie._identity(data), **figures)
+    RunFolder(run).update_report(model="lenet-300-100", data=data.identity(), **figures)
     print("== compress (Deep Compression)", flush=True)
     cm = eie.compress(model, data, eie.ChipConfig(pes=args.pes),
                       finetuning=eie.Training(epochs=1 if args.quick else 2, lr=1e-4, l2=0.0),

@@ -79,7 +79,7 @@ def compress(model, data, config=None, init="linear", finetuning=None, calibrati
     network, ops, in_frac, layers, figures = compress_network(models.clone(model), data, config, init,
                                                               finetuning, calibration, log)
     from eie.sw.image import fit_image
-    cm = CompressedModel(fit_image(layers, config), ops, in_frac, network, _identity(data), figures)
+    cm = CompressedModel(fit_image(layers, config), ops, in_frac, network, data.identity(), figures)
     accuracy = cm.accuracy(data.x_test, data.y_test)
     figures["fixed_point_accuracy"] = accuracy
     log(f"fixed point (as the chip computes) {accuracy:.2f}%")
@@ -104,11 +104,6 @@ def load(run_dir):
         network = models.load_checkpoint(run / "compressed.pt")[0]
     report = run.report()
     return CompressedModel(image, ops, in_frac, network, report.get("data"), report.get("compress", {}))
-
-
-def _identity(data):
-    """What a run folder records to load `data` again."""
-    return {"name": data.name, "data_dir": None if data.name == "digits" else str(data.location)}
 
 
 @dataclass

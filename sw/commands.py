@@ -172,8 +172,7 @@ def load_data(run, name=None, data_dir=None):
 
 
 def _identity(arch, data):
-    from eie.api import _identity as data_identity
-    return {"model": arch, "data": data_identity(data)}
+    return {"model": arch, "data": data.identity()}
 
 
 def dense_network(run, data, model_name, checkpoint, seed):

@@ -49,6 +49,10 @@ class Dataset:
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
 
+    def identity(self):
+        """What a run folder records to load this data set again (`load_dataset(**identity)`)."""
+        return {"name": self.name, "data_dir": None if self.name == "digits" else str(self.location)}
+
 
 def read_idx(path):
     """The array in one IDX file (gzipped or not); every way the file can be wrong is an `EieError`."""
