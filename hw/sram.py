@@ -3,7 +3,7 @@
 Amaranth gives the ports of a one-word `memory.Memory` zero-width addresses, which its Yosys backend writes
 as ``wire [-1:0]`` and Verilator refuses. A one-word memory is a register anyway, so that is what it becomes
 here: the same ports (with a one-bit address, ignored and optimized away), the same timing, no reset (a
-memory keeps its contents through reset, and so does this register).
+memory keeps its contents and its read registers through reset, and so does this).
 """
 
 from amaranth import Elaboratable, Module, Signal
@@ -48,7 +48,9 @@ class OneWord(Elaboratable):
         for rp in self._read_ports:
             if rp.domain == "comb":
                 m.d.comb += rp.data.eq(word)
-            else:
+            else:   # a memory's read register keeps its value through reset too
+                q = Signal(self.shape, name="read_q", reset_less=True)
                 with m.If(rp.en):
-                    m.d[rp.domain] += rp.data.eq(word)
+                    m.d[rp.domain] += q.eq(word)
+                m.d.comb += rp.data.eq(q)
         return m

@@ -152,3 +152,43 @@ def test_processing_element_computes_its_rows():
     sim.add_testbench(bench)
     sim.run()
     assert got == list(expect)
+
+
+def test_one_word_memory_behaves_like_a_memory():
+    """`sram(shape, 1)` (a register) against `memory.Memory` at address 0: writes, synchronous reads with and
+    without enable, combinational reads, contents kept through a domain reset, signed data."""
+    from amaranth import ClockDomain
+    from amaranth.lib import memory
+    from eie.hw.sram import OneWord, sram
+
+    one, ref = sram(signed(12), 1), memory.Memory(shape=signed(12), depth=2, init=[])
+    assert isinstance(one, OneWord)
+    m = Module()
+    m.domains.sync = sync = ClockDomain()
+    m.submodules.one, m.submodules.ref = one, ref
+    we, data, en = Signal(), Signal(signed(12)), Signal()
+    ports = []
+    for mem in (one, ref):
+        wp, sync_rd, comb_rd = mem.write_port(), mem.read_port(), mem.read_port(domain="comb")
+        m.d.comb += [wp.en.eq(we), wp.data.eq(data), sync_rd.en.eq(en)]
+        ports.append((sync_rd.data, comb_rd.data))
+    rng = random.Random(4)
+
+    async def bench(ctx):
+        stale = False   # Amaranth's simulator clears a Memory's read register on reset, Verilog does not
+        for cycle in range(300):
+            reset, read = rng.random() < 0.05, rng.random() < 0.7
+            ctx.set(we, rng.random() < 0.4)
+            ctx.set(data, rng.randrange(-2048, 2048))
+            ctx.set(en, read)
+            ctx.set(sync.rst, reset)
+            await ctx.tick()
+            stale = reset or (stale and not read)
+            (a_sync, a_comb), (b_sync, b_comb) = ports
+            assert ctx.get(a_comb) == ctx.get(b_comb), cycle
+            assert stale or ctx.get(a_sync) == ctx.get(b_sync), cycle
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
