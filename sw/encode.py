@@ -1,6 +1,7 @@
 """EIE's interleaved CSC encoding of one layer, and what it costs in bits.
 
-Row ``i`` belongs to PE ``i % pes`` (local row ``i // pes``). Each PE stores its local rows column by column
+Row ``i`` belongs to PE ``i % pes`` (local row ``i // pes``); another placement permutes the rows before they
+get here (`eie.sw.placement`). Each PE stores its local rows column by column
 as entries ``(v, z)``: ``v`` indexes the layer's codebook (0 is reserved for zero / padding) and ``z`` counts
 the zeros skipped since the previous entry of the column. A run of more than ``max_zero_run`` zeros needs a
 padding entry ``(0, max_zero_run)``, which stands for one more zero itself. ``counts[j]`` is the number of

@@ -61,12 +61,13 @@ class _Loads:
         starts = np.repeat(self.rowptr[rows] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
         col = self.col[starts + np.arange(lens.sum())]
         local = np.repeat(np.arange(len(rows)), lens)
-        order = np.argsort(col.astype(np.int64) * len(rows) + local)
+        # gathered row by row, so a stable sort by column keeps local rows ascending (radix sort on 16 bits)
+        order = np.argsort(col.astype(np.uint16) if self.cols <= 1 << 16 else col, kind="stable")
         col, local = col[order], local[order]
         prev = np.full_like(local, -1)
         prev[1:] = np.where(col[1:] == col[:-1], local[:-1], -1)
         width = (local - prev - 1) // self.span + 1       # one entry plus its padding
-        return float(np.dot(self.weights[col], width))
+        return float((self.weights[col] * width).sum())
 
 
 def _by_pe(order, pes):
