@@ -1,0 +1,255 @@
+"""`eie verify`: a verification campaign of random layers and layer chains on one chip, every output compared
+bit for bit with the reference (a start on issue 12's campaign).
+
+Case `i` of seed `S` is drawn from ``numpy.random.default_rng([S, i])`` alone, so any case is replayed from
+its two numbers (``eie verify --seed S --case I``). A share of the cases is steered towards what a sparse
+datapath gets wrong: outputs that saturate both ways, padding runs (long zero runs in a PE's rows), back-to-
+back updates of one row (dense short layers), chains of layers, all-zero inputs and columns, negative values;
+every other case scales its outputs into the middle of the 16-bit range so that they are not all zero. Many
+cases run per simulator start (the chip is reloaded between them, back to back, without a reset). A failing
+case is shrunk (fewer samples, fewer layers, fewer weights, while it still fails) and saved as a replayable
+file set: the chip image, the inputs and a JSON note with the seed and case number.
+"""
+
+from dataclasses import dataclass, field
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eie.config import ChipConfig
+from eie.errors import EieError
+
+__all__ = ["KINDS", "random_case", "run_cases", "verify", "VerifyReport", "register"]
+
+KINDS = ("plain", "saturating", "padding", "back-to-back", "chain", "sparse-input")
+
+
+def _layer(rng, rows, cols, density, config, a_scale, relu, saturate=False):
+    """A random QuantLayer for inputs of about `a_scale` in magnitude: its shift puts the outputs near 2**11,
+    or, with `saturate`, far beyond the activation range."""
+    from eie.sw.quant import QuantLayer
+    c = config
+    w = rng.integers(1, c.codebook_size, (rows, cols)) * (rng.random((rows, cols)) < density)
+    w_max = (1 << (c.weight_bits - 1)) - 1
+    cb_scale = w_max if saturate else min(int(rng.choice([3, 100, 3000, w_max])), w_max)
+    cb = np.concatenate([[0], rng.integers(-cb_scale, cb_scale + 1, c.codebook_size - 1)])
+    spread = np.log2(np.sqrt(max(1.0, density * cols)) * cb_scale * max(a_scale, 1) + 1)
+    shift = int(rng.integers(0, 3)) if saturate else round(spread - 11)
+    shift = int(np.clip(shift, 0, c.acc_bits - c.act_bits - 1))
+    return QuantLayer(w, cb, rng.integers(-300, 301, rows), shift, relu)
+
+
+def random_case(seed, case, config):
+    """(kind, layers, inputs) of case `case` of campaign `seed` on `config`."""
+    rng = np.random.default_rng([seed, case])
+    c = config
+    kind = KINDS[int(rng.integers(len(KINDS)))]
+    limit = min(c.max_dim, 128)
+
+    def dim():
+        return int(np.clip(np.exp(rng.uniform(0, np.log(limit + 1))), 1, limit))
+
+    relu = bool(rng.random() < 0.5)
+    if kind == "padding":
+        rows, cols, density = min(limit, c.pes * int(rng.integers(c.max_zero_run + 2, 2 * c.max_zero_run + 4))), dim(), 0.03
+    elif kind == "back-to-back":
+        rows, cols, density = int(rng.integers(1, c.pes + 1)), dim(), 1.0
+    elif kind == "saturating":
+        rows, cols, density = dim(), dim(), rng.uniform(0.3, 1.0)
+    else:
+        rows, cols, density = dim(), dim(), float(rng.choice([0.0, 0.02, 0.1, 0.3, 0.7, 1.0]))
+    a_scale = int(rng.choice([50, 2000, c.act_max]))
+    x = rng.integers(-a_scale, a_scale + 1, (int(rng.integers(1, 4)), cols))
+    x *= rng.random(x.shape) < (0.05 if kind == "sparse-input" else rng.uniform(0.2, 1.0))
+    if kind == "chain" and c.max_layers > 1:
+        dims = [cols] + [dim() for _ in range(int(rng.integers(2, min(c.max_layers, 3) + 1)))]
+        layers = [_layer(rng, dims[i + 1], dims[i], rng.uniform(0.05, 0.8), c, a_scale if i == 0 else 1 << 11,
+                         relu or i + 2 < len(dims)) for i in range(len(dims) - 1)]
+    else:
+        layers = [_layer(rng, rows, cols, density, c, a_scale, relu, saturate=kind == "saturating")]
+    if kind == "sparse-input":
+        x[0] = 0                                       # an all-zero input vector
+        layers[0].w_index[:, ::3] = 0                  # and all-zero columns
+    return kind, layers, x
+
+
+def _simulate(jobs, engine):
+    if engine == "amaranth":
+        from eie.cosim.hostport import simulate_in_amaranth
+        return simulate_in_amaranth(jobs)
+    from eie.cosim.sim import simulate_many
+    return simulate_many(jobs)
+
+
+def run_cases(cases, config, engine, images=None):
+    """Simulate (layers, inputs) cases (their chip `images`, if built already) in one simulator start; a list of
+    (chip outputs, reference outputs)."""
+    from eie.sw.image import build_image
+    from eie.sw.reference import forward
+    images = images or [build_image(layers, config) for layers, _ in cases]
+    results = _simulate([(image, x) for image, (_, x) in zip(images, cases)], engine)
+    return [(r.outputs, forward(layers, x, config)[-1]) for r, (layers, x) in zip(results, cases)]
+
+
+def _fails(got_expect):
+    got, expect = got_expect
+    return got.shape != expect.shape or bool((got != expect).any())
+
+
+def shrink(layers, x, config, engine, rounds=12):
+    """A smaller (layers, inputs) that still fails: each round simulates every candidate in one start."""
+    for _ in range(rounds):
+        candidates = []
+        if len(x) > 1:
+            candidates += [(layers, x[s:s + 1]) for s in range(len(x))]
+        if len(layers) > 1:
+            candidates.append((layers[:-1], x))
+        nz = np.argwhere(layers[0].w_index != 0)
+        if len(nz) > 1:
+            for half in (nz[:len(nz) // 2], nz[len(nz) // 2:]):
+                first = _replace_weights(layers[0], half)
+                candidates.append(([first, *layers[1:]], x))
+        if x.any():
+            keep = x.copy()
+            keep[:, np.flatnonzero(keep.any(axis=0))[::2]] = 0
+            candidates.append((layers, keep))
+        if not candidates:
+            break
+        outcomes = run_cases(candidates, config, engine)
+        smaller = next((cand for cand, out in zip(candidates, outcomes) if _fails(out)), None)
+        if smaller is None:
+            break
+        layers, x = smaller
+    return layers, x
+
+
+def _replace_weights(layer, drop):
+    from dataclasses import replace
+    w = layer.w_index.copy()
+    w[drop[:, 0], drop[:, 1]] = 0
+    return replace(layer, w_index=w)
+
+
+@dataclass
+class VerifyReport:
+    config: ChipConfig
+    seed: int
+    cases: int = 0
+    samples: int = 0
+    outputs: int = 0
+    mismatched_cases: list = field(default_factory=list)   # case numbers
+    skipped: int = 0                                      # drawn cases that did not fit the chip
+    kinds: dict = field(default_factory=dict)
+    saturated_cases: int = 0
+    negative_cases: int = 0
+    zero_output_vectors: int = 0
+    padded_cases: int = 0
+    seconds: float = 0.0
+    saved: list = field(default_factory=list)
+
+    @property
+    def cases_per_s(self):
+        return self.cases / self.seconds if self.seconds else 0.0
+
+
+def verify(config, cases, seed=0, engine="verilator", batch=100, first=0, out=None, log=None):
+    """Run cases `first` .. `first + cases - 1` of campaign `seed` on `config`; a VerifyReport. Failing cases are
+    shrunk and saved under `out` (when given)."""
+    from eie.sw.encode import encode_layer
+    from eie.sw.image import build_image
+    if engine not in ("verilator", "amaranth"):
+        raise EieError(f"engine must be 'verilator' or 'amaranth', not {engine!r}")
+    if cases < 1 or seed < 0 or first < 0:
+        raise EieError(f"--cases must be positive and --seed, --case at least 0 (got {cases}, {seed}, {first})")
+    report = VerifyReport(config, seed)
+    t0 = time.perf_counter()
+    numbers = list(range(first, first + cases))
+    for start in range(0, len(numbers), batch):
+        drawn, images = [], []
+        for n in numbers[start:start + batch]:
+            kind, layers, x = random_case(seed, n, config)
+            try:
+                images.append(build_image(layers, config))
+            except EieError:       # too large for this chip's memories or counts
+                report.skipped += 1
+                continue
+            drawn.append((n, kind, layers, x))
+        outcomes = run_cases([(layers, x) for _, _, layers, x in drawn], config, engine, images) if drawn else []
+        for (n, kind, layers, x), (got, expect) in zip(drawn, outcomes):
+            report.cases += 1
+            report.samples += len(x)
+            report.outputs += expect.size
+            report.kinds[kind] = report.kinds.get(kind, 0) + 1
+            report.saturated_cases += bool(((expect == config.act_max) | (expect == config.act_min)).any())
+            report.negative_cases += bool((expect < 0).any())
+            report.zero_output_vectors += int((~expect.any(axis=1)).sum())
+            report.padded_cases += any(pe.n_padding for layer in layers for pe in encode_layer(layer.w_index, config).pes)
+            if _fails((got, expect)):
+                report.mismatched_cases.append(n)
+                if log:
+                    log(f"case {n} ({kind}) MISMATCH: shrinking ...")
+                small = shrink(layers, x, config, engine)
+                if out is not None:
+                    report.saved.append(save_case(out, seed, n, kind, *small, config))
+                    if log:
+                        log(f"  saved {report.saved[-1]} (replay: eie verify --seed {seed} --case {n} --cases 1)")
+        if log:
+            log(f"{report.cases} cases, {len(report.mismatched_cases)} mismatches, "
+                f"{report.cases / (time.perf_counter() - t0):.1f} cases/s")
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def save_case(out, seed, case, kind, layers, x, config):
+    """A failing case as files: `<stem>.image.npz` (chip image), `<stem>.inputs.npy`, `<stem>.json` (how to
+    replay it); returns the JSON path."""
+    from eie.sw.image import build_image
+    from eie.sw.runs import atomic_write
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"fail-{seed}-{case}"
+    build_image(layers, config).save(stem.with_suffix(".image.npz"))
+    atomic_write(stem.with_suffix(".inputs.npy"), lambda f: np.save(f, np.asarray(x, np.int64)))
+    note = {"seed": seed, "case": case, "kind": kind, "config": config.to_dict(),
+            "image": stem.with_suffix(".image.npz").name, "inputs": stem.with_suffix(".inputs.npy").name,
+            "replay": f"eie verify --seed {seed} --case {case} --cases 1 with this chip configuration"}
+    atomic_write(stem.with_suffix(".json"), lambda f: f.write(json.dumps(note, indent=1) + "\n"), binary=False)
+    return stem.with_suffix(".json")
+
+
+# -- eie verify -------------------------------------------------------------------------------------------------
+
+def verify_command(args):
+    from eie.cosim.commands import chip_config
+    config = chip_config(args)
+    log = lambda s: print(s, flush=True)   # noqa: E731
+    r = verify(config, args.cases, args.seed, args.engine, args.batch, args.case, args.out, log)
+    print(f"seed {r.seed}: {r.cases} cases ({r.samples} samples, {r.outputs} outputs) on {config.describe()}, "
+          f"{args.engine}: {len(r.mismatched_cases)} mismatching cases"
+          + (f" ({', '.join(map(str, r.mismatched_cases[:10]))})" if r.mismatched_cases else "")
+          + f"; {r.cases_per_s:.1f} cases/s")
+    print(f"  kinds {r.kinds}; {r.skipped} drawn cases did not fit the chip")
+    print(f"  cases with saturated outputs {r.saturated_cases}, negative outputs {r.negative_cases}, padding "
+          f"{r.padded_cases}; all-zero output vectors {r.zero_output_vectors} of {r.samples}")
+    return 1 if r.mismatched_cases else 0
+
+
+def register(sub):
+    from eie.cosim.commands import add_chip_args
+    p = sub.add_parser("verify", help="verification campaign: random layers on the chip against the reference",
+                       description="Random layers and layer chains (steered towards saturation, padding, "
+                                   "back-to-back row updates, zero inputs) on the simulated chip, every output "
+                                   "compared bit for bit with the reference. Case I of seed S is replayed by "
+                                   "--seed S --case I --cases 1. Exit status 1 on any mismatch.")
+    p.add_argument("--cases", type=int, default=100, help="number of cases (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="campaign seed, >= 0 (default 0)")
+    p.add_argument("--case", type=int, default=0, help="first case number (default 0)")
+    p.add_argument("--batch", type=int, default=100, help="cases per simulator start (default 100)")
+    p.add_argument("--engine", choices=["verilator", "amaranth"], default="verilator",
+                   help="Verilator co-simulation (default) or Amaranth's simulator (no build; small chips)")
+    p.add_argument("--out", type=Path, default=Path("verify-failures"),
+                   help="folder for shrunk failing cases (default verify-failures)")
+    add_chip_args(p)
+    p.set_defaults(func=verify_command)
