@@ -70,10 +70,6 @@ class _Loads:
         return float((self.weights[col] * width).sum())
 
 
-def _by_pe(order, pes):
-    return [np.asarray(order[k::pes]) for k in range(pes)]
-
-
 def balanced_order(w_index, config, weights=None, max_swaps=None, tolerance=1e-3):
     """An `order` (see the module) that balances the PEs' expected work; interleaving's own order (the
     identity) when balancing finds nothing better, so the busiest PE never does more than interleaving's.
@@ -87,7 +83,7 @@ def balanced_order(w_index, config, weights=None, max_swaps=None, tolerance=1e-3
     weights = np.ones(w.shape[1]) if weights is None else np.asarray(weights, np.float64)
     loads = _Loads(w, config, weights)
     identity = np.arange(rows)
-    base = max(loads(r) for r in _by_pe(identity, pes))
+    base = max(loads(identity[k::pes]) for k in range(pes))
     # deal: PE k holds len(range(k, rows, pes)) rows, as interleaving's positions give it
     need = np.array([len(range(k, rows, pes)) for k in range(pes)])
     held = [[] for _ in range(pes)]
