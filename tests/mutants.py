@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The tests that need no Verilator build. The fast tier the mutants must be caught by.
 FAST_TESTS = ["tests/test_fast_chip.py", "tests/test_hw_blocks.py", "tests/test_quant_reference.py",
-              "tests/test_encode.py", "tests/test_image.py"]
+              "tests/test_encode.py", "tests/test_image.py", "tests/test_verify.py"]
 FAST_DESELECT = "not verilator"        # test_fast_chip's comparison with the Verilator co-simulation
 
 # (name, file, original text, mutated text): each original must occur exactly once.
