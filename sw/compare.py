@@ -415,7 +415,7 @@ def verdict(points):
         if better:
             q = max(better, key=lambda q: (q["accuracy"], -q["bytes"]))
             dominated[_label(p)] = {"by": _label(q), "accuracy_points": round(q["accuracy"] - p["accuracy"], 2),
-                                    "bytes_ratio": round(p["bytes"] / q["bytes"], 2)}
+                                    "bytes_ratio": round(p["bytes"] / q["bytes"], 3)}
     out = {"accuracy_per_kb": {k: round(v, 3) for k, v in per_kb.items()},
            "best_accuracy_per_kb": {"point": _label(best), "value": round(per_kb[_label(best)], 3)},
            "pareto_front": [_label(p) for p in pareto_front(points)],
@@ -481,11 +481,15 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
-def _scatter(ax, points, x, y):
+def _scatter(ax, points, x, y, lines=True):
+    """One series per method, in the same colour in every plot (the dense baseline in black); `lines` joins a
+    method's points in budget order (where the x axis follows the budget)."""
+    from matplotlib import colormaps
+    colours = {"dense": "black", **{m: colormaps["tab10"](i) for i, m in enumerate(METHODS)}}
     for method in dict.fromkeys(p["method"] for p in points):
         mine = [p for p in points if p["method"] == method]
-        ax.plot([x(p) for p in mine], [y(p) for p in mine], marker="o", linestyle="-" if len(mine) > 1 else "",
-                label=method)
+        ax.plot([x(p) for p in mine], [y(p) for p in mine], marker="o", linestyle="-" if lines and len(mine) > 1 else "",
+                color=colours[method], label=method)
 
 
 def figures(results):
@@ -510,7 +514,7 @@ def figures(results):
     fig = Figure(figsize=(11, 4.5))
     axes = fig.subplots(1, 2)
     for ax, batch in zip(axes, ("1", "64")):
-        _scatter(ax, points, lambda p: 1e6 * p["cpu"][batch]["seconds"], lambda p: p["accuracy"])
+        _scatter(ax, points, lambda p: 1e6 * p["cpu"][batch]["seconds"], lambda p: p["accuracy"], lines=False)
         ax.set(xscale="log", xlabel=f"CPU time per image at batch {batch} (us, fastest kernel)",
                ylabel="test accuracy (%)", title=f"batch {batch}, {results['cpu']['threads']} thread(s)")
         ax.grid(alpha=0.3)
@@ -520,8 +524,8 @@ def figures(results):
     fig = Figure(figsize=(11, 4.5))
     axes = fig.subplots(1, 2)
     chip = [p for p in points if p["chip"]]
-    _scatter(axes[0], chip, cpu1, lambda p: p["chip"]["cycles_per_image"])
-    _scatter(axes[1], chip, cpu1, lambda p: p["chip"]["energy_nj_per_image"])
+    _scatter(axes[0], chip, cpu1, lambda p: p["chip"]["cycles_per_image"], lines=False)
+    _scatter(axes[1], chip, cpu1, lambda p: p["chip"]["energy_nj_per_image"], lines=False)
     for ax, what in zip(axes, (f"chip cycles per image ({results['chip']['pes']} PEs)", "chip energy per image (nJ)")):
         ax.set(xscale="log", yscale="log", xlabel="CPU time per image at batch 1 (us)", ylabel=what)
         ax.grid(alpha=0.3)

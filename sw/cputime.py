@@ -157,9 +157,9 @@ def kernel_benchmark(layers=EIE_LAYERS, batches=(1, 64), densities=(0.5, 0.3, 0.
 
 
 def kernel_table(rows):
-    """Markdown table of `kernel_benchmark` rows, times in microseconds per call."""
-    head = ("| layer | W (out x in) | density | batch | threads | dense torch (us) | torch CSR (us) | scipy CSR (us) "
-            "| best sparse speed-up | crossover density |")
+    """Markdown table of `kernel_benchmark` rows, times in microseconds per call (a whole batch)."""
+    head = ("| layer | W (out x in) | density | batch | threads | dense torch (us/call) | torch CSR (us/call) "
+            "| scipy CSR (us/call) | best sparse speed-up | sparse wins below |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         cross = "never" if r["crossover_density"] is None else f"{100 * r['crossover_density']:.1f}%"
