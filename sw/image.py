@@ -6,7 +6,7 @@ An image is saved as ``.npz`` with a header naming its config and a digest of it
 for another chip, or a truncated or edited file, is refused before any simulation starts.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import hashlib
 import io
 import json
@@ -96,6 +96,21 @@ class ChipImage:
             local = -(-d.rows // c.pes)
             bias = self.biases[l, :, :local].T.reshape(-1)[:d.rows].copy()   # row i = PE i % pes, local i // pes
             out.append(QuantLayer(w, self.codebooks[l].copy(), bias, d.shift, d.relu, *self.fracs[l]))
+        return out
+
+    def model_layers(self):
+        """The layers in the model's row order (`quant_layers` with each placement undone): what to rebuild
+        an image from, for another chip or another placement."""
+        out, prev = [], None
+        for d, q in zip(self.layers, self.quant_layers()):
+            rows = np.arange(d.rows) if d.order is None else np.asarray(d.order)
+            cols = np.arange(d.cols) if prev is None else prev
+            w = np.empty_like(q.w_index)
+            w[np.ix_(rows, cols)] = q.w_index
+            bias = np.empty_like(q.bias)
+            bias[rows] = q.bias
+            out.append(replace(q, w_index=w, bias=bias))
+            prev = None if d.order is None else rows
         return out
 
     def unpermute(self, outputs, layer=-1):

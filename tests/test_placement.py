@@ -90,6 +90,8 @@ def test_three_layer_chain_with_placement_on_every_layer(rng, tmp_path):
     back = load_image(tmp_path / "m.npz", C)
     assert [d.order for d in back.layers] == [d.order for d in image.layers]
     assert (chip_outputs_unpermuted(back, x) == expect[-1]).all()
+    for model, original in zip(back.model_layers(), layers):      # what a re-layout for another chip starts from
+        assert (model.w_index == original.w_index).all() and (model.bias == original.bias).all()
 
 
 def test_edited_row_order_is_refused(rng, tmp_path):
