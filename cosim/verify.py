@@ -189,10 +189,9 @@ def verify(config, cases, seed=0, engine="verilator", batch=100, first=0, out=No
             if _fails((got, expect)):
                 report.mismatched_cases.append(n)
                 if log:
-                    log(f"case {n} ({kind}) MISMATCH: shrinking ...")
-                small = shrink(layers, x, config, engine)
+                    log(f"case {n} ({kind}) MISMATCH" + (": shrinking ..." if out is not None else ""))
                 if out is not None:
-                    report.saved.append(save_case(out, seed, n, kind, *small, config))
+                    report.saved.append(save_case(out, seed, n, kind, *shrink(layers, x, config, engine), config))
                     if log:
                         log(f"  saved {report.saved[-1]} (replay: eie verify --seed {seed} --case {n} --cases 1)")
         if log:
