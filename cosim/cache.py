@@ -6,7 +6,7 @@ so a killed build leaves at most a temporary folder (removed by the next build o
 half-made entry; an entry that fails its check (no manifest, a missing or altered binary, or a folder
 from before manifests existed) is rebuilt with a note. One lock file per key serializes the builds of a
 configuration across processes; the kernel drops it when a build dies. The cache is kept under a size cap
-(``$EIE_CACHE_MAX_MB``, default 2048): after each build the least recently used entries go first.
+(``$EIE_CACHE_MAX_MB``, default 2048): after each build, broken entries and then the least recently used go.
 """
 
 import contextlib
@@ -139,10 +139,10 @@ def _remove(key):
 
 
 def evict(cap=None, keep=()):
-    """Remove least recently used entries until the cache is within `cap` bytes (default: `max_bytes()`);
-    entries named in `keep` stay. Returns the keys removed."""
+    """Remove broken entries (those a build would redo anyway), then the least recently used, until the cache
+    is within `cap` bytes (default: `max_bytes()`); entries named in `keep` stay. Returns the keys removed."""
     cap = max_bytes() if cap is None else cap
-    listed = entries()
+    listed = sorted(entries(), key=lambda e: e["problem"] is None)   # stable: by last use within each group
     total = sum(e["bytes"] for e in listed)
     removed = []
     for e in listed:
@@ -195,7 +195,7 @@ def cache_command(args):
         except (KeyError, TypeError, ValueError):
             chip = "?"
         built = _age(now - m["built"]) if isinstance(m.get("built"), (int, float)) else "?"
-        status = f"  [{e['problem']}: rebuilt on next use]" if e["problem"] else ""
+        status = f"  [{e['problem']}: rebuilt if used, evicted first]" if e["problem"] else ""
         print(f"{e['key']:<26} {e['bytes'] / 1e6:6.1f} {built:>7} {_age(now - e['last_used']):>7}  {chip}{status}")
     total = sum(e["bytes"] for e in listed)
     print(f"{len(listed)} entries, {total / 1e6:.1f} MB of a {max_bytes() / 1e6:.0f} MB cap ($EIE_CACHE_MAX_MB) "

@@ -98,8 +98,8 @@ def test_the_size_cap_evicts_least_recently_used_entries(tmp_path, monkeypatch):
     monkeypatch.setenv("EIE_CACHE", str(tmp_path))
     for key, age in (("a", 40), ("b", 30), ("c", 20), ("d", 10)):
         fake_entry(key, 1.0, age)
-    fake_entry("old-format", 1.0, 50, manifest=False)
-    assert [e["key"] for e in cache.entries()] == ["old-format", "a", "b", "c", "d"]
+    fake_entry("old-format", 1.0, 5, manifest=False)     # the most recently used, but broken: it goes first
+    assert [e["key"] for e in cache.entries()] == ["a", "b", "c", "d", "old-format"]
     assert cache.entry_problem(cache.sim_dir() / "a", "a") is None
     with cache.key_lock("a"):   # a build holds "a": it stays
         removed = cache.evict(cap=3.5e6, keep={"b"})
