@@ -6,7 +6,8 @@
 * ``drive(name, value)``: set host input ``name`` (``we``, ``target``, ``pe``, ``addr``, ``data``, ``rtarget``,
   ``raddr``, ``start``, ``n_layers``, and ``rst``); the chip registers it at the next rising clock edge;
 * ``sample(name)``: the current value of host output ``name`` (``rdata``, ``done``, ``cycles``);
-* ``await step()``: one clock cycle, to the next moment inputs may change (half a cycle from the edges);
+* ``await step()``: one clock cycle, to the next moment inputs may change (cocotb: the falling edge;
+  Amaranth: just after the rising edge, where a testbench's writes count for the next one);
 * ``await run_until_done()``: let the chip run free until ``done`` rises, then `step` once.
 
 Two ports exist: `AmaranthPort` here (Amaranth's own simulator: no Verilog, no Verilator build, small chips
@@ -37,11 +38,14 @@ def unpack_lanes(word, n, bits):
 
 
 class ChipHost:
-    """The host protocol over `port` for a chip of `config`."""
+    """The host protocol over `port` for a chip of `config`. With `gaps` (a numpy Generator), the host idles
+    0-2 cycles at random before each write, as a slower or busier host would: nothing the chip computes may
+    change."""
 
-    def __init__(self, port, config):
+    def __init__(self, port, config, gaps=None):
         self.port = port
         self.config = config
+        self.gaps = gaps
         self._layout = layer_layout(config)
         self.free_run_seconds = 0.0   # host time while the chip ran free (between start and done)
 
@@ -62,6 +66,10 @@ class ChipHost:
         p.drive("pe", pe)
         for i, w in enumerate(words):
             await p.step()
+            if self.gaps is not None:
+                p.drive("we", 0)
+                for _ in range(int(self.gaps.integers(0, 3))):
+                    await p.step()
             p.drive("we", 1)
             p.drive("addr", base + i)
             p.drive("data", int(w))
@@ -182,10 +190,10 @@ def _clocked(chip, domain):
     return m
 
 
-def simulate_in_amaranth(jobs, stats=False):
+def simulate_in_amaranth(jobs, stats=False, gaps=None):
     """Several (image, inputs) jobs of one chip configuration through `ChipHost` in Amaranth's simulator, one
     after another without a reset; one `eie.cosim.sim.SimResult` each. Slow per cycle, but nothing to build:
-    for small chips and fast tests."""
+    for small chips and fast tests. `gaps`: a seed for random idle cycles between host writes."""
     from amaranth.sim import Simulator
     from eie.hw.chip import Chip
     from eie.cosim.sim import SimResult
@@ -199,7 +207,7 @@ def simulate_in_amaranth(jobs, stats=False):
     results = []
 
     async def bench(ctx):
-        host = ChipHost(AmaranthPort(ctx, chip), config)
+        host = ChipHost(AmaranthPort(ctx, chip), config, None if gaps is None else np.random.default_rng(gaps))
         await host.reset()
         for image, inputs in jobs:
             if image.config != config:
