@@ -53,7 +53,9 @@ def random_case(seed, case, config):
 
     relu = bool(rng.random() < 0.5)
     if kind == "padding":
-        rows, cols, density = min(limit, c.pes * int(rng.integers(c.max_zero_run + 2, 2 * c.max_zero_run + 4))), dim(), 0.03
+        # more than max_zero_run + 1 rows in every PE (when the chip holds that many), a few weights each
+        rows = min(c.max_dim, c.pes * int(rng.integers(c.max_zero_run + 2, 2 * c.max_zero_run + 4)))
+        cols, density = dim(), 0.03
     elif kind == "back-to-back":
         rows, cols, density = int(rng.integers(1, c.pes + 1)), dim(), 1.0
     elif kind == "saturating":
