@@ -65,11 +65,13 @@ def prune(model, data, quality=None, iterations=5, retraining=None, final_epochs
     return prune_network(model, data, quality, iterations, retraining, final_epochs, remove_dead, arch, log)
 
 
-def compress(model, data, config=None, init="linear", finetuning=None, calibration=2000, log=_stderr):
+def compress(model, data, config=None, init="linear", finetuning=None, calibration=2000, placement="balanced",
+             log=_stderr):
     """Deep Compression on a pruned (or dense) `model`: weight sharing with a codebook of
     2^config.weight_index_bits entries (entry 0 is zero), centroid fine-tuning, the chip's fixed point and
-    the chip image for `config` (memory depths fitted to the model). `model` itself is left as it is.
-    Returns a `CompressedModel`."""
+    the chip image for `config` (memory depths fitted to the model). `placement`: "balanced" places each
+    layer's rows on the PEs to even out their work (`eie.sw.placement`), "interleaved" keeps EIE's row i ->
+    PE i mod N. `model` itself is left as it is. Returns a `CompressedModel`."""
     from eie.sw import models
     from eie.sw.pipeline import compress_network
     config = config or ChipConfig()
@@ -77,9 +79,10 @@ def compress(model, data, config=None, init="linear", finetuning=None, calibrati
         raise EieError(f"config must be a ChipConfig, not {type(config).__name__}")
     finetuning = finetuning or Training(epochs=2, lr=1e-4, l2=0.0)
     network, ops, in_frac, layers, figures = compress_network(models.clone(model), data, config, init,
-                                                              finetuning, calibration, log)
+                                                              finetuning, calibration, log, placement)
     from eie.sw.image import fit_image
-    cm = CompressedModel(fit_image(layers, config), ops, in_frac, network, data.identity(), figures)
+    cm = CompressedModel(fit_image(layers, config, placement=placement), ops, in_frac, network, data.identity(),
+                         figures)
     accuracy = cm.accuracy(data.x_test, data.y_test)
     figures["fixed_point_accuracy"] = accuracy
     log(f"fixed point (as the chip computes) {accuracy:.2f}%")
@@ -109,7 +112,7 @@ def load(run_dir):
 @dataclass
 class ChipRun:
     """What `CompressedModel.simulate` returns: the chip's outputs beside the reference's, and the figures."""
-    outputs: np.ndarray     # (samples, classes) integer outputs of the chip's last layer
+    outputs: np.ndarray     # (samples, classes) integer outputs of the chip's last layer, in the model's order
     reference: np.ndarray   # the same from the bit-exact reference
     figures: dict           # cycles, per-layer figures, energy, SRAM, speed (JSON-able)
 
@@ -142,10 +145,16 @@ class CompressedModel:
 
     @property
     def layers(self):
-        """QuantLayers decoded from the image: the reference runs on exactly what the chip holds."""
+        """QuantLayers decoded from the image, rows as the chip holds them: the reference runs on exactly
+        what the chip holds."""
         if getattr(self, "_layers", None) is None:
             self._layers = self.image.quant_layers()
         return self._layers
+
+    @property
+    def placement(self):
+        """How the rows were placed on the PEs ("balanced" or "interleaved"); a re-layout places them so too."""
+        return self.figures.get("placement", "interleaved")
 
     def dataset(self):
         """The data set this model was compressed with (as recorded)."""
@@ -164,7 +173,8 @@ class CompressedModel:
         return x_int
 
     def reference(self, x_int):
-        """Integer outputs of every layer for integer inputs (the bit-exact reference)."""
+        """Integer outputs of every layer for integer inputs (the bit-exact reference), each in the row order
+        the chip holds; `image.unpermute` gives the model's order."""
         from eie.sw.reference import forward
         return forward(self.layers, x_int, self.config)
 
@@ -172,7 +182,7 @@ class CompressedModel:
         """The network's outputs (floats, at the last layer's scale) for images `x`, bit-exact as the chip
         computes them; `.argmax(1)` gives the classes."""
         from eie.sw.quant import from_fixed
-        return from_fixed(self.reference(self.inputs(x))[-1], self.layers[-1].out_frac)
+        return from_fixed(self.image.unpermute(self.reference(self.inputs(x))[-1]), self.layers[-1].out_frac)
 
     def accuracy(self, x, y):
         """Top-1 accuracy (%) of the chip's arithmetic on images `x` with labels `y`."""
@@ -192,8 +202,8 @@ class CompressedModel:
         if config == self.config:
             return self
         keep = [f for f in SIZED_FIELDS if f in changes]
-        return CompressedModel(fit_image(self.layers, config, keep), self.host_ops, self.in_frac, self.network,
-                               self.data, self.figures)
+        image = fit_image(self.image.model_layers(), config, keep, placement=self.placement)
+        return CompressedModel(image, self.host_ops, self.in_frac, self.network, self.data, self.figures)
 
     def estimate(self, x, model_samples=100):
         """Cycles, utilization and energy from the performance model (no simulator). The cycle model steps
@@ -239,7 +249,7 @@ class CompressedModel:
                    "sim_cycles_per_s": round(float(cycles.sum()) / free_s) if free_s else None,
                    "images_per_s": round(len(x_int) / wall, 1), "sim_wall_seconds": round(wall, 1),
                    "sram": sram(self.image)}
-        run = ChipRun(outputs, refs[-1], figures)
+        run = ChipRun(self.image.unpermute(outputs), self.image.unpermute(refs[-1]), figures)
         figures["mismatches"] = len(run.mismatches)
         if len(run.mismatches):
             found = self.trace_mismatch(x_int, refs, int(run.mismatches[0]), mismatch_waves, log)
@@ -273,7 +283,7 @@ class CompressedModel:
     def storage(self, per_pe=False):
         """Bytes by part on this model's chip (`eie.sw.storage.storage`)."""
         from eie.sw.storage import storage
-        return storage(self.layers, self.config, self.host_ops, per_pe=per_pe)
+        return storage(self.image.model_layers(), self.config, self.host_ops, per_pe, self.placement)
 
     def verilog(self, path):
         """Write the Verilog of this model's chip to `path`."""

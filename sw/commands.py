@@ -133,6 +133,9 @@ def register(sub):
     p.add_argument("--pes", type=int, default=16, help="PEs of the chip the image is built for (default 16)")
     p.add_argument("--index-bits", type=int, default=4,
                    help="relative-index bits of that chip (default 4, as EIE); storage_ratio uses them")
+    p.add_argument("--placement", choices=("balanced", "interleaved"), default="balanced",
+                   help="rows on PEs: balanced to even out the PEs' work (default), or EIE's interleaving (row i -> "
+                        "PE i mod N)")
     p.add_argument("--weight-index-bits", type=int, default=4,
                    help="codebook index bits: 2^bits - 1 shared values plus zero per layer (default 4: 16 entries)")
     p.set_defaults(func=compress_command)
@@ -318,7 +321,7 @@ def compress_command(args):
     run = RunFolder(args.run, ["compressed.pt", "image.npz", "host.npz"], args.force)
     data = load_data(run, args.data, args.data_dir)
     model, arch = _pruned_network(run, args.checkpoint)
-    cm = compress(model, data, config, args.init, finetuning, args.calibration, log=_log)
+    cm = compress(model, data, config, args.init, finetuning, args.calibration, args.placement, log=_log)
     cm.save(run.path, force=args.force)
     figures = run.update_report(**_identity(arch, data), timings={"compress": round(time.perf_counter() - started, 1)})
     print(f"fixed-point accuracy {figures['compressed_accuracy']}%, storage ratio {figures['storage_ratio']}x "

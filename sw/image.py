@@ -289,12 +289,12 @@ def _pow2(n):
 SIZED_FIELDS = ("act_depth", "matrix_words", "ptr_words", "count_bits")
 
 
-def fit_config(layers, config, keep=(), exact=False):
+def fit_config(layers, config, keep=(), exact=False, placement="interleaved"):
     """The chip like `config` that holds `layers` with the least memory: the one rule for "the smallest chip
     for this model". act_depth, matrix_words and ptr_words become the depths the model needs and count_bits
     grows if a column needs more; fields named in `keep` stay as they are. Depths are rounded up to powers of
     two unless `exact` (storage accounting wants the model's own sizes; simulators want few distinct chips,
-    so few Verilator builds)."""
+    so few Verilator builds). `placement` is the row placement the image will use (it moves padding)."""
     grow = (lambda n: max(1, int(n))) if exact else _pow2
     fields = config.to_dict()
     if "act_depth" not in keep:
@@ -303,7 +303,7 @@ def fit_config(layers, config, keep=(), exact=False):
     roomy = {**fields, **{f: 1 << 20 for f in ("matrix_words", "ptr_words") if f not in keep}}
     if "count_bits" not in keep:
         roomy["count_bits"] = 16
-    probe = build_image(layers, ChipConfig.for_user(**roomy))
+    probe = build_image(layers, ChipConfig.for_user(**roomy), placement)
     if "count_bits" not in keep:
         most = int(probe.ptr_counts.max(initial=0)).bit_length()
         fields["count_bits"] = max(1, most) if exact else max(config.count_bits, most)
@@ -314,6 +314,6 @@ def fit_config(layers, config, keep=(), exact=False):
     return ChipConfig.for_user(**fields)
 
 
-def fit_image(layers, config, keep=()):
-    """`build_image` on `fit_config(layers, config, keep)`."""
-    return build_image(layers, fit_config(layers, config, keep))
+def fit_image(layers, config, keep=(), placement="interleaved"):
+    """`build_image` on `fit_config(layers, config, keep, placement=placement)`."""
+    return build_image(layers, fit_config(layers, config, keep, placement=placement), placement)

@@ -273,7 +273,7 @@ def to_chip(model, calibration, config):
     return ops, layers[0].in_frac if in_frac is None else in_frac, layers
 
 
-def compress_network(model, data, config, init, finetuning, calibration_size, log=_log):
+def compress_network(model, data, config, init, finetuning, calibration_size, log=_log, placement="interleaved"):
     """Deep Compression of a pruned (or dense) `model`, in place: weight sharing (`share`), centroid fine-tuning
     and the chip's fixed point (`to_chip`). Returns (model, host ops, input scale, QuantLayers, figures)."""
     from eie.sw.compress import INITS
@@ -304,7 +304,7 @@ def compress_network(model, data, config, init, finetuning, calibration_size, lo
                "pruned_accuracy": round(pruned_accuracy, 2), "shared_accuracy": round(shared_accuracy, 2),
                "finetuned_accuracy": round(tuned_accuracy, 2), "calibration_images": len(calibration),
                "input_frac": in_frac, "dense_parameters": dense_parameters, "layers": layers,
-               "storage_bytes": storage_table(quant_layers, config, ops)}
+               "placement": placement, "storage_bytes": storage_table(quant_layers, config, ops, placement=placement)}
     convs = [n for n, m in models.front(model) if isinstance(m, nn.Conv2d)]
     if convs:
         figures["host"] = {"file": "host.npz", "convs": convs}

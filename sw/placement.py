@@ -56,7 +56,7 @@ class _Loads:
 
     def __call__(self, rows):
         """Expected work of one PE holding `rows` as its local rows 0, 1, ..."""
-        rows = np.asarray(rows)
+        rows = np.asarray(rows, np.int64)   # a PE may hold no rows
         lens = self.rowptr[rows + 1] - self.rowptr[rows]
         starts = np.repeat(self.rowptr[rows] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
         col = self.col[starts + np.arange(lens.sum())]
@@ -95,7 +95,7 @@ def balanced_order(w_index, config, weights=None, max_swaps=None, tolerance=1e-3
         for r, k in zip(batch, open_pes):
             held[k].append(r)
             est[k] += loads.row_weight[r]
-    held = [np.sort(h) for h in held]              # local rows in their original order
+    held = [np.sort(np.asarray(h, np.int64)) for h in held]   # local rows in their original order (or none)
     work = np.array([loads(h) for h in held])
     for _ in range(4 * pes if max_swaps is None else max_swaps):
         a = int(np.argmax(work))

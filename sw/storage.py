@@ -22,13 +22,15 @@ STORAGE_PES = (1, 16, 64)
 STORAGE_INDEX_BITS = (4, 5)
 
 
-def storage(layers, config, host_ops=(), per_pe=False):
+def storage(layers, config, host_ops=(), per_pe=False, placement="interleaved"):
     """Bytes by part for QuantLayers `layers` on the smallest chip with `config`'s PE count and widths.
     `host_ops`' convolutions count as dense fixed-point weights and biases (part "host_convs").
     "eie_pointers" (EIE's 16-bit pointer per column and PE) is for comparison and not in "total".
-    With `per_pe`, a list with the parts each PE's SRAM holds (weights, indices, padding, pointers)."""
-    chip = fit_config(layers, config, exact=True)
-    encoded = [encode_layer(q.w_index, chip) for q in layers]
+    With `per_pe`, a list with the parts each PE's SRAM holds (weights, indices, padding, pointers).
+    `placement` places the rows as the chip would (it moves padding)."""
+    from eie.sw.placement import place_layers
+    chip = fit_config(layers, config, exact=True, placement=placement)
+    encoded = [encode_layer(q.w_index, chip) for q in place_layers(layers, chip, placement)[0]]
     if per_pe:
         out = [dict.fromkeys(("weights", "indices", "padding", "pointers", "eie_pointers"), 0.0)
                for _ in range(chip.pes)]
@@ -51,12 +53,13 @@ def storage(layers, config, host_ops=(), per_pe=False):
     return parts
 
 
-def storage_table(layers, config, host_ops=(), pes=STORAGE_PES, index_bits=STORAGE_INDEX_BITS):
+def storage_table(layers, config, host_ops=(), pes=STORAGE_PES, index_bits=STORAGE_INDEX_BITS,
+                  placement="interleaved"):
     """`storage` for every PE count and index width: {"4-bit": {"1": parts, "16": ...}, "5-bit": ...}; the
     config's own index width is always included."""
     widths = sorted({*index_bits, config.index_bits})
-    return {f"{bits}-bit": {str(n): storage(layers, config.replace(pes=n, index_bits=bits), host_ops)
-                            for n in pes} for bits in widths}
+    return {f"{bits}-bit": {str(n): storage(layers, config.replace(pes=n, index_bits=bits), host_ops,
+                                            placement=placement) for n in pes} for bits in widths}
 
 
 def sram(image):

@@ -32,7 +32,7 @@ def test_predict_is_the_reference(flow):
     data, _, _, _, cm = flow
     x = data.x_test[:50]
     scores = cm.predict(x)
-    ints = cm.reference(cm.inputs(x))[-1]
+    ints = cm.image.unpermute(cm.reference(cm.inputs(x))[-1])
     assert scores.shape == (50, 10) and np.array_equal(scores * 2.0 ** cm.layers[-1].out_frac, ints)
     assert cm.accuracy(data.x_test, data.y_test) == cm.figures["fixed_point_accuracy"]
 
@@ -42,7 +42,8 @@ def test_estimate_simulate_save_load(flow, tmp_path):
     x = data.x_test[:30]
     estimate = cm.estimate(x, model_samples=5)
     run = cm.simulate(x)
-    assert len(run.mismatches) == 0 and np.array_equal(run.outputs, cm.reference(cm.inputs(x))[-1])
+    assert len(run.mismatches) == 0 and np.array_equal(run.outputs, cm.image.unpermute(cm.reference(cm.inputs(x))[-1]))
+    assert np.array_equal(run.outputs / 2.0 ** cm.layers[-1].out_frac, cm.predict(x))
     assert run.figures["mismatches"] == 0 and run.figures["samples"] == 30
     # the model's cycles (first 5 images) match the RTL's within 2%, layer by layer
     for est, sim in zip(estimate["layers"], run.figures["layers"]):
@@ -77,3 +78,19 @@ def test_codebook_size_follows_the_chip(flow):
     assert cm.config.codebook_size == 8 and cm.figures["codebook_size"] == 8
     assert all(np.count_nonzero(q.codebook) <= 7 and q.w_index.max() <= 7 for q in cm.layers)
     assert cm.figures["fixed_point_accuracy"] > figures["pruned_accuracy"] - 15
+
+
+def test_balanced_placement_is_the_default_and_never_worse(flow):
+    """Rows placed to balance the PEs (the default) against EIE's interleaving: the same outputs, the busiest
+    PE never busier."""
+    data, model, _, _, cm = flow
+    inter = eie.compress(model, data, eie.ChipConfig(pes=2), finetuning=eie.Training(epochs=0, lr=1e-4),
+                         calibration=300, placement="interleaved", log=lambda s: None)
+    assert cm.placement == "balanced" and inter.placement == "interleaved"
+    assert any(d.order is not None for d in cm.image.layers) and all(d.order is None for d in inter.image.layers)
+    x = data.x_test[:100]
+    assert np.array_equal(cm.predict(x), inter.predict(x))
+    balanced, interleaved = cm.estimate(x, model_samples=0), inter.estimate(x, model_samples=0)
+    for b, i in zip(balanced["layers"], interleaved["layers"]):
+        assert b["bound_cycles"] <= i["bound_cycles"]
+    assert cm.relayout(pes=4).placement == "balanced"

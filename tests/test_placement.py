@@ -117,6 +117,15 @@ def test_bad_placement_arguments(rng):
         build_image([layer], C, placement="balanced", calibration=np.zeros((2, 11), np.int64))
 
 
+def test_fewer_rows_than_pes(rng):
+    """Some PEs hold no row at all (10 outputs on 16 PEs): placement still works and stays exact."""
+    c = ChipConfig(pes=16, act_depth=8)
+    layers = [random_layer(rng, 40, 30, 0.5, c, relu=True), random_layer(rng, 10, 40, 0.5, c)]
+    x = random_inputs(rng, 5, 30, 0.6)
+    image = build_image(layers, c, placement="balanced")
+    assert np.array_equal(image.unpermute(forward(image.quant_layers(), x, c)[-1]), forward(layers, x, c)[-1])
+
+
 def test_interleaved_stays_the_default(rng):
     layer = skewed_layer(rng, 40, 30, C)
     image = build_image([layer], C)
