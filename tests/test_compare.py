@@ -253,6 +253,27 @@ def test_pareto_front():
     assert cmp.pareto_front(pts) == [pts[4], pts[0], pts[2]]
 
 
+def test_verdict_names_who_beats_the_project_and_by_how_much():
+    pts = [{"method": "deep-compression", "budget": 0.1, "bytes": 2000, "accuracy": 80.0},
+           {"method": "iterative", "budget": 0.1, "bytes": 8000, "accuracy": 81.0},
+           {"method": "int4", "budget": None, "bytes": 1000, "accuracy": 60.0},
+           {"method": "svd", "budget": 0.1, "bytes": 7000, "accuracy": 82.0}]
+    v = cmp.verdict(pts)
+    assert v["best_accuracy_per_kb"] == {"point": "int4", "value": 60.0}
+    assert v["best_project_point"] == {"point": "deep-compression @ 0.1", "value": 40.0}
+    assert not v["project_is_best"] and v["beaten_by_factor"] == 1.5
+    assert v["project_dominated"] == {"iterative @ 0.1": {"by": "svd @ 0.1", "accuracy_points": 1.0,
+                                                          "bytes_ratio": round(8000 / 7000, 3)}}
+    assert v["pareto_front"] == ["int4", "deep-compression @ 0.1", "svd @ 0.1"]
+    assert "beaten by a factor 1.5" in cmp.markdown({
+        "model": "m", "data": "d", "baseline_accuracy": 82.0, "dense_weights": 1, "budgets": [0.1],
+        "training": dict.fromkeys(("epochs_per_point", "lr", "l2", "l1", "l1_dense_epochs", "iterations",
+                                   "epochs_per_step", "final_epochs", "centroid_finetune_epochs", "hessian_images",
+                                   "baseline"), 0),
+        "cpu": {"min_run_time_s": 0.2, "threads": 1, "torch": "x"}, "chip": {"pes": 16, "cycle_samples": 1},
+        "points": [], "verdict": v})
+
+
 def _one_line_error(capsys, argv, match):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
