@@ -69,7 +69,8 @@ def compress(model, data, config=None, init="linear", finetuning=None, calibrati
              log=_stderr):
     """Deep Compression on a pruned (or dense) `model`: weight sharing with a codebook of
     2^config.weight_index_bits entries (entry 0 is zero), centroid fine-tuning, the chip's fixed point and
-    the chip image for `config` (memory depths fitted to the model). `placement`: "balanced" places each
+    the chip image for `config`'s PE count and widths: the standard chip (`ChipConfig.standard`, memories fixed,
+    one simulator build for every model that fits), else one whose memories are fitted to the model. `placement`: "balanced" places each
     layer's rows on the PEs to even out their work (`eie.sw.placement`), "interleaved" keeps EIE's row i ->
     PE i mod N. `model` itself is left as it is. Returns a `CompressedModel`."""
     from eie.sw import models
@@ -80,9 +81,11 @@ def compress(model, data, config=None, init="linear", finetuning=None, calibrati
     finetuning = finetuning or Training(epochs=2, lr=1e-4, l2=0.0)
     network, ops, in_frac, layers, figures = compress_network(models.clone(model), data, config, init,
                                                               finetuning, calibration, log, placement)
-    from eie.sw.image import fit_image
-    cm = CompressedModel(fit_image(layers, config, placement=placement), ops, in_frac, network, data.identity(),
-                         figures)
+    from eie.sw.image import chip_image
+    image, standard = chip_image(layers, config, placement=placement)
+    if not standard:
+        log(f"the model does not fit the standard {config.pes}-PE chip: using one sized to it (a build of its own)")
+    cm = CompressedModel(image, ops, in_frac, network, data.identity(), figures)
     accuracy = cm.accuracy(data.x_test, data.y_test)
     figures["fixed_point_accuracy"] = accuracy
     log(f"fixed point (as the chip computes) {accuracy:.2f}%")
@@ -192,8 +195,9 @@ class CompressedModel:
     # -- chips ---------------------------------------------------------------------------------------------
     def relayout(self, **changes):
         """This model on a chip like its own with `changes` (e.g. pes=4, index_bits=5); memory depths not named
-        are fitted to the model. No change gives the model back as it is."""
-        from eie.sw.image import SIZED_FIELDS, fit_image
+        are the standard chip's, or fitted to the model when it does not fit that. No change gives the model
+        back as it is."""
+        from eie.sw.image import SIZED_FIELDS, chip_image
         if "weight_index_bits" in changes and changes["weight_index_bits"] != self.config.weight_index_bits:
             raise EieError(f"the model has {self.config.codebook_size}-entry codebooks "
                            f"({self.config.weight_index_bits}-bit weight indices), not "
@@ -202,7 +206,7 @@ class CompressedModel:
         if config == self.config:
             return self
         keep = [f for f in SIZED_FIELDS if f in changes]
-        image = fit_image(self.image.model_layers(), config, keep, placement=self.placement)
+        image, _ = chip_image(self.image.model_layers(), config, keep, placement=self.placement)
         return CompressedModel(image, self.host_ops, self.in_frac, self.network, self.data, self.figures)
 
     def estimate(self, x, model_samples=100):

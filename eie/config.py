@@ -153,6 +153,19 @@ class ChipConfig:
         except (TypeError, ValueError) as e:
             raise EieError(str(e)) from None
 
+    @classmethod
+    def standard(cls, pes=16, **fields):
+        """The chip of `pes` PEs whose memories are fixed, not sized to a model, so that one Verilator build
+        serves every model that fits: EIE's SRAM per PE (128 KB sparse matrix, 32 KB pointers; EIE, ISCA 2016),
+        8-bit column counts, and activation register files for layers of max(1024, 64 x pes) rows. `fields`
+        set the rest (index widths, queue depth ...)."""
+        base = cls.for_user(pes=pes, **fields)
+        act_depth = max(64, -(-1024 // pes))
+        probe = base.replace(act_depth=act_depth, count_bits=8, matrix_words=1)
+        matrix_words = 128 * 1024 * 8 // probe.matrix_word_bits
+        probe = probe.replace(matrix_words=matrix_words)
+        return probe.replace(ptr_words=32 * 1024 * 8 // probe.ptr_word_bits)
+
     def replace(self, **changes):
         """A copy with `changes`, checked like `for_user`."""
         return self.for_user(**{**self.to_dict(), **changes})

@@ -22,7 +22,8 @@ from eie.sw.placement import place_layers
 from eie.sw.quant import QuantLayer
 from eie.sw.runs import atomic_write
 
-__all__ = ["LayerDesc", "ChipImage", "build_image", "SIZED_FIELDS", "fit_config", "fit_image", "load_image"]
+__all__ = ["LayerDesc", "ChipImage", "build_image", "SIZED_FIELDS", "fit_config", "fit_image", "chip_image",
+           "load_image"]
 
 FORMAT = "eie-image-1"
 
@@ -317,3 +318,16 @@ def fit_config(layers, config, keep=(), exact=False, placement="interleaved"):
 def fit_image(layers, config, keep=(), placement="interleaved"):
     """`build_image` on `fit_config(layers, config, keep, placement=placement)`."""
     return build_image(layers, fit_config(layers, config, keep, placement=placement), placement)
+
+
+def chip_image(layers, config, keep=(), placement="interleaved"):
+    """The image of `layers` for the standard chip like `config` (`ChipConfig.standard`: memories fixed, so
+    models share one simulator build), memory fields named in `keep` as `config` has them; when the model does
+    not fit that chip, for the chip fitted to it (`fit_image`). Returns (image, True if standard)."""
+    fixed = {f: getattr(config, f) for f in SIZED_FIELDS if f in keep}
+    others = {k: v for k, v in config.to_dict().items() if k not in SIZED_FIELDS and k != "pes"}
+    standard = ChipConfig.standard(config.pes, **others).replace(**fixed)
+    try:
+        return build_image(layers, standard, placement), True
+    except EieError:
+        return fit_image(layers, config, keep, placement), False

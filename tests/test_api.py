@@ -81,8 +81,9 @@ def test_codebook_size_follows_the_chip(flow):
 
 
 def test_balanced_placement_is_the_default_and_never_worse(flow):
-    """Rows placed to balance the PEs (the default) against EIE's interleaving: the same outputs, the busiest
-    PE never busier."""
+    """Rows placed to balance the PEs (the default) against EIE's interleaving: the same outputs, and the
+    busiest PE's expected work (every input non-zero; what placement balances) never larger."""
+    from eie.sw.placement import expected_work
     data, model, _, _, cm = flow
     inter = eie.compress(model, data, eie.ChipConfig(pes=2), finetuning=eie.Training(epochs=0, lr=1e-4),
                          calibration=300, placement="interleaved", log=lambda s: None)
@@ -90,7 +91,19 @@ def test_balanced_placement_is_the_default_and_never_worse(flow):
     assert any(d.order is not None for d in cm.image.layers) and all(d.order is None for d in inter.image.layers)
     x = data.x_test[:100]
     assert np.array_equal(cm.predict(x), inter.predict(x))
-    balanced, interleaved = cm.estimate(x, model_samples=0), inter.estimate(x, model_samples=0)
-    for b, i in zip(balanced["layers"], interleaved["layers"]):
-        assert b["bound_cycles"] <= i["bound_cycles"]
+    for placed, plain in zip(cm.layers, inter.layers):
+        assert expected_work(placed.w_index, None, cm.config).max() <= \
+            expected_work(plain.w_index, None, inter.config).max()
     assert cm.relayout(pes=4).placement == "balanced"
+
+
+def test_models_of_other_sizes_share_the_standard_chip(flow):
+    """One simulator build per PE count: a model of another size lands on the same standard chip; one too big
+    for it gets a chip fitted to it."""
+    data, _, _, _, cm = flow
+    small = eie.compress(eie.build_model("40", data), data, eie.ChipConfig(pes=2),
+                         finetuning=eie.Training(epochs=0, lr=1e-4), calibration=100, log=lambda s: None)
+    assert small.config == cm.config == eie.ChipConfig.standard(2)
+    wide = eie.compress(eie.build_model("1500", data), data, eie.ChipConfig(pes=1),
+                        finetuning=eie.Training(epochs=0, lr=1e-4), calibration=100, log=lambda s: None)
+    assert wide.config.act_depth == 2048 > eie.ChipConfig.standard(1).act_depth
