@@ -1,22 +1,25 @@
 """eie: prune and compress PyTorch networks and run them bit-exact on a simulated EIE-style accelerator.
 
 The Python API (`eie.api`, documented in the README): `load_data`, `build_model`, `Training`, `train`,
-`prune`, `compress` -> `CompressedModel` (`predict`, `estimate`, `simulate`, `verilog`, `save`), `load`.
+`prune`, `compress` -> `CompressedModel` (`predict`, `estimate`, `simulate`, `verilog`, `save`), `load`;
+and `compare` (`eie.sw.compare`: pruning against the alternatives on a run folder's baseline).
 They are imported on first use, so that `import eie` and the `eie` command start without torch.
 """
 
 from eie.config import ChipConfig
 from eie.errors import EieError
 
-_API = ("load_data", "build_model", "Training", "train", "prune", "compress", "load", "CompressedModel", "ChipRun")
+_API = {name: "eie.api" for name in ("load_data", "build_model", "Training", "train", "prune", "compress", "load",
+                                     "CompressedModel", "ChipRun")}
+_API["compare"] = "eie.sw.compare"
 __all__ = ["ChipConfig", "EieError", *_API]
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
     if name in _API:
-        from eie import api
-        return getattr(api, name)
+        import importlib
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'eie' has no attribute {name!r}")
 
 
