@@ -7,8 +7,8 @@ datapath gets wrong: outputs that saturate both ways, padding runs (long zero ru
 back updates of one row (dense short layers), chains of layers, all-zero inputs and columns, negative values;
 every other case scales its outputs into the middle of the 16-bit range so that they are not all zero. Many
 cases run per simulator start (the chip is reloaded between them, back to back, without a reset). A failing
-case is shrunk (fewer samples, fewer layers, fewer weights, while it still fails) and saved as a replayable
-file set: the chip image, the inputs and a JSON note with the seed and case number.
+case (the first few of a campaign) is shrunk (fewer samples, fewer layers, fewer weights, while it still
+fails) and saved as a replayable file set: the chip image, the inputs and a JSON note with the seed and case number.
 """
 
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from eie.errors import EieError
 __all__ = ["KINDS", "random_case", "run_cases", "verify", "VerifyReport", "register"]
 
 KINDS = ("plain", "saturating", "padding", "back-to-back", "chain", "sparse-input")
+SAVED_AT_MOST = 3     # failing cases shrunk and saved per campaign (a broken chip fails them all)
 
 
 def _layer(rng, rows, cols, density, config, a_scale, relu, saturate=False):
@@ -157,8 +158,8 @@ class VerifyReport:
 
 
 def verify(config, cases, seed=0, engine="verilator", batch=100, first=0, out=None, log=None):
-    """Run cases `first` .. `first + cases - 1` of campaign `seed` on `config`; a VerifyReport. Failing cases are
-    shrunk and saved under `out` (when given)."""
+    """Run cases `first` .. `first + cases - 1` of campaign `seed` on `config`; a VerifyReport. The first
+    `SAVED_AT_MOST` failing cases are shrunk and saved under `out` (when given); all are counted."""
     from eie.sw.encode import encode_layer
     from eie.sw.image import build_image
     if engine not in ("verilator", "amaranth"):
@@ -190,9 +191,10 @@ def verify(config, cases, seed=0, engine="verilator", batch=100, first=0, out=No
             report.padded_cases += any(pe.n_padding for layer in layers for pe in encode_layer(layer.w_index, config).pes)
             if _fails((got, expect)):
                 report.mismatched_cases.append(n)
+                save = out is not None and len(report.saved) < SAVED_AT_MOST
                 if log:
-                    log(f"case {n} ({kind}) MISMATCH" + (": shrinking ..." if out is not None else ""))
-                if out is not None:
+                    log(f"case {n} ({kind}) MISMATCH" + (": shrinking ..." if save else ""))
+                if save:
                     report.saved.append(save_case(out, seed, n, kind, *shrink(layers, x, config, engine), config))
                     if log:
                         log(f"  saved {report.saved[-1]} (replay: eie verify --seed {seed} --case {n} --cases 1)")
