@@ -151,56 +151,92 @@ class VerifyReport:
     padded_cases: int = 0
     seconds: float = 0.0
     saved: list = field(default_factory=list)
+    failed_chunks: dict = field(default_factory=dict)     # "cases A..B" -> why (a worker died, ...): not run
 
     @property
     def cases_per_s(self):
         return self.cases / self.seconds if self.seconds else 0.0
 
+    def add(self, part):
+        """Fold in the counts of `part` (another chunk of the same campaign)."""
+        for name in ("cases", "samples", "outputs", "skipped", "saturated_cases", "negative_cases",
+                     "zero_output_vectors", "padded_cases"):
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+        self.mismatched_cases += part.mismatched_cases
+        for kind, n in part.kinds.items():
+            self.kinds[kind] = self.kinds.get(kind, 0) + n
 
-def verify(config, cases, seed=0, engine="verilator", batch=100, first=0, out=None, log=None):
-    """Run cases `first` .. `first + cases - 1` of campaign `seed` on `config`; a VerifyReport. The first
-    `SAVED_AT_MOST` failing cases are shrunk and saved under `out` (when given); all are counted."""
+
+def _chunk(task):
+    """One chunk of a campaign in one simulator start: (config, seed, first case, count, engine) -> VerifyReport."""
     from eie.sw.encode import encode_layer
     from eie.sw.image import build_image
+    config, seed, first, count, engine = task
+    report = VerifyReport(config, seed)
+    drawn, images = [], []
+    for n in range(first, first + count):
+        kind, layers, x = random_case(seed, n, config)
+        try:
+            images.append(build_image(layers, config))
+        except EieError:       # too large for this chip's memories or counts
+            report.skipped += 1
+            continue
+        drawn.append((n, kind, layers, x))
+    outcomes = run_cases([(layers, x) for _, _, layers, x in drawn], config, engine, images) if drawn else []
+    for (n, kind, layers, x), (got, expect) in zip(drawn, outcomes):
+        report.cases += 1
+        report.samples += len(x)
+        report.outputs += expect.size
+        report.kinds[kind] = report.kinds.get(kind, 0) + 1
+        report.saturated_cases += bool(((expect == config.act_max) | (expect == config.act_min)).any())
+        report.negative_cases += bool((expect < 0).any())
+        report.zero_output_vectors += int((~expect.any(axis=1)).sum())
+        report.padded_cases += any(pe.n_padding for layer in layers for pe in encode_layer(layer.w_index, config).pes)
+        if _fails((got, expect)):
+            report.mismatched_cases.append(n)
+    return report
+
+
+def verify(config, cases, seed=0, engine="verilator", batch=100, first=0, out=None, log=None, jobs=1,
+           scheduler=None):
+    """Run cases `first` .. `first + cases - 1` of campaign `seed` on `config`, `batch` cases per simulator start;
+    a VerifyReport. With `jobs` > 1 or a Dask `scheduler` address the chunks spread over simulator processes
+    (`eie.cosim.campaign`), with the same results. The first `SAVED_AT_MOST` failing cases are shrunk and saved
+    under `out` (when given); all are counted."""
     if engine not in ("verilator", "amaranth"):
         raise EieError(f"engine must be 'verilator' or 'amaranth', not {engine!r}")
-    if cases < 1 or seed < 0 or first < 0:
-        raise EieError(f"--cases must be positive and --seed, --case at least 0 (got {cases}, {seed}, {first})")
+    if cases < 1 or seed < 0 or first < 0 or batch < 1:
+        raise EieError(f"--cases and --batch must be positive and --seed, --case at least 0 "
+                       f"(got {cases}, {batch}, {seed}, {first})")
     report = VerifyReport(config, seed)
     t0 = time.perf_counter()
-    numbers = list(range(first, first + cases))
-    for start in range(0, len(numbers), batch):
-        drawn, images = [], []
-        for n in numbers[start:start + batch]:
-            kind, layers, x = random_case(seed, n, config)
-            try:
-                images.append(build_image(layers, config))
-            except EieError:       # too large for this chip's memories or counts
-                report.skipped += 1
-                continue
-            drawn.append((n, kind, layers, x))
-        outcomes = run_cases([(layers, x) for _, _, layers, x in drawn], config, engine, images) if drawn else []
-        for (n, kind, layers, x), (got, expect) in zip(drawn, outcomes):
-            report.cases += 1
-            report.samples += len(x)
-            report.outputs += expect.size
-            report.kinds[kind] = report.kinds.get(kind, 0) + 1
-            report.saturated_cases += bool(((expect == config.act_max) | (expect == config.act_min)).any())
-            report.negative_cases += bool((expect < 0).any())
-            report.zero_output_vectors += int((~expect.any(axis=1)).sum())
-            report.padded_cases += any(pe.n_padding for layer in layers for pe in encode_layer(layer.w_index, config).pes)
-            if _fails((got, expect)):
-                report.mismatched_cases.append(n)
-                save = out is not None and len(report.saved) < SAVED_AT_MOST
-                if log:
-                    log(f"case {n} ({kind}) MISMATCH" + (": shrinking ..." if save else ""))
-                if save:
-                    report.saved.append(save_case(out, seed, n, kind, *shrink(layers, x, config, engine), config))
-                    if log:
-                        log(f"  saved {report.saved[-1]} (replay: eie verify --seed {seed} --case {n} --cases 1)")
+    tasks = [(config, seed, n, min(batch, first + cases - n), engine) for n in range(first, first + cases, batch)]
+
+    def progress():
         if log:
             log(f"{report.cases} cases, {len(report.mismatched_cases)} mismatches, "
                 f"{report.cases / (time.perf_counter() - t0):.1f} cases/s")
+
+    if jobs == 1 and not scheduler:
+        for task in tasks:
+            report.add(_chunk(task))
+            progress()
+    else:
+        from eie.cosim.campaign import run_tasks
+        parts, failed = run_tasks(_chunk, tasks, jobs, scheduler)
+        for part in parts:
+            if part is not None:
+                report.add(part)
+        report.failed_chunks = {f"cases {tasks[k][2]}..{tasks[k][2] + tasks[k][3] - 1}": why for k, why in failed.items()}
+        progress()
+    report.mismatched_cases.sort()
+    for n in report.mismatched_cases[:SAVED_AT_MOST] if out is not None else []:
+        kind, layers, x = random_case(seed, n, config)
+        if log:
+            log(f"case {n} ({kind}) MISMATCH: shrinking ...")
+        report.saved.append(save_case(out, seed, n, kind, *shrink(layers, x, config, engine), config))
+        if log:
+            log(f"  saved {report.saved[-1]} (replay: eie verify --seed {seed} --case {n} --cases 1)")
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -226,9 +262,13 @@ def save_case(out, seed, case, kind, layers, x, config):
 
 def verify_command(args):
     from eie.cosim.commands import chip_config
+    from eie.cosim.campaign import cores
     config = chip_config(args)
     log = lambda s: print(s, flush=True)   # noqa: E731
-    r = verify(config, args.cases, args.seed, args.engine, args.batch, args.case, args.out, log)
+    if args.jobs is None:
+        args.jobs = cores()
+    r = verify(config, args.cases, args.seed, args.engine, args.batch, args.case, args.out, log, args.jobs,
+               args.scheduler)
     print(f"seed {r.seed}: {r.cases} cases ({r.samples} samples, {r.outputs} outputs) on {config.describe()}, "
           f"{args.engine}: {len(r.mismatched_cases)} mismatching cases"
           + (f" ({', '.join(map(str, r.mismatched_cases[:10]))})" if r.mismatched_cases else "")
@@ -236,7 +276,9 @@ def verify_command(args):
     print(f"  kinds {r.kinds}; {r.skipped} drawn cases did not fit the chip")
     print(f"  cases with saturated outputs {r.saturated_cases}, negative outputs {r.negative_cases}, padding "
           f"{r.padded_cases}; all-zero output vectors {r.zero_output_vectors} of {r.samples}")
-    return 1 if r.mismatched_cases else 0
+    for chunk, why in r.failed_chunks.items():
+        print(f"  NOT RUN: {chunk} ({why})")
+    return 1 if r.mismatched_cases or r.failed_chunks else 0
 
 
 def register(sub):
@@ -250,6 +292,9 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, help="campaign seed, >= 0 (default 0)")
     p.add_argument("--case", type=int, default=0, help="first case number (default 0)")
     p.add_argument("--batch", type=int, default=100, help="cases per simulator start (default 100)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="simulator processes on this machine (default: the cores; 1 runs in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler to spread the chunks over")
     p.add_argument("--engine", choices=["verilator", "amaranth"], default="verilator",
                    help="Verilator co-simulation (default) or Amaranth's simulator (no build; small chips)")
     p.add_argument("--out", type=Path, default=Path("verify-failures"),

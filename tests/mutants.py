@@ -6,7 +6,9 @@ a test tier on the copy, and print whether the mutant was caught (a test failed)
     python tests/mutants.py -k bypass     # only mutants whose name contains "bypass"
 
 Exits 1 if any mutant survived (or the unmutated copy fails). The copy holds the tracked and untracked,
-not ignored files of the working tree; builds of a mutated chip go to a temporary cache, never the user's.
+not ignored files of the working tree. The full tier shares the build cache: builds are keyed by the
+gateware's contents, so the unmutated copy reuses the tree's builds, and a mutated chip's builds (about a
+megabyte each) are new entries that the cache's size cap evicts in time.
 """
 
 import argparse
@@ -73,13 +75,13 @@ def copy_tree(dest):
             shutil.copy2(src, dest / f)
 
 
-def run_tests(tree, tier, cache):
+def run_tests(tree, tier):
     """(pytest exit code, first failing test or '', seconds) for the tests of `tier` on `tree`."""
     if tier == "fast":
         args = [*FAST_TESTS, "-k", FAST_DESELECT]
     else:
         args = []
-    env = {**os.environ, "PYTHONPATH": str(tree), "EIE_CACHE": str(cache)}
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *args],
                          cwd=tree, env=env, capture_output=True, text=True)
@@ -94,10 +96,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     mutants = [m for m in MUTANTS if args.only.lower() in m[0].lower()]
     with tempfile.TemporaryDirectory(prefix="eie-mutants-") as tmp:
-        tree, cache = Path(tmp) / "tree", Path(tmp) / "cache"
+        tree = Path(tmp) / "tree"
         tree.mkdir()
         copy_tree(tree)
-        rc, failed, secs, log = run_tests(tree, args.tier, cache)
+        rc, failed, secs, log = run_tests(tree, args.tier)
         if rc != 0:
             print(f"the unmutated tree fails the {args.tier} tier ({failed or f'pytest exit {rc}'}):\n{log[-3000:]}")
             return 1
@@ -113,7 +115,7 @@ def main(argv=None):
                 continue
             path.write_text(original.replace(old, new))
             try:
-                rc, failed, secs, log = run_tests(tree, args.tier, cache)
+                rc, failed, secs, log = run_tests(tree, args.tier)
             finally:
                 path.write_text(original)
             result = {0: "SURVIVED", 1: "caught"}.get(rc, f"error (pytest exit {rc})")

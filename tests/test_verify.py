@@ -40,6 +40,16 @@ def test_a_campaign_in_amaranth_is_bit_exact_and_covers_its_kinds():
     assert r.zero_output_vectors < r.samples / 4
 
 
+def test_two_simulator_processes_give_the_serial_results():
+    """The campaign's chunks on a Dask local cluster of 2 workers: the same report as one process."""
+    serial = campaign.verify(FAST, 12, seed=4, engine="amaranth", batch=4)
+    spread = campaign.verify(FAST, 12, seed=4, engine="amaranth", batch=4, jobs=2)
+    assert spread.failed_chunks == {}
+    for name in ("cases", "samples", "outputs", "skipped", "kinds", "saturated_cases", "negative_cases",
+                 "zero_output_vectors", "padded_cases", "mismatched_cases"):
+        assert getattr(spread, name) == getattr(serial, name), name
+
+
 def test_a_mismatch_is_found_shrunk_and_saved(tmp_path, monkeypatch):
     def truncating(acc, shift, relu, config):          # the reference without its rounding
         y = np.clip(acc >> shift, config.act_min, config.act_max)
@@ -70,7 +80,7 @@ def test_eie_verify_runs_a_thousand_fresh_cases_on_verilator(capsys, tmp_path):
     seed = int(os.environ.get("EIE_VERIFY_SEED", secrets.randbelow(1 << 31)))
     with capsys.disabled():
         print(f"\n[eie verify seed {seed}]", end=" ")
-    code = main(["verify", "--cases", "1000", "--batch", "500", "--seed", str(seed), "--out", str(tmp_path),
+    code = main(["verify", "--cases", "1000", "--batch", "250", "--jobs", "2", "--seed", str(seed), "--out", str(tmp_path),
                  *chip_flags(test_chip(2))])
     out = capsys.readouterr().out
     assert code == 0 and "0 mismatching cases" in out, f"seed {seed}:\n{out[-2000:]}"
@@ -79,7 +89,8 @@ def test_eie_verify_runs_a_thousand_fresh_cases_on_verilator(capsys, tmp_path):
     assert cases + skipped == 1000 and skipped < 20, out[-500:]
 
 
-@pytest.mark.parametrize("kw", [dict(cases=0), dict(seed=-1), dict(first=-2), dict(engine="icarus")])
+@pytest.mark.parametrize("kw", [dict(cases=0), dict(seed=-1), dict(first=-2), dict(batch=0), dict(engine="icarus"),
+                                dict(jobs=0)])
 def test_bad_campaign_arguments_are_one_line(kw):
     with pytest.raises(EieError):
         campaign.verify(FAST, **{"cases": 1, **kw})
