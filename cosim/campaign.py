@@ -8,6 +8,7 @@ A worker that dies takes its tasks with it; Dask runs them again on another work
 
 import contextlib
 import os
+import warnings
 
 from eie.errors import EieError
 
@@ -42,7 +43,7 @@ def cluster(workers=None, scheduler=None):
             local = None
         else:
             local = LocalCluster(n_workers=workers or cores(), threads_per_worker=1, processes=True,
-                                 dashboard_address=None, silence_logs=50)
+                                 dashboard_address=":0", silence_logs=50)
             client = Client(local)
         try:
             yield client
@@ -57,7 +58,11 @@ def run_tasks(fn, tasks, workers=None, scheduler=None, progress=None):
     order, {task index: why it failed}); a failed task's result is None, and the others are all there.
     `progress(index)` is called as each task finishes."""
     with cluster(workers, scheduler) as client:
-        futures = client.map(fn, tasks, pure=False)
+        # Tasks carry their data (images, inputs) inside the graph, so a task whose worker died can run again
+        # elsewhere (scattered data would die with its worker); Dask's warning about large graphs says no more.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            futures = client.map(fn, tasks, pure=False)
         index = {f.key: n for n, f in enumerate(futures)}
         results, failed = [None] * len(futures), {}
         from distributed import as_completed

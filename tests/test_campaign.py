@@ -9,6 +9,7 @@ import sys
 import cloudpickle
 import numpy as np
 import pytest
+import torch
 
 import eie
 from conftest import cli
@@ -44,6 +45,7 @@ def test_an_unreachable_scheduler_is_one_line():
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     data = eie.load_data("digits")
+    torch.manual_seed(0)
     model = eie.build_model("40", data)
     eie.train(model, data, eie.Training(epochs=4, lr=0.05))
     eie.prune(model, data, quality=0.8, iterations=1, retraining=eie.Training(epochs=1, lr=0.02),
