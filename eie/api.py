@@ -40,10 +40,12 @@ def load_data(name="fashion-mnist", data_dir=None):
     return load_dataset(name, None if data_dir is None else Path(data_dir))
 
 
-def build_model(arch, data):
+def build_model(arch, data, seed=0):
     """A fresh network for `data`'s images: "lenet-300-100", "lenet-5", or layer sizes such as "300-100"
-    (a ReLU multi-layer perceptron; input and class counts come from the data)."""
-    from eie.sw import models
+    (a ReLU multi-layer perceptron; input and class counts come from the data), its weights initialized from
+    `seed` (as `eie prune --seed` does), so a run can be repeated."""
+    from eie.sw import models, train as _train
+    _train.seed_everything(seed)
     return models.build(arch, data.input_shape, data.classes)
 
 

@@ -181,16 +181,16 @@ def _identity(arch, data):
 def dense_network(run, data, model_name, checkpoint, seed):
     """The network pruning starts from: a given checkpoint (with the masks it carries), else the run folder's
     baseline.pt, else a new, untrained one initialized from `seed`. Returns (model, architecture or None, the file it came from or None)."""
-    from eie.sw import models, prune, train
+    from eie.sw import models, prune
     expect = models.spec(models.build(model_name, data.input_shape, data.classes)) if model_name else None
     if checkpoint is not None and run.has("baseline.pt"):
         raise EieError(f"run folder {run.path} already has a baseline.pt; drop --checkpoint to reuse it "
                        "or pick a new folder")
     source = checkpoint or (run / "baseline.pt" if run.has("baseline.pt") else None)
     if source is None:
+        from eie.api import build_model
         arch = model_name or "lenet-300-100"
-        train.seed_everything(seed)
-        return models.build(arch, data.input_shape, data.classes), arch, None
+        return build_model(arch, data, seed), arch, None
     model, masks, meta = models.load_checkpoint(source, expect)
     models.check_input(model, data.input_shape, data.classes)
     prune.apply_masks(model, masks)   # e.g. torch.nn.utils.prune's: pruning goes on from that pattern

@@ -9,7 +9,6 @@ import sys
 import cloudpickle
 import numpy as np
 import pytest
-import torch
 
 import eie
 from conftest import cli
@@ -45,8 +44,7 @@ def test_an_unreachable_scheduler_is_one_line():
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     data = eie.load_data("digits")
-    torch.manual_seed(0)
-    model = eie.build_model("40", data)
+    model = eie.build_model("40", data)     # seeded: the same network every run
     eie.train(model, data, eie.Training(epochs=4, lr=0.05))
     eie.prune(model, data, quality=0.8, iterations=1, retraining=eie.Training(epochs=1, lr=0.02),
               final_epochs=0, log=lambda s: None)
