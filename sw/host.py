@@ -141,17 +141,25 @@ def save_front(ops, in_frac):
 
 
 def load_front(path):
-    """(ops, in_frac) from a host.npz."""
+    """(ops, in_frac) from a host.npz; any damage is a one-line EieError."""
+    from eie.sw.archive import read_npz
+    fix = "compress again"
+    z = read_npz(path, "host-layer file", fix)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            spec = json.loads(str(z["spec"]))
-            ops = []
-            for n, op in enumerate(spec["ops"]):
-                if "conv" in op:
-                    shift, relu, stride, padding, fracs = op["conv"]
-                    ops.append(QuantConv(z[f"w{n}"], z[f"b{n}"], shift, relu, stride, padding, tuple(fracs)))
-                else:
-                    ops.append(MaxPool(*op["pool"]))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        raise EieError(f"{path}: not a readable host-layer file ({type(e).__name__}); compress again") from None
-    return ops, spec["in_frac"]
+        spec = json.loads(str(z.pop("spec")))
+        ops = []
+        for n, op in enumerate(spec["ops"]):
+            if "conv" in op:
+                shift, relu, stride, padding, fracs = op["conv"]
+                weight, bias = z[f"w{n}"], z[f"b{n}"]
+                if weight.ndim != 4 or bias.shape != weight.shape[:1] or not np.issubdtype(weight.dtype, np.integer):
+                    raise ValueError(f"convolution {n} has weights {weight.dtype} {weight.shape}, bias {bias.shape}")
+                ops.append(QuantConv(weight, bias, int(shift), bool(relu), int(stride), int(padding),
+                                     tuple(int(f) for f in fracs)))
+            else:
+                kernel, stride = op["pool"]
+                ops.append(MaxPool(int(kernel), int(stride)))
+        in_frac = int(spec["in_frac"])
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise EieError(f"{path}: not a readable host-layer file ({type(e).__name__}: {e}); {fix}") from None
+    return ops, in_frac

@@ -78,3 +78,30 @@ def test_compress_writes_the_host_layers_and_reproduces_its_accuracy(tmp_path):
     assert "host_convs" in (run / "report.md").read_text()
     with pytest.raises(EieError, match="already has compressed.pt, image.npz, host.npz"):
         eie("compress", run)
+
+
+def test_a_damaged_host_file_is_one_line(tmp_path):
+    """Flipped bits or truncation anywhere in host.npz: it loads as written or is refused with one line."""
+    from eie.sw.host import MaxPool, QuantConv, save_front
+    rng = np.random.default_rng(3)
+    ops = [QuantConv(rng.integers(-99, 99, (4, 1, 3, 3)), rng.integers(-9, 9, 4), 7, True, 1, 1, (8, 9, 10)),
+           MaxPool(2, 2)]
+    data = save_front(ops, 8)
+    path = tmp_path / "host.npz"
+    refused = 0
+    for trial in range(300):
+        damaged = bytearray(data)
+        if trial % 3:
+            bit = int(rng.integers(len(damaged) * 8))
+            damaged[bit // 8] ^= 1 << (bit % 8)
+        else:
+            damaged = damaged[:int(rng.integers(len(damaged)))]
+        path.write_bytes(bytes(damaged))
+        try:
+            got, in_frac = load_front(path)
+        except EieError as e:
+            refused += 1
+            assert "host-layer file" in str(e) and "\n" not in str(e)
+        else:
+            assert in_frac == 8 and len(got) == 2
+    assert refused > 150
