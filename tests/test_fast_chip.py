@@ -8,13 +8,12 @@ layers (accumulators cleared between them), rounding, padding entries (2-bit ind
 import numpy as np
 import pytest
 
-from conftest import random_inputs, random_layer
+from conftest import random_inputs, random_layer, scoreboard
 from eie import ChipConfig
 from eie.cosim.hostport import simulate_in_amaranth
 from eie.sw import reference
 from eie.sw.encode import encode_layer
 from eie.sw.image import build_image
-from eie.sw.perf import layer_perf
 from eie.sw.quant import QuantLayer
 
 # 2 PEs, 2-bit relative indices (a run of more than 3 zeros needs padding), the shortest queues (stalls).
@@ -45,19 +44,6 @@ def fast_cases(rng, c=FAST):
     return cases
 
 
-def check(cases, results, c):
-    for (name, layers, x), result in zip(cases, results):
-        expect = reference.forward(layers, x, c)[-1]   # the layers given, not the image decoded: the encoder is checked too
-        assert (result.outputs == expect).all(), f"{name}: chip differs from the reference"
-        if len(layers) == 1:
-            perf = layer_perf(encode_layer(layers[0].w_index, c), x, c)
-            assert (result.pe_stats[:, :, 0] == perf.work).all(), f"{name}: entries read per PE"
-            assert (result.pe_stats[:, :, 1] == perf.macs).all(), f"{name}: multiplies per PE"
-            assert (result.cycles == perf.model_cycles).all(), f"{name}: cycles against the model"
-        else:
-            assert (result.layer_cycles.sum(axis=1) == result.cycles).all(), name
-
-
 @pytest.fixture(scope="module")
 def fast_run():
     cases = fast_cases(np.random.default_rng(4321))
@@ -83,7 +69,7 @@ def test_cases_cover_what_they_claim():
 
 
 def test_chip_in_amaranth_is_bit_exact(fast_run):
-    check(*fast_run, FAST)
+    scoreboard(*fast_run, FAST)
 
 
 def test_amaranth_and_verilator_agree_cycle_for_cycle(fast_run):

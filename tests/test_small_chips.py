@@ -5,13 +5,11 @@
 import numpy as np
 import pytest
 
-from conftest import random_inputs, random_layer
+from conftest import random_inputs, random_layer, scoreboard
 from eie import ChipConfig
 from eie.cosim.sim import simulate_many
 from eie.sw import reference
-from eie.sw.encode import encode_layer
 from eie.sw.image import build_image, fit_image
-from eie.sw.perf import layer_perf
 
 # The smallest chip of all: every memory one word, one entry per matrix word, one column per pointer word,
 # one layer, the shortest queues and the narrowest indices.
@@ -47,16 +45,7 @@ def shapes(rng, c, big):
 
 def check(cases, c):
     images = [build_image(layers, c) for _, layers, _ in cases]
-    results = simulate_many([(image, x) for image, (_, _, x) in zip(images, cases)], stats=True)
-    for (name, layers, x), image, result in zip(cases, images, results):
-        expect = reference.forward(image.quant_layers(), x, c)[-1]
-        assert result.outputs.shape == expect.shape, name
-        assert (result.outputs == expect).all(), f"{name}: chip differs from the reference"
-        if len(layers) == 1:
-            perf = layer_perf(encode_layer(layers[0].w_index, c), x, c)
-            assert (result.pe_stats[:, :, 0] == perf.work).all(), f"{name}: entries read per PE"
-            assert (result.pe_stats[:, :, 1] == perf.macs).all(), f"{name}: multiplies per PE"
-            assert (result.cycles == perf.model_cycles).all(), f"{name}: cycles against the model"
+    scoreboard(cases, simulate_many([(image, x) for image, (_, _, x) in zip(images, cases)], stats=True), c)
 
 
 def test_smallest_chip_runs_1x1_layers_bit_exact(rng):
