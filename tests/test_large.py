@@ -26,14 +26,21 @@ def test_linear_codebook_is_the_nearest_level_lower_on_ties(rng):
             assert (w_index == expect).all()
 
 
-def test_float32_and_float64_matrices_quantize_alike(rng):
-    w = (rng.standard_normal((50, 70)) * (rng.random((50, 70)) < 0.2)).astype(np.float32)
-    x = rng.uniform(-1, 1, 70)
+def test_layer_from_matrix_matches_the_dense_definition(rng):
+    """Index matrix, codebook and output scale as dense float arithmetic defines them (the scale follows the
+    largest exact output, here computed from the non-zeros alone), for float32 and float64 matrices."""
+    from eie.sw.quant import frac_for, from_fixed
     c = ChipConfig(pes=4, act_depth=32)
-    a, xa = layer_from_matrix(w, x, c)
-    b, xb = layer_from_matrix(w.astype(np.float64), x, c)
-    assert (a.w_index == b.w_index).all() and (a.codebook == b.codebook).all() and (xa == xb).all()
-    assert a.out_frac == b.out_frac
+    for dtype, relu in ((np.float32, False), (np.float64, True)):
+        w = (rng.standard_normal((50, 70)) * (rng.random((50, 70)) < 0.2)).astype(dtype)
+        w[3] *= 40                                     # one large row decides the output scale
+        x = rng.uniform(-1, 1, 70)
+        layer, x_int = layer_from_matrix(w, x, c, relu=relu)
+        w_index, centroids = linear_codebook(w, c.codebook_size)
+        assert (layer.w_index == w_index).all()
+        y = centroids[w_index] @ from_fixed(x_int, layer.in_frac)
+        y = np.maximum(y, 0) if relu else y
+        assert layer.out_frac == min(frac_for(np.abs(y).max(), c.act_bits), layer.in_frac + 2 * c.weight_bits)
 
 
 def _unpack(words, widths):
