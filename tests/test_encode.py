@@ -33,7 +33,11 @@ def test_decode_inverts_encode(rng, index_bits):
         rows, cols = rng.integers(1, 300), rng.integers(1, 60)
         config = ChipConfig(pes=int(rng.integers(1, 9)), index_bits=index_bits, act_depth=512, count_bits=10)
         w = rng.integers(1, 16, (rows, cols)) * (rng.random((rows, cols)) < rng.random() ** 2)
-        assert (decode_layer(encode_layer(w, config), config) == w).all()
+        enc = encode_layer(w, config)
+        assert (decode_layer(enc, config) == w).all()
+        # every z fits its field, and padding appears only where a zero run does not
+        assert all(0 <= pe.z.min(initial=0) and pe.z.max(initial=0) <= config.max_zero_run for pe in enc.pes)
+        assert all((pe.z[pe.v == 0] == config.max_zero_run).all() for pe in enc.pes)
 
 
 def test_long_zero_runs_get_padding():
