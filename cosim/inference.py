@@ -128,8 +128,10 @@ def print_summary(r):
 def demo_command(args):
     """The whole flow through the Python API (`eie.api`), into one run folder: train, prune, compress, then
     the test set on the chip with its Verilog written beside the results."""
+    import torch
     import eie.api as eie
     from eie.sw.runs import RunFolder
+    torch.set_num_threads(1)       # as the other commands' default: the same numbers on every machine
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run = Path(args.run_dir or Path("runs") / (f"demo-quick-{stamp}" if args.quick else f"demo-{stamp}"))
     RunFolder(run, ["image.npz"])            # refuse a folder that already holds a model, before any work
