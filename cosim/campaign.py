@@ -12,7 +12,7 @@ import warnings
 
 from eie.errors import EieError
 
-__all__ = ["ALLOWED_FAILURES", "SIM_CHUNK", "MIN_CHUNK", "cores", "cluster", "run_tasks"]
+__all__ = ["ALLOWED_FAILURES", "SIM_CHUNK", "MIN_CHUNK", "cores", "check_jobs", "cluster", "run_tasks"]
 
 ALLOWED_FAILURES = 3
 SIM_CHUNK = 1000     # samples per simulator start, at most (so progress shows)
@@ -24,14 +24,21 @@ def cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def check_jobs(jobs):
+    """A number of simulator processes: an integer >= 1 (zero is refused, never taken as a default)."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise EieError(f"the number of simulator processes (--jobs) must be at least 1, not {jobs}")
+    return jobs
+
+
 @contextlib.contextmanager
 def cluster(workers=None, scheduler=None):
     """A Dask client: connected to `scheduler` (e.g. "tcp://10.0.0.5:8786") or to a new local cluster of
     `workers` single-threaded processes (default: the cores)."""
     import dask
     from distributed import Client, LocalCluster
-    if workers is not None and workers < 1:
-        raise EieError(f"the number of simulator processes must be at least 1, not {workers}")
+    if workers is not None:
+        check_jobs(workers)
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1,
                           "distributed.logging.distributed": "error"}):
         if scheduler:

@@ -37,11 +37,12 @@ def _simulate_point(task):
     return r.outputs, r.layer_cycles
 
 
-def sweep(cm, x, points, simulate="all", model_samples=20, jobs=None, scheduler=None, log=None):
+def sweep(cm, x, points, simulate="all", model_samples=20, jobs=1, scheduler=None, log=None):
     """Estimate `cm` on every chip of `points` (relayouts of its own chip) for images `x`, then simulate the
     points `simulate` names ("all", "none", or the N with the fewest estimated cycles). Returns one row per
     point: the estimate, and for simulated points the RTL's cycles and the mismatch count."""
-    from eie.cosim.campaign import run_tasks
+    from eie.cosim.campaign import check_jobs, run_tasks
+    check_jobs(jobs)
     if not points:
         raise EieError("the sweep has no design points")
     x_int = cm.inputs(x)
@@ -76,7 +77,7 @@ def sweep(cm, x, points, simulate="all", model_samples=20, jobs=None, scheduler=
     if chosen:
         t0 = time.perf_counter()
         tasks = [(models[k].image, x_int) for k in chosen]
-        if (jobs or 1) == 1 and not scheduler:
+        if jobs == 1 and not scheduler:
             results, failed = [_simulate_point(t) for t in tasks], {}
         else:
             results, failed = run_tasks(_simulate_point, tasks, jobs, scheduler)

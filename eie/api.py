@@ -336,9 +336,9 @@ def _chip_chunk(task):
 
 def _chip_chunks(image, x_int, jobs, scheduler, log, update):
     """SimResults for `x_int` in order: in this process, or spread over `jobs` processes / a Dask cluster."""
-    from eie.cosim.campaign import MIN_CHUNK, SIM_CHUNK, run_tasks
+    from eie.cosim.campaign import MIN_CHUNK, SIM_CHUNK, check_jobs, run_tasks
     n = len(x_int)
-    workers = max(1, min(jobs or 1, -(-n // MIN_CHUNK)))
+    workers = max(1, min(check_jobs(jobs), -(-n // MIN_CHUNK)))
     if workers == 1 and not scheduler:
         parts = []
         for start in range(0, n, SIM_CHUNK):

@@ -12,9 +12,17 @@ COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands", "eie.c
                    "eie.cosim.verify"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error style: one line naming the problem (and `--help` for the rest), exit 2.
+    Subcommand parsers are of the same class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser():
     import importlib
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eie",
         description="Prune and compress PyTorch networks and run them bit-exact on a simulated "
                     "EIE-style sparse accelerator (Amaranth -> Verilog -> Verilator/cocotb).")

@@ -62,6 +62,8 @@ def test_parallel_simulation_equals_one_process(small):
     assert np.array_equal(one.outputs, two.outputs) and len(two.mismatches) == 0
     assert one.figures["cycles_per_image"] == two.figures["cycles_per_image"]
     assert [l["cycles"] for l in one.figures["layers"]] == [l["cycles"] for l in two.figures["layers"]]
+    with pytest.raises(eie.EieError, match=r"\(--jobs\) must be at least 1, not 0"):
+        cm.simulate(x, jobs=0)
 
 
 def test_sweep_on_a_local_cluster_equals_serial(small):

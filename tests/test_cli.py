@@ -73,6 +73,10 @@ def test_bad_input_is_one_line(tmp_path):
         (["spmv", "--density", 1.5], "--density must be in 0..1"),
         (["spmv", "--rows", 64, "--cols", 64, "--pes", 2, "--matrix-words", 2], "sparse-matrix words per PE"),
         (["verilog", "-o", tmp_path / "no" / "chip.v"], "does not exist"),
+        (["prune", tmp_path / "r", "--seed", "-1"], "-1 is negative; seeds are integers >= 0"),
+        (["spmv", "--seed", "-1"], "--seed must be a non-negative integer"),
+        (["spmv", "--act-depth", "0"], "act_depth must be in 1..65536, not 0"),   # refused, not defaulted
+        (["run", tmp_path, "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     ]
     for args, message in cases:
         out = eie(*args)
