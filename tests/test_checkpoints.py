@@ -57,6 +57,7 @@ def test_torch_pruned_state_dict_with_its_sizes(torch_pruned, tmp_path):
     kept = _pruned_mask(run)
     assert kept.shape == mask.shape and not (kept & ~mask).any()
     assert cli("compress", run, "--finetune-epochs", "0", "--calibration", "100", "--pes", "2") == 0
+    assert cli("run", run, "--samples", "8", "--json") == 0
 
 
 def test_a_wrong_architecture_is_one_line_naming_both(torch_pruned, tmp_path):
