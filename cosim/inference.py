@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from eie.cosim.commands import add_chip_args, chip_changes
 from eie.errors import EieError

@@ -7,7 +7,6 @@ import copy
 from dataclasses import dataclass
 import math
 import sys
-import time
 
 import numpy as np
 import torch

