@@ -142,12 +142,15 @@ def demo_command(args):
     print("== prune (Han et al. 2015)", flush=True)
     quick = dict(quality=1.0, iterations=2, final_epochs=4, retraining=eie.Training(epochs=2, lr=0.02, l2=5e-4))
     figures = eie.prune(model, data, arch="lenet-300-100", **(quick if args.quick else {}))
-    RunFolder(run).update_report(model="lenet-300-100", data=data.identity(), **figures)
+    RunFolder(run).update_report(model="lenet-300-100", data=data.identity(), **figures,
+                                 timings={"prune": round(time.perf_counter() - t0, 1)})
     print("== compress (Deep Compression)", flush=True)
+    t1 = time.perf_counter()
     cm = eie.compress(model, data, eie.ChipConfig(pes=args.pes),
                       finetuning=eie.Training(epochs=1 if args.quick else 2, lr=1e-4, l2=0.0),
                       calibration=500 if args.quick else 2000)
     cm.save(run)
+    RunFolder(run).update_report(timings={"compress": round(time.perf_counter() - t1, 1)})
     print(f"== the test set on the {args.pes}-PE chip", flush=True)
     from eie.cosim.campaign import cores
     results = chip_run(cm, data, run, args.samples or (100 if args.quick else None), verilog=run / "eie_chip.v",
@@ -164,7 +167,8 @@ def register(sub):
                                    "connected layer is loaded at once and layers chain on chip; convolutions before "
                                    "them (host.npz, e.g. LeNet-5) run on the host in the same fixed point. The chip is "
                                    "the one the model was compressed for; any chip flag given changes that field "
-                                   "(memory depths not given are fitted to the model). The data set is the one the "
+                                   "(memory depths not given are the standard chip's, or fitted to the model when it "
+                                   "does not fit that). The data set is the one the "
                                    "run folder records. Every output is compared with the bit-exact reference; the "
                                    "first mismatch is traced to its layer and row and written as a VCD. The results "
                                    "are merged into the run folder's report.json / report.md. Exit status 1 on any "
