@@ -13,7 +13,7 @@ from eie.errors import EieError
 from eie.sw.image import ChipImage
 from eie.cosim.build import TOPLEVEL, build
 
-__all__ = ["SimResult", "simulate", "simulate_many"]
+__all__ = ["SimResult", "simulate", "simulate_many", "simulate_task"]
 
 
 @dataclass
@@ -45,6 +45,13 @@ def simulate(image, inputs, stats=False, waves=None, log=None, layer_cycles=None
     `waves` is a path for a VCD waveform of the whole run (builds a tracing simulator).
     """
     return simulate_many([(image, inputs)], stats=stats, waves=waves, log=log, layer_cycles=layer_cycles)[0]
+
+
+def simulate_task(task):
+    """One simulator start as a campaign task: (image, inputs) -> SimResult with per-layer cycles. A
+    module-level function, so Dask workers can import it."""
+    image, inputs = task
+    return simulate(image, inputs, layer_cycles=True)
 
 
 def simulate_many(jobs, stats=False, waves=None, log=None, layer_cycles=None):

@@ -29,19 +29,12 @@ def grid(**values):
     return [dict(zip(fields, combo)) for combo in product(*fields.values())]
 
 
-def _simulate_point(task):
-    """One design point on its simulator (a Dask task): (image, inputs) -> (outputs, cycles per sample)."""
-    from eie.cosim.sim import simulate
-    image, x_int = task
-    r = simulate(image, x_int, layer_cycles=True)
-    return r.outputs, r.layer_cycles
-
-
 def sweep(cm, x, points, simulate="all", model_samples=20, jobs=1, scheduler=None, log=None):
     """Estimate `cm` on every chip of `points` (relayouts of its own chip) for images `x`, then simulate the
     points `simulate` names ("all", "none", or the N with the fewest estimated cycles). Returns one row per
     point: the estimate, and for simulated points the RTL's cycles and the mismatch count."""
     from eie.cosim.campaign import check_jobs, run_tasks
+    from eie.cosim.sim import simulate_task
     check_jobs(jobs)
     if not points:
         raise EieError("the sweep has no design points")
@@ -78,15 +71,15 @@ def sweep(cm, x, points, simulate="all", model_samples=20, jobs=1, scheduler=Non
         t0 = time.perf_counter()
         tasks = [(models[k].image, x_int) for k in chosen]
         if jobs == 1 and not scheduler:
-            results, failed = [_simulate_point(t) for t in tasks], {}
+            results, failed = [simulate_task(t) for t in tasks], {}
         else:
-            results, failed = run_tasks(_simulate_point, tasks, jobs, scheduler)
+            results, failed = run_tasks(simulate_task, tasks, jobs, scheduler)
         for k, result, n in zip(chosen, results, range(len(chosen))):
             if n in failed:
                 rows[k]["failed"] = failed[n]
                 continue
-            outputs, layer_cycles = result
-            per_image = layer_cycles.sum(axis=1)
+            outputs = result.outputs
+            per_image = result.layer_cycles.sum(axis=1)
             rows[k]["cycles_per_image"] = round(float(per_image.mean()), 1)
             # the estimate is the model's mean over the first model_samples images: compare on those
             rows[k]["model_error_pct"] = round(100 * abs(rows[k]["estimated_cycles_per_image"]

@@ -327,22 +327,16 @@ class CompressedModel:
         return run.update_report(**entries)
 
 
-def _chip_chunk(task):
-    """One simulator run: (image, integer inputs) -> SimResult. Module-level so Dask workers can import it."""
-    from eie.cosim.sim import simulate
-    image, x_int = task
-    return simulate(image, x_int, layer_cycles=True)
-
-
 def _chip_chunks(image, x_int, jobs, scheduler, log, update):
     """SimResults for `x_int` in order: in this process, or spread over `jobs` processes / a Dask cluster."""
     from eie.cosim.campaign import MIN_CHUNK, SIM_CHUNK, check_jobs, run_tasks
+    from eie.cosim.sim import simulate_task
     n = len(x_int)
     workers = max(1, min(check_jobs(jobs), -(-n // MIN_CHUNK)))
     if workers == 1 and not scheduler:
         parts = []
         for start in range(0, n, SIM_CHUNK):
-            parts.append(_chip_chunk((image, x_int[start:start + SIM_CHUNK])))
+            parts.append(simulate_task((image, x_int[start:start + SIM_CHUNK])))
             update(len(parts[-1].outputs))
         return parts
     size = min(SIM_CHUNK, -(-n // workers))
@@ -350,7 +344,7 @@ def _chip_chunks(image, x_int, jobs, scheduler, log, update):
     if log:
         log(f"{n} samples in {len(starts)} chunks over {'the cluster at ' + scheduler if scheduler else f'{workers} processes'}")
     chunks = [(image, x_int[a:a + size]) for a in starts]
-    parts, failed = run_tasks(_chip_chunk, chunks, workers, scheduler, progress=lambda k: update(len(chunks[k][1])))
+    parts, failed = run_tasks(simulate_task, chunks, workers, scheduler, progress=lambda k: update(len(chunks[k][1])))
     if failed:
         raise EieError("simulation chunks failed: " + "; ".join(
             f"samples {starts[k]}..{min(starts[k] + size, n) - 1}: {why}" for k, why in failed.items()))
