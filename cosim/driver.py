@@ -42,8 +42,8 @@ class CocotbPort:
 
 
 class ChipDriver(ChipHost):
-    def __init__(self, dut, config):
-        super().__init__(CocotbPort(dut), config)
+    def __init__(self, dut, config, gaps=None):
+        super().__init__(CocotbPort(dut), config, gaps)
         self.dut = dut
 
     async def start_clock(self):

@@ -20,7 +20,8 @@ async def run_jobs(dut):
     with open(os.environ["EIE_JOBS"]) as f:
         spec = json.load(f)
     config = ChipConfig.from_dict(spec["config"])
-    chip = ChipDriver(dut, config)
+    gaps = spec.get("gaps")
+    chip = ChipDriver(dut, config, None if gaps is None else np.random.default_rng(gaps))
     await chip.start_clock()
     for job in spec["jobs"]:
         image = load_image(job["image"], config)

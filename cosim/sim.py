@@ -54,8 +54,9 @@ def simulate_task(task):
     return simulate(image, inputs, layer_cycles=True)
 
 
-def simulate_many(jobs, stats=False, waves=None, log=None, layer_cycles=None):
-    """Several (image, inputs) jobs for one chip configuration in one simulator start; one SimResult each."""
+def simulate_many(jobs, stats=False, waves=None, log=None, layer_cycles=None, gaps=None):
+    """Several (image, inputs) jobs for one chip configuration in one simulator start; one SimResult each.
+    `gaps`: a seed for random host timing (idle cycles between writes, a restart right after ``done``)."""
     if not jobs:
         return []
     config = jobs[0][0].config
@@ -70,7 +71,7 @@ def simulate_many(jobs, stats=False, waves=None, log=None, layer_cycles=None):
     with tempfile.TemporaryDirectory(prefix="eie-sim-") as tmp:
         tmp = Path(tmp)
         spec = {"config": config.to_dict(), "pe_stats": stats,
-                "layer_cycles": stats if layer_cycles is None else layer_cycles, "jobs": []}
+                "layer_cycles": stats if layer_cycles is None else layer_cycles, "gaps": gaps, "jobs": []}
         for n, (image, inputs) in enumerate(jobs):
             image.save(tmp / f"image{n}.npz")
             inputs = np.asarray(inputs, np.int64)
