@@ -121,6 +121,24 @@ def _workload(args):
     return w, x
 
 
+def _calibrated_image(layer, args):
+    """The layer's image with its rows balanced by the inputs of `--calibrate` (samples x cols, or one vector;
+    floats at the measured input's fixed-point scale): each column weighs by how often its input is non-zero.
+    Only this file calibrates: the measured input does not, unless it is the same file."""
+    import numpy as np
+    from eie.sw.image import SIZED_FIELDS, build_image, fit_config
+    from eie.sw.quant import to_fixed
+    config = chip_config(args)
+    calib = _load_array(args.calibrate, "--calibrate")
+    if calib.ndim not in (1, 2) or calib.shape[-1] != layer.cols or not calib.size:
+        raise EieError(f"--calibrate must hold inputs of {layer.cols} values (samples x {layer.cols}, or one "
+                       f"vector), got shape {calib.shape}")
+    if np.issubdtype(calib.dtype, np.floating):
+        calib = to_fixed(calib, layer.in_frac, config.act_bits)
+    keep = [f for f in SIZED_FIELDS if f in chip_changes(args)]
+    return build_image([layer], fit_config([layer], config, keep, placement="balanced"), "balanced", calib)
+
+
 def spmv_command(args):
     import numpy as np
     from eie.sw.encode import encode_layer
@@ -131,18 +149,23 @@ def spmv_command(args):
 
     w, x = _workload(args)
     layer, x_int = layer_from_matrix(w, x, chip_config(args), relu=args.relu)
-    image = fit_image([layer], args)
+    if args.calibrate is None:
+        image, placement = fit_image([layer], args), "interleaved"
+    else:
+        image = _calibrated_image(layer, args)
+        placement = f"balanced, calibrated on {args.calibrate}"
     config = image.config
     log = None if args.json else (lambda s: print(s, flush=True))
     result = simulate(image, x_int[None, :], stats=True, waves=args.waves, log=log)
-    ref = forward(image.quant_layers(), x_int[None, :], config)[-1][0]
+    held = image.quant_layers()      # rows as the chip holds them (placed), as are its outputs
+    ref = forward(held, x_int[None, :], config)[-1][0]
     got = result.outputs[0]
     diff = np.flatnonzero(got != ref)
-    perf = layer_perf(encode_layer(layer.w_index, config), x_int, config)
+    perf = layer_perf(encode_layer(held[0].w_index, config), x_int, config)
     cycles = int(result.cycles[0])
     stats = result.pe_stats[0]
     report = {
-        "rows": int(w.shape[0]), "cols": int(w.shape[1]), "pes": config.pes,
+        "rows": int(w.shape[0]), "cols": int(w.shape[1]), "pes": config.pes, "placement": placement,
         "weights_kept": perf.weights, "nonzero_inputs": int(perf.nonzero[0]),
         "mismatches": int(len(diff)), "first_mismatch_row": int(diff[0]) if len(diff) else None,
         "cycles": cycles, "ideal_cycles": int(perf.ideal_cycles[0]), "bound_cycles": int(perf.bound_cycles[0]),
@@ -159,7 +182,7 @@ def spmv_command(args):
         print(f"{report['rows']}x{report['cols']} layer, {report['weights_kept']} weights kept, "
               f"{report['nonzero_inputs']} non-zero inputs, on {config.describe()}")
         print(f"  outputs          {verdict} against the reference")
-        for key in ("cycles", "model_cycles", "bound_cycles", "ideal_cycles", "utilization", "load_imbalance",
+        for key in ("placement", "cycles", "model_cycles", "bound_cycles", "ideal_cycles", "utilization", "load_imbalance",
                     "sim_cycles_per_s", "wall_seconds"):
             print(f"  {key:<16} {report[key]}")
         if args.waves:
@@ -193,6 +216,9 @@ def register(sub):
     g.add_argument("--matrix", type=Path, metavar="W.npy", help="weight matrix, rows x cols")
     g.add_argument("--input", type=Path, metavar="x.npy", help="input vector, cols")
     p.add_argument("--relu", action="store_true", help="apply ReLU to the outputs")
+    p.add_argument("--calibrate", type=Path, metavar="X.npy",
+                   help="place rows to balance the PEs' work, each column weighed by how often its input is "
+                        "non-zero in these inputs (samples x cols; default: EIE's interleaving)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--waves", type=Path, metavar="FILE.vcd", help="write a VCD waveform of the run (GTKWave, Surfer)")
     add_chip_args(p, sized=True)

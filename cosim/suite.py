@@ -102,10 +102,11 @@ def _figures(name, layer, x, image, config, result, reference):
 
 
 def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(PLACEMENTS), clock_mhz=None,
-              simulate=None, log=None):
+              chip_shapes=None, simulate=None, log=None):
     """The suite as a dict (see the module): `shapes` {name: (rows, cols, weights kept, non-zero inputs)}
     (default: EIE's nine), `rtl` the placements simulated (the others get the model's figures), `clock_mhz`
-    a synthesized clock to state times at, `simulate` the simulator (jobs -> SimResults; default Verilator's
+    a synthesized clock to state times at, `chip_shapes` more layers the chip must hold (so that a subset runs
+    on the whole suite's chip and build), `simulate` the simulator (jobs -> SimResults; default Verilator's
     `simulate_many`, all jobs in one start)."""
     from eie.config import ChipConfig
     from eie.sw.bench_placement import EIE_LAYERS
@@ -127,9 +128,11 @@ def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(
     t0 = time.perf_counter()
     base = ChipConfig.for_user(pes=pes, index_bits=4, weight_index_bits=4)
     layers = suite_layers(shapes, base, samples, calibration, seed)
-    config = suite_config(layers, base)
+    others = {n: shape for n, shape in (chip_shapes or {}).items() if n not in shapes}
+    fitted = layers + suite_layers(others, base, 1, 1, seed)
+    config = suite_config(fitted, base)
     say(f"{len(layers)} layers, {samples} inputs each; one chip: {config.describe()}")
-    storage = activation_storage(layers, config)
+    storage = activation_storage(fitted, config)
     say(storage)
     images, jobs = [], []
     for name, layer, x, calib in layers:
@@ -185,7 +188,7 @@ def targets(report):
     out = [
         {"target": "every layer bit-exact on every sample", "pass": not bad,
          "measured": "; ".join(bad) + " mismatching outputs" if bad else
-         f"{sum(len(f['cycles']) for _, _, f in ran)} runs, 0 mismatches"},
+         f"{sum(len(f['cycles']) for _, _, f in ran)} input vectors, 0 mismatches"},
         {"target": "cycles <= 1.03 x ideal on every layer (matrix-only placement, worst sample)",
          "pass": all(f["over_ideal"] <= 1.03 for _, f in default),
          "measured": f"worst {ideal_name} {ideal_f['over_ideal']:.4f}; over 1.03: " +
@@ -280,9 +283,9 @@ def bench_command(args):
     clock, source = _clock(args.clock_mhz) if args.clock_mhz else (None, None)
     folder = RunFolder(args.out, ["suite.json", "suite.md"], args.force)
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
-    report = run_suite({n: EIE_LAYERS[n] for n in names}, samples=args.samples, calibration=args.calibration,
+    report = run_suite({n: EIE_LAYERS[n] for n in names}, pes=args.pes, samples=args.samples, calibration=args.calibration,
                        seed=args.seed, rtl=tuple(PLACEMENTS) if args.rtl == "all" else (DEFAULT,),
-                       clock_mhz=clock, log=log)
+                       clock_mhz=clock, chip_shapes=EIE_LAYERS, log=log)
     report["clock_source"] = source
     folder.write_json("suite.json", report)
     folder.write_text("suite.md", markdown(report))
@@ -304,6 +307,7 @@ def register(sub):
                        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--suite", required=True, choices=["eie"], help="the benchmark suite (eie: EIE's Table IV layers)")
     p.add_argument("--layers", metavar="NAME,...", help="a comma-separated subset (default: all nine)")
+    p.add_argument("--pes", type=int, default=64, help="processing elements (default 64, as EIE's figures)")
     p.add_argument("--samples", type=int, default=2, help="measured input vectors per layer (default 2)")
     p.add_argument("--calibration", type=int, default=64,
                    help="calibration inputs per layer for the calibrated placement, drawn apart (default 64)")
