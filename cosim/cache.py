@@ -76,12 +76,12 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def write_manifest(entry, key, config, build_seconds, binary):
-    """The manifest that makes `entry` complete; `binary` is the simulator's path inside it."""
-    path = entry / binary
+def write_manifest(entry, key, config, build_seconds, binaries):
+    """The manifest that makes `entry` complete; `binaries` are the simulators' paths inside it."""
     manifest = {"key": key, "config": config.to_dict(), "built": time.time(),
                 "build_seconds": round(build_seconds, 1),
-                "binary": {"path": binary, "size": path.stat().st_size, "sha256": _sha256(path)}}
+                "binaries": [{"path": b, "size": (entry / b).stat().st_size, "sha256": _sha256(entry / b)}
+                             for b in binaries]}
     (entry / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -97,15 +97,16 @@ def entry_problem(entry, key=None):
     if not entry.is_dir():
         return "missing"
     manifest = _read_manifest(entry)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("binary"), dict):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("binaries"), list):
         return "incomplete (no readable manifest)"
     if key is not None and manifest.get("key") != key:
         return f"for another build key ({manifest.get('key')!r})"
-    binary = entry / str(manifest["binary"].get("path"))
-    if not binary.is_file():
-        return "missing its simulator binary"
-    if binary.stat().st_size != manifest["binary"].get("size") or _sha256(binary) != manifest["binary"].get("sha256"):
-        return "holding an altered simulator binary"
+    for recorded in manifest["binaries"]:
+        binary = entry / str(recorded.get("path"))
+        if not binary.is_file():
+            return f"missing its simulator binary {recorded.get('path')}"
+        if binary.stat().st_size != recorded.get("size") or _sha256(binary) != recorded.get("sha256"):
+            return f"holding an altered simulator binary {recorded.get('path')}"
     return None
 
 

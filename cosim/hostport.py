@@ -5,14 +5,15 @@
 
 * ``drive(name, value)``: set host input ``name`` (``we``, ``target``, ``pe``, ``addr``, ``data``, ``rtarget``,
   ``raddr``, ``start``, ``n_layers``, and ``rst``); the chip registers it at the next rising clock edge;
-* ``sample(name)``: the current value of host output ``name`` (``rdata``, ``done``, ``cycles``);
-* ``await step()``: one clock cycle, to the next moment inputs may change (cocotb: the falling edge;
-  Amaranth: just after the rising edge, where a testbench's writes count for the next one);
+* ``sample(name)``: the current value of host output ``name`` (``rdata``, ``cycles``);
+* ``await step()``: one clock cycle, to the next moment inputs may change (just after the edge where the
+  chip registers them);
 * ``await run_until_done()``: let the chip run free until ``done`` rises, then `step` once.
 
-Two ports exist: `AmaranthPort` here (Amaranth's own simulator: no Verilog, no Verilator build, small chips
-in seconds, which is what the fast tests use) and `eie.cosim.driver.CocotbPort` (the Verilator
-co-simulation). Whatever runs on one runs, cycle for cycle, on the other.
+`AmaranthPort` here runs it in Amaranth's own simulator (no Verilog, no Verilator build: small chips in
+seconds, which is what the fast tests use). Under Verilator and cocotb the protocol is recorded as a program
+that the testbench plays back and then replayed over the captured samples (`eie.cosim.player`), so no Python
+runs per cycle. Whatever runs on one runs, cycle for cycle, on the other.
 """
 
 import time
@@ -21,7 +22,7 @@ import numpy as np
 
 from eie.hw.chip import RESET_CYCLES, ReadTarget, Target, layer_layout
 
-__all__ = ["ChipHost", "AmaranthPort", "simulate_in_amaranth", "pack_lanes", "unpack_lanes"]
+__all__ = ["ChipHost", "AmaranthPort", "simulate_in_amaranth", "pack_lanes", "unpack_lanes", "HOST_INPUTS"]
 
 HOST_INPUTS = ("we", "target", "pe", "addr", "data", "rtarget", "raddr", "start", "n_layers")
 
@@ -47,7 +48,6 @@ class ChipHost:
         self.config = config
         self.gaps = gaps
         self._layout = layer_layout(config)
-        self.free_run_seconds = 0.0   # host time while the chip ran free (between start and done)
 
     async def reset(self):
         """All host inputs low, ``rst`` for two cycles, then the cycles the reset synchronizer holds on."""
@@ -118,9 +118,7 @@ class ChipHost:
             p.drive("start", 1)
             await p.step()
             p.drive("start", 0)
-            t0 = time.perf_counter()
             await p.run_until_done()
-            self.free_run_seconds += time.perf_counter() - t0
         cycles = p.sample("cycles")
         bank = ReadTarget.ACT1 if self.n_layers % 2 else ReadTarget.ACT0
         out = []
@@ -137,13 +135,9 @@ class ChipHost:
         return [(w & 0xFFFFFFFF, (w >> 32) & 0xFFFFFFFF) for w in words]
 
     async def run_job(self, image, inputs, layer_cycles=False, pe_stats=False):
-        """Load `image`, run every row of `inputs`; a dict of what `eie.cosim.sim.SimResult` holds (but wall time)."""
-        t0 = time.perf_counter()
+        """Load `image`, run every row of `inputs`; a dict of the chip's results (`eie.cosim.sim.SimResult`)."""
         await self.load(image)
-        load_s = time.perf_counter() - t0
-        self.free_run_seconds = 0.0
         outputs, cycles, per_layer, stats = [], [], [], []
-        t0 = time.perf_counter()
         for x in inputs:
             y, n = await self.run(x)
             outputs.append(y)
@@ -154,15 +148,27 @@ class ChipHost:
                 stats.append(await self.pe_stats())
         return {"outputs": np.array(outputs, np.int64).reshape(len(inputs), -1),
                 "cycles": np.array(cycles, np.int64), "layer_cycles": np.array(per_layer, np.int64),
-                "pe_stats": np.array(stats, np.int64), "load_seconds": load_s,
-                "run_seconds": time.perf_counter() - t0, "free_run_seconds": self.free_run_seconds}
+                "pe_stats": np.array(stats, np.int64)}
+
+    async def run_jobs(self, jobs, layer_cycles=False, pe_stats=False):
+        """Reset, then each (image, inputs) job of this chip configuration back to back; one `run_job` dict each."""
+        await self.reset()
+        results = []
+        for image, inputs in jobs:
+            if image.config != self.config:
+                raise ValueError("jobs of one simulation must share a chip configuration")
+            results.append(await self.run_job(image, np.asarray(inputs, np.int64).reshape(len(inputs), -1),
+                                              layer_cycles, pe_stats))
+        return results
 
 
 class AmaranthPort:
-    """The chip's host port in Amaranth's simulator, from an async testbench's context `ctx`."""
+    """The chip's host port in Amaranth's simulator, from an async testbench's context `ctx`; counts the
+    clock cycles it lets pass."""
 
     def __init__(self, ctx, chip, domain="host"):
         self.ctx, self.chip, self.domain = ctx, chip, domain
+        self.cycles = 0
 
     def _signal(self, name):
         return self.chip.rst if name == "rst" else getattr(self.chip.host, name)
@@ -175,13 +181,14 @@ class AmaranthPort:
 
     async def step(self):
         await self.ctx.tick(self.domain)
+        self.cycles += 1
 
     async def run_until_done(self):
-        done = self.chip.host.done
-        # ``done`` of the previous run falls once the chip sees ``start``; `until` samples before the edge
-        if self.sample("done"):
-            await self.ctx.tick(self.domain).until(~done)
-        await self.ctx.tick(self.domain).until(done)
+        # ``done`` of the previous run falls once the chip sees ``start``; then wait for it to rise
+        while self.sample("done"):
+            await self.step()
+        while not self.sample("done"):
+            await self.step()
 
 
 def _clocked(chip, domain):
@@ -197,7 +204,7 @@ def _clocked(chip, domain):
 def simulate_in_amaranth(jobs, stats=False, gaps=None):
     """Several (image, inputs) jobs of one chip configuration through `ChipHost` in Amaranth's simulator, one
     after another without a reset; one `eie.cosim.sim.SimResult` each. Slow per cycle, but nothing to build:
-    for small chips and fast tests. `gaps`: a seed for random idle cycles between host writes."""
+    for small chips and fast tests. `gaps`: a seed for random host timing."""
     from amaranth.sim import Simulator
     from eie.hw.chip import Chip
     from eie.cosim.sim import SimResult
@@ -208,18 +215,14 @@ def simulate_in_amaranth(jobs, stats=False, gaps=None):
     chip = Chip(config)
     sim = Simulator(_clocked(chip, "host"))
     sim.add_clock(1e-8, domain="host")
-    results = []
+    results, ports = [], []
 
     async def bench(ctx):
-        host = ChipHost(AmaranthPort(ctx, chip), config, None if gaps is None else np.random.default_rng(gaps))
-        await host.reset()
-        for image, inputs in jobs:
-            if image.config != config:
-                raise ValueError("jobs of one simulation must share a chip configuration")
-            results.append(await host.run_job(image, np.asarray(inputs, np.int64).reshape(len(inputs), -1),
-                                              layer_cycles=stats, pe_stats=stats))
+        ports.append(AmaranthPort(ctx, chip))
+        host = ChipHost(ports[0], config, None if gaps is None else np.random.default_rng(gaps))
+        results.extend(await host.run_jobs(jobs, layer_cycles=stats, pe_stats=stats))
 
     sim.add_testbench(bench)
     sim.run()
     wall = time.perf_counter() - t0
-    return [SimResult(wall_seconds=wall, **r) for r in results]
+    return [SimResult(sim_seconds=wall, sim_cycles=ports[0].cycles, wall_seconds=wall, **r) for r in results]

