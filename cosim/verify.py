@@ -1,17 +1,24 @@
-"""`eie verify`: a verification campaign of random layers and layer chains on one chip, every output compared
-bit for bit with the reference (a start on issue 12's campaign).
+"""`eie verify`: a verification campaign of random layers and layer chains on a pool of chips, every output
+compared bit for bit with the reference (issue 12's campaign).
 
 Case `i` of seed `S` is drawn from ``numpy.random.default_rng([S, i])`` alone, so any case is replayed from
-its two numbers (``eie verify --seed S --case I``). A share of the cases is steered towards what a sparse
-datapath gets wrong: outputs that saturate both ways, padding runs (long zero runs in a PE's rows), back-to-
-back updates of one row (dense short layers), chains of layers, all-zero inputs and columns, negative values;
-every other case scales its outputs into the middle of the 16-bit range so that they are not all zero. Many
-cases run per simulator start (the chip is reloaded between them, back to back, without a reset). A failing
-case (the first few of a campaign) is shrunk (fewer samples, fewer layers, fewer weights, while it still
-fails) and saved as a replayable file set: the chip image, the inputs and a JSON note with the seed and case number.
+its two numbers and the pool (``eie verify --seed S --case I --cases 1`` with the same chip flags). Its first
+draw picks the chip from the pool: every combination of the PE counts, relative-index bits, weight-index bits
+and entries per word asked for, each one Verilator build (cached), so a campaign covers chips of several
+shapes while its builds stay few. A share of the cases is steered towards what a sparse datapath gets wrong:
+outputs that saturate both ways, padding runs (long zero runs in a PE's rows), back-to-back updates of one row
+(dense short layers), chains of layers, all-zero inputs and columns, negative values; every other case scales
+its outputs into the middle of the 16-bit range so that they are not all zero. The cases of one chip run many
+per simulator start (the chip is reloaded between them, back to back, without a reset), and every other start
+randomizes the host port's timing (idle cycles before writes, a restart the cycle after ``done``): nothing the
+chip computes may change. A failing case (the first few of a campaign) is shrunk (fewer samples, fewer
+layers, fewer weights, while it still fails) and saved as a replayable file set: the chip image, the inputs
+and a JSON note with the seed, the case number and the pool.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -21,10 +28,36 @@ import numpy as np
 from eie.config import ChipConfig
 from eie.errors import EieError
 
-__all__ = ["KINDS", "random_case", "run_cases", "verify", "VerifyReport", "register"]
+__all__ = ["KINDS", "POOLED", "DEFAULT_POOL", "config_pool", "pool_of", "chip_label", "case_chip", "random_case",
+           "plan", "run_cases", "verify", "VerifyReport", "register"]
 
 KINDS = ("plain", "saturating", "padding", "back-to-back", "chain", "sparse-input")
 SAVED_AT_MOST = 3     # failing cases shrunk and saved per campaign (a broken chip fails them all)
+# Chip fields a campaign varies, and `eie verify`'s pool: 1 PE, a PE count that is no power of two and 16 PEs;
+# the narrowest and widest relative indices; 4- and 16-entry codebooks. Twelve builds, cached after first use.
+POOLED = ("pes", "index_bits", "weight_index_bits", "entries_per_word")
+DEFAULT_POOL = {"pes": (1, 3, 16), "index_bits": (2, 8), "weight_index_bits": (2, 4)}
+
+
+def config_pool(base, **values):
+    """Every combination of `values` (a POOLED field -> its values) on top of `base`, in the order given."""
+    unknown = sorted(set(values) - set(POOLED))
+    if unknown:
+        raise EieError(f"a pool varies only {', '.join(POOLED)}, not {', '.join(unknown)}")
+    names = [f for f in POOLED if values.get(f)]
+    return tuple(base.replace(**dict(zip(names, combo)))
+                 for combo in itertools.product(*(dict.fromkeys(values[f]) for f in names)))
+
+
+def _draw_chip(rng, pool):
+    """Index in `pool` of a case's chip: the first draw of its generator (none from a pool of one, whose cases
+    are those of the campaigns before pools)."""
+    return int(rng.integers(len(pool))) if len(pool) > 1 else 0
+
+
+def case_chip(seed, case, pool):
+    """Index in `pool` of the chip of case `case` of campaign `seed`, without drawing the rest of the case."""
+    return _draw_chip(np.random.default_rng([seed, case]), pool)
 
 
 def _layer(rng, rows, cols, density, config, a_scale, relu, saturate=False):
@@ -42,10 +75,10 @@ def _layer(rng, rows, cols, density, config, a_scale, relu, saturate=False):
     return QuantLayer(w, cb, rng.integers(-300, 301, rows), shift, relu)
 
 
-def random_case(seed, case, config):
-    """(kind, layers, inputs) of case `case` of campaign `seed` on `config`."""
+def random_case(seed, case, pool):
+    """(config, kind, layers, inputs) of case `case` of campaign `seed`, on a chip drawn from `pool`."""
     rng = np.random.default_rng([seed, case])
-    c = config
+    c = pool[_draw_chip(rng, pool)]
     kind = KINDS[int(rng.integers(len(KINDS)))]
     limit = min(c.max_dim, 128)
 
@@ -75,24 +108,37 @@ def random_case(seed, case, config):
     if kind == "sparse-input":
         x[0] = 0                                       # an all-zero input vector
         layers[0].w_index[:, ::3] = 0                  # and all-zero columns
-    return kind, layers, x
+    return c, kind, layers, x
 
 
-def _simulate(jobs, engine):
+def plan(pool, seed, first, cases, batch):
+    """The simulator starts of a campaign: [(index in pool, case numbers, gaps)], the cases of one chip `batch`
+    at most per start. Every other start of each chip (alternating between chips, so that a campaign of one
+    start per chip has both) gets `gaps`, the seed of random host timing; the rest None. Chips take turns, so
+    that the first starts build different chips in parallel."""
+    numbers = [[] for _ in pool]
+    for n in range(first, first + cases):
+        numbers[case_chip(seed, n, pool)].append(n)
+    starts = [[(k, nums[i:i + batch], [seed, nums[i], 1] if (k + i // batch) % 2 else None)
+               for i in range(0, len(nums), batch)] for k, nums in enumerate(numbers)]
+    return [s for turn in itertools.zip_longest(*starts) for s in turn if s is not None]
+
+
+def _simulate(jobs, engine, gaps):
     if engine == "amaranth":
         from eie.cosim.hostport import simulate_in_amaranth
-        return simulate_in_amaranth(jobs)
+        return simulate_in_amaranth(jobs, gaps=gaps)
     from eie.cosim.sim import simulate_many
-    return simulate_many(jobs)
+    return simulate_many(jobs, gaps=gaps)
 
 
-def run_cases(cases, config, engine, images=None):
-    """Simulate (layers, inputs) cases (their chip `images`, if built already) in one simulator start; a list of
-    (chip outputs, reference outputs)."""
+def run_cases(cases, config, engine, images=None, gaps=None):
+    """Simulate (layers, inputs) cases (their chip `images`, if built already) in one simulator start, with
+    random host timing from seed `gaps` if given; a list of (chip outputs, reference outputs)."""
     from eie.sw.image import build_image
     from eie.sw.reference import forward
     images = images or [build_image(layers, config) for layers, _ in cases]
-    results = _simulate([(image, x) for image, (_, x) in zip(images, cases)], engine)
+    results = _simulate([(image, x) for image, (_, x) in zip(images, cases)], engine, gaps)
     return [(r.outputs, forward(layers, x, config)[-1]) for r, (layers, x) in zip(results, cases)]
 
 
@@ -101,8 +147,9 @@ def _fails(got_expect):
     return got.shape != expect.shape or bool((got != expect).any())
 
 
-def shrink(layers, x, config, engine, rounds=12):
-    """A smaller (layers, inputs) that still fails: each round simulates every candidate in one start."""
+def shrink(layers, x, config, engine, gaps=None, rounds=12):
+    """A smaller (layers, inputs) that still fails: each round simulates every candidate in one start (with
+    the host timing of seed `gaps`, as the failing start had it)."""
     for _ in range(rounds):
         candidates = []
         if len(x) > 1:
@@ -120,7 +167,7 @@ def shrink(layers, x, config, engine, rounds=12):
             candidates.append((layers, keep))
         if not candidates:
             break
-        outcomes = run_cases(candidates, config, engine)
+        outcomes = run_cases(candidates, config, engine, gaps=gaps)
         smaller = next((cand for cand, out in zip(candidates, outcomes) if _fails(out)), None)
         if smaller is None:
             break
@@ -135,23 +182,33 @@ def _replace_weights(layer, drop):
     return replace(layer, w_index=w)
 
 
+def chip_label(config):
+    """What a pool varies about `config`, for the counts per chip."""
+    c = config
+    return (f"{c.pes} PE{'s' if c.pes > 1 else ''}, z{c.index_bits} v{c.weight_index_bits}, "
+            f"{c.entries_per_word} entries/word")
+
+
 @dataclass
 class VerifyReport:
-    config: ChipConfig
+    pool: tuple                                           # the chips the cases are drawn from
     seed: int
     cases: int = 0
     samples: int = 0
     outputs: int = 0
     mismatched_cases: list = field(default_factory=list)   # case numbers
-    skipped: int = 0                                      # drawn cases that did not fit the chip
+    mismatch_gaps: dict = field(default_factory=dict)      # mismatching case -> host-timing seed of its start
+    skipped: int = 0                                      # drawn cases that did not fit their chip
     kinds: dict = field(default_factory=dict)
+    chips: dict = field(default_factory=dict)             # chip_label -> {cases, mismatches, skipped, timed}
+    timed_cases: int = 0                                  # cases run with random host timing
     saturated_cases: int = 0
     negative_cases: int = 0
     zero_output_vectors: int = 0
     padded_cases: int = 0
     seconds: float = 0.0
     saved: list = field(default_factory=list)
-    failed_chunks: dict = field(default_factory=dict)     # "cases A..B" -> why (a worker died, ...): not run
+    failed_chunks: dict = field(default_factory=dict)     # "N cases of <chip> from case A" -> why: not run
 
     @property
     def cases_per_s(self):
@@ -159,30 +216,37 @@ class VerifyReport:
 
     def add(self, part):
         """Fold in the counts of `part` (another chunk of the same campaign)."""
-        for name in ("cases", "samples", "outputs", "skipped", "saturated_cases", "negative_cases",
+        for name in ("cases", "samples", "outputs", "skipped", "timed_cases", "saturated_cases", "negative_cases",
                      "zero_output_vectors", "padded_cases"):
             setattr(self, name, getattr(self, name) + getattr(part, name))
         self.mismatched_cases += part.mismatched_cases
+        self.mismatch_gaps.update(part.mismatch_gaps)
         for kind, n in part.kinds.items():
             self.kinds[kind] = self.kinds.get(kind, 0) + n
+        for label, counts in part.chips.items():
+            mine = self.chips.setdefault(label, dict.fromkeys(counts, 0))
+            for name, n in counts.items():
+                mine[name] += n
 
 
 def _chunk(task):
-    """One chunk of a campaign in one simulator start: (config, seed, first case, count, engine) -> VerifyReport."""
+    """One simulator start of a campaign: (pool, index of its chip, seed, case numbers, engine, host-timing seed
+    or None) -> VerifyReport."""
     from eie.sw.encode import encode_layer
     from eie.sw.image import build_image
-    config, seed, first, count, engine = task
-    report = VerifyReport(config, seed)
+    pool, k, seed, numbers, engine, gaps = task
+    config = pool[k]
+    report = VerifyReport(pool, seed)
     drawn, images = [], []
-    for n in range(first, first + count):
-        kind, layers, x = random_case(seed, n, config)
+    for n in numbers:
+        _, kind, layers, x = random_case(seed, n, pool)
         try:
             images.append(build_image(layers, config))
         except EieError:       # too large for this chip's memories or counts
             report.skipped += 1
             continue
         drawn.append((n, kind, layers, x))
-    outcomes = run_cases([(layers, x) for _, _, layers, x in drawn], config, engine, images) if drawn else []
+    outcomes = run_cases([(layers, x) for _, _, layers, x in drawn], config, engine, images, gaps) if drawn else []
     for (n, kind, layers, x), (got, expect) in zip(drawn, outcomes):
         report.cases += 1
         report.samples += len(x)
@@ -194,23 +258,32 @@ def _chunk(task):
         report.padded_cases += any(pe.n_padding for layer in layers for pe in encode_layer(layer.w_index, config).pes)
         if _fails((got, expect)):
             report.mismatched_cases.append(n)
+            report.mismatch_gaps[n] = gaps
+    report.timed_cases = report.cases if gaps is not None else 0
+    report.chips[chip_label(config)] = {"cases": report.cases, "mismatches": len(report.mismatched_cases),
+                                        "skipped": report.skipped, "timed": report.timed_cases}
     return report
 
 
-def verify(config, cases, seed=0, engine="verilator", batch=100, first=0, out=None, log=None, jobs=1,
+def verify(pool, cases, seed=0, engine="verilator", batch=100, first=0, out=None, log=None, jobs=1,
            scheduler=None):
-    """Run cases `first` .. `first + cases - 1` of campaign `seed` on `config`, `batch` cases per simulator start;
-    a VerifyReport. With `jobs` > 1 or a Dask `scheduler` address the chunks spread over simulator processes
+    """Run cases `first` .. `first + cases - 1` of campaign `seed`, each on a chip drawn from `pool` (a sequence
+    of ChipConfigs, or one), the cases of a chip `batch` at most per simulator start (`plan`); a VerifyReport.
+    With `jobs` > 1 or a Dask `scheduler` address the starts spread over simulator processes
     (`eie.cosim.campaign`), with the same results. The first `SAVED_AT_MOST` failing cases are shrunk and saved
     under `out` (when given); all are counted."""
+    pool = (pool,) if isinstance(pool, ChipConfig) else tuple(pool)
     if engine not in ("verilator", "amaranth"):
         raise EieError(f"engine must be 'verilator' or 'amaranth', not {engine!r}")
     if cases < 1 or seed < 0 or first < 0 or batch < 1:
         raise EieError(f"--cases and --batch must be positive and --seed, --case at least 0 "
                        f"(got {cases}, {batch}, {seed}, {first})")
-    report = VerifyReport(config, seed)
+    if not pool or not all(isinstance(c, ChipConfig) for c in pool):
+        raise EieError("a campaign needs a pool of one or more ChipConfigs")
+    report = VerifyReport(pool, seed, chips={chip_label(c): dict.fromkeys(("cases", "mismatches", "skipped", "timed"), 0)
+                                             for c in pool})
     t0 = time.perf_counter()
-    tasks = [(config, seed, n, min(batch, first + cases - n), engine) for n in range(first, first + cases, batch)]
+    tasks = [(pool, k, seed, numbers, engine, gaps) for k, numbers, gaps in plan(pool, seed, first, cases, batch)]
 
     def progress():
         if log:
@@ -227,55 +300,92 @@ def verify(config, cases, seed=0, engine="verilator", batch=100, first=0, out=No
         for part in parts:
             if part is not None:
                 report.add(part)
-        report.failed_chunks = {f"cases {tasks[k][2]}..{tasks[k][2] + tasks[k][3] - 1}": why for k, why in failed.items()}
+        report.failed_chunks = {f"{len(tasks[i][3])} cases of {chip_label(pool[tasks[i][1]])} from case "
+                                f"{tasks[i][3][0]}": why for i, why in failed.items()}
         progress()
     report.mismatched_cases.sort()
     for n in report.mismatched_cases[:SAVED_AT_MOST] if out is not None else []:
-        kind, layers, x = random_case(seed, n, config)
+        config, kind, layers, x = random_case(seed, n, pool)
+        gaps = report.mismatch_gaps[n]
         if log:
-            log(f"case {n} ({kind}) MISMATCH: shrinking ...")
-        report.saved.append(save_case(out, seed, n, kind, *shrink(layers, x, config, engine), config))
+            log(f"case {n} ({kind}, {chip_label(config)}) MISMATCH: shrinking ...")
+        saved = save_case(out, seed, n, kind, *shrink(layers, x, config, engine, gaps), pool.index(config), pool,
+                          gaps, engine)
+        report.saved.append(saved)
         if log:
-            log(f"  saved {report.saved[-1]} (replay: eie verify --seed {seed} --case {n} --cases 1)")
+            log(f"  saved {saved} (replay: {json.loads(saved.read_text())['replay']})")
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def save_case(out, seed, case, kind, layers, x, config):
-    """A failing case as files: `<stem>.image.npz` (chip image), `<stem>.inputs.npy`, `<stem>.json` (how to
-    replay it); returns the JSON path."""
+def replay_flags(pool):
+    """`eie verify` chip flags that name `pool` (as `config_pool` makes them): the pooled fields as lists, every
+    other field that differs from the default."""
+    default, flags = ChipConfig(), []
+    for f in fields(ChipConfig):
+        values = list(dict.fromkeys(getattr(c, f.name) for c in pool))
+        if f.name in POOLED or values != [getattr(default, f.name)]:
+            flags += [f"--{f.name.replace('_', '-')}", ",".join(map(str, values))]
+    return flags
+
+
+def save_case(out, seed, case, kind, layers, x, k, pool, gaps, engine):
+    """A failing case (on chip `k` of `pool`, in a start with host-timing seed `gaps`) as files:
+    `<stem>.image.npz` (chip image), `<stem>.inputs.npy`, `<stem>.json` (how to replay it); returns the JSON
+    path."""
     from eie.sw.image import build_image
     from eie.sw.runs import atomic_write
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"fail-{seed}-{case}"
-    build_image(layers, config).save(stem.with_suffix(".image.npz"))
+    build_image(layers, pool[k]).save(stem.with_suffix(".image.npz"))
     atomic_write(stem.with_suffix(".inputs.npy"), lambda f: np.save(f, np.asarray(x, np.int64)))
-    note = {"seed": seed, "case": case, "kind": kind, "config": config.to_dict(),
+    replay = ["eie", "verify", "--seed", seed, "--case", case, "--cases", 1, "--engine", engine, *replay_flags(pool)]
+    note = {"seed": seed, "case": case, "kind": kind, "config": pool[k].to_dict(), "gaps": gaps,
+            "pool": [c.to_dict() for c in pool],
             "image": stem.with_suffix(".image.npz").name, "inputs": stem.with_suffix(".inputs.npy").name,
-            "replay": f"eie verify --seed {seed} --case {case} --cases 1 with this chip configuration"}
+            "replay": " ".join(map(str, replay))}
     atomic_write(stem.with_suffix(".json"), lambda f: f.write(json.dumps(note, indent=1) + "\n"), binary=False)
     return stem.with_suffix(".json")
 
 
 # -- eie verify -------------------------------------------------------------------------------------------------
 
-def verify_command(args):
+def _values(text):
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers separated by commas, like 1,3,16") from None
+
+
+def pool_of(args):
+    """The pool `eie verify`'s arguments name: the pooled flags' combinations on the chip the others name."""
     from eie.cosim.commands import chip_config
+    base = chip_config(argparse.Namespace(**{**vars(args), **dict.fromkeys(POOLED)}))
+    return config_pool(base, **{f: getattr(args, f) for f in POOLED})
+
+
+def verify_command(args):
     from eie.cosim.campaign import cores
-    config = chip_config(args)
+    pool = pool_of(args)
     log = lambda s: print(s, flush=True)   # noqa: E731
     if args.jobs is None:
         args.jobs = cores()
-    r = verify(config, args.cases, args.seed, args.engine, args.batch, args.case, args.out, log, args.jobs,
+    r = verify(pool, args.cases, args.seed, args.engine, args.batch, args.case, args.out, log, args.jobs,
                args.scheduler)
-    print(f"seed {r.seed}: {r.cases} cases ({r.samples} samples, {r.outputs} outputs) on {config.describe()}, "
+    chips = pool[0].describe() if len(pool) == 1 else f"{len(pool)} chips"
+    print(f"seed {r.seed}: {r.cases} cases ({r.samples} samples, {r.outputs} outputs) on {chips}, "
           f"{args.engine}: {len(r.mismatched_cases)} mismatching cases"
           + (f" ({', '.join(map(str, r.mismatched_cases[:10]))})" if r.mismatched_cases else "")
           + f"; {r.cases_per_s:.1f} cases/s")
-    print(f"  kinds {r.kinds}; {r.skipped} drawn cases did not fit the chip")
+    print(f"  kinds {r.kinds}; {r.skipped} drawn cases did not fit their chip")
     print(f"  cases with saturated outputs {r.saturated_cases}, negative outputs {r.negative_cases}, padding "
-          f"{r.padded_cases}; all-zero output vectors {r.zero_output_vectors} of {r.samples}")
+          f"{r.padded_cases}; all-zero output vectors {r.zero_output_vectors} of {r.samples}; "
+          f"random host timing {r.timed_cases}")
+    if len(pool) > 1:
+        for label, n in r.chips.items():
+            print(f"  {label}: {n['cases']} cases ({n['timed']} with random host timing), {n['mismatches']} "
+                  f"mismatching, {n['skipped']} did not fit")
     for chunk, why in r.failed_chunks.items():
         print(f"  NOT RUN: {chunk} ({why})")
     return 1 if r.mismatched_cases or r.failed_chunks else 0
@@ -283,15 +393,21 @@ def verify_command(args):
 
 def register(sub):
     from eie.cosim.commands import add_chip_args
-    p = sub.add_parser("verify", help="verification campaign: random layers on the chip against the reference",
+    # "resolve": the pooled chip flags below take lists and replace add_chip_args' single values
+    p = sub.add_parser("verify", help="verification campaign: random layers on a pool of chips against the reference",
+                       conflict_handler="resolve",
                        description="Random layers and layer chains (steered towards saturation, padding, "
-                                   "back-to-back row updates, zero inputs) on the simulated chip, every output "
-                                   "compared bit for bit with the reference. Case I of seed S is replayed by "
-                                   "--seed S --case I --cases 1. Exit status 1 on any mismatch.")
+                                   "back-to-back row updates, zero inputs) on simulated chips drawn per case from a "
+                                   "pool (every combination of the values of --pes, --index-bits, "
+                                   "--weight-index-bits and --entries-per-word: one Verilator build each, cached), "
+                                   "every output compared bit for bit with the reference. The cases of a chip run "
+                                   "--batch at most per simulator start; every other start randomizes the host "
+                                   "port's timing. Case I of seed S is replayed by --seed S --case I --cases 1 with "
+                                   "the same chip flags. Exit status 1 on any mismatch.")
     p.add_argument("--cases", type=int, default=100, help="number of cases (default 100)")
     p.add_argument("--seed", type=int, default=0, help="campaign seed, >= 0 (default 0)")
     p.add_argument("--case", type=int, default=0, help="first case number (default 0)")
-    p.add_argument("--batch", type=int, default=100, help="cases per simulator start (default 100)")
+    p.add_argument("--batch", type=int, default=100, help="cases per simulator start, at most (default 100)")
     p.add_argument("--jobs", type=int, default=None,
                    help="simulator processes on this machine (default: the cores; 1 runs in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler to spread the chunks over")
@@ -300,4 +416,12 @@ def register(sub):
     p.add_argument("--out", type=Path, default=Path("verify-failures"),
                    help="folder for shrunk failing cases (default verify-failures)")
     add_chip_args(p)
+    g = p.add_argument_group("the pool of chips (a case draws one; one value gives a single chip)")
+    for name, help_ in (("pes", "processing elements, 1..64"), ("index-bits", "relative row index bits z, 2..8"),
+                        ("weight-index-bits", "codebook index bits v, 2..8"),
+                        ("entries-per-word", "entries per sparse-matrix SRAM word, a power of two")):
+        f = name.replace("-", "_")
+        default = DEFAULT_POOL.get(f, (getattr(ChipConfig(), f),))
+        g.add_argument(f"--{name}", type=_values, metavar="N,N,...", default=default,
+                       help=f"{help_} (default {','.join(map(str, default))})")
     p.set_defaults(func=verify_command)
