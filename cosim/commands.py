@@ -182,8 +182,8 @@ def spmv_command(args):
         print(f"{report['rows']}x{report['cols']} layer, {report['weights_kept']} weights kept, "
               f"{report['nonzero_inputs']} non-zero inputs, on {config.describe()}")
         print(f"  outputs          {verdict} against the reference")
-        for key in ("placement", "cycles", "model_cycles", "bound_cycles", "ideal_cycles", "utilization", "load_imbalance",
-                    "sim_cycles_per_s", "wall_seconds"):
+        for key in ("placement", "cycles", "model_cycles", "bound_cycles", "ideal_cycles", "utilization",
+                    "load_imbalance", "sim_cycles_per_s", "wall_seconds"):
             print(f"  {key:<16} {report[key]}")
         if args.waves:
             print(f"  waveform         {args.waves}")

@@ -84,6 +84,7 @@ def _figures(name, layer, x, image, config, result, reference):
     model = perf.model_cycles
     cycles = model if result is None else result.cycles
     ideal, bound = perf.ideal_cycles, perf.bound_cycles
+    out_pass = -(-layer.rows // config.pes)
     out = {
         "cycles_from": "model" if result is None else "rtl",
         "cycles": cycles.tolist(), "model_cycles": model.tolist(),
@@ -92,8 +93,13 @@ def _figures(name, layer, x, image, config, result, reference):
         "over_ideal": round(float((cycles / ideal).max()), 4),
         "busiest_over_ideal": round(float((bound / ideal).max()), 4),
         "utilization": round(float(perf.utilization(cycles).mean()), 4),
-        "padding_pct": round(100 * sum(pe.n_padding for pe in enc.pes) / max(1, sum(pe.n_entries for pe in enc.pes)), 2),
+        "padding_pct": round(100 * sum(pe.n_padding for pe in enc.pes)
+                             / max(1, sum(pe.n_entries for pe in enc.pes)), 2),
         "placed": order is not None,
+        # where the cycles above the ideal go (means): the busiest PE's extra work, the output pass (one word of
+        # PEs outputs per cycle) and the rest (pipeline fill and drain, queue stalls, the non-zero detector)
+        "above_ideal": {"imbalance": round(float((bound - ideal).mean()), 1), "output_pass": out_pass,
+                        "rest": round(float((cycles - bound).mean()) - out_pass, 1)},
     }
     if result is not None:
         out["mismatches"] = int((image.unpermute(result.outputs) != reference).sum())
@@ -167,7 +173,8 @@ def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(
             row["placements"][key] = f
         rows.append(row)
     report = {"suite": "eie", "pes": pes, "samples": samples, "calibration_inputs": calibration, "seed": seed,
-              "config": config.to_dict(), "config_described": config.describe(), "activation_storage": storage, "rtl_placements": list(rtl),
+              "config": config.to_dict(), "config_described": config.describe(), "activation_storage": storage,
+              "rtl_placements": list(rtl),
               "eie_clock_mhz": EIE_CLOCK_MHZ, "clock_mhz": clock_mhz, "layers": rows,
               "seconds": {"prepare": round(prepared, 1), "simulate": round(simulated, 1)}}
     report["targets"] = targets(report)
@@ -215,7 +222,8 @@ def _tables(report):
     sim = lambda f: "" if f["cycles_from"] == "rtl" else "*"
     num = lambda v, fmt: "-" if v is None else format(v, fmt)
     head = ["layer", "shape", "non-zero in %", "padding %", "RTL cycles", "model", "ideal", "busiest PE", "util.",
-            "/ ideal", "EIE cycles", "/ EIE", "model err %", "mismatches"]
+            "/ ideal", "above ideal: imbalance", "output pass", "rest", "EIE cycles", "/ EIE", "model err %",
+            "mismatches"]
     out = [f"Matrix-only placement (the default): means over {report['samples']} inputs; "
            "'/ ideal' is the worst sample", "", line(head), "|" + "---|" * len(head)]
     for r in rows:
@@ -223,7 +231,9 @@ def _tables(report):
         out.append(line([r["layer"], f"{r['rows']}x{r['cols']}", r["nonzero_inputs_pct"], f["padding_pct"],
                          f"{f['mean_cycles']:,.0f}{sim(f)}", f"{np.mean(f['model_cycles']):,.0f}",
                          f"{np.mean(f['ideal_cycles']):,.0f}", f"{np.mean(f['bound_cycles']):,.0f}",
-                         f"{f['utilization']:.3f}", f"{f['over_ideal']:.4f}", num(r["eie_cycles"], ","),
+                         f"{f['utilization']:.3f}", f"{f['over_ideal']:.4f}",
+                         *(f"{f['above_ideal'][k]:,.0f}" for k in ("imbalance", "output_pass", "rest")),
+                         num(r["eie_cycles"], ","),
                          num(f.get("over_eie"), ".3f"), num(f.get("model_error_pct"), ".3f"),
                          num(f.get("mismatches"), "d")]))
     head = ["layer"] + [f"{LABELS[k]} {what}" for k in PLACEMENTS for what in ("cycles / ideal", "busiest / ideal")]
@@ -283,8 +293,9 @@ def bench_command(args):
     clock, source = _clock(args.clock_mhz) if args.clock_mhz else (None, None)
     folder = RunFolder(args.out, ["suite.json", "suite.md"], args.force)
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
-    report = run_suite({n: EIE_LAYERS[n] for n in names}, pes=args.pes, samples=args.samples, calibration=args.calibration,
-                       seed=args.seed, rtl=tuple(PLACEMENTS) if args.rtl == "all" else (DEFAULT,),
+    report = run_suite({n: EIE_LAYERS[n] for n in names}, pes=args.pes, samples=args.samples,
+                       calibration=args.calibration, seed=args.seed,
+                       rtl=tuple(PLACEMENTS) if args.rtl == "all" else (DEFAULT,),
                        clock_mhz=clock, chip_shapes=EIE_LAYERS, log=log)
     report["clock_source"] = source
     folder.write_json("suite.json", report)

@@ -71,6 +71,7 @@ def test_every_placement_runs_bit_exact_and_the_figures_add_up(scaled):
             assert f["over_eie"] == pytest.approx(result.cycles.mean() / row["eie_cycles"], abs=1e-4)
             assert f["utilization"] == pytest.approx(perf.utilization(result.cycles).mean(), abs=1e-4)
             assert f["mismatches"] == 0 and f["model_error_pct"] == 0
+            assert sum(f["above_ideal"].values()) == pytest.approx(result.cycles.mean() - perf.ideal_cycles.mean())
     targets = {t["target"].split(" (")[0]: t["pass"] for t in report["targets"]}
     assert targets["every layer bit-exact on every sample"] and targets["model versus RTL within 1% on every layer"]
     # layers this small are mostly pipeline and output pass: far above the ideal, far below EIE's cycles
