@@ -208,3 +208,13 @@ def test_clock_from_an_eie_synth_result(tmp_path):
     mhz, source = suite._clock(str(tmp_path / "synth.json"))
     assert mhz == 61.25 and "2-PE chip on ECP5 LFE5U-85F" in source and "nextpnr-ecp5 0.8" in source
     assert suite._clock("250") == (250.0, "given")
+
+
+@pytest.mark.slow
+def test_eie_suite_at_64_pes_is_bit_exact_and_the_model_holds():
+    """The real suite on the 64-PE Verilator chip (matrix-only placement): what must hold whatever the cycles."""
+    report = suite.run_suite(rtl=(suite.DEFAULT,))
+    assert [r["layer"] for r in report["layers"]] == list(suite.EIE_TIME_US)
+    passed = {t["target"].split(" (")[0]: t["pass"] for t in report["targets"]}
+    assert passed["every layer bit-exact on every sample"], report["targets"][0]["measured"]
+    assert passed["model versus RTL within 1% on every layer"], report["targets"][-1]["measured"]
