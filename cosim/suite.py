@@ -52,8 +52,9 @@ def suite_layers(shapes, config, samples=2, calibration=64, seed=0):
 
 
 def suite_config(layers, base):
-    """One chip like `base` for every layer and placement of the suite (`fit_config` per layer, the largest
-    need per memory), so that one Verilator build runs them all."""
+    """One chip like `base` for every layer of the suite (`fit_config` per layer under interleaved and balanced
+    placement, the largest need per memory), so that one Verilator build runs them all; calibrated placement
+    moves a little padding, well inside the power-of-two rounding of the memories."""
     from eie.sw.image import SIZED_FIELDS, fit_config
     need = {}
     for _, layer, _, _ in layers:
@@ -74,7 +75,7 @@ def activation_storage(layers, config):
             f"and bank ({config.max_dim:,} per bank, {kb:g} KB per PE), every input held at once, no batching")
 
 
-def _figures(name, layer, x, image, config, result, reference):
+def _figures(layer, x, image, config, result, reference):
     """One placement's figures; RTL figures where `result` (a SimResult) is given, else the model's."""
     from eie.sw.encode import encode_layer
     from eie.sw.perf import layer_perf
@@ -96,8 +97,8 @@ def _figures(name, layer, x, image, config, result, reference):
         "padding_pct": round(100 * sum(pe.n_padding for pe in enc.pes)
                              / max(1, sum(pe.n_entries for pe in enc.pes)), 2),
         "placed": order is not None,
-        # where the cycles above the ideal go (means): the busiest PE's extra work, the output pass (one word of
-        # PEs outputs per cycle) and the rest (pipeline fill and drain, queue stalls, the non-zero detector)
+        # where the cycles above the ideal go (means): the busiest PE's extra work, the output pass (one output
+        # per PE per cycle) and the rest (pipeline fill and drain, queue stalls, the non-zero detector)
         "above_ideal": {"imbalance": round(float((bound - ideal).mean()), 1), "output_pass": out_pass,
                         "rest": round(float((cycles - bound).mean()) - out_pass, 1)},
     }
@@ -163,7 +164,7 @@ def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(
                "eie_us": eie_us, "eie_cycles": None if eie_us is None else round(eie_us * EIE_CLOCK_MHZ),
                "placements": {}}
         for key in PLACEMENTS:
-            f = _figures(name, layer, x, per[key], config, next(results) if key in rtl else None, reference)
+            f = _figures(layer, x, per[key], config, next(results) if key in rtl else None, reference)
             if eie_us is not None:
                 f["over_eie"] = round(f["mean_cycles"] / row["eie_cycles"], 4)
                 f["worst_over_eie"] = round(max(f["cycles"]) / row["eie_cycles"], 4)
