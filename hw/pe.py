@@ -211,10 +211,11 @@ class ProcessingElement(wiring.Component):
         start = Mux(w_valid & (w_row == a_row), w_sum, acc_or_bias)
         m.d.sync += [w_valid.eq(a_valid), w_row.eq(a_row), w_sum.eq(start + a_product)]
         m.d.comb += [acc_wr.en.eq(w_valid), acc_wr.addr.eq(w_row), acc_wr.data.eq(w_sum)]
+        # a shifted one, not a bit select on the left: Yosys turns that into a mux tree over every row
         with m.If(self.clear):
             m.d.sync += touched.eq(0)
         with m.Elif(w_valid):
-            m.d.sync += touched.bit_select(w_row, 1).eq(1)
+            m.d.sync += touched.eq(touched | (Const(1, c.act_depth) << w_row)[:c.act_depth])
 
         # -- output pass: row r asked at cycle t is ready at t+1 ---------------------------------------------
         out_touched = Signal()
