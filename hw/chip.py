@@ -10,17 +10,17 @@ output pass that requantizes one local row per cycle in every PE at once.
 
 import enum
 
-from amaranth import Array, Cat, ClockDomain, ClockSignal, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, ClockDomain, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
-from eie.hw.pe import ProcessingElement, _addr_bits
+from eie.hw.pe import PeSignature, ProcessingElement, _addr_bits
 from eie.hw.scanner import NonZeroDetector
 from eie.hw.sram import sram
 
-__all__ = ["Chip", "HostSignature", "Target", "ReadTarget", "layer_layout", "RESET_CYCLES"]
+__all__ = ["Chip", "PeInstance", "HostSignature", "Target", "ReadTarget", "layer_layout", "RESET_CYCLES"]
 
 # Cycles after ``rst`` falls before the chip accepts host writes (reset synchronizer stages + 1).
 RESET_CYCLES = 3
@@ -85,11 +85,32 @@ class HostRegisters:
             setattr(self, name, Signal(member.shape, name=f"host_{name}_q"))
 
 
+class PeInstance(wiring.Component):
+    """A PE as an instance of the Verilog module `module`, written once from `ProcessingElement` (ports named
+    as Amaranth names a component's: ``act_valid``, ``load__addr``, ``clk``, ``rst``). Verilog generation then
+    processes one PE instead of N identical copies, which took minutes at 64 PEs."""
+
+    def __init__(self, config, module):
+        self.module = module
+        super().__init__(PeSignature(config))
+
+    def elaborate(self, platform):
+        ports = {("i_" if member.flow == In else "o_") + "__".join(map(str, path)): value
+                 for path, member, value in self.signature.flatten(self)}
+        m = Module()
+        m.submodules.pe = Instance(self.module, i_clk=ClockSignal("sync"), i_rst=ResetSignal("sync"), **ports)
+        return m
+
+
 class Chip(wiring.Component):
-    def __init__(self, config):
+    """The chip of `config`. With `pe_module`, the PEs are instances of that Verilog module (`PeInstance`),
+    for Verilog generation; without it they are elaborated here, as Amaranth's simulator needs."""
+
+    def __init__(self, config, pe_module=None):
         if not isinstance(config, ChipConfig):
             raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
         self.config = config
+        self.pe_module = pe_module
         super().__init__({"clk": In(1), "rst": In(1), "host": In(HostSignature(config))})
 
     def elaborate(self, platform):
@@ -107,7 +128,7 @@ class Chip(wiring.Component):
             m.d.sync += getattr(host, name).eq(getattr(self.host, name))
         m.d.comb += [self.host.done.eq(host.done), self.host.cycles.eq(host.cycles)]
         m.d.sync += self.host.rdata.eq(host.rdata)
-        pes = [ProcessingElement(c) for _ in range(n)]
+        pes = [ProcessingElement(c) if self.pe_module is None else PeInstance(c, self.pe_module) for _ in range(n)]
         for k, pe in enumerate(pes):
             m.submodules[f"pe{k}"] = pe
         m.submodules.nzd = nzd = NonZeroDetector(c)
@@ -130,7 +151,10 @@ class Chip(wiring.Component):
         # -- control ---------------------------------------------------------------------------------------
         layer = Signal(_addr_bits(c.max_layers))
         n_layers = Signal.like(host.n_layers)
-        desc = table[layer]
+        # The current row of the layer table as one signal: used through the Array proxy, every field read
+        # would be a multiplexer of its own (thousands at 64 PEs, each evaluated every simulated cycle).
+        desc = Signal(layout)
+        m.d.comb += desc.eq(table[layer])
         src = layer[0]
         clear = Signal()
         new_run = Signal()
@@ -185,8 +209,14 @@ class Chip(wiring.Component):
                     m.next = "IDLE"
 
         # -- activation register files (two banks; a word holds one value per PE) ---------------------------
-        lanes_valid = Cat((desc.rows - base_q) > k for k in range(n))
-        out_word = Cat(Mux(lanes_valid[k], pe.out_data, 0) for k, pe in enumerate(pes))
+        # Signals, not expressions: an expression is written out again wherever it is used (each lane's
+        # slice of an expression would repeat all N comparisons).
+        left_rows = Signal(c.dim_bits + 1)
+        lanes_valid = Signal(n)
+        out_word = Signal(n * c.act_bits)
+        m.d.comb += [left_rows.eq(desc.rows - base_q),
+                     lanes_valid.eq(Cat(left_rows > k for k in range(n))),
+                     out_word.eq(Cat(Mux(lanes_valid[k], pe.out_data, 0) for k, pe in enumerate(pes)))]
         banks = []
         for b, target in ((0, Target.ACT0), (1, Target.ACT1)):
             bank = sram(unsigned(n * c.act_bits), c.act_depth)

@@ -19,7 +19,7 @@ from eie.config import ChipConfig
 from eie.hw.arith import shift_left, shift_right
 from eie.hw.sram import sram
 
-__all__ = ["ProcessingElement", "PeLoadSignature", "requantize"]
+__all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "requantize"]
 
 
 def _log2(n):
@@ -41,6 +41,23 @@ class PeLoadSignature(wiring.Signature):
             "addr": Out(_addr_bits(max(c.matrix_words, c.ptr_words, c.max_layers * c.act_depth,
                                        c.max_layers * c.codebook_size))),
             "data": Out(max(c.matrix_word_bits, c.ptr_word_bits, c.act_bits, c.weight_bits)),
+        })
+
+
+class PeSignature(wiring.Signature):
+    """A processing element's ports, seen from the PE (see `ProcessingElement`)."""
+
+    def __init__(self, config):
+        c = config
+        super().__init__({
+            "act_valid": In(1), "act_col": In(c.dim_bits), "act_value": In(signed(c.act_bits)),
+            "act_ready": Out(1),
+            "layer": In(_addr_bits(c.max_layers)), "ptr_base": In(_addr_bits(c.ptr_words)),
+            "shift": In(c.shift_bits), "relu": In(1),
+            "clear": In(1), "new_run": In(1), "busy": Out(1),
+            "out_en": In(1), "out_row": In(_addr_bits(c.act_depth)), "out_data": Out(signed(c.act_bits)),
+            "load": In(PeLoadSignature(c)),
+            "entries": Out(32), "macs": Out(32),
         })
 
 
@@ -80,16 +97,7 @@ class ProcessingElement(wiring.Component):
             raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
         self.config = c = config
         self.row_bits = _addr_bits(c.act_depth)
-        super().__init__({
-            "act_valid": In(1), "act_col": In(c.dim_bits), "act_value": In(signed(c.act_bits)),
-            "act_ready": Out(1),
-            "layer": In(_addr_bits(c.max_layers)), "ptr_base": In(_addr_bits(c.ptr_words)),
-            "shift": In(c.shift_bits), "relu": In(1),
-            "clear": In(1), "new_run": In(1), "busy": Out(1),
-            "out_en": In(1), "out_row": In(self.row_bits), "out_data": Out(signed(c.act_bits)),
-            "load": In(PeLoadSignature(c)),
-            "entries": Out(32), "macs": Out(32),
-        })
+        super().__init__(PeSignature(c))
 
     def elaborate(self, platform):
         c = self.config
