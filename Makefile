@@ -51,8 +51,11 @@ test-slow: modules data
 demo: modules data
 	$(EIE) demo
 
+# The chip and simulator benchmarks, then EIE's nine benchmark layers at 64 PEs (issue 11); both print their
+# targets, and the target fails if either has a failing target.
 bench: modules
-	$(PY) -m eie.cosim.bench
+	@status=0; $(PY) -m eie.cosim.bench || status=1; \
+	  $(EIE) bench --suite eie --out runs/bench-eie --force || status=1; exit $$status
 
 # Each known mutant of the RTL, reference and encoder on a copy of the tree: caught or survived by the fast
 # tier (no Verilator build). `python tests/mutants.py --tier full` runs `make test`'s selection instead.

@@ -48,31 +48,28 @@ class OpLayout:
 
 class RecordingPort:
     """A host port that records each cycle the host spends as an op (appended to the bytearray `program`);
-    samples read as 0."""
+    samples read as 0. The op's input fields are kept packed, so a cycle costs a few integer operations."""
 
     def __init__(self, layout, program):
         self.layout, self.program = layout, program
-        self.values = {name: 0 for name in ("rst", *HOST_INPUTS)}
-        self.values["rst"] = 1
-        self.captures = set()
+        self.word = 1 << layout.offsets["rst"]      # every input low, rst high: the chip's state at time 0
+        self.captures = 0
         self.ops = 0
 
     def drive(self, name, value):
-        self.values[name] = int(value) & ((1 << self.layout.widths[name]) - 1)
+        off, width = self.layout.offsets[name], self.layout.widths[name]
+        mask = ((1 << width) - 1) << off
+        self.word = (self.word & ~mask) | ((int(value) << off) & mask)
 
     def sample(self, name):
         if name not in CAPTURED:
             raise ValueError(f"a program can sample {', '.join(CAPTURED)}, not {name!r}")
-        self.captures.add(name)
+        self.captures |= 1 << self.layout.offsets[f"capture_{name}"]
         return 0
 
     def _emit(self, wait):
-        off = self.layout.offsets
-        word = wait | sum(1 << off[f"capture_{name}"] for name in self.captures)
-        for name, value in self.values.items():
-            word |= value << off[name]
-        self.program += word.to_bytes(self.layout.bytes, "big")
-        self.captures = set()
+        self.program += (self.word | self.captures | wait).to_bytes(self.layout.bytes, "big")
+        self.captures = 0
         self.ops += 1
 
     async def step(self):
