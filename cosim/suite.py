@@ -109,9 +109,10 @@ def _figures(layer, x, image, config, result, reference):
 
 
 def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(PLACEMENTS), clock_mhz=None,
-              chip_shapes=None, simulate=None, log=None):
+              chip_shapes=None, simulate=None, log=None, index_bits=4, queue_depth=8):
     """The suite as a dict (see the module): `shapes` {name: (rows, cols, weights kept, non-zero inputs)}
-    (default: EIE's nine), `rtl` the placements simulated (the others get the model's figures), `clock_mhz`
+    (default: EIE's nine), `index_bits` and `queue_depth` the chip's (EIE's 4 and 8 by default; other design
+    points are compared with the same published figures), `rtl` the placements simulated (the others get the model's figures), `clock_mhz`
     a synthesized clock to state times at, `chip_shapes` more layers the chip must hold (so that a subset runs
     on the whole suite's chip and build), `simulate` the simulator (jobs -> SimResults; default Verilator's
     `simulate_many`, all jobs in one start)."""
@@ -133,7 +134,7 @@ def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(
         raise EieError(f"the clock must be positive (MHz), not {clock_mhz}")
     say = log or (lambda s: None)
     t0 = time.perf_counter()
-    base = ChipConfig.for_user(pes=pes, index_bits=4, weight_index_bits=4)
+    base = ChipConfig.for_user(pes=pes, index_bits=index_bits, weight_index_bits=4, queue_depth=queue_depth)
     layers = suite_layers(shapes, base, samples, calibration, seed)
     others = {n: shape for n, shape in (chip_shapes or {}).items() if n not in shapes}
     fitted = layers + suite_layers(others, base, 1, 1, seed)
@@ -297,7 +298,8 @@ def bench_command(args):
     report = run_suite({n: EIE_LAYERS[n] for n in names}, pes=args.pes, samples=args.samples,
                        calibration=args.calibration, seed=args.seed,
                        rtl=tuple(PLACEMENTS) if args.rtl == "all" else (DEFAULT,),
-                       clock_mhz=clock, chip_shapes=EIE_LAYERS, log=log)
+                       clock_mhz=clock, chip_shapes=EIE_LAYERS, log=log, index_bits=args.index_bits,
+                       queue_depth=args.queue_depth)
     report["clock_source"] = source
     folder.write_json("suite.json", report)
     folder.write_text("suite.md", markdown(report))
@@ -320,6 +322,8 @@ def register(sub):
     p.add_argument("--suite", required=True, choices=["eie"], help="the benchmark suite (eie: EIE's Table IV layers)")
     p.add_argument("--layers", metavar="NAME,...", help="a comma-separated subset (default: all nine)")
     p.add_argument("--pes", type=int, default=64, help="processing elements (default 64, as EIE's figures)")
+    p.add_argument("--index-bits", type=int, default=4, help="relative index bits (default 4, as EIE)")
+    p.add_argument("--queue-depth", type=int, default=8, help="activation queue depth per PE (default 8, as EIE)")
     p.add_argument("--samples", type=int, default=2, help="measured input vectors per layer (default 2)")
     p.add_argument("--calibration", type=int, default=64,
                    help="calibration inputs per layer for the calibrated placement, drawn apart (default 64)")
