@@ -2,7 +2,8 @@
 weight-index widths, row placements, host timing and inputs are drawn, the chip runs in Amaranth's simulator
 (no Verilator build: small chips, memories fitted as `eie spmv` fits them) and its outputs must equal the
 reference's bit for bit, its per-PE counters the performance model's. Where `eie verify` draws cases from
-(seed, case) for replay, hypothesis searches and shrinks: a failure is reported as a small example.
+(seed, case) for replay, hypothesis searches and shrinks: a failure is reported as a smaller example with an
+@reproduce_failure blob that replays it at once (every shrinking step is a simulation: shrinking takes minutes).
 
 Each run draws fresh examples from a printed seed; EIE_PROPERTY_SEED=N repeats a run (failure included) and
 EIE_PROPERTY_EXAMPLES=N runs more than the default 30."""
