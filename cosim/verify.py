@@ -280,8 +280,8 @@ def verify(pool, cases, seed=0, engine="verilator", batch=100, first=0, out=None
                        f"(got {cases}, {batch}, {seed}, {first})")
     if not pool or not all(isinstance(c, ChipConfig) for c in pool):
         raise EieError("a campaign needs a pool of one or more ChipConfigs")
-    report = VerifyReport(pool, seed, chips={chip_label(c): dict.fromkeys(("cases", "mismatches", "skipped", "timed"), 0)
-                                             for c in pool})
+    blank = dict.fromkeys(("cases", "mismatches", "skipped", "timed"), 0)
+    report = VerifyReport(pool, seed, chips={chip_label(c): dict(blank) for c in pool})
     t0 = time.perf_counter()
     tasks = [(pool, k, seed, numbers, engine, gaps) for k, numbers, gaps in plan(pool, seed, first, cases, batch)]
 
@@ -296,7 +296,14 @@ def verify(pool, cases, seed=0, engine="verilator", batch=100, first=0, out=None
             progress()
     else:
         from eie.cosim.campaign import run_tasks
-        parts, failed = run_tasks(_chunk, tasks, jobs, scheduler)
+        done = [0]
+
+        def chunk_done(i):      # the counts come back at the end; meanwhile, how far it got at each tenth
+            tenth = done[0] * 10 // cases
+            done[0] += len(tasks[i][3])
+            if log and done[0] * 10 // cases > tenth:
+                log(f"{done[0]} of {cases} cases run, {done[0] / (time.perf_counter() - t0):.1f} cases/s")
+        parts, failed = run_tasks(_chunk, tasks, jobs, scheduler, chunk_done)
         for part in parts:
             if part is not None:
                 report.add(part)

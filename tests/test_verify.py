@@ -91,8 +91,10 @@ def test_two_simulator_processes_give_the_serial_results():
     """The campaign's chunks on a Dask local cluster of 2 workers: the same report as one process."""
     pool = POOL[:2]
     serial = campaign.verify(pool, 12, seed=4, engine="amaranth", batch=4)
-    spread = campaign.verify(pool, 12, seed=4, engine="amaranth", batch=4, jobs=2)
+    lines = []
+    spread = campaign.verify(pool, 12, seed=4, engine="amaranth", batch=4, jobs=2, log=lines.append)
     assert spread.failed_chunks == {}
+    assert "12 of 12 cases run" in lines[-2], "progress as the chunks finish"
     for name in ("cases", "samples", "outputs", "skipped", "kinds", "chips", "timed_cases", "saturated_cases",
                  "negative_cases", "zero_output_vectors", "padded_cases", "mismatched_cases"):
         assert getattr(spread, name) == getattr(serial, name), name
