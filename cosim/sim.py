@@ -76,22 +76,21 @@ def simulate_many(jobs, stats=False, waves=None, log=None, layer_cycles=None, ga
     t0 = time.perf_counter()
     root = build(config, waves=bool(waves), log=log)
 
-    def host():
-        return ChipHost(port, config, None if gaps is None else np.random.default_rng(gaps))
+    def run_host(port):
+        """Every job through ChipHost over `port`, with the same timing draws each time (record, replay)."""
+        host = ChipHost(port, config, None if gaps is None else np.random.default_rng(gaps))
+        return run_sync(host.run_jobs(jobs, layer_cycles, stats))
 
     with tempfile.TemporaryDirectory(prefix="eie-sim-") as tmp:
         tmp = Path(tmp)
-        program = bytearray()
-        port = RecordingPort(OpLayout(config), program)
-        run_sync(host().run_jobs(jobs, layer_cycles, stats))
-        port.close()
-        (tmp / "program.bin").write_bytes(program)
-        del program
+        recorder = RecordingPort(OpLayout(config), bytearray())
+        run_host(recorder)
+        recorder.close()
+        (tmp / "program.bin").write_bytes(recorder.program)
         plusargs = [f"+program={tmp / 'program.bin'}", f"+captures={tmp / 'captures.txt'}"]
         seconds = (_run_raw if harness == "raw" else _run_cocotb)(root, tmp, plusargs, waves)
         captures, sim_cycles = read_captures(tmp / "captures.txt")
-        port = ReplayPort(captures)
-        results = run_sync(host().run_jobs(jobs, layer_cycles, stats))
+        results = run_host(ReplayPort(captures))
         wall = time.perf_counter() - t0
         return [SimResult(sim_seconds=seconds, sim_cycles=sim_cycles, wall_seconds=wall, **r) for r in results]
 
