@@ -391,8 +391,8 @@ def verify_command(args):
           f"random host timing {r.timed_cases}")
     if len(pool) > 1:
         for label, n in r.chips.items():
-            print(f"  {label}: {n['cases']} cases ({n['timed']} with random host timing), {n['mismatches']} "
-                  f"mismatching, {n['skipped']} did not fit")
+            print(f"  {label}: {n['cases']} case{'' if n['cases'] == 1 else 's'} ({n['timed']} with random host "
+                  f"timing), {n['mismatches']} mismatching, {n['skipped']} did not fit")
     for chunk, why in r.failed_chunks.items():
         print(f"  NOT RUN: {chunk} ({why})")
     return 1 if r.mismatched_cases or r.failed_chunks else 0
