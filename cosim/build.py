@@ -28,7 +28,7 @@ TOPLEVEL = "eie_chip"
 PE_MODULE = "eie_pe"
 BINARY = f"obj/{TESTBENCH}"   # in a cache entry: where cocotb's Verilator runner puts (and looks for) it
 RAW_BINARY = "obj/eie_raw"     # the same model under the bare C++ main of harness.cpp
-
+_RAW_TARGET = Path(RAW_BINARY).name
 # Warnings inherent to Amaranth's Verilog (implicit width changes, `case` without `default` for
 # unreachable values). Everything else stays fatal.
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE"]
@@ -39,8 +39,8 @@ _HARNESS = Path(__file__).resolve().parent / "harness.cpp"
 # The raw harness links against the objects of cocotb's build (the Verilated model and Verilator's runtime),
 # without cocotb's VPI library.
 _RAW_MAKEFILE = f"""include Vtop.mk
-{RAW_BINARY.split("/")[1]}: LDFLAGS =
-{RAW_BINARY.split("/")[1]}: harness.o $(VK_GLOBAL_OBJS) $(VM_PREFIX)__ALL.a
+{_RAW_TARGET}: LDFLAGS =
+{_RAW_TARGET}: harness.o $(VK_GLOBAL_OBJS) $(VM_PREFIX)__ALL.a
 \t$(LINK) $(LDFLAGS) $^ $(LOADLIBES) $(LDLIBS) $(LIBS) -o $@
 harness.o: {_HARNESS}
 \t$(OBJCACHE) $(CXX) $(CXXFLAGS) $(CPPFLAGS) $(OPT_FAST) -c -o $@ $<
@@ -167,7 +167,7 @@ def _make_raw(obj, log):
     import subprocess
     from eie.cosim.toolchain import verilator_env
     (obj / "raw.mk").write_text(_RAW_MAKEFILE)
-    out = subprocess.run(["make", "-C", str(obj), "-f", "raw.mk", RAW_BINARY.split("/")[1]], env=verilator_env(),
+    out = subprocess.run(["make", "-C", str(obj), "-f", "raw.mk", _RAW_TARGET], env=verilator_env(),
                          capture_output=True, text=True)
     with open(log, "a") as f:
         f.write(out.stdout + out.stderr)
