@@ -18,6 +18,10 @@ Storage layout per processing element (PE); row ``i`` of a layer belongs to PE `
 * pointer SRAM: ``ptr_words`` words, each covering ``cols_per_ptr_word`` columns as one base entry address
   plus one ``count_bits`` entry count per column. EIE stores a 16-bit pointer per column; a base plus small
   counts stores the same spans in far fewer bits and is still read in one cycle (prefix sum within the word);
+* the non-zero detector broadcasts ``acts_per_cycle`` activations per cycle: 1 as EIE, or 2, pairing two
+  non-zero activations of one source word whose columns share a pointer word (one pointer read serves both,
+  and the PE reads their entries back to back). Dense inputs (EIE's NT layers: 4,096 inputs at 64 PEs, about
+  one entry per column and PE) are bound by the broadcast at one per cycle, not by the PEs' work;
 * per PE, an activation queue of ``queue_depth`` (8, as EIE) and a FIFO of ``jobs_depth`` column spans
   between the pointer read and the matrix read: empty columns pass without stalling the matrix read, and
   together the two absorb a PE's bursts of heavy columns (at 64 PEs, 16 spans bring the cycles from 10% to
@@ -56,6 +60,7 @@ class ChipConfig:
     ptr_words: int = 512
     act_depth: int = 64
     max_layers: int = 4
+    acts_per_cycle: int = 1
 
     # (minimum, maximum) for each parameter; checked once here so every consumer can trust the values.
     _RANGES = {
@@ -74,6 +79,7 @@ class ChipConfig:
         "ptr_words": (1, 1 << 20),
         "act_depth": (1, 1 << 16),
         "max_layers": (1, 64),
+        "acts_per_cycle": (1, 2),
     }
     _POWERS_OF_TWO = ("entries_per_word", "cols_per_ptr_word")
 
@@ -89,6 +95,9 @@ class ChipConfig:
             value = getattr(self, name)
             if value & (value - 1):
                 raise ValueError(f"ChipConfig.{name} must be a power of two, not {value}")
+        if self.acts_per_cycle > 1 and self.cols_per_ptr_word < 2:
+            raise ValueError("ChipConfig.acts_per_cycle=2 pairs columns that share a pointer word: "
+                             "it needs cols_per_ptr_word >= 2")
         if self.acc_bits < self.act_bits + self.weight_bits:
             raise ValueError(f"ChipConfig.acc_bits ({self.acc_bits}) must hold a full product: "
                              f"at least act_bits + weight_bits = {self.act_bits + self.weight_bits}")
@@ -189,4 +198,4 @@ class ChipConfig:
     def describe(self):
         return (f"{self.pes} PEs, {self.entry_bits}-bit entries (v{self.weight_index_bits}+z{self.index_bits}), "
                 f"{self.matrix_words}x{self.entries_per_word} entries/PE, act depth {self.act_depth}, "
-                f"queue {self.queue_depth}")
+                f"queue {self.queue_depth}" + (f", {self.acts_per_cycle} activations/cycle" if self.acts_per_cycle > 1 else ""))

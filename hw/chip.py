@@ -238,6 +238,8 @@ class Chip(wiring.Component):
         m.d.comb += nzd.ready.eq(ready)
         for pe in pes:
             m.d.comb += [pe.act_valid.eq(nzd.valid & ready), pe.act_col.eq(nzd.col), pe.act_value.eq(nzd.value)]
+            if c.acts_per_cycle > 1:
+                m.d.comb += [pe.act_lane_b.eq(nzd.col_b), pe.act_value_b.eq(nzd.value_b)]
 
         # -- host reads --------------------------------------------------------------------------------------
         stats = Array(Cat(pe.entries, pe.macs) for pe in pes)

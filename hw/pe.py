@@ -6,7 +6,9 @@ Pipeline, one entry per cycle at steady state::
     queue -> P0 pointer read -> P1 span (prefix sum) -> jobs FIFO -> S matrix read -> D decode, codebook,
     multiply -> A accumulate (bypass from W) -> W write
 
-Columns with no entries in this PE cost only a pointer-stage cycle, hidden behind the jobs FIFO.
+Columns with no entries in this PE cost only a pointer-stage cycle, hidden behind the jobs FIFO. With
+``acts_per_cycle=2`` a queue slot holds up to two activations of one pointer word: P1 turns them into one job
+of two spans, and S reads the second span right after the first, as it does the next job's.
 Accumulators start lazily: a row not yet touched in this layer reads its bias instead of the register, so a
 layer needs no initialization pass.
 """
@@ -52,6 +54,9 @@ class PeSignature(wiring.Signature):
         super().__init__({
             "act_valid": In(1), "act_col": In(c.dim_bits), "act_value": In(signed(c.act_bits)),
             "act_ready": Out(1),
+            # a second activation of the same pointer word: its lane there, and its value (0: none)
+            **({"act_lane_b": In(_addr_bits(c.cols_per_ptr_word)), "act_value_b": In(signed(c.act_bits))}
+               if c.acts_per_cycle > 1 else {}),
             "layer": In(_addr_bits(c.max_layers)), "ptr_base": In(_addr_bits(c.ptr_words)),
             "shift": In(c.shift_bits), "relu": In(1),
             "clear": In(1), "new_run": In(1), "busy": Out(1),
@@ -83,7 +88,8 @@ def requantize(m, acc, shift, relu, config):
 class ProcessingElement(wiring.Component):
     """Parameters: a `ChipConfig`. Ports:
 
-    * ``act_*``: broadcast of a non-zero activation (column, value); ``act_ready`` is low while the queue is full.
+    * ``act_*``: broadcast of a non-zero activation (column, value), with ``acts_per_cycle=2`` perhaps a second
+      one of the same pointer word (``act_lane_b``, ``act_value_b``); ``act_ready`` is low while the queue is full.
     * layer parameters (``layer``, ``ptr_base``, ``shift``, ``relu``), stable during a layer (pointer words
       hold absolute entry addresses, so the layer's place in the matrix SRAM needs no port);
       ``clear`` forgets the accumulators (start of a layer); ``busy`` is high while any work is in flight.
@@ -103,9 +109,11 @@ class ProcessingElement(wiring.Component):
         c = self.config
         m = Module()
         K, E = c.cols_per_ptr_word, c.entries_per_word
-        job_layout = data.StructLayout({"start": c.entry_addr_bits, "count": c.count_bits,
-                                        "value": signed(c.act_bits)})
-        act_layout = data.StructLayout({"col": c.dim_bits, "value": signed(c.act_bits)})
+        dual = c.acts_per_cycle > 1
+        span = {"start": c.entry_addr_bits, "count": c.count_bits, "value": signed(c.act_bits)}
+        job_layout = data.StructLayout({**span, **({f"{k}_b": v for k, v in span.items()} if dual else {})})
+        act_layout = data.StructLayout({"col": c.dim_bits, "value": signed(c.act_bits),
+                                        **({"lane_b": _addr_bits(K), "value_b": signed(c.act_bits)} if dual else {})})
 
         # -- memories --------------------------------------------------------------------------------------
         m.submodules.matrix = matrix = sram(unsigned(c.matrix_word_bits), c.matrix_words)
@@ -127,6 +135,7 @@ class ProcessingElement(wiring.Component):
             queue.w_en.eq(self.act_valid),
             incoming.col.eq(self.act_col),
             incoming.value.eq(self.act_value),
+            *([incoming.lane_b.eq(self.act_lane_b), incoming.value_b.eq(self.act_value_b)] if dual else []),
             self.act_ready.eq(queue.w_rdy),
         ]
 
@@ -143,6 +152,10 @@ class ProcessingElement(wiring.Component):
         ]
         m.d.sync += [p1_valid.eq(take), p1_lane.eq(head.col[:_log2(K)] if K > 1 else 0),
                      p1_value.eq(head.value)]
+        if dual:
+            p1_lane_b = Signal.like(p1_lane)
+            p1_value_b = Signal.like(p1_value)
+            m.d.sync += [p1_lane_b.eq(head.lane_b), p1_value_b.eq(head.value_b)]
 
         word = ptr_rd.data
         base = word[:c.entry_addr_bits]
@@ -150,14 +163,25 @@ class ProcessingElement(wiring.Component):
         prefix = [Const(0, c.entry_addr_bits)]
         for n in counts[:-1]:
             prefix.append(prefix[-1] + n)
-        count = Array(counts)[p1_lane]
         job = job_layout(jobs.w_data)
-        m.d.comb += [
-            job.start.eq(base + Array(prefix)[p1_lane]),
-            job.count.eq(count),
-            job.value.eq(p1_value),
-            jobs.w_en.eq(p1_valid & (count != 0)),
-        ]
+        count = Signal(c.count_bits)
+        start = Signal(c.entry_addr_bits)
+        m.d.comb += [count.eq(Array(counts)[p1_lane]), start.eq(base + Array(prefix)[p1_lane])]
+        if dual:
+            count_b = Signal(c.count_bits)
+            start_b = Signal(c.entry_addr_bits)
+            m.d.comb += [count_b.eq(Mux(p1_value_b != 0, Array(counts)[p1_lane_b], 0)),
+                         start_b.eq(base + Array(prefix)[p1_lane_b])]
+            # a first span without entries here gives its place to the second: a job's first span is never empty
+            with m.If(count == 0):
+                m.d.comb += [job.start.eq(start_b), job.count.eq(count_b), job.value.eq(p1_value_b)]
+            with m.Else():
+                m.d.comb += [job.start.eq(start), job.count.eq(count), job.value.eq(p1_value),
+                             job.start_b.eq(start_b), job.count_b.eq(count_b), job.value_b.eq(p1_value_b)]
+            m.d.comb += jobs.w_en.eq(p1_valid & ((count != 0) | (count_b != 0)))
+        else:
+            m.d.comb += [job.start.eq(start), job.count.eq(count), job.value.eq(p1_value),
+                         jobs.w_en.eq(p1_valid & (count != 0))]
 
         # -- S: sparse-matrix read, one entry per cycle ------------------------------------------------------
         s_active = Signal()
@@ -179,10 +203,28 @@ class ProcessingElement(wiring.Component):
         last = ~s_active | (s_left == 1)
         with m.If(s_active):
             m.d.sync += [s_addr.eq(s_addr + 1), s_left.eq(s_left - 1), s_first.eq(0)]
-        with m.If(last):
+
+        def take_job():
             m.d.comb += jobs.r_en.eq(jobs.r_rdy)
             m.d.sync += [s_active.eq(jobs.r_rdy), s_addr.eq(next_job.start), s_left.eq(next_job.count),
                          s_value.eq(next_job.value), s_first.eq(1)]
+
+        b_valid = Const(0)
+        if dual:
+            # the job's second span waits here while S reads the first
+            b_valid = Signal()
+            b_job = Signal(data.StructLayout(span))
+            with m.If(last):
+                with m.If(b_valid):
+                    m.d.sync += [s_active.eq(1), s_addr.eq(b_job.start), s_left.eq(b_job.count),
+                                 s_value.eq(b_job.value), s_first.eq(1), b_valid.eq(0)]
+                with m.Else():
+                    take_job()
+                    m.d.sync += [b_valid.eq(jobs.r_rdy & (next_job.count_b != 0)), b_job.start.eq(next_job.start_b),
+                                 b_job.count.eq(next_job.count_b), b_job.value.eq(next_job.value_b)]
+        else:
+            with m.If(last):
+                take_job()
 
         # -- D: index decoder, codebook lookup, multiply ------------------------------------------------------
         entry = mat_rd.data.word_select(d_slot, c.entry_bits)
@@ -234,7 +276,8 @@ class ProcessingElement(wiring.Component):
         m.d.comb += self.out_data.eq(requantize(m, final, self.shift, self.relu, c))
 
         # -- status and counters ----------------------------------------------------------------------------
-        m.d.comb += self.busy.eq(queue.r_rdy | p1_valid | jobs.r_rdy | s_active | d_valid | a_valid | w_valid)
+        m.d.comb += self.busy.eq(queue.r_rdy | p1_valid | jobs.r_rdy | s_active | b_valid | d_valid | a_valid
+                                 | w_valid)
         with m.If(self.new_run):
             m.d.sync += [self.entries.eq(0), self.macs.eq(0)]
         with m.Else():

@@ -16,7 +16,7 @@ import numpy as np
 # Cycles from reading an entry until it is written back (RTL stages D, A, W).
 PIPELINE_TAIL = 3
 
-__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "real_counts", "words_touched", "layer_events",
+__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "real_counts", "words_touched", "layer_events",
            "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
 
 
@@ -90,11 +90,14 @@ def layer_perf(enc, x, config, model_samples=None):
     nonzero = x != 0
     events = layer_events(enc, nonzero, config)
     m = len(x) if model_samples is None else min(model_samples, len(x))
-    counts = enc.counts
     words = -(-enc.cols // config.pes)
-    model = np.array([predict_cycles(counts[:, np.flatnonzero(nonzero[s])],
-                                     np.bincount(np.flatnonzero(nonzero[s]) // config.pes, minlength=words),
-                                     enc.rows, config) for s in range(m)], np.int64)
+
+    def predict(s):
+        cols = np.flatnonzero(nonzero[s])
+        starts = broadcasts(cols, config)
+        counts = np.add.reduceat(enc.counts[:, cols], starts, axis=1) if len(cols) else enc.counts[:, :0]
+        return predict_cycles(counts, np.bincount(cols[starts] // config.pes, minlength=words), enc.rows, config)
+    model = np.array([predict(s) for s in range(m)], np.int64)
     real = int(sum(pe.n_entries - pe.n_padding for pe in enc.pes))
     return LayerPerf(enc.rows, enc.cols, real, events["work"].astype(np.int64), events["macs"].astype(np.int64),
                      nonzero.sum(axis=1), events, model)
@@ -123,11 +126,26 @@ def network_figures(perfs, config, cycles=None):
     }
 
 
+def broadcasts(cols, config):
+    """Where each broadcast starts in `cols` (a layer's non-zero input columns, ascending), as the detector
+    groups them: one column per broadcast, or with ``acts_per_cycle=2`` the next column of the same source
+    word (`pes` columns) and pointer word (``cols_per_ptr_word`` columns) along with it."""
+    cols = np.asarray(cols, np.int64)
+    if config.acts_per_cycle == 1 or len(cols) < 2:
+        return np.arange(len(cols))
+    key = (cols // config.pes) * (config.max_dim + 1) + cols // config.cols_per_ptr_word
+    run_start = np.r_[True, key[1:] != key[:-1]]
+    pos = np.arange(len(cols)) - np.maximum.accumulate(np.where(run_start, np.arange(len(cols)), 0))
+    return np.flatnonzero(pos % 2 == 0)      # runs of one pointer word pair up from their first column
+
+
 def predict_cycles(act_counts, word_fill, rows, config):
     """Cycles of one layer.
 
-    `act_counts`: (pes, n) entries of each non-zero activation's column in each PE, in broadcast order;
-    `word_fill`: non-zero activations in each source word the detector scans (one word per `pes` columns).
+    `act_counts`: (pes, n) entries of each broadcast's columns in each PE, in broadcast order;
+    `word_fill`: broadcasts from each source word the detector scans (one word per `pes` columns).
+    A broadcast of two columns is one queue slot and one job whose spans S reads back to back, so it times
+    as one column with both columns' entries.
     """
     n_pe, q_depth = config.pes, config.queue_depth
     queue = [deque() for _ in range(n_pe)]
@@ -207,7 +225,8 @@ def layer_events(enc, nonzero, config):
     return {
         "work": m @ enc.counts.T, "macs": m @ real.T,
         "matrix_words": m @ words_touched(enc, config).sum(axis=0),
-        "pointer_words": config.pes * m.sum(axis=1),
+        "pointer_words": config.pes * np.array([len(broadcasts(np.flatnonzero(row), config)) for row in nonzero],
+                                               np.float64).reshape(len(m)),
         "activation_reads": np.full(len(m), enc.cols, np.float64),
         "outputs": np.full(len(m), enc.rows, np.float64),
     }

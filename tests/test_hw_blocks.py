@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
 
@@ -58,11 +59,16 @@ def test_requantize_matches_the_reference():
     run_comb(m, bench)
 
 
-def test_non_zero_detector_broadcasts_in_order_and_stalls():
-    c = ChipConfig(pes=4, act_depth=8)
+@pytest.mark.parametrize("acts", [1, 2])
+def test_non_zero_detector_broadcasts_in_order_and_stalls(acts):
+    """Every non-zero once, in column order, holding while not ready; with two per cycle, pairs exactly where
+    `eie.sw.perf.broadcasts` (the performance model) puts them: consecutive non-zeros of one source word
+    (4 columns) and one pointer word (2 columns)."""
+    from eie.sw.perf import broadcasts
+    c = ChipConfig(pes=4, act_depth=8, cols_per_ptr_word=2, acts_per_cycle=acts)
     dut = NonZeroDetector(c)
     rng = random.Random(3)
-    values = [rng.choice([0, 0, rng.randrange(-99, 99)]) for _ in range(27)]   # 27 columns, last word partial
+    values = [rng.choice([0, rng.randrange(-99, 99)]) for _ in range(27)]   # 27 columns, last word partial
     words = [sum((v & 0xFFFF) << (16 * k) for k, v in enumerate(values[w * 4:w * 4 + 4])) for w in range(7)]
     got = []
 
@@ -76,7 +82,9 @@ def test_non_zero_detector_broadcasts_in_order_and_stalls():
             ready = rng.random() < 0.7
             ctx.set(dut.ready, ready)
             if ctx.get(dut.valid) and ready:
-                got.append((ctx.get(dut.col), ctx.get(dut.value)))
+                got.append([(ctx.get(dut.col), ctx.get(dut.value))])
+                if acts > 1 and ctx.get(dut.value_b):
+                    got[-1].append((ctx.get(dut.col_b), ctx.get(dut.value_b)))
             if not ctx.get(dut.running):
                 break
             await ctx.tick()
@@ -85,7 +93,11 @@ def test_non_zero_detector_broadcasts_in_order_and_stalls():
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert got == [(j, v) for j, v in enumerate(values) if v]
+    nonzero = [(j, v) for j, v in enumerate(values) if v]
+    assert [a for group in got for a in group] == nonzero
+    starts = broadcasts([j for j, _ in nonzero], c)
+    assert [len(group) for group in got] == np.diff(np.r_[starts, len(nonzero)]).tolist()
+    assert max(len(group) for group in got) == acts, "the case must pair some columns"
 
 
 def test_processing_element_computes_its_rows():

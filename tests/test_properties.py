@@ -1,7 +1,7 @@
 """Property-based check of the whole chip (hypothesis): chip configurations, shapes, densities, index and
 weight-index widths, row placements, host timing and inputs are drawn, the chip runs in Amaranth's simulator
 (no Verilator build: small chips, memories fitted as `eie spmv` fits them) and its outputs must equal the
-reference's bit for bit, its per-PE counters the performance model's. Where `eie verify` draws cases from
+reference's bit for bit, its per-PE counters and cycles the performance model's. Where `eie verify` draws cases from
 (seed, case) for replay, hypothesis searches and shrinks: a failure is reported as a smaller example with an
 @reproduce_failure blob that replays it at once (every shrinking step is a simulation: shrinking takes minutes).
 
@@ -51,10 +51,12 @@ def cases(draw):
     """(config, layers, inputs, placement, host-timing seed or None) on a chip of 1-4 PEs."""
     n = draw(st.integers(1, 3))
     # narrow indices in half the draws: zero runs longer than the index holds, so padding entries
+    ptr = draw(st.sampled_from([1, 2, 8]))
     config = ChipConfig(pes=draw(st.integers(1, 4)), index_bits=draw(st.integers(2, 3) | st.integers(2, 8)),
                         weight_index_bits=draw(st.integers(2, 5)), entries_per_word=draw(st.sampled_from([1, 2, 4, 8])),
-                        cols_per_ptr_word=draw(st.sampled_from([1, 2, 8])), queue_depth=draw(st.integers(2, 4)),
-                        jobs_depth=draw(st.integers(2, 4)), max_layers=draw(st.integers(n, 4)))
+                        cols_per_ptr_word=ptr, queue_depth=draw(st.integers(2, 4)),
+                        jobs_depth=draw(st.integers(2, 4)), max_layers=draw(st.integers(n, 4)),
+                        acts_per_cycle=draw(st.sampled_from([1, 2])) if ptr > 1 else 1)
     dims = draw(st.lists(st.integers(1, 32), min_size=n + 1, max_size=n + 1))
     found = draw(layers(config, dims))
     x = draw(arrays(np.int64, (draw(st.integers(1, 3)), dims[0]), elements=st.integers(config.act_min, config.act_max)))
@@ -76,6 +78,7 @@ def check(case):
         perf = layer_perf(encode_layer(placed.w_index, image.config), x, image.config)
         assert (result.pe_stats[:, :, 0] == perf.work).all(), "entries read per PE"
         assert (result.pe_stats[:, :, 1] == perf.macs).all(), "multiplies per PE"
+        assert (result.cycles == perf.model_cycles).all(), f"cycles {result.cycles} against the model's {perf.model_cycles}"
 
 
 def test_the_chip_computes_what_the_reference_does():
