@@ -140,8 +140,10 @@ def _verilate(config, waves, root, failed_log):
     write_verilog(config, root / f"{TOPLEVEL}.v")
     (root / f"{TESTBENCH}.sv").write_text(testbench_verilog(config, TOPLEVEL))
     # Only `finished` is visible to cocotb; everything else stays open to Verilator's optimizer (public
-    # internals made the simulator several times slower).
-    (root / "ports.vlt").write_text(f'`verilator_config\npublic_flat_rw -module "{TESTBENCH}" -var "finished"\n')
+    # internals made the simulator several times slower). The PE stays a module of its own, not inlined N
+    # times: the C++ compiles in about half the time and runs about 5% faster (one copy of the PE's code).
+    (root / "ports.vlt").write_text(f'`verilator_config\npublic_flat_rw -module "{TESTBENCH}" -var "finished"\n'
+                                    f'no_inline -module "{PE_MODULE}"\n')
     from cocotb_tools.runner import get_runner
     runner = get_runner("verilator")
     output = io.StringIO()

@@ -2,7 +2,9 @@
 simulated 64-PE chip, beside the figures EIE published for them.
 
 Each layer is random, of the published shape, weight density and share of non-zero inputs
-(`eie.sw.bench_placement.workload`), with EIE's 4-bit relative indices and 4-bit weight indices, and runs a few
+(`eie.sw.bench_placement.workload`), with 4-bit weight indices as EIE's, and runs on the chip's design point
+(`DESIGN`: 5-bit relative indices, 16-deep queues, 64-deep jobs FIFOs, two activations broadcast per cycle;
+`--index-bits 4 --queue-depth 8 --jobs-depth 16 --acts-per-cycle 1` is EIE's front end). It runs a few
 input vectors under three row placements: EIE's interleaving (row i -> PE i mod N), balanced knowing only the
 matrix (the default) and balanced with calibration inputs drawn apart from the measured ones. One chip
 configuration serves the whole suite, so one Verilator build and one simulator start run every layer; every
@@ -21,7 +23,7 @@ import numpy as np
 
 from eie.errors import EieError
 
-__all__ = ["EIE_TIME_US", "PLACEMENTS", "suite_layers", "suite_config", "run_suite", "targets", "register"]
+__all__ = ["EIE_TIME_US", "PLACEMENTS", "DESIGN", "EIE_DESIGN", "suite_layers", "suite_config", "run_suite", "targets", "register"]
 
 # Time per layer at 64 PEs and 800 MHz, EIE (ISCA 2016) Table IV.
 EIE_TIME_US = {"Alex-6": 30.3, "Alex-7": 12.2, "Alex-8": 9.9, "VGG-6": 34.4, "VGG-7": 8.7, "VGG-8": 8.4,
@@ -29,6 +31,12 @@ EIE_TIME_US = {"Alex-6": 30.3, "Alex-7": 12.2, "Alex-8": 9.9, "VGG-6": 34.4, "VG
 # Suite name -> (placement `build_image` takes, with calibration inputs?)
 PLACEMENTS = {"interleaved": ("interleaved", False), "matrix": ("balanced", False), "calibrated": ("balanced", True)}
 DEFAULT = "matrix"
+# The chip's design point in the suite, and EIE's (ISCA 2016: 4-bit relative indices, 8-deep activation queues,
+# one activation broadcast per cycle). Ours pairs activations (dense inputs are otherwise bound by the broadcast,
+# not by the PEs: NT-We has 4,096 inputs and about 3,840 entries per PE), and its deeper queues and jobs FIFOs
+# keep the PEs fed while another PE's queue is full; 5-bit indices halve the padding at 4% density.
+DESIGN = {"index_bits": 5, "queue_depth": 16, "jobs_depth": 64, "acts_per_cycle": 2}
+EIE_DESIGN = {"index_bits": 4, "queue_depth": 8, "jobs_depth": 16, "acts_per_cycle": 1}
 LABELS = {"interleaved": "interleaved", "matrix": "matrix-only", "calibrated": "calibrated"}
 
 
@@ -109,10 +117,10 @@ def _figures(layer, x, image, config, result, reference):
 
 
 def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(PLACEMENTS), clock_mhz=None,
-              chip_shapes=None, simulate=None, log=None, index_bits=4, queue_depth=8):
+              chip_shapes=None, simulate=None, log=None, design=None):
     """The suite as a dict (see the module): `shapes` {name: (rows, cols, weights kept, non-zero inputs)}
-    (default: EIE's nine), `index_bits` and `queue_depth` the chip's (EIE's 4 and 8 by default; other design
-    points are compared with the same published figures), `rtl` the placements simulated (the others get the model's figures), `clock_mhz`
+    (default: EIE's nine), `design` the chip's design point ({field: value} over `DESIGN`; EIE's own is
+    `EIE_DESIGN`; every point is compared with the same published figures), `rtl` the placements simulated (the others get the model's figures), `clock_mhz`
     a synthesized clock to state times at, `chip_shapes` more layers the chip must hold (so that a subset runs
     on the whole suite's chip and build), `simulate` the simulator (jobs -> SimResults; default Verilator's
     `simulate_many`, all jobs in one start)."""
@@ -134,7 +142,7 @@ def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(
         raise EieError(f"the clock must be positive (MHz), not {clock_mhz}")
     say = log or (lambda s: None)
     t0 = time.perf_counter()
-    base = ChipConfig.for_user(pes=pes, index_bits=index_bits, weight_index_bits=4, queue_depth=queue_depth)
+    base = ChipConfig.for_user(pes=pes, weight_index_bits=4, **{**DESIGN, **(design or {})})
     layers = suite_layers(shapes, base, samples, calibration, seed)
     others = {n: shape for n, shape in (chip_shapes or {}).items() if n not in shapes}
     fitted = layers + suite_layers(others, base, 1, 1, seed)
@@ -258,12 +266,19 @@ def _targets_text(report):
     return "\n".join(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {t['measured']}" for t in report["targets"])
 
 
+def _design_text(config):
+    """The design point beside EIE's, e.g. 'queues 16 deep (EIE 8)'."""
+    names = {"index_bits": "relative index bits", "queue_depth": "activation queue depth",
+             "jobs_depth": "jobs FIFO depth", "acts_per_cycle": "activations broadcast per cycle"}
+    return ", ".join(f"{names[f]} {config[f]} (EIE {EIE_DESIGN[f]})" for f in DESIGN)
+
+
 def markdown(report):
     c = report["config"]
     return (f"# EIE benchmark suite at {report['pes']} PEs\n\n"
             f"One chip for every layer: {c['pes']} PEs, {c['index_bits']}-bit relative indices, "
             f"{c['weight_index_bits']}-bit weight indices, {c['matrix_words']} x {c['entries_per_word']} entries "
-            f"and {c['ptr_words']} pointer words per PE. {report['activation_storage'][0].upper()}"
+            f"and {c['ptr_words']} pointer words per PE; {_design_text(c)}. {report['activation_storage'][0].upper()}"
             f"{report['activation_storage'][1:]}.\n\n{_tables(report)}\n\n## Targets\n\n```\n{_targets_text(report)}"
             f"\n```\n\nSeconds: {report['seconds']}\n")
 
@@ -298,15 +313,16 @@ def bench_command(args):
     report = run_suite({n: EIE_LAYERS[n] for n in names}, pes=args.pes, samples=args.samples,
                        calibration=args.calibration, seed=args.seed,
                        rtl=tuple(PLACEMENTS) if args.rtl == "all" else (DEFAULT,),
-                       clock_mhz=clock, chip_shapes=EIE_LAYERS, log=log, index_bits=args.index_bits,
-                       queue_depth=args.queue_depth)
+                       clock_mhz=clock, chip_shapes=EIE_LAYERS, log=log,
+                       design={f: getattr(args, f) for f in DESIGN})
     report["clock_source"] = source
     folder.write_json("suite.json", report)
     folder.write_text("suite.md", markdown(report))
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"one chip: {report['config_described']}\n{report['activation_storage']}\n")
+        print(f"one chip: {report['config_described']}\ndesign point: {_design_text(report['config'])}\n"
+              f"{report['activation_storage']}\n")
         print(_tables(report))
         if clock:
             print(f"\nclock {clock:g} MHz: {source}")
@@ -322,8 +338,11 @@ def register(sub):
     p.add_argument("--suite", required=True, choices=["eie"], help="the benchmark suite (eie: EIE's Table IV layers)")
     p.add_argument("--layers", metavar="NAME,...", help="a comma-separated subset (default: all nine)")
     p.add_argument("--pes", type=int, default=64, help="processing elements (default 64, as EIE's figures)")
-    p.add_argument("--index-bits", type=int, default=4, help="relative index bits (default 4, as EIE)")
-    p.add_argument("--queue-depth", type=int, default=8, help="activation queue depth per PE (default 8, as EIE)")
+    for field, help_ in (("index_bits", "relative index bits"), ("queue_depth", "activation queue depth per PE"),
+                         ("jobs_depth", "column spans between pointer read and matrix read, per PE"),
+                         ("acts_per_cycle", "non-zero activations broadcast per cycle")):
+        p.add_argument(f"--{field.replace('_', '-')}", type=int, default=DESIGN[field],
+                       help=f"{help_} (default {DESIGN[field]}; EIE: {EIE_DESIGN[field]})")
     p.add_argument("--samples", type=int, default=2, help="measured input vectors per layer (default 2)")
     p.add_argument("--calibration", type=int, default=64,
                    help="calibration inputs per layer for the calibrated placement, drawn apart (default 64)")
