@@ -59,6 +59,12 @@ MUTANTS = [
      "out_z = np.full(len(out_v), config.max_zero_run - 1, np.uint8)"),
     ("encoder: zero runs off by one", "sw/encode.py",
      "gap = local - prev - 1", "gap = local - prev"),
+    ("RTL: a pair's second span dropped", "hw/pe.py",
+     "m.d.sync += [b_valid.eq(jobs.r_rdy & (next_job.count_b != 0))", "m.d.sync += [b_valid.eq(0)"),
+    ("RTL: detector pairs across pointer words", "hw/scanner.py",
+     "pair.eq((others != 0) & ((col_b >> shift) == ((base + first) >> shift)))", "pair.eq(others != 0)"),
+    ("model: pairs counted as two broadcasts", "sw/perf.py",
+     "if config.acts_per_cycle == 1 or len(cols) < 2:", "if True:"),
 ]
 
 
