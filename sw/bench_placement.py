@@ -5,7 +5,10 @@ PE's work over the ideal (total work / PEs), per input and averaged, from `eie.s
 balanced placement knowing only the matrix, and balanced placement calibrated on inputs. Inputs have the
 published share of non-zero activations, but each input's chance of being non-zero varies (Beta-distributed,
 as real activations do); the calibration inputs are drawn apart from the measured ones. No Verilator: this is
-the work per PE, the floor of the cycles for a fixed placement.
+the work per PE, the floor of the cycles for a fixed placement. With `--cycles`, the performance model's cycles
+(equal to the RTL's) over the ideal instead, and mean cycles: with `--samples 2` (and the default seed and
+calibration) these are the inputs, and the figures, of `eie bench --suite eie` at the same `--index-bits` and
+`--queue-depth`.
 """
 
 import argparse
@@ -38,14 +41,14 @@ def workload(rows, cols, density, act_density, samples, calibration, seed=0):
     return w, draw(samples), draw(calibration)
 
 
-def compare(name, pes=64, samples=20, calibration=64, seed=0):
+def compare(name, pes=64, samples=20, calibration=64, seed=0, index_bits=4, queue_depth=8, cycles=False):
     from eie.sw.encode import encode_layer
     from eie.sw.perf import layer_perf
     from eie.sw.placement import balanced_order, column_weights
     rows, cols, density, act_density = EIE_LAYERS[name]
     w, x, calib = workload(rows, cols, density, act_density, samples, calibration, seed)
-    config = ChipConfig(pes=pes, act_depth=-(-max(rows, cols) // pes), count_bits=8, matrix_words=1 << 16,
-                        ptr_words=1 << 12)
+    config = ChipConfig(pes=pes, index_bits=index_bits, queue_depth=queue_depth, act_depth=-(-max(rows, cols) // pes),
+                        count_bits=8, matrix_words=1 << 16, ptr_words=1 << 12)
     out = {"layer": name, "rows": rows, "cols": cols}
     for key, place in (("interleaved", lambda: None), ("matrix", lambda: balanced_order(w, config)),
                        ("calibrated", lambda: balanced_order(w, config, column_weights(calib, cols)))):
@@ -53,9 +56,10 @@ def compare(name, pes=64, samples=20, calibration=64, seed=0):
         order = place()
         placed = time.perf_counter() - t0
         enc = encode_layer(w if order is None else w[order], config)
-        perf = layer_perf(enc, x, config, model_samples=0)
-        ratio = perf.bound_cycles / perf.ideal_cycles
-        out[key] = {"busiest_over_ideal": float(ratio.mean()), "worst": float(ratio.max()), "seconds": placed,
+        perf = layer_perf(enc, x, config, model_samples=None if cycles else 0)
+        ratio = (perf.model_cycles if cycles else perf.bound_cycles) / perf.ideal_cycles
+        out[key] = {"over_ideal": float(ratio.mean()), "worst": float(ratio.max()), "seconds": placed,
+                    "cycles": float(perf.model_cycles.mean()) if cycles else None,
                     "padding": sum(pe.n_padding for pe in enc.pes) / max(1, sum(pe.n_entries for pe in enc.pes))}
     return out
 
@@ -68,25 +72,33 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=20, help="measured inputs per layer (default 20)")
     p.add_argument("--calibration", type=int, default=64, help="calibration inputs, drawn apart (default 64)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--index-bits", type=int, default=4, help="relative index bits (default 4, as EIE)")
+    p.add_argument("--queue-depth", type=int, default=8, help="activation queue depth per PE (default 8, as EIE)")
+    p.add_argument("--cycles", action="store_true", help="the cycle model's cycles / ideal, and mean cycles")
     args = p.parse_args(argv)
     names = args.layers.split(",")
     unknown = [n for n in names if n not in EIE_LAYERS]
     if unknown:
         p.error(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(EIE_LAYERS)}")
-    print(f"busiest PE's work / ideal at {args.pes} PEs, mean over {args.samples} inputs (worst in brackets); "
-          f"EIE reports real time about 1.10 x ideal")
-    print(f"{'layer':<8} {'shape':>11} {'padding':>7} {'interleaved':>16} {'matrix-only':>16} {'calibrated':>16} "
-          f"{'placing s':>9}")
+    what = "model cycles / ideal [mean cycles]" if args.cycles else "busiest PE's work / ideal"
+    print(f"{what} at {args.pes} PEs, {args.index_bits}-bit indices, queue {args.queue_depth}, mean over "
+          f"{args.samples} inputs (worst in brackets); EIE reports real time about 1.10 x ideal")
+    width = 27 if args.cycles else 16
+    print(f"{'layer':<8} {'shape':>11} {'padding':>7} {'interleaved':>{width}} {'matrix-only':>{width}} "
+          f"{'calibrated':>{width}} {'placing s':>9}")
     rows = []
     for name in names:
-        r = compare(name, args.pes, args.samples, args.calibration, args.seed)
+        r = compare(name, args.pes, args.samples, args.calibration, args.seed, args.index_bits, args.queue_depth,
+                    args.cycles)
         rows.append(r)
-        cell = lambda k: f"{r[k]['busiest_over_ideal']:.4f} ({r[k]['worst']:.4f})"
-        print(f"{name:<8} {r['rows']:>5}x{r['cols']:<5} {r['interleaved']['padding']:>7.1%} {cell('interleaved'):>16} "
-              f"{cell('matrix'):>16} {cell('calibrated'):>16} "
+        cell = lambda k: (f"{r[k]['over_ideal']:.4f} ({r[k]['worst']:.4f})"
+                          + (f" [{r[k]['cycles']:,.0f}]" if args.cycles else ""))
+        print(f"{name:<8} {r['rows']:>5}x{r['cols']:<5} {r['interleaved']['padding']:>7.1%} "
+              f"{cell('interleaved'):>{width}} {cell('matrix'):>{width}} {cell('calibrated'):>{width}} "
               f"{max(r['matrix']['seconds'], r['calibrated']['seconds']):>9.1f}", flush=True)
-    mean = lambda k: np.mean([r[k]["busiest_over_ideal"] for r in rows])
-    print(f"{'mean':<8} {'':>11} {'':>7} {mean('interleaved'):>16.4f} {mean('matrix'):>16.4f} {mean('calibrated'):>16.4f}")
+    mean = lambda k: np.mean([r[k]["over_ideal"] for r in rows])
+    print(f"{'mean':<8} {'':>11} {'':>7} {mean('interleaved'):>{width}.4f} {mean('matrix'):>{width}.4f} "
+          f"{mean('calibrated'):>{width}.4f}")
     return 0
 
 

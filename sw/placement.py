@@ -5,10 +5,15 @@ permutation folds into the next layer's columns and the host un-permutes only th
 placement is an `order`: position ``p`` of the layer on the chip (PE ``p % pes``, local row ``p // pes``) holds
 the original row ``order[p]``, so the PEs keep interleaving's row counts (and output pass).
 
-`balanced_order` balances each PE's expected work: the entries it reads per input, padding included, each
-weighted by how likely its column's input is non-zero. Knowing only the matrix, every column counts the same;
-with calibration inputs (`column_weights`) a column counts by how often its input was non-zero. Padding depends
-on which rows land together, so each PE's work is evaluated on its real encoding, not estimated per row.
+`balanced_order` balances the PEs' work: the entries each reads per input, padding included, each weighted by
+how likely its column's input is non-zero. Knowing only the matrix, every column counts the same; with
+calibration inputs (`column_weights`) a column counts by how often its input was non-zero. Equal expected totals
+are not enough: an input has its own subset of non-zero columns, and a PE's work for it is the sum of its entries
+in those columns, so PEs holding uneven shares of the columns drift apart input by input (with random rows the
+busiest of 64 PEs sits about two standard deviations, 2-4%, above the mean). Rows are therefore dealt to even
+out every column over the PEs as well as the totals. Padding depends on which rows land together and in which
+order, so each PE's local rows are ordered to need less of it, and the totals are evened out on the real
+encodings, not estimated per row.
 """
 
 import numpy as np
@@ -54,13 +59,16 @@ class _Loads:
         self.span = config.max_zero_run + 1
         self.row_weight = np.bincount(row, weights=weights[col], minlength=w_index.shape[0])
 
-    def __call__(self, rows):
-        """Expected work of one PE holding `rows` as its local rows 0, 1, ..."""
+    def entries(self, rows):
+        """(local row, column) of the entries of one PE holding `rows` as its local rows 0, 1, ..., row by row."""
         rows = np.asarray(rows, np.int64)   # a PE may hold no rows
         lens = self.rowptr[rows + 1] - self.rowptr[rows]
         starts = np.repeat(self.rowptr[rows] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-        col = self.col[starts + np.arange(lens.sum())]
-        local = np.repeat(np.arange(len(rows)), lens)
+        return np.repeat(np.arange(len(rows)), lens), self.col[starts + np.arange(lens.sum())]
+
+    def __call__(self, rows):
+        """Expected work of one PE holding `rows` as its local rows 0, 1, ..."""
+        local, col = self.entries(rows)
         # gathered row by row, so a stable sort by column keeps local rows ascending (radix sort on 16 bits)
         order = np.argsort(col.astype(np.uint16) if self.cols <= 1 << 16 else col, kind="stable")
         col, local = col[order], local[order]
@@ -71,31 +79,22 @@ class _Loads:
 
 
 def balanced_order(w_index, config, weights=None, max_swaps=None, tolerance=1e-3):
-    """An `order` (see the module) that balances the PEs' expected work; interleaving's own order (the
-    identity) when balancing finds nothing better, so the busiest PE never does more than interleaving's.
+    """An `order` (see the module) that balances the PEs' work per column and in total; interleaving's own order
+    (the identity) when balancing finds nothing better, so the busiest PE never does more than interleaving's.
 
-    Rows are dealt heaviest first, one to each PE per round, the heaviest to the PE with the least work so
-    far; then, while it helps, a row of the busiest PE is swapped with one of a lighter PE, each swap judged
-    on the two PEs' real encodings, until the busiest PE is within `tolerance` of the mean (below the noise
-    of any one input) or `max_swaps` (default 4 per PE) are spent."""
+    Rows are dealt by `_deal`, each PE's local rows ordered by `_local_order`; then, while it helps, a row of
+    the busiest PE is swapped with one of a lighter PE, each swap judged on the two PEs' real encodings, until
+    the busiest PE is within `tolerance` of the mean (below the noise of any one input) or `max_swaps`
+    (default 4 per PE) are spent."""
     w = np.asarray(w_index)
     rows, pes = w.shape[0], config.pes
     weights = np.ones(w.shape[1]) if weights is None else np.asarray(weights, np.float64)
     loads = _Loads(w, config, weights)
     identity = np.arange(rows)
     base = max(loads(identity[k::pes]) for k in range(pes))
-    # deal: PE k holds len(range(k, rows, pes)) rows, as interleaving's positions give it
+    # PE k holds len(range(k, rows, pes)) rows, as interleaving's positions give it
     need = np.array([len(range(k, rows, pes)) for k in range(pes)])
-    held = [[] for _ in range(pes)]
-    est = np.zeros(pes)
-    heavy_first = np.argsort(-loads.row_weight, kind="stable")
-    for start in range(0, rows, pes):
-        batch = heavy_first[start:start + pes]
-        open_pes = [k for k in np.argsort(est, kind="stable") if len(held[k]) < need[k]]
-        for r, k in zip(batch, open_pes):
-            held[k].append(r)
-            est[k] += loads.row_weight[r]
-    held = [np.sort(np.asarray(h, np.int64)) for h in held]   # local rows in their original order (or none)
+    held = [_local_order(h, loads) for h in _deal(loads, need)]
     work = np.array([loads(h) for h in held])
     for _ in range(4 * pes if max_swaps is None else max_swaps):
         a = int(np.argmax(work))
@@ -109,8 +108,76 @@ def balanced_order(w_index, config, weights=None, max_swaps=None, tolerance=1e-3
     return order
 
 
+def _deal(loads, need):
+    """Rows for each PE (PE k gets need[k]), dealt heaviest first, each to the PE with room that holds the
+    least (weighted) of the row's columns so far: every column ends spread evenly over the PEs, so their work
+    for any subset of non-zero inputs stays close, not only on average. A second term steers rows away from PEs
+    whose projected total (held so far plus their free rows at the mean weight still to deal) is above the
+    mean; divided by the (weighted) number of columns, it is on the scale the first term gives a PE's total."""
+    pes, weights, rw = len(need), loads.weights, loads.row_weight
+    columns = float(weights.sum()) or 1.0
+    count = np.zeros((loads.cols, pes))   # entries of each column dealt to each PE
+    total = np.zeros(pes)
+    free = need.astype(np.float64)
+    held = [[] for _ in range(pes)]
+    left, left_rows = float(rw.sum()), len(rw)
+    for r in np.argsort(-rw, kind="stable"):
+        c = loads.col[loads.rowptr[r]:loads.rowptr[r + 1]]
+        projected = total + free * (left / left_rows)
+        cost = weights[c] @ count[c] + rw[r] * (projected - projected.mean()) / columns
+        cost[free == 0] = np.inf
+        k = int(np.argmin(cost))
+        held[k].append(r)
+        count[c, k] += 1
+        total[k] += rw[r]
+        free[k] -= 1
+        left -= rw[r]
+        left_rows -= 1
+    return [np.asarray(h, np.int64) for h in held]
+
+
+def _local_order(rows, loads, urgency=1.3):
+    """One PE's `rows` in a local order that needs less padding. A column needs a padding entry once `span`
+    local rows pass without one of its entries, so rows are taken one at a time, each time the row whose
+    entries serve best the columns nearest to that: a column counts (its weight) x urgency ** -(local rows it
+    has left). On EIE's layers this cuts the padding of their rows by 3-32% at 4-bit indices, 7-92% at 5-bit
+    (most where a PE holds many rows per column); 2^-s or 1/(1+s) leave within 0.4% as many entries.
+
+    How near a column is depends only on its phase (local row of its latest entry, mod `span`), so each row
+    keeps its columns' weight per phase and a step costs the entries of the columns just served."""
+    n, span = len(rows), loads.span
+    if n < 2:
+        return rows
+    local, col = loads.entries(rows)
+    cols, col = np.unique(col, return_inverse=True)      # the PE's own columns, renumbered
+    weight = loads.weights[cols][col]
+    by_row = np.searchsorted(local, np.arange(n + 1))
+    by_col = np.argsort(col, kind="stable")
+    col_ptr = np.searchsorted(col[by_col], np.arange(len(cols) + 1))
+    phase = np.full(len(cols), span - 1)                 # no entry yet: as if one at local row -1
+    by_phase = np.zeros((n, span))                       # weight of each row's columns by phase
+    by_phase[:, span - 1] = np.bincount(local, weights=weight, minlength=n)
+    by_slack = urgency ** -np.arange(span, dtype=np.float64)
+    taken = np.zeros(n, bool)
+    out = np.empty(n, np.int64)
+    for t in range(n):
+        score = by_phase @ by_slack[(np.arange(span) - t) % span]
+        score[taken] = -1
+        k = int(np.argmax(score))
+        out[t], taken[k] = rows[k], True
+        served = col[by_row[k]:by_row[k + 1]]
+        lens = col_ptr[served + 1] - col_ptr[served]
+        e = by_col[np.repeat(col_ptr[served] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+                   + np.arange(lens.sum())]                # every entry of the served columns
+        np.add.at(by_phase, (local[e], phase[col[e]]), -weight[e])
+        np.add.at(by_phase, (local[e], t % span), weight[e])
+        phase[served] = t % span
+    return out
+
+
 def _improve(a, held, work, loads, tries=8):
-    """Swap one row of PE `a` with one of a lighter PE so that both end below `a`'s work; True if done."""
+    """Swap one row of PE `a` with one of a lighter PE (each taking the other's local row) so that both end
+    below `a`'s work; True if done."""
     rw = loads.row_weight
     for b in np.argsort(work)[:tries]:
         b = int(b)
@@ -124,8 +191,8 @@ def _improve(a, held, work, loads, tries=8):
             i, j = np.unravel_index(flat, diff.shape)
             if diff[i, j] <= 0:
                 continue
-            na = np.sort(np.concatenate([np.delete(ra, i), [rb[j]]]))
-            nb = np.sort(np.concatenate([np.delete(rb, j), [ra[i]]]))
+            na, nb = ra.copy(), rb.copy()
+            na[i], nb[j] = rb[j], ra[i]
             wa, wb = loads(na), loads(nb)
             if max(wa, wb) < work[a]:
                 held[a], held[b], work[a], work[b] = na, nb, wa, wb
