@@ -7,8 +7,8 @@ published share of non-zero activations, but each input's chance of being non-ze
 as real activations do); the calibration inputs are drawn apart from the measured ones. No Verilator: this is
 the work per PE, the floor of the cycles for a fixed placement. With `--cycles`, the performance model's cycles
 (equal to the RTL's) over the ideal instead, and mean cycles: with `--samples 2` (and the default seed and
-calibration) these are the inputs, and the figures, of `eie bench --suite eie` at the same `--index-bits` and
-`--queue-depth`.
+calibration) these are the inputs, and the figures, of `eie bench --suite eie` at the same design point
+(`--index-bits`, `--queue-depth`, `--jobs-depth`, `--acts-per-cycle`; EIE's by default here).
 """
 
 import argparse
@@ -41,14 +41,15 @@ def workload(rows, cols, density, act_density, samples, calibration, seed=0):
     return w, draw(samples), draw(calibration)
 
 
-def compare(name, pes=64, samples=20, calibration=64, seed=0, index_bits=4, queue_depth=8, cycles=False):
+def compare(name, pes=64, samples=20, calibration=64, seed=0, cycles=False, **design):
+    """Figures per placement; `design`: ChipConfig fields of the chip's front end (index_bits, queue_depth, ...)."""
     from eie.sw.encode import encode_layer
     from eie.sw.perf import layer_perf
     from eie.sw.placement import balanced_order, column_weights
     rows, cols, density, act_density = EIE_LAYERS[name]
     w, x, calib = workload(rows, cols, density, act_density, samples, calibration, seed)
-    config = ChipConfig(pes=pes, index_bits=index_bits, queue_depth=queue_depth, act_depth=-(-max(rows, cols) // pes),
-                        count_bits=8, matrix_words=1 << 16, ptr_words=1 << 12)
+    config = ChipConfig(pes=pes, act_depth=-(-max(rows, cols) // pes), count_bits=8, matrix_words=1 << 16,
+                        ptr_words=1 << 12, **design)
     out = {"layer": name, "rows": rows, "cols": cols}
     for key, place in (("interleaved", lambda: None), ("matrix", lambda: balanced_order(w, config)),
                        ("calibrated", lambda: balanced_order(w, config, column_weights(calib, cols)))):
@@ -74,6 +75,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index-bits", type=int, default=4, help="relative index bits (default 4, as EIE)")
     p.add_argument("--queue-depth", type=int, default=8, help="activation queue depth per PE (default 8, as EIE)")
+    p.add_argument("--jobs-depth", type=int, default=16, help="jobs FIFO depth per PE (default 16, as EIE)")
+    p.add_argument("--acts-per-cycle", type=int, default=1, help="activations broadcast per cycle (default 1, as EIE)")
     p.add_argument("--cycles", action="store_true", help="the cycle model's cycles / ideal, and mean cycles")
     args = p.parse_args(argv)
     names = args.layers.split(",")
@@ -81,15 +84,16 @@ def main(argv=None):
     if unknown:
         p.error(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(EIE_LAYERS)}")
     what = "model cycles / ideal [mean cycles]" if args.cycles else "busiest PE's work / ideal"
-    print(f"{what} at {args.pes} PEs, {args.index_bits}-bit indices, queue {args.queue_depth}, mean over "
+    design = {"index_bits": args.index_bits, "queue_depth": args.queue_depth, "jobs_depth": args.jobs_depth,
+              "acts_per_cycle": args.acts_per_cycle}
+    print(f"{what} at {args.pes} PEs, {', '.join(f'{k} {v}' for k, v in design.items())}, mean over "
           f"{args.samples} inputs (worst in brackets); EIE reports real time about 1.10 x ideal")
     width = 27 if args.cycles else 16
     print(f"{'layer':<8} {'shape':>11} {'padding':>7} {'interleaved':>{width}} {'matrix-only':>{width}} "
           f"{'calibrated':>{width}} {'placing s':>9}")
     rows = []
     for name in names:
-        r = compare(name, args.pes, args.samples, args.calibration, args.seed, args.index_bits, args.queue_depth,
-                    args.cycles)
+        r = compare(name, args.pes, args.samples, args.calibration, args.seed, args.cycles, **design)
         rows.append(r)
         cell = lambda k: (f"{r[k]['over_ideal']:.4f} ({r[k]['worst']:.4f})"
                           + (f" [{r[k]['cycles']:,.0f}]" if args.cycles else ""))
