@@ -23,7 +23,8 @@ import numpy as np
 
 from eie.errors import EieError
 
-__all__ = ["EIE_TIME_US", "PLACEMENTS", "DESIGN", "EIE_DESIGN", "suite_layers", "suite_config", "run_suite", "targets", "register"]
+__all__ = ["EIE_TIME_US", "PLACEMENTS", "DESIGN", "EIE_DESIGN", "suite_layers", "suite_config", "run_suite", "targets",
+           "register"]
 
 # Time per layer at 64 PEs and 800 MHz, EIE (ISCA 2016) Table IV.
 EIE_TIME_US = {"Alex-6": 30.3, "Alex-7": 12.2, "Alex-8": 9.9, "VGG-6": 34.4, "VGG-7": 8.7, "VGG-8": 8.4,
@@ -120,10 +121,10 @@ def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(
               chip_shapes=None, simulate=None, log=None, design=None):
     """The suite as a dict (see the module): `shapes` {name: (rows, cols, weights kept, non-zero inputs)}
     (default: EIE's nine), `design` the chip's design point ({field: value} over `DESIGN`; EIE's own is
-    `EIE_DESIGN`; every point is compared with the same published figures), `rtl` the placements simulated (the others get the model's figures), `clock_mhz`
-    a synthesized clock to state times at, `chip_shapes` more layers the chip must hold (so that a subset runs
-    on the whole suite's chip and build), `simulate` the simulator (jobs -> SimResults; default Verilator's
-    `simulate_many`, all jobs in one start)."""
+    `EIE_DESIGN`; every point is compared with the same published figures), `rtl` the placements simulated
+    (the others get the model's figures), `clock_mhz` a synthesized clock to state times at, `chip_shapes`
+    more layers the chip must hold (so that a subset runs on the whole suite's chip and build), `simulate` the
+    simulator (jobs -> SimResults; default Verilator's `simulate_many`, all jobs in one start)."""
     from eie.config import ChipConfig
     from eie.sw.bench_placement import EIE_LAYERS
     from eie.sw.image import build_image

@@ -16,8 +16,8 @@ import numpy as np
 # Cycles from reading an entry until it is written back (RTL stages D, A, W).
 PIPELINE_TAIL = 3
 
-__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "real_counts", "words_touched", "layer_events",
-           "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
+__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "real_counts",
+           "words_touched", "layer_events", "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
 
 
 @dataclass
@@ -88,16 +88,16 @@ def layer_perf(enc, x, config, model_samples=None):
     x = np.asarray(x)
     x = x.reshape(1, -1) if x.ndim == 1 else x
     nonzero = x != 0
-    events = layer_events(enc, nonzero, config)
+    cols = [np.flatnonzero(row) for row in nonzero]
+    starts = [broadcasts(c, config) for c in cols]
+    events = layer_events(enc, nonzero, np.array([len(s) for s in starts]), config)
     m = len(x) if model_samples is None else min(model_samples, len(x))
     words = -(-enc.cols // config.pes)
 
-    def predict(s):
-        cols = np.flatnonzero(nonzero[s])
-        starts = broadcasts(cols, config)
-        counts = np.add.reduceat(enc.counts[:, cols], starts, axis=1) if len(cols) else enc.counts[:, :0]
-        return predict_cycles(counts, np.bincount(cols[starts] // config.pes, minlength=words), enc.rows, config)
-    model = np.array([predict(s) for s in range(m)], np.int64)
+    def predict(c, s):
+        counts = np.add.reduceat(enc.counts[:, c], s, axis=1) if len(c) else enc.counts[:, :0]
+        return predict_cycles(counts, np.bincount(c[s] // config.pes, minlength=words), enc.rows, config)
+    model = np.array([predict(c, s) for c, s in zip(cols[:m], starts[:m])], np.int64)
     real = int(sum(pe.n_entries - pe.n_padding for pe in enc.pes))
     return LayerPerf(enc.rows, enc.cols, real, events["work"].astype(np.int64), events["macs"].astype(np.int64),
                      nonzero.sum(axis=1), events, model)
@@ -215,8 +215,9 @@ ENERGY_PJ = {"dram_32b": 640.0, "sram_32b": 5.0, "register_file": 1.0, "int_mult
              "float_multiply": 3.7, "float_add": 0.9}
 
 
-def layer_events(enc, nonzero, config):
-    """Counted events of one layer for each input; `nonzero` is (samples, cols) bool.
+def layer_events(enc, nonzero, n_broadcasts, config):
+    """Counted events of one layer for each input; `nonzero` is (samples, cols) bool, `n_broadcasts` the
+    detector's broadcasts for each (`broadcasts`), one pointer read in every PE each.
 
     Returns per-sample arrays: work and macs per PE, and the chip-wide counts the energy estimate uses.
     """
@@ -225,8 +226,7 @@ def layer_events(enc, nonzero, config):
     return {
         "work": m @ enc.counts.T, "macs": m @ real.T,
         "matrix_words": m @ words_touched(enc, config).sum(axis=0),
-        "pointer_words": config.pes * np.array([len(broadcasts(np.flatnonzero(row), config)) for row in nonzero],
-                                               np.float64).reshape(len(m)),
+        "pointer_words": config.pes * np.asarray(n_broadcasts, np.float64),
         "activation_reads": np.full(len(m), enc.cols, np.float64),
         "outputs": np.full(len(m), enc.rows, np.float64),
     }

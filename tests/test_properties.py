@@ -78,7 +78,7 @@ def check(case):
         perf = layer_perf(encode_layer(placed.w_index, image.config), x, image.config)
         assert (result.pe_stats[:, :, 0] == perf.work).all(), "entries read per PE"
         assert (result.pe_stats[:, :, 1] == perf.macs).all(), "multiplies per PE"
-        assert (result.cycles == perf.model_cycles).all(), f"cycles {result.cycles} against the model's {perf.model_cycles}"
+        assert (result.cycles == perf.model_cycles).all(), f"cycles {result.cycles}, the model's {perf.model_cycles}"
 
 
 def test_the_chip_computes_what_the_reference_does():
