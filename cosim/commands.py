@@ -35,6 +35,7 @@ def add_chip_args(p, sized=False, from_image=False):
     add("entries-per-word", "entries per sparse-matrix SRAM word")
     add("max-layers", "layer table size")
     add("acts-per-cycle", "non-zero activations broadcast per cycle: 1 (EIE) or 2 (pairs sharing a pointer word)")
+    add("outputs-per-cycle", "rows each PE puts out per cycle in the output pass: 1 (EIE) or 2")
     add("count-bits", "bits of each column's entry count in a pointer word", fit=True)
     add("matrix-words", "sparse-matrix SRAM words per PE", fit=True)
     add("ptr-words", "pointer SRAM words per PE", fit=True)
@@ -42,7 +43,8 @@ def add_chip_args(p, sized=False, from_image=False):
 
 
 _CHIP_FLAGS = ("pes", "index_bits", "weight_index_bits", "queue_depth", "jobs_depth", "entries_per_word",
-               "max_layers", "count_bits", "matrix_words", "ptr_words", "act_depth", "acts_per_cycle")
+               "max_layers", "count_bits", "matrix_words", "ptr_words", "act_depth", "acts_per_cycle",
+               "outputs_per_cycle")
 
 
 def chip_changes(args):

@@ -3,8 +3,9 @@ simulated 64-PE chip, beside the figures EIE published for them.
 
 Each layer is random, of the published shape, weight density and share of non-zero inputs
 (`eie.sw.bench_placement.workload`), with 4-bit weight indices as EIE's, and runs on the chip's design point
-(`DESIGN`: 5-bit relative indices, 16-deep queues, 64-deep jobs FIFOs, two activations broadcast per cycle;
-`--index-bits 4 --queue-depth 8 --jobs-depth 16 --acts-per-cycle 1` is EIE's front end). It runs a few
+(`DESIGN`: 5-bit relative indices, 16-deep queues, 64-deep jobs FIFOs, two activations broadcast and two
+outputs per PE per cycle; `--index-bits 4 --queue-depth 8 --jobs-depth 16 --acts-per-cycle 1
+--outputs-per-cycle 1` is EIE's). It runs a few
 input vectors under three row placements: EIE's interleaving (row i -> PE i mod N), balanced knowing only the
 matrix (the default) and balanced with calibration inputs drawn apart from the measured ones. One chip
 configuration serves the whole suite, so one Verilator build and one simulator start run every layer; every
@@ -35,9 +36,10 @@ DEFAULT = "matrix"
 # The chip's design point in the suite, and EIE's (ISCA 2016: 4-bit relative indices, 8-deep activation queues,
 # one activation broadcast per cycle). Ours pairs activations (dense inputs are otherwise bound by the broadcast,
 # not by the PEs: NT-We has 4,096 inputs and about 3,840 entries per PE), and its deeper queues and jobs FIFOs
-# keep the PEs fed while another PE's queue is full; 5-bit indices halve the padding at 4% density.
-DESIGN = {"index_bits": 5, "queue_depth": 16, "jobs_depth": 64, "acts_per_cycle": 2}
-EIE_DESIGN = {"index_bits": 4, "queue_depth": 8, "jobs_depth": 16, "acts_per_cycle": 1}
+# keep the PEs fed while another PE's queue is full; 5-bit indices halve the padding at 4% density; two outputs
+# per cycle halve the output pass, which is most of what is left above the busiest PE on the tall layers.
+DESIGN = {"index_bits": 5, "queue_depth": 16, "jobs_depth": 64, "acts_per_cycle": 2, "outputs_per_cycle": 2}
+EIE_DESIGN = {"index_bits": 4, "queue_depth": 8, "jobs_depth": 16, "acts_per_cycle": 1, "outputs_per_cycle": 1}
 LABELS = {"interleaved": "interleaved", "matrix": "matrix-only", "calibrated": "calibrated"}
 
 
@@ -87,14 +89,14 @@ def activation_storage(layers, config):
 def _figures(layer, x, image, config, result, reference):
     """One placement's figures; RTL figures where `result` (a SimResult) is given, else the model's."""
     from eie.sw.encode import encode_layer
-    from eie.sw.perf import layer_perf
+    from eie.sw.perf import layer_perf, output_cycles
     order = image.layers[0].order
     enc = encode_layer(layer.w_index if order is None else layer.w_index[np.asarray(order)], config)
     perf = layer_perf(enc, x, config)
     model = perf.model_cycles
     cycles = model if result is None else result.cycles
     ideal, bound = perf.ideal_cycles, perf.bound_cycles
-    out_pass = -(-layer.rows // config.pes)
+    out_pass = output_cycles(layer.rows, config)
     out = {
         "cycles_from": "model" if result is None else "rtl",
         "cycles": cycles.tolist(), "model_cycles": model.tolist(),
@@ -270,7 +272,8 @@ def _targets_text(report):
 def _design_text(config):
     """The design point beside EIE's, e.g. 'queues 16 deep (EIE 8)'."""
     names = {"index_bits": "relative index bits", "queue_depth": "activation queue depth",
-             "jobs_depth": "jobs FIFO depth", "acts_per_cycle": "activations broadcast per cycle"}
+             "jobs_depth": "jobs FIFO depth", "acts_per_cycle": "activations broadcast per cycle",
+             "outputs_per_cycle": "outputs per PE per cycle"}
     return ", ".join(f"{names[f]} {config[f]} (EIE {EIE_DESIGN[f]})" for f in DESIGN)
 
 
@@ -341,7 +344,8 @@ def register(sub):
     p.add_argument("--pes", type=int, default=64, help="processing elements (default 64, as EIE's figures)")
     for field, help_ in (("index_bits", "relative index bits"), ("queue_depth", "activation queue depth per PE"),
                          ("jobs_depth", "column spans between pointer read and matrix read, per PE"),
-                         ("acts_per_cycle", "non-zero activations broadcast per cycle")):
+                         ("acts_per_cycle", "non-zero activations broadcast per cycle"),
+                         ("outputs_per_cycle", "rows each PE puts out per cycle in the output pass")):
         p.add_argument(f"--{field.replace('_', '-')}", type=int, default=DESIGN[field],
                        help=f"{help_} (default {DESIGN[field]}; EIE: {EIE_DESIGN[field]})")
     p.add_argument("--samples", type=int, default=2, help="measured input vectors per layer (default 2)")

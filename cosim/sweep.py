@@ -18,7 +18,7 @@ __all__ = ["SWEPT", "grid", "sweep", "register"]
 
 # The chip parameters a sweep may vary, with the values tried when none are given.
 SWEPT = {"pes": (1, 2, 4, 8, 16), "queue_depth": (8,), "index_bits": (4,), "entries_per_word": (8,),
-         "acts_per_cycle": (1,)}
+         "acts_per_cycle": (1,), "outputs_per_cycle": (1,)}
 
 
 def grid(**values):

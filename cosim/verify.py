@@ -35,7 +35,7 @@ KINDS = ("plain", "saturating", "padding", "back-to-back", "chain", "sparse-inpu
 SAVED_AT_MOST = 3     # failing cases shrunk and saved per campaign (a broken chip fails them all)
 # Chip fields a campaign varies, and `eie verify`'s pool: 1 PE, a PE count that is no power of two and 16 PEs;
 # the narrowest and widest relative indices; 4- and 16-entry codebooks. Twelve builds, cached after first use.
-POOLED = ("pes", "index_bits", "weight_index_bits", "entries_per_word", "acts_per_cycle")
+POOLED = ("pes", "index_bits", "weight_index_bits", "entries_per_word", "acts_per_cycle", "outputs_per_cycle")
 DEFAULT_POOL = {"pes": (1, 3, 16), "index_bits": (2, 8), "weight_index_bits": (2, 4)}
 
 
@@ -186,7 +186,8 @@ def chip_label(config):
     """What a pool varies about `config`, for the counts per chip."""
     c = config
     return (f"{c.pes} PE{'s' if c.pes > 1 else ''}, z{c.index_bits} v{c.weight_index_bits}, "
-            f"{c.entries_per_word} entries/word" + (f", {c.acts_per_cycle} acts/cycle" if c.acts_per_cycle > 1 else ""))
+            f"{c.entries_per_word} entries/word" + (f", {c.acts_per_cycle} acts/cycle" if c.acts_per_cycle > 1 else "")
+            + (f", {c.outputs_per_cycle} outputs/cycle" if c.outputs_per_cycle > 1 else ""))
 
 
 @dataclass
@@ -427,7 +428,8 @@ def register(sub):
     for name, help_ in (("pes", "processing elements, 1..64"), ("index-bits", "relative row index bits z, 2..8"),
                         ("weight-index-bits", "codebook index bits v, 2..8"),
                         ("entries-per-word", "entries per sparse-matrix SRAM word, a power of two"),
-                        ("acts-per-cycle", "non-zero activations broadcast per cycle, 1 or 2")):
+                        ("acts-per-cycle", "non-zero activations broadcast per cycle, 1 or 2"),
+                        ("outputs-per-cycle", "rows each PE puts out per cycle in the output pass, 1 or 2")):
         f = name.replace("-", "_")
         default = DEFAULT_POOL.get(f, (getattr(ChipConfig(), f),))
         g.add_argument(f"--{name}", type=_values, metavar="N,N,...", default=default,

@@ -22,6 +22,9 @@ Storage layout per processing element (PE); row ``i`` of a layer belongs to PE `
   non-zero activations of one source word whose columns share a pointer word (one pointer read serves both,
   and the PE reads their entries back to back). Dense inputs (EIE's NT layers: 4,096 inputs at 64 PEs, about
   one entry per column and PE) are bound by the broadcast at one per cycle, not by the PEs' work;
+* the output pass requantizes ``outputs_per_cycle`` local rows per PE per cycle: 1 as EIE, or 2 (a second
+  accumulator and bias read, a second requantizer per PE, a second write port on the activation register
+  files), which halves the pass that follows every layer: 64 cycles for a 4,096-row layer at 64 PEs;
 * per PE, an activation queue of ``queue_depth`` (8, as EIE) and a FIFO of ``jobs_depth`` column spans
   between the pointer read and the matrix read: empty columns pass without stalling the matrix read, and
   together the two absorb a PE's bursts of heavy columns (at 64 PEs, 16 spans bring the cycles from 10% to
@@ -61,6 +64,7 @@ class ChipConfig:
     act_depth: int = 64
     max_layers: int = 4
     acts_per_cycle: int = 1
+    outputs_per_cycle: int = 1
 
     # (minimum, maximum) for each parameter; checked once here so every consumer can trust the values.
     _RANGES = {
@@ -80,6 +84,7 @@ class ChipConfig:
         "act_depth": (1, 1 << 16),
         "max_layers": (1, 64),
         "acts_per_cycle": (1, 2),
+        "outputs_per_cycle": (1, 2),
     }
     _POWERS_OF_TWO = ("entries_per_word", "cols_per_ptr_word")
 
@@ -199,4 +204,5 @@ class ChipConfig:
         return (f"{self.pes} PEs, {self.entry_bits}-bit entries (v{self.weight_index_bits}+z{self.index_bits}), "
                 f"{self.matrix_words}x{self.entries_per_word} entries/PE, act depth {self.act_depth}, "
                 f"queue {self.queue_depth}"
-                + (f", {self.acts_per_cycle} activations/cycle" if self.acts_per_cycle > 1 else ""))
+                + (f", {self.acts_per_cycle} activations/cycle" if self.acts_per_cycle > 1 else "")
+                + (f", {self.outputs_per_cycle} outputs/cycle" if self.outputs_per_cycle > 1 else ""))

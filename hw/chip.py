@@ -5,7 +5,7 @@ The host loads the image (sparse matrix, pointers, codebooks, biases, layer tabl
 pulses ``start`` with ``n_layers``, waits for ``done`` and reads the last layer's output. Layers chain on
 chip: layer ``l`` reads activation bank ``l % 2`` and writes bank ``(l + 1) % 2`` (EIE's source/destination
 swap). A layer runs as: clear accumulators, broadcast non-zero activations until every PE drains, then an
-output pass that requantizes one local row per cycle in every PE at once.
+output pass that requantizes ``outputs_per_cycle`` local rows per cycle in every PE at once.
 """
 
 import enum
@@ -195,9 +195,10 @@ class Chip(wiring.Component):
                     m.d.sync += [out_row.eq(0), out_base.eq(0)]
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
+                step = c.outputs_per_cycle
                 m.d.comb += out_en.eq(1)
-                m.d.sync += [out_row.eq(out_row + 1), out_base.eq(out_base + n)]
-                with m.If(out_base + n >= desc.rows):
+                m.d.sync += [out_row.eq(out_row + step), out_base.eq(out_base + step * n)]
+                with m.If(out_base + step * n >= desc.rows):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.sync += [layer_cycles[layer].eq(host.cycles + 1 - layer_start), layer_start.eq(host.cycles + 1)]
@@ -212,11 +213,19 @@ class Chip(wiring.Component):
         # Signals, not expressions: an expression is written out again wherever it is used (each lane's
         # slice of an expression would repeat all N comparisons).
         left_rows = Signal(c.dim_bits + 1)
-        lanes_valid = Signal(n)
-        out_word = Signal(n * c.act_bits)
-        m.d.comb += [left_rows.eq(desc.rows - base_q),
-                     lanes_valid.eq(Cat(left_rows > k for k in range(n))),
-                     out_word.eq(Cat(Mux(lanes_valid[k], pe.out_data, 0) for k, pe in enumerate(pes)))]
+        m.d.comb += left_rows.eq(desc.rows - base_q)
+
+        def output_word(first, data):
+            """The output word of global rows base_q + first ..., lanes past the layer's rows zero."""
+            valid = Signal(n, name=f"lanes_valid{first}")
+            word = Signal(n * c.act_bits, name=f"out_word{first}")
+            m.d.comb += [valid.eq(Cat(left_rows > first + k for k in range(n))),
+                         word.eq(Cat(Mux(valid[k], d, 0) for k, d in enumerate(data)))]
+            return valid, word
+
+        _, out_word = output_word(0, [pe.out_data for pe in pes])
+        if c.outputs_per_cycle > 1:     # the next word, row_q + 1, through a second write port
+            lanes_valid_b, out_word_b = output_word(n, [pe.out_data_b for pe in pes])
         banks = []
         for b, target in ((0, Target.ACT0), (1, Target.ACT1)):
             bank = sram(unsigned(n * c.act_bits), c.act_depth)
@@ -227,6 +236,10 @@ class Chip(wiring.Component):
             m.d.comb += [wp.en.eq(host_we | out_we),
                          wp.addr.eq(Mux(out_we, row_q, host.addr)),
                          wp.data.eq(Mux(out_we, out_word, host.data))]
+            if c.outputs_per_cycle > 1:
+                wp_b = bank.write_port()
+                m.d.comb += [wp_b.en.eq(out_we & lanes_valid_b[0]), wp_b.addr.eq(row_q + 1),
+                             wp_b.data.eq(out_word_b)]
             scan_rd = bank.read_port(domain="comb")
             host_rd = bank.read_port(domain="comb")
             m.d.comb += [scan_rd.addr.eq(nzd.addr), host_rd.addr.eq(host.raddr)]

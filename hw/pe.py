@@ -61,6 +61,7 @@ class PeSignature(wiring.Signature):
             "shift": In(c.shift_bits), "relu": In(1),
             "clear": In(1), "new_run": In(1), "busy": Out(1),
             "out_en": In(1), "out_row": In(_addr_bits(c.act_depth)), "out_data": Out(signed(c.act_bits)),
+            **({"out_data_b": Out(signed(c.act_bits))} if c.outputs_per_cycle > 1 else {}),
             "load": In(PeLoadSignature(c)),
             "entries": Out(32), "macs": Out(32),
         })
@@ -93,7 +94,8 @@ class ProcessingElement(wiring.Component):
     * layer parameters (``layer``, ``ptr_base``, ``shift``, ``relu``), stable during a layer (pointer words
       hold absolute entry addresses, so the layer's place in the matrix SRAM needs no port);
       ``clear`` forgets the accumulators (start of a layer); ``busy`` is high while any work is in flight.
-    * output pass: ``out_en``/``out_row`` ask for one local row; ``out_data`` holds it one cycle later.
+    * output pass: ``out_en``/``out_row`` ask for one local row; ``out_data`` holds it one cycle later (with
+      ``outputs_per_cycle=2``, ``out_data_b`` holds the next row).
     * ``load``: host writes into the matrix, pointer, codebook and bias memories.
     * ``entries``/``macs``: entries read and multiplies done since ``new_run``.
     """
@@ -268,12 +270,22 @@ class ProcessingElement(wiring.Component):
             m.d.sync += touched.eq(touched | (Const(1, c.act_depth) << w_row)[:c.act_depth])
 
         # -- output pass: row r asked at cycle t is ready at t+1 ---------------------------------------------
-        out_touched = Signal()
-        out_acc = Signal(signed(c.acc_bits))
-        m.d.sync += [out_touched.eq(touched.bit_select(self.out_row, 1)),
-                     out_acc.eq(acc_rd.data)]
-        final = Mux(out_touched, out_acc, bias_shifted)
-        m.d.comb += self.out_data.eq(requantize(m, final, self.shift, self.relu, c))
+        def output(row, acc, bias_now, port, name):
+            out_touched = Signal(name=f"{name}_touched")
+            out_acc = Signal(signed(c.acc_bits), name=f"{name}_acc")
+            m.d.sync += [out_touched.eq(touched.bit_select(row, 1)), out_acc.eq(acc)]
+            m.d.comb += port.eq(requantize(m, Mux(out_touched, out_acc, bias_now), self.shift, self.relu, c))
+
+        output(self.out_row, acc_rd.data, bias_shifted, self.out_data, "out")
+        if c.outputs_per_cycle > 1:
+            # the next row (any row past the last is read in range and not used)
+            row_b = Signal(self.row_bits)
+            m.d.comb += row_b.eq(Mux(self.out_row + 1 < c.act_depth, self.out_row + 1, 0))
+            acc_rd_b = accs.read_port(domain="comb")
+            bias_rd_b = bias.read_port()
+            m.d.comb += [acc_rd_b.addr.eq(row_b), bias_rd_b.addr.eq(self.layer * c.act_depth + row_b)]
+            output(row_b, acc_rd_b.data, shift_left(m, bias_rd_b.data, self.shift, c.acc_bits, "bias_b"),
+                   self.out_data_b, "out_b")
 
         # -- status and counters ----------------------------------------------------------------------------
         m.d.comb += self.busy.eq(queue.r_rdy | p1_valid | jobs.r_rdy | s_active | b_valid | d_valid | a_valid

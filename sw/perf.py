@@ -16,8 +16,8 @@ import numpy as np
 # Cycles from reading an entry until it is written back (RTL stages D, A, W).
 PIPELINE_TAIL = 3
 
-__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "real_counts",
-           "words_touched", "layer_events", "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
+__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "output_cycles",
+           "real_counts", "words_touched", "layer_events", "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
 
 
 @dataclass
@@ -188,8 +188,13 @@ def predict_cycles(act_counts, word_fill, rows, config):
             p1[k] = queue[k].popleft() if take else None
             if emit is not None:
                 queue[k].append(int(act_counts[k][emit]))
-    # SETUP, the steps above, the RUN cycle that finds every PE idle, one output word per cycle, FLUSH
-    return 1 + cycles + 1 + -(-rows // n_pe) + 1
+    # SETUP, the steps above, the RUN cycle that finds every PE idle, the output pass, FLUSH
+    return 1 + cycles + 1 + output_cycles(rows, config) + 1
+
+
+def output_cycles(rows, config):
+    """Cycles of a layer's output pass: each PE puts out ``outputs_per_cycle`` of its local rows per cycle."""
+    return -(-(-(-rows // config.pes)) // config.outputs_per_cycle)
 
 
 def real_counts(enc):

@@ -65,6 +65,11 @@ MUTANTS = [
      "pair.eq((others != 0) & ((col_b >> shift) == ((base + first) >> shift)))", "pair.eq(others != 0)"),
     ("model: pairs counted as two broadcasts", "sw/perf.py",
      "if config.acts_per_cycle == 1 or len(cols) < 2:", "if True:"),
+    ("RTL: second output row off by one", "hw/pe.py",
+     "row_b.eq(Mux(self.out_row + 1 < c.act_depth, self.out_row + 1, 0))",
+     "row_b.eq(Mux(self.out_row + 2 < c.act_depth, self.out_row + 2, 0))"),
+    ("RTL: second output word written over the first", "hw/chip.py",
+     "wp_b.addr.eq(row_q + 1)", "wp_b.addr.eq(row_q)"),
 ]
 
 

@@ -56,7 +56,8 @@ def cases(draw):
                         weight_index_bits=draw(st.integers(2, 5)), entries_per_word=draw(st.sampled_from([1, 2, 4, 8])),
                         cols_per_ptr_word=ptr, queue_depth=draw(st.integers(2, 4)),
                         jobs_depth=draw(st.integers(2, 4)), max_layers=draw(st.integers(n, 4)),
-                        acts_per_cycle=draw(st.sampled_from([1, 2])) if ptr > 1 else 1)
+                        acts_per_cycle=draw(st.sampled_from([1, 2])) if ptr > 1 else 1,
+                        outputs_per_cycle=draw(st.sampled_from([1, 2])))
     dims = draw(st.lists(st.integers(1, 32), min_size=n + 1, max_size=n + 1))
     found = draw(layers(config, dims))
     x = draw(arrays(np.int64, (draw(st.integers(1, 3)), dims[0]), elements=st.integers(config.act_min, config.act_max)))
