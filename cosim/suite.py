@@ -40,6 +40,9 @@ DEFAULT = "matrix"
 # per cycle halve the output pass, which is most of what is left above the busiest PE on the tall layers.
 DESIGN = {"index_bits": 5, "queue_depth": 16, "jobs_depth": 64, "acts_per_cycle": 2, "outputs_per_cycle": 2}
 EIE_DESIGN = {"index_bits": 4, "queue_depth": 8, "jobs_depth": 16, "acts_per_cycle": 1, "outputs_per_cycle": 1}
+_DESIGN_NAMES = {"index_bits": "relative index bits", "queue_depth": "activation queue depth per PE",
+                 "jobs_depth": "jobs FIFO depth per PE", "acts_per_cycle": "activations broadcast per cycle",
+                 "outputs_per_cycle": "outputs per PE per cycle"}
 LABELS = {"interleaved": "interleaved", "matrix": "matrix-only", "calibrated": "calibrated"}
 
 
@@ -270,11 +273,8 @@ def _targets_text(report):
 
 
 def _design_text(config):
-    """The design point beside EIE's, e.g. 'queues 16 deep (EIE 8)'."""
-    names = {"index_bits": "relative index bits", "queue_depth": "activation queue depth",
-             "jobs_depth": "jobs FIFO depth", "acts_per_cycle": "activations broadcast per cycle",
-             "outputs_per_cycle": "outputs per PE per cycle"}
-    return ", ".join(f"{names[f]} {config[f]} (EIE {EIE_DESIGN[f]})" for f in DESIGN)
+    """The design point beside EIE's, e.g. 'activation queue depth per PE 16 (EIE 8)'."""
+    return ", ".join(f"{_DESIGN_NAMES[f]} {config[f]} (EIE {EIE_DESIGN[f]})" for f in DESIGN)
 
 
 def markdown(report):
@@ -342,12 +342,9 @@ def register(sub):
     p.add_argument("--suite", required=True, choices=["eie"], help="the benchmark suite (eie: EIE's Table IV layers)")
     p.add_argument("--layers", metavar="NAME,...", help="a comma-separated subset (default: all nine)")
     p.add_argument("--pes", type=int, default=64, help="processing elements (default 64, as EIE's figures)")
-    for field, help_ in (("index_bits", "relative index bits"), ("queue_depth", "activation queue depth per PE"),
-                         ("jobs_depth", "column spans between pointer read and matrix read, per PE"),
-                         ("acts_per_cycle", "non-zero activations broadcast per cycle"),
-                         ("outputs_per_cycle", "rows each PE puts out per cycle in the output pass")):
+    for field, name in _DESIGN_NAMES.items():
         p.add_argument(f"--{field.replace('_', '-')}", type=int, default=DESIGN[field],
-                       help=f"{help_} (default {DESIGN[field]}; EIE: {EIE_DESIGN[field]})")
+                       help=f"{name} (default {DESIGN[field]}; EIE: {EIE_DESIGN[field]})")
     p.add_argument("--samples", type=int, default=2, help="measured input vectors per layer (default 2)")
     p.add_argument("--calibration", type=int, default=64,
                    help="calibration inputs per layer for the calibrated placement, drawn apart (default 64)")
