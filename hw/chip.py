@@ -138,15 +138,16 @@ class Chip(wiring.Component):
         table = Array(Signal(layout, name=f"layer{l}") for l in range(c.max_layers))
         with m.If(host.we & (host.target == Target.LAYER)):
             m.d.sync += table[host.addr].eq(host.data[:layout.size])
+        # Strobes common to every PE are computed once and shared, not once per PE: a PE whose inputs differ
+        # from its neighbours' only in `sel` gets one copy of simulator code for all instances.
+        strobes = {name: Signal(name=f"load_{name}") for name in ("matrix_we", "ptr_we", "bias_we", "codebook_we")}
+        m.d.comb += [strobes["matrix_we"].eq(host.we & (host.target == Target.MATRIX)),
+                     strobes["ptr_we"].eq(host.we & (host.target == Target.POINTER)),
+                     strobes["bias_we"].eq(host.we & (host.target == Target.BIAS)),
+                     strobes["codebook_we"].eq(host.we & (host.target == Target.CODEBOOK))]
         for k, pe in enumerate(pes):
-            mine = host.we & (host.pe == k)
-            m.d.comb += [
-                pe.load.addr.eq(host.addr), pe.load.data.eq(host.data),
-                pe.load.matrix_we.eq(mine & (host.target == Target.MATRIX)),
-                pe.load.ptr_we.eq(mine & (host.target == Target.POINTER)),
-                pe.load.bias_we.eq(mine & (host.target == Target.BIAS)),
-                pe.load.codebook_we.eq(host.we & (host.target == Target.CODEBOOK)),
-            ]
+            m.d.comb += [pe.load.addr.eq(host.addr), pe.load.data.eq(host.data), pe.load.sel.eq(host.pe == k),
+                         *(getattr(pe.load, name).eq(strobe) for name, strobe in strobes.items())]
 
         # -- control ---------------------------------------------------------------------------------------
         layer = Signal(_addr_bits(c.max_layers))
@@ -249,8 +250,10 @@ class Chip(wiring.Component):
         # -- broadcast -------------------------------------------------------------------------------------
         ready = Cat(pe.act_ready for pe in pes).all()
         m.d.comb += nzd.ready.eq(ready)
+        broadcast = Signal()
+        m.d.comb += broadcast.eq(nzd.valid & ready)
         for pe in pes:
-            m.d.comb += [pe.act_valid.eq(nzd.valid & ready), pe.act_col.eq(nzd.col), pe.act_value.eq(nzd.value)]
+            m.d.comb += [pe.act_valid.eq(broadcast), pe.act_col.eq(nzd.col), pe.act_value.eq(nzd.value)]
             if c.acts_per_cycle > 1:
                 m.d.comb += [pe.act_lane_b.eq(nzd.col_b), pe.act_value_b.eq(nzd.value_b)]
 

@@ -34,12 +34,14 @@ def _addr_bits(depth):
 
 
 class PeLoadSignature(wiring.Signature):
-    """Host writes into one PE's memories (a write strobe per memory, shared address and data)."""
+    """Host writes into one PE's memories: a write strobe per memory, address and data, the same at every PE, and
+    ``sel``, high at the PE addressed (the codebook strobe writes every PE's copy whatever ``sel`` is). Only
+    ``sel`` differs between PEs, so a simulator can share one PE's code between all of them."""
 
     def __init__(self, config):
         c = config
         super().__init__({
-            "matrix_we": Out(1), "ptr_we": Out(1), "codebook_we": Out(1), "bias_we": Out(1),
+            "sel": Out(1), "matrix_we": Out(1), "ptr_we": Out(1), "codebook_we": Out(1), "bias_we": Out(1),
             "addr": Out(_addr_bits(max(c.matrix_words, c.ptr_words, c.max_layers * c.act_depth,
                                        c.max_layers * c.codebook_size))),
             "data": Out(max(c.matrix_word_bits, c.ptr_word_bits, c.act_bits, c.weight_bits)),
@@ -124,8 +126,9 @@ class ProcessingElement(wiring.Component):
         m.submodules.bias = bias = sram(signed(c.act_bits), c.max_layers * c.act_depth)
         m.submodules.accumulators = accs = sram(signed(c.acc_bits), c.act_depth)
 
-        for mem, we in ((matrix, self.load.matrix_we), (pointers, self.load.ptr_we),
-                        (codebook, self.load.codebook_we), (bias, self.load.bias_we)):
+        sel = self.load.sel
+        for mem, we in ((matrix, self.load.matrix_we & sel), (pointers, self.load.ptr_we & sel),
+                        (codebook, self.load.codebook_we), (bias, self.load.bias_we & sel)):
             wp = mem.write_port()
             m.d.comb += [wp.en.eq(we), wp.addr.eq(self.load.addr), wp.data.eq(self.load.data)]
 
@@ -145,8 +148,8 @@ class ProcessingElement(wiring.Component):
         m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=c.jobs_depth)
         ptr_rd = pointers.read_port()
         p1_valid = Signal()
-        p1_lane = Signal(_addr_bits(K))
-        p1_value = Signal(signed(c.act_bits))
+        p1_lane = Signal(_addr_bits(K), reset_less=True)
+        p1_value = Signal(signed(c.act_bits), reset_less=True)
         take = queue.r_rdy & (jobs.level + p1_valid < c.jobs_depth)
         m.d.comb += [
             queue.r_en.eq(take),
@@ -187,18 +190,18 @@ class ProcessingElement(wiring.Component):
 
         # -- S: sparse-matrix read, one entry per cycle ------------------------------------------------------
         s_active = Signal()
-        s_addr = Signal(c.entry_addr_bits)
-        s_left = Signal(c.count_bits)
-        s_value = Signal(signed(c.act_bits))
-        s_first = Signal()
+        s_addr = Signal(c.entry_addr_bits, reset_less=True)
+        s_left = Signal(c.count_bits, reset_less=True)
+        s_value = Signal(signed(c.act_bits), reset_less=True)
+        s_first = Signal(reset_less=True)
         next_job = job_layout(jobs.r_data)
         mat_rd = matrix.read_port()
         m.d.comb += mat_rd.addr.eq(s_addr >> _log2(E))
 
         d_valid = Signal()
-        d_slot = Signal(_addr_bits(E))
-        d_value = Signal(signed(c.act_bits))
-        d_first = Signal()
+        d_slot = Signal(_addr_bits(E), reset_less=True)
+        d_value = Signal(signed(c.act_bits), reset_less=True)
+        d_first = Signal(reset_less=True)
         m.d.sync += [d_valid.eq(s_active), d_slot.eq(s_addr[:_log2(E)] if E > 1 else 0),
                      d_value.eq(s_value), d_first.eq(s_first)]
 
@@ -215,7 +218,7 @@ class ProcessingElement(wiring.Component):
         if dual:
             # the job's second span waits here while S reads the first
             b_valid = Signal()
-            b_job = Signal(data.StructLayout(span))
+            b_job = Signal(data.StructLayout(span), reset_less=True)
             with m.If(last):
                 with m.If(b_valid):
                     m.d.sync += [s_active.eq(1), s_addr.eq(b_job.start), s_left.eq(b_job.count),
@@ -232,7 +235,7 @@ class ProcessingElement(wiring.Component):
         entry = mat_rd.data.word_select(d_slot, c.entry_bits)
         v = entry[:c.weight_index_bits]
         z = entry[c.weight_index_bits:]
-        prev_row = Signal(self.row_bits)
+        prev_row = Signal(self.row_bits, reset_less=True)
         row = Signal(self.row_bits)
         m.d.comb += row.eq(Mux(d_first, z, prev_row + z + 1))
         with m.If(d_valid):
@@ -242,8 +245,8 @@ class ProcessingElement(wiring.Component):
         bias_rd = bias.read_port()
 
         a_valid = Signal()
-        a_row = Signal(self.row_bits)
-        a_product = Signal(signed(c.act_bits + c.weight_bits))
+        a_row = Signal(self.row_bits, reset_less=True)
+        a_product = Signal(signed(c.act_bits + c.weight_bits), reset_less=True)
         m.d.sync += [a_valid.eq(d_valid & (v != 0)), a_row.eq(row), a_product.eq(cb_rd.data * d_value)]
 
         # -- A: accumulate (bypass from W), W: write back ---------------------------------------------------
@@ -251,8 +254,8 @@ class ProcessingElement(wiring.Component):
         acc_rd = accs.read_port(domain="comb")
         acc_wr = accs.write_port()
         w_valid = Signal()
-        w_row = Signal(self.row_bits)
-        w_sum = Signal(signed(c.acc_bits))
+        w_row = Signal(self.row_bits, reset_less=True)
+        w_sum = Signal(signed(c.acc_bits), reset_less=True)
 
         m.d.comb += [acc_rd.addr.eq(Mux(self.out_en, self.out_row, a_row)),
                      bias_rd.addr.eq(self.layer * c.act_depth + Mux(self.out_en, self.out_row, row))]
@@ -267,12 +270,12 @@ class ProcessingElement(wiring.Component):
         with m.If(self.clear):
             m.d.sync += touched.eq(0)
         with m.Elif(w_valid):
-            m.d.sync += touched.eq(touched | (Const(1, c.act_depth) << w_row)[:c.act_depth])
+            m.d.sync += touched.eq(touched | (Const(1, 1) << w_row)[:c.act_depth])
 
         # -- output pass: row r asked at cycle t is ready at t+1 ---------------------------------------------
         def output(row, acc, bias_now, port, name):
-            out_touched = Signal(name=f"{name}_touched")
-            out_acc = Signal(signed(c.acc_bits), name=f"{name}_acc")
+            out_touched = Signal(name=f"{name}_touched", reset_less=True)
+            out_acc = Signal(signed(c.acc_bits), name=f"{name}_acc", reset_less=True)
             m.d.sync += [out_touched.eq(touched.bit_select(row, 1)), out_acc.eq(acc)]
             m.d.comb += port.eq(requantize(m, Mux(out_touched, out_acc, bias_now), self.shift, self.relu, c))
 

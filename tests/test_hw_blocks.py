@@ -129,6 +129,7 @@ def test_processing_element_computes_its_rows():
                 ctx.set(dut.load.data, int(word) & ((1 << len(dut.load.data)) - 1))
                 await ctx.tick()
             ctx.set(strobe, 0)
+        ctx.set(dut.load.sel, 1)
         await load(dut.load.matrix_we, image.matrix_words(0))
         await load(dut.load.ptr_we, image.pointer_words(0))
         await load(dut.load.codebook_we, image.codebooks[0])
