@@ -3,13 +3,18 @@ image (issue 10).
 
 `eie.cosim.hostport.ChipHost` is written once, over a port. Run over a `RecordingPort`, every clock cycle it
 spends becomes one *op*: the host inputs it drives during that cycle, whether it waits there for ``done``, and
-which host outputs it samples. The Verilog testbench of `testbench_verilog` (a clock inside the simulator, the
+which host outputs it samples. An op holds the low `OpLayout.chunk` bits of ``data``, enough for a matrix or
+pointer word (the loads are most of the ops); wider data (a row of activations, a layer descriptor) goes
+ahead of its op in extension records of one chunk each, most significant first. The simulator reads the
+program a byte at a time, so at 64 PEs full-width ops made reading it a sixth of the simulation time. The Verilog testbench of `testbench_verilog` (a clock inside the simulator, the
 chip, a player) reads the ops from a binary file in blocks, drives them cycle by cycle, waits on ``done``
 with a single event (free run: no testbench code per cycle) and writes each sample to a text file. Running
 `ChipHost` a second time over a `ReplayPort` that answers its samples from that file turns the run into
 results, so what the host reads and how it decodes it are written once too. The player has the timing of a
 cocotb host: inputs change at the falling edge, ``run_until_done`` waits for ``done`` to rise and then for a
-falling edge.
+falling edge. The clock falls in the time step it rose in, once the registers have taken their new values, so
+a cycle is one simulator time step, not two: each step costs cocotb's main loop its callbacks and Verilator's
+scheduler a timed wake-up, whatever the chip does.
 
 The same testbench runs under cocotb (`eie.cosim.session`) and under a bare C++ main (``harness.cpp``: no
 Python, no VPI), so the two speeds compare like for like.
@@ -26,17 +31,21 @@ __all__ = ["OpLayout", "RecordingPort", "ReplayPort", "read_captures", "run_sync
 TESTBENCH = "eie_tb"
 BLOCK_OPS = 4096            # ops the testbench reads from the program file at a time
 CAPTURED = ("rdata", "cycles")   # host outputs a program may sample, in the order the player writes them
-_FLAGS = ("wait", *(f"capture_{name}" for name in CAPTURED))
+_FLAGS = ("wait", *(f"capture_{name}" for name in CAPTURED), "more")    # more: an extension record
 END = -1                    # op index of the line giving the testbench's total cycles
 
 
 class OpLayout:
-    """Bit fields of one op, least significant first: the flags, ``rst``, then the chip's host inputs."""
+    """Bit fields of one op, least significant first: the flags, ``rst``, then the chip's host inputs, of which
+    ``data`` holds only its low `chunk` bits (`data_bits` in all)."""
 
     def __init__(self, config):
         members = HostSignature(config).members
+        self.data_bits = Shape.cast(members["data"].shape).width
+        self.chunk = min(self.data_bits, max(config.matrix_word_bits, config.ptr_word_bits))
         self.fields = [(name, 1) for name in _FLAGS] + [("rst", 1)] + \
-                      [(name, Shape.cast(members[name].shape).width) for name in HOST_INPUTS]
+                      [(name, self.chunk if name == "data" else Shape.cast(members[name].shape).width)
+                       for name in HOST_INPUTS]
         self.offsets, offset = {}, 0
         for name, width in self.fields:
             self.offsets[name] = offset
@@ -53,10 +62,14 @@ class RecordingPort:
     def __init__(self, layout, program):
         self.layout, self.program = layout, program
         self.word = 1 << layout.offsets["rst"]      # every input low, rst high: the chip's state at time 0
+        self.data = 0
         self.captures = 0
         self.ops = 0
 
     def drive(self, name, value):
+        if name == "data":
+            self.data = int(value) & ((1 << self.layout.data_bits) - 1)
+            return
         off, width = self.layout.offsets[name], self.layout.widths[name]
         mask = ((1 << width) - 1) << off
         self.word = (self.word & ~mask) | ((int(value) << off) & mask)
@@ -68,7 +81,13 @@ class RecordingPort:
         return 0
 
     def _emit(self, wait):
-        self.program += (self.word | self.captures | wait).to_bytes(self.layout.bytes, "big")
+        layout, data = self.layout, self.data
+        at, chunk, size = layout.offsets["data"], layout.chunk, layout.bytes
+        more = 1 << layout.offsets["more"]
+        for k in range((data.bit_length() - 1) // chunk, 0, -1):     # extension records, high chunks first
+            self.program += (more | ((data >> (k * chunk)) & ((1 << chunk) - 1)) << at).to_bytes(size, "big")
+        low = (data & ((1 << chunk) - 1)) << at
+        self.program += (self.word | low | self.captures | wait).to_bytes(size, "big")
         self.captures = 0
         self.ops += 1
 
@@ -130,19 +149,29 @@ def testbench_verilog(config, chip_module):
     """SystemVerilog of the testbench top: the clock, `chip_module` and the player (Verilator ``--timing``)."""
     layout = OpLayout(config)
     members = HostSignature(config).members
-    regs = "\n".join(f"  reg [{layout.widths[n] - 1}:0] {n} = 0;" for n in HOST_INPUTS)
+    regs = "\n".join(f"  reg [{(layout.data_bits if n == 'data' else layout.widths[n]) - 1}:0] {n} = 0;"
+                     for n in HOST_INPUTS)
     wires = "\n".join(f"  wire [{Shape.cast(members[n].shape).width - 1}:0] {n};" for n in ("rdata", "done", "cycles"))
     ports = ", ".join([".clk(clk)", ".rst(rst)"] + [f".host__{n}({n})" for n in (*HOST_INPUTS, "rdata", "done",
                                                                                    "cycles")])
     first_input = layout.offsets["rst"]
-    unpack = "{" + ", ".join(reversed(["rst", *HOST_INPUTS])) + "}"
+    unpack = "{" + ", ".join(reversed(["rst", *(n if n != "data" else "data_low" for n in HOST_INPUTS)])) + "}"
+    chunk, data_lo = layout.chunk, layout.offsets["data"]
+    upper_bits = layout.data_bits - chunk
+    if upper_bits:      # data wider than an op's chunk: extension records fill `upper`, most significant first
+        upper = f"  reg [{upper_bits - 1}:0] upper = 0;\n"
+        extend = f"upper = {{upper, op[{data_lo + chunk - 1}:{data_lo}]}};"
+        assemble = "data = {upper, data_low};\n        upper = 0;"
+    else:
+        upper, extend, assemble = "", "", "data = data_low;"
     captures = "\n".join(
         f'        if (op[{layout.offsets[f"capture_{name}"]}]) $fwrite(fout, "%0d {k} %h\\n", index, {name});'
         for k, name in enumerate(CAPTURED))
     return f"""// Testbench of the {config.pes}-PE chip: plays a host program (eie.cosim.player). Generated; do not edit.
 module {TESTBENCH}(output reg finished);
   reg clk = 1'b0;
-  always #5 clk = ~clk;
+  always #10 clk = 1'b1;
+  always @(posedge clk) clk <= 1'b0;    // falls after the registers update, in the same time step
   reg rst = 1'b1;
 {regs}
 {wires}
@@ -150,7 +179,8 @@ module {TESTBENCH}(output reg finished);
 
   reg [{layout.bits - 1}:0] program_block [0:{BLOCK_OPS - 1}];
   reg [{layout.bits - 1}:0] op;
-  reg [8*4096-1:0] program_path, captures_path;
+  reg [{chunk - 1}:0] data_low;
+{upper}  reg [8*4096-1:0] program_path, captures_path;
   integer fin, fout, got, n, i;
   longint index;
 
@@ -170,11 +200,15 @@ module {TESTBENCH}(output reg finished);
       if (n == 0) break;
       for (i = 0; i < n; i = i + 1) begin
         op = program_block[i];
+        if (op[{layout.offsets["more"]}]) begin
+          {extend}
+          continue;
+        end
 {captures}
         {unpack} = op[{layout.bits - 1}:{first_input}];
+        {assemble}
         if (op[0]) begin
-          @(posedge done);
-          @(negedge clk);
+          @(posedge done);                 // the clock has fallen in this time step too
         end else begin
           @(negedge clk);
         end

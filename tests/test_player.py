@@ -42,11 +42,16 @@ class Logger:
 
 
 def decode(program, layout):
-    """The ops of a program as (inputs, wait, sampled names)."""
-    ops = []
+    """The ops of a program as (inputs, wait, sampled names); extension records give the data's high chunks."""
+    ops, upper = [], 0
     for at in range(0, len(program), layout.bytes):
         word = int.from_bytes(program[at:at + layout.bytes], "big")
         field = {name: (word >> layout.offsets[name]) & ((1 << width) - 1) for name, width in layout.fields}
+        if field["more"]:
+            upper = (upper << layout.chunk) | field["data"]
+            continue
+        field["data"] |= upper << layout.chunk
+        upper = 0
         ops.append(({n: field[n] for n in ("rst", *HOST_INPUTS)}, bool(field["wait"]),
                     {n for n in ("rdata", "cycles") if field[f"capture_{n}"]}))
     return ops
@@ -74,6 +79,21 @@ def test_each_op_holds_the_cycle_the_host_spent(job):
         sampled.setdefault(cycle, set()).add(name)
     assert {k: names for k, (_, _, names) in enumerate(ops) if names} == sampled
     assert sum(wait for _, wait, _ in ops) >= len(x)            # at least one free run per sample
+
+
+def test_data_wider_than_an_op_travels_in_extension_records():
+    wide = ChipConfig(pes=16, act_depth=8, matrix_words=64, ptr_words=16)
+    layout = OpLayout(wide)
+    assert layout.chunk < layout.data_bits
+    program = bytearray()
+    recorder = RecordingPort(layout, program)
+    values = [0, 5, (1 << layout.chunk) - 1, 1 << layout.chunk, (1 << layout.data_bits) - 1, 3 << layout.chunk]
+    for v in values:
+        recorder.drive("data", v)
+        run_sync(recorder.step())
+    assert [inputs["data"] for inputs, _, _ in decode(program, layout)] == values
+    # one extension record for each chunk above the lowest that holds a bit
+    assert len(program) // layout.bytes == len(values) + sum((v.bit_length() - 1) // layout.chunk for v in values if v)
 
 
 def test_replay_answers_each_sample_from_its_op():
