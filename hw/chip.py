@@ -16,7 +16,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
-from eie.hw.pe import PeSignature, ProcessingElement, _addr_bits
+from eie.hw.pe import PeSignature, ProcessingElement, _addr_bits, rounding
 from eie.hw.scanner import NonZeroDetector
 from eie.hw.sram import sram
 
@@ -170,9 +170,11 @@ class Chip(wiring.Component):
         busy = Cat(pe.busy for pe in pes).any()
 
         m.d.comb += [nzd.cols.eq(desc.cols), nzd.start.eq(clear)]
+        rnd = Signal(c.acc_bits)
+        m.d.comb += rnd.eq(rounding(desc.shift, c))
         for pe in pes:
             m.d.comb += [pe.layer.eq(layer), pe.ptr_base.eq(desc.ptr_base),
-                         pe.shift.eq(desc.shift), pe.relu.eq(desc.relu), pe.clear.eq(clear),
+                         pe.shift.eq(desc.shift), pe.rounding.eq(rnd), pe.relu.eq(desc.relu), pe.clear.eq(clear),
                          pe.new_run.eq(new_run),
                          pe.out_en.eq(out_en), pe.out_row.eq(out_row)]
         m.d.sync += [write_q.eq(out_en), row_q.eq(out_row), base_q.eq(out_base)]

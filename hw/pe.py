@@ -18,10 +18,10 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
-from eie.hw.arith import shift_left, shift_right
+from eie.hw.arith import shift_left
 from eie.hw.sram import sram
 
-__all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "requantize"]
+__all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "requantize", "rounding"]
 
 
 def _log2(n):
@@ -60,7 +60,7 @@ class PeSignature(wiring.Signature):
             **({"act_lane_b": In(_addr_bits(c.cols_per_ptr_word)), "act_value_b": In(signed(c.act_bits))}
                if c.acts_per_cycle > 1 else {}),
             "layer": In(_addr_bits(c.max_layers)), "ptr_base": In(_addr_bits(c.ptr_words)),
-            "shift": In(c.shift_bits), "relu": In(1),
+            "shift": In(c.shift_bits), "rounding": In(c.acc_bits), "relu": In(1),
             "clear": In(1), "new_run": In(1), "busy": Out(1),
             "out_en": In(1), "out_row": In(_addr_bits(c.act_depth)), "out_data": Out(signed(c.act_bits)),
             **({"out_data_b": Out(signed(c.act_bits))} if c.outputs_per_cycle > 1 else {}),
@@ -69,15 +69,18 @@ class PeSignature(wiring.Signature):
         })
 
 
-def requantize(m, acc, shift, relu, config):
-    """Combinational accumulator -> activation (round half-up, saturate, ReLU), as `eie.sw.reference`."""
+def rounding(shift, config):
+    """Half of ``1 << shift``, the constant `requantize` adds before shifting. It depends on the layer only, so
+    the chip computes it once for all its PEs."""
+    return (shift_left(Const(1, config.acc_bits + 1), shift, config.acc_bits + 1) >> 1)[:config.acc_bits]
+
+
+def requantize(m, acc, shift, rnd, relu, config):
+    """Combinational accumulator -> activation (round half-up, saturate, ReLU), as `eie.sw.reference`; `rnd` is
+    ``rounding(shift)``."""
     c = config
-    one = Signal(c.acc_bits + 1)
-    m.d.comb += one.eq(1)
-    rnd = shift_left(m, one, shift, c.acc_bits + 1, "rnd") >> 1
-    total = Signal(signed(c.acc_bits + 1))
-    m.d.comb += total.eq(acc + rnd)
-    shifted = shift_right(m, total, shift, "rq")
+    shifted = Signal(signed(c.acc_bits + 1))
+    m.d.comb += shifted.eq((acc + rnd) >> shift)
     y = Signal(signed(c.act_bits))
     with m.If(shifted > c.act_max):
         m.d.comb += y.eq(c.act_max)
@@ -93,7 +96,8 @@ class ProcessingElement(wiring.Component):
 
     * ``act_*``: broadcast of a non-zero activation (column, value), with ``acts_per_cycle=2`` perhaps a second
       one of the same pointer word (``act_lane_b``, ``act_value_b``); ``act_ready`` is low while the queue is full.
-    * layer parameters (``layer``, ``ptr_base``, ``shift``, ``relu``), stable during a layer (pointer words
+    * layer parameters (``layer``, ``ptr_base``, ``shift``, ``rounding`` = `rounding` of ``shift``, ``relu``),
+      stable during a layer (pointer words
       hold absolute entry addresses, so the layer's place in the matrix SRAM needs no port);
       ``clear`` forgets the accumulators (start of a layer); ``busy`` is high while any work is in flight.
     * output pass: ``out_en``/``out_row`` ask for one local row; ``out_data`` holds it one cycle later (with
@@ -260,7 +264,7 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [acc_rd.addr.eq(Mux(self.out_en, self.out_row, a_row)),
                      bias_rd.addr.eq(self.layer * c.act_depth + Mux(self.out_en, self.out_row, row))]
         # The bias read is synchronous: its data belongs to the row of the previous cycle.
-        bias_shifted = shift_left(m, bias_rd.data, self.shift, c.acc_bits, "bias")
+        bias_shifted = shift_left(bias_rd.data, self.shift, c.acc_bits)
 
         acc_or_bias = Mux(touched.bit_select(a_row, 1), acc_rd.data, bias_shifted)
         start = Mux(w_valid & (w_row == a_row), w_sum, acc_or_bias)
@@ -277,7 +281,8 @@ class ProcessingElement(wiring.Component):
             out_touched = Signal(name=f"{name}_touched", reset_less=True)
             out_acc = Signal(signed(c.acc_bits), name=f"{name}_acc", reset_less=True)
             m.d.sync += [out_touched.eq(touched.bit_select(row, 1)), out_acc.eq(acc)]
-            m.d.comb += port.eq(requantize(m, Mux(out_touched, out_acc, bias_now), self.shift, self.relu, c))
+            m.d.comb += port.eq(requantize(m, Mux(out_touched, out_acc, bias_now), self.shift, self.rounding,
+                                           self.relu, c))
 
         output(self.out_row, acc_rd.data, bias_shifted, self.out_data, "out")
         if c.outputs_per_cycle > 1:
@@ -287,7 +292,7 @@ class ProcessingElement(wiring.Component):
             acc_rd_b = accs.read_port(domain="comb")
             bias_rd_b = bias.read_port()
             m.d.comb += [acc_rd_b.addr.eq(row_b), bias_rd_b.addr.eq(self.layer * c.act_depth + row_b)]
-            output(row_b, acc_rd_b.data, shift_left(m, bias_rd_b.data, self.shift, c.acc_bits, "bias_b"),
+            output(row_b, acc_rd_b.data, shift_left(bias_rd_b.data, self.shift, c.acc_bits),
                    self.out_data_b, "out_b")
 
         # -- status and counters ----------------------------------------------------------------------------

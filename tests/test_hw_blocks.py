@@ -7,8 +7,8 @@ from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
 
 from eie import ChipConfig
-from eie.hw.arith import shift_left, shift_right
-from eie.hw.pe import requantize
+from eie.hw.arith import shift_left
+from eie.hw.pe import requantize, rounding
 from eie.hw.scanner import NonZeroDetector
 from eie.sw.reference import requantize as reference_requantize
 
@@ -21,21 +21,21 @@ def run_comb(m, bench):
     sim.run()
 
 
-def test_shifters_match_python():
+def test_shifter_matches_python():
     m = Module()
     x = Signal(signed(16))
     amount = Signal(6)
-    left = shift_left(m, x, amount, 40)
-    right = shift_right(m, left, amount)
+    left = Signal(signed(40))
+    m.d.comb += left.eq(shift_left(x, amount, 40))
     rng = random.Random(1)
 
     async def bench(ctx):
         for _ in range(200):
-            v, a = rng.randrange(-32768, 32768), rng.randrange(0, 24)
+            v, a = rng.randrange(-32768, 32768), rng.randrange(0, 40)
             ctx.set(x, v)
             ctx.set(amount, a)
-            assert ctx.get(left) == v << a
-            assert ctx.get(right) == v
+            expect = (v << a) & ((1 << 40) - 1)
+            assert ctx.get(left) == expect - (1 << 40) * (expect >> 39), (v, a)
     run_comb(m, bench)
 
 
@@ -46,7 +46,7 @@ def test_requantize_matches_the_reference():
     shift = Signal(c.shift_bits)
     relu = Signal()
     y = Signal(signed(c.act_bits))
-    m.d.comb += y.eq(requantize(m, acc, shift, relu, c))
+    m.d.comb += y.eq(requantize(m, acc, shift, rounding(shift, c), relu, c))
     rng = random.Random(2)
 
     async def bench(ctx):
@@ -135,6 +135,7 @@ def test_processing_element_computes_its_rows():
         await load(dut.load.codebook_we, image.codebooks[0])
         await load(dut.load.bias_we, image.biases[0, 0])
         ctx.set(dut.shift, layer.shift)
+        ctx.set(dut.rounding, (1 << layer.shift) >> 1)
         ctx.set(dut.relu, 1)
         ctx.set(dut.clear, 1)
         ctx.set(dut.new_run, 1)
