@@ -3,18 +3,24 @@ image (issue 10).
 
 `eie.cosim.hostport.ChipHost` is written once, over a port. Run over a `RecordingPort`, every clock cycle it
 spends becomes one *op*: the host inputs it drives during that cycle, whether it waits there for ``done``, and
-which host outputs it samples. An op holds the low `OpLayout.chunk` bits of ``data``, enough for a matrix or
-pointer word (the loads are most of the ops); wider data (a row of activations, a layer descriptor) goes
-ahead of its op in extension records of one chunk each, most significant first. The simulator reads the
-program a byte at a time, so at 64 PEs full-width ops made reading it a sixth of the simulation time. The Verilog testbench of `testbench_verilog` (a clock inside the simulator, the
+which host outputs it samples. The Verilog testbench of `testbench_verilog` (a clock inside the simulator, the
 chip, a player) reads the ops from a binary file in blocks, drives them cycle by cycle, waits on ``done``
 with a single event (free run: no testbench code per cycle) and writes each sample to a text file. Running
 `ChipHost` a second time over a `ReplayPort` that answers its samples from that file turns the run into
 results, so what the host reads and how it decodes it are written once too. The player has the timing of a
 cocotb host: inputs change at the falling edge, ``run_until_done`` waits for ``done`` to rise and then for a
-falling edge. The clock falls in the time step it rose in, once the registers have taken their new values, so
-a cycle is one simulator time step, not two: each step costs cocotb's main loop its callbacks and Verilator's
-scheduler a timed wake-up, whatever the chip does.
+falling edge.
+
+Two things keep the simulator's own overhead small:
+
+* The clock runs `CYCLES_PER_STEP` cycles in one simulator time step: each rise is followed by a fall once the
+  registers have taken their new values, and each fall by the next rise. A time step costs cocotb's main loop
+  its callbacks and Verilator's scheduler a timed wake-up, whatever the chip does. A waveform build runs one
+  cycle per step (10 ns), so that a viewer shows every cycle.
+* An op holds the low `OpLayout.chunk` bits of ``data``, enough for a matrix or pointer word (the loads are
+  most of the ops); wider data (a row of activations, a layer descriptor) goes ahead of its op in extension
+  records of one chunk each, most significant first. The simulator reads the program a byte at a time: at 64
+  PEs full-width ops made reading it a sixth of the simulation time.
 
 The same testbench runs under cocotb (`eie.cosim.session`) and under a bare C++ main (``harness.cpp``: no
 Python, no VPI), so the two speeds compare like for like.
@@ -26,10 +32,11 @@ from eie.hw.chip import HostSignature
 from eie.cosim.hostport import HOST_INPUTS
 
 __all__ = ["OpLayout", "RecordingPort", "ReplayPort", "read_captures", "run_sync", "testbench_verilog",
-           "TESTBENCH", "BLOCK_OPS"]
+           "TESTBENCH", "BLOCK_OPS", "CYCLES_PER_STEP"]
 
 TESTBENCH = "eie_tb"
 BLOCK_OPS = 4096            # ops the testbench reads from the program file at a time
+CYCLES_PER_STEP = 32        # clock cycles in one simulator time step (1 in waveform builds)
 CAPTURED = ("rdata", "cycles")   # host outputs a program may sample, in the order the player writes them
 _FLAGS = ("wait", *(f"capture_{name}" for name in CAPTURED), "more")    # more: an extension record
 END = -1                    # op index of the line giving the testbench's total cycles
@@ -145,7 +152,7 @@ def run_sync(coroutine):
     raise RuntimeError("a host program waited on something other than its port")
 
 
-def testbench_verilog(config, chip_module):
+def testbench_verilog(config, chip_module, cycles_per_step=CYCLES_PER_STEP):
     """SystemVerilog of the testbench top: the clock, `chip_module` and the player (Verilator ``--timing``)."""
     layout = OpLayout(config)
     members = HostSignature(config).members
@@ -168,10 +175,28 @@ def testbench_verilog(config, chip_module):
         f'        if (op[{layout.offsets[f"capture_{name}"]}]) $fwrite(fout, "%0d {k} %h\\n", index, {name});'
         for k, name in enumerate(CAPTURED))
     return f"""// Testbench of the {config.pes}-PE chip: plays a host program (eie.cosim.player). Generated; do not edit.
-module {TESTBENCH}(output reg finished);
+module {TESTBENCH}(output reg finished = 1'b0);
+  // The clock: {cycles_per_step} cycle(s) per 10 ns time step. It stops with the program (nothing is left to
+  // simulate), and `posedges` counts its cycles.
   reg clk = 1'b0;
-  always #10 clk = 1'b1;
-  always @(posedge clk) clk <= 1'b0;    // falls after the registers update, in the same time step
+  reg step = 1'b0, last_step = 1'b0;
+  integer burst = 0;
+  longint posedges = 0;
+  initial while (!finished) #10 step = ~step;
+  always @(step or clk)
+    if (clk) begin
+      clk <= 1'b0;                  // falls once the registers have taken their new values
+      posedges = posedges + 1;
+    end else begin
+      if (step != last_step) begin
+        last_step = step;
+        burst = 0;
+      end
+      if (!finished && burst < {cycles_per_step}) begin
+        burst = burst + 1;
+        clk <= 1'b1;
+      end
+    end
   reg rst = 1'b1;
 {regs}
 {wires}
@@ -215,7 +240,7 @@ module {TESTBENCH}(output reg finished);
         index = index + 1;
       end
     end
-    $fwrite(fout, "{END} 0 %h\\n", $time / 10);
+    $fwrite(fout, "{END} 0 %h\\n", posedges);
     $fclose(fout);
     $fclose(fin);
     finished = 1'b1;
