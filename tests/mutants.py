@@ -46,6 +46,8 @@ MUTANTS = [
      "m.d.comb += shifted.eq((acc + rnd) >> shift)", "m.d.comb += shifted.eq(acc >> shift)"),
     ("RTL: the chip hands its PEs no rounding constant", "hw/chip.py",
      "pe.rounding.eq(rnd)", "pe.rounding.eq(0)"),
+    ("RTL: loads write every PE, not only the one addressed", "hw/pe.py",
+     "(matrix, self.load.matrix_we & sel)", "(matrix, self.load.matrix_we)"),
     ("RTL: row decoder off by one", "hw/pe.py",
      "row.eq(Mux(d_first, z, prev_row + z + 1))", "row.eq(Mux(d_first, z, prev_row + z))"),
     ("RTL: first row of a column off by one", "hw/pe.py",
