@@ -186,8 +186,7 @@ def chip_label(config):
     """What a pool varies about `config`, for the counts per chip."""
     c = config
     return (f"{c.pes} PE{'s' if c.pes > 1 else ''}, z{c.index_bits} v{c.weight_index_bits}, "
-            f"{c.entries_per_word} entries/word" + (f", {c.acts_per_cycle} acts/cycle" if c.acts_per_cycle > 1 else "")
-            + (f", {c.outputs_per_cycle} outputs/cycle" if c.outputs_per_cycle > 1 else ""))
+            f"{c.entries_per_word} entries/word" + c.per_cycle_suffix())
 
 
 @dataclass

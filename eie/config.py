@@ -203,6 +203,9 @@ class ChipConfig:
     def describe(self):
         return (f"{self.pes} PEs, {self.entry_bits}-bit entries (v{self.weight_index_bits}+z{self.index_bits}), "
                 f"{self.matrix_words}x{self.entries_per_word} entries/PE, act depth {self.act_depth}, "
-                f"queue {self.queue_depth}"
-                + (f", {self.acts_per_cycle} activations/cycle" if self.acts_per_cycle > 1 else "")
+                f"queue {self.queue_depth}" + self.per_cycle_suffix())
+
+    def per_cycle_suffix(self):
+        """What this chip does more of per cycle than EIE, as in ``", 2 activations/cycle, 2 outputs/cycle"``."""
+        return ((f", {self.acts_per_cycle} activations/cycle" if self.acts_per_cycle > 1 else "")
                 + (f", {self.outputs_per_cycle} outputs/cycle" if self.outputs_per_cycle > 1 else ""))
