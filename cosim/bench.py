@@ -6,7 +6,7 @@ cycles beside the busiest PE's work (the floor for a fixed row placement), the e
 performance model, utilization and simulation speed. ">bound" and "model err" are the worst sample's.
 
 Simulation speed (issue 10), on the standard chips that every model of a PE count shares: the same build
-under cocotb and under the raw C++ harness, side by side in one run, the best of three runs each taken in
+under cocotb and under the raw C++ harness, side by side in one run, the best of five runs each taken in
 turns (the ratio is cocotb's overhead): cycles
 per second while the chip computes (the reference layer: host traffic is a few percent of the cycles),
 images per second on a LeNet-300-100-shaped network (random weights at the demo's densities: loads, inputs,
@@ -109,7 +109,7 @@ def _entry(config):
     return entry["manifest"]["build_seconds"], key not in before, entry["bytes"] / 1e6
 
 
-def _side_by_side(jobs, repeats=3):
+def _side_by_side(jobs, repeats=5):
     """The same jobs on the same build under the raw harness and cocotb, each run checked against the
     reference: {harness: (cycles/s, samples/s)}, the best of `repeats` runs taken in turns, so that a burst of
     load from other jobs on the machine does not land on one harness only."""
@@ -132,7 +132,7 @@ def speed(samples, images, demo_images, seed):
     from eie.cosim.sim import simulate_task
     rows = []
     print("\nsimulation speed (standard chips; the same build under the raw C++ harness and under cocotb, "
-          "best of three runs in turns)")
+          "best of five runs in turns)")
     c16 = ChipConfig.standard(16)
     builds = {16: _entry(c16)}
     layer, x = workload(1024, 1024, 0.10, 0.35, samples, seed)
