@@ -97,8 +97,8 @@ class ProcessingElement(wiring.Component):
     * ``act_*``: broadcast of a non-zero activation (column, value), with ``acts_per_cycle=2`` perhaps a second
       one of the same pointer word (``act_lane_b``, ``act_value_b``); ``act_ready`` is low while the queue is full.
     * layer parameters (``layer``, ``ptr_base``, ``shift``, ``rounding`` = `rounding` of ``shift``, ``relu``),
-      stable during a layer (pointer words
-      hold absolute entry addresses, so the layer's place in the matrix SRAM needs no port);
+      stable during a layer (pointer words hold absolute entry addresses, so the layer's place in the matrix
+      SRAM needs no port);
       ``clear`` forgets the accumulators (start of a layer); ``busy`` is high while any work is in flight.
     * output pass: ``out_en``/``out_row`` ask for one local row; ``out_data`` holds it one cycle later (with
       ``outputs_per_cycle=2``, ``out_data_b`` holds the next row).
