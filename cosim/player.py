@@ -210,7 +210,6 @@ module {TESTBENCH}(output reg finished = 1'b0);
   longint index;
 
   initial begin
-    finished = 1'b0;
     if (!$value$plusargs("program=%s", program_path)) $fatal(1, "+program=FILE is missing");
     if (!$value$plusargs("captures=%s", captures_path)) $fatal(1, "+captures=FILE is missing");
     fin = $fopen(program_path, "rb");
