@@ -51,7 +51,7 @@ _ZERO_INIT = re.compile(r"  initial begin\n(?:    \S+\[\d+\] = \d+'[hdb]0+;\n)+ 
 # of shifts and ORs on every simulated cycle.
 _CONCAT = re.compile(r"\{ ([^{}]*) \}")
 _ITEM = r"(?:\\\S+ |[A-Za-z_][\w$]*)(?:\[\d+(?::\d+)?\])?"
-_REPEATED = re.compile(r"(?:(?<=^)|(?<=, ))(?P<item>" + _ITEM + r")(?:, (?P=item))+(?=, |$)")
+_REPEATED = re.compile(r"(?:^|(?<=, ))(?P<item>" + _ITEM + r")(?:, (?P=item))+(?=, |$)")
 
 
 def _replicate(text):

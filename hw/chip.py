@@ -140,11 +140,11 @@ class Chip(wiring.Component):
             m.d.sync += table[host.addr].eq(host.data[:layout.size])
         # Strobes common to every PE are computed once and shared, not once per PE: a PE whose inputs differ
         # from its neighbours' only in `sel` gets one copy of simulator code for all instances.
-        strobes = {name: Signal(name=f"load_{name}") for name in ("matrix_we", "ptr_we", "bias_we", "codebook_we")}
-        m.d.comb += [strobes["matrix_we"].eq(host.we & (host.target == Target.MATRIX)),
-                     strobes["ptr_we"].eq(host.we & (host.target == Target.POINTER)),
-                     strobes["bias_we"].eq(host.we & (host.target == Target.BIAS)),
-                     strobes["codebook_we"].eq(host.we & (host.target == Target.CODEBOOK))]
+        strobes = {}
+        for name, target in (("matrix_we", Target.MATRIX), ("ptr_we", Target.POINTER), ("bias_we", Target.BIAS),
+                             ("codebook_we", Target.CODEBOOK)):
+            strobes[name] = Signal(name=f"load_{name}")
+            m.d.comb += strobes[name].eq(host.we & (host.target == target))
         for k, pe in enumerate(pes):
             m.d.comb += [pe.load.addr.eq(host.addr), pe.load.data.eq(host.data), pe.load.sel.eq(host.pe == k),
                          *(getattr(pe.load, name).eq(strobe) for name, strobe in strobes.items())]
