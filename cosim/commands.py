@@ -144,7 +144,6 @@ def _calibrated_image(layer, args):
 
 def spmv_command(args):
     import numpy as np
-    from eie.sw.encode import encode_layer
     from eie.sw.perf import layer_perf
     from eie.sw.quant import layer_from_matrix
     from eie.sw.reference import forward
@@ -164,7 +163,7 @@ def spmv_command(args):
     ref = forward(held, x_int[None, :], config)[-1][0]
     got = result.outputs[0]
     diff = np.flatnonzero(got != ref)
-    perf = layer_perf(encode_layer(held[0].w_index, config), x_int, config)
+    perf = layer_perf(image.encoded_layers()[0], x_int, config)
     cycles = int(result.cycles[0])
     stats = result.pe_stats[0]
     report = {

@@ -91,10 +91,9 @@ def activation_storage(layers, config):
 
 def _figures(layer, x, image, config, result, reference):
     """One placement's figures; RTL figures where `result` (a SimResult) is given, else the model's."""
-    from eie.sw.encode import encode_layer
     from eie.sw.perf import layer_perf, output_cycles
     order = image.layers[0].order
-    enc = encode_layer(layer.w_index if order is None else layer.w_index[np.asarray(order)], config)
+    enc = image.encoded_layers()[0]
     perf = layer_perf(enc, x, config)
     model = perf.model_cycles
     cycles = model if result is None else result.cycles

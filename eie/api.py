@@ -222,11 +222,10 @@ class CompressedModel:
                 **network_figures(perfs, self.config), "storage": self.storage(), "chip": self.config.to_dict()}
 
     def _perfs(self, x_int, refs, model_samples):
-        from eie.sw.encode import encode_layer
         from eie.sw.perf import layer_perf
         inputs = [x_int] + refs[:-1]
-        return [layer_perf(encode_layer(q.w_index, self.config), a, self.config, model_samples)
-                for q, a in zip(self.layers, inputs)]
+        return [layer_perf(enc, a, self.config, model_samples)
+                for enc, a in zip(self.image.encoded_layers(), inputs)]
 
     def simulate(self, x, log=None, model_samples=20, waves=None, waves_sample=0, mismatch_waves=None, jobs=1,
                  scheduler=None):

@@ -5,7 +5,8 @@ The host loads the image (sparse matrix, pointers, codebooks, biases, layer tabl
 pulses ``start`` with ``n_layers``, waits for ``done`` and reads the last layer's output. Layers chain on
 chip: layer ``l`` reads activation bank ``l % 2`` and writes bank ``(l + 1) % 2`` (EIE's source/destination
 swap). A layer runs as: clear accumulators, broadcast non-zero activations until every PE drains, then an
-output pass that requantizes ``outputs_per_cycle`` local rows per cycle in every PE at once.
+output pass that requantizes ``outputs_per_cycle`` local rows per cycle in every PE at once (in a paired layer,
+each PE adding its partner's partial sums of its rows: `eie.sw.encode`).
 """
 
 import enum
@@ -51,7 +52,7 @@ def layer_layout(config):
     return data.StructLayout({
         "rows": unsigned(c.dim_bits), "cols": unsigned(c.dim_bits),
         "ptr_base": unsigned(_addr_bits(c.ptr_words)),
-        "shift": unsigned(c.shift_bits), "relu": unsigned(1),
+        "shift": unsigned(c.shift_bits), "relu": unsigned(1), "paired": unsigned(1),
     })
 
 
@@ -172,11 +173,17 @@ class Chip(wiring.Component):
         m.d.comb += [nzd.cols.eq(desc.cols), nzd.start.eq(clear)]
         rnd = Signal(c.acc_bits)
         m.d.comb += rnd.eq(rounding(desc.shift, c))
-        for pe in pes:
+        for k, pe in enumerate(pes):
             m.d.comb += [pe.layer.eq(layer), pe.ptr_base.eq(desc.ptr_base),
                          pe.shift.eq(desc.shift), pe.rounding.eq(rnd), pe.relu.eq(desc.relu), pe.clear.eq(clear),
-                         pe.new_run.eq(new_run),
+                         pe.new_run.eq(new_run), pe.paired.eq(desc.paired),
                          pe.out_en.eq(out_en), pe.out_row.eq(out_row)]
+            # PEs 2g and 2g+1 are partners (a paired layer needs an even number of PEs: the last of an odd
+            # number has none)
+            partner = pes[k ^ 1] if k ^ 1 < n else None
+            for lane in ("", "_b")[:c.outputs_per_cycle]:
+                share = 0 if partner is None else getattr(partner, f"share{lane}")
+                m.d.comb += getattr(pe, f"partner{lane}").eq(share)
         m.d.sync += [write_q.eq(out_en), row_q.eq(out_row), base_q.eq(out_base)]
 
         running = Signal()

@@ -64,6 +64,10 @@ class PeSignature(wiring.Signature):
             "clear": In(1), "new_run": In(1), "busy": Out(1),
             "out_en": In(1), "out_row": In(_addr_bits(c.act_depth)), "out_data": Out(signed(c.act_bits)),
             **({"out_data_b": Out(signed(c.act_bits))} if c.outputs_per_cycle > 1 else {}),
+            # a paired layer: this PE's partial sum of its partner's output row, and the partner's of this one's
+            "paired": In(1), "share": Out(signed(c.acc_bits)), "partner": In(signed(c.acc_bits)),
+            **({"share_b": Out(signed(c.acc_bits)), "partner_b": In(signed(c.acc_bits))}
+               if c.outputs_per_cycle > 1 else {}),
             "load": In(PeLoadSignature(c)),
             "entries": Out(32), "macs": Out(32),
         })
@@ -101,7 +105,9 @@ class ProcessingElement(wiring.Component):
       SRAM needs no port);
       ``clear`` forgets the accumulators (start of a layer); ``busy`` is high while any work is in flight.
     * output pass: ``out_en``/``out_row`` ask for one local row; ``out_data`` holds it one cycle later (with
-      ``outputs_per_cycle=2``, ``out_data_b`` holds the next row).
+      ``outputs_per_cycle=2``, ``out_data_b`` holds the next row). In a ``paired`` layer (`eie.sw.encode`) row
+      ``s`` is accumulator ``2s`` plus the partner PE's accumulator ``2s + 1``: a PE hands its partner that
+      partial sum on ``share`` as it hands its own row on ``out_data``, and adds the partner's from ``partner``.
     * ``load``: host writes into the matrix, pointer, codebook and bias memories.
     * ``entries``/``macs``: entries read and multiplies done since ``new_run``.
     """
@@ -261,8 +267,13 @@ class ProcessingElement(wiring.Component):
         w_row = Signal(self.row_bits, reset_less=True)
         w_sum = Signal(signed(c.acc_bits), reset_less=True)
 
-        m.d.comb += [acc_rd.addr.eq(Mux(self.out_en, self.out_row, a_row)),
-                     bias_rd.addr.eq(self.layer * c.act_depth + Mux(self.out_en, self.out_row, row))]
+        def slot(r):
+            """The accumulator of output row `r`: row r's own, 2r when paired."""
+            return Mux(self.paired, r << 1, r)
+        out_slot = Signal(self.row_bits)
+        m.d.comb += out_slot.eq(slot(self.out_row))
+        m.d.comb += [acc_rd.addr.eq(Mux(self.out_en, out_slot, a_row)),
+                     bias_rd.addr.eq(self.layer * c.act_depth + Mux(self.out_en, out_slot, row))]
         # The bias read is synchronous: its data belongs to the row of the previous cycle.
         bias_shifted = shift_left(bias_rd.data, self.shift, c.acc_bits)
 
@@ -277,23 +288,29 @@ class ProcessingElement(wiring.Component):
             m.d.sync += touched.eq(touched | (Const(1, 1) << w_row)[:c.act_depth])
 
         # -- output pass: row r asked at cycle t is ready at t+1 ---------------------------------------------
-        def output(row, acc, bias_now, port, name):
+        def output(own, acc, bias_now, port, share, partner, name):
             out_touched = Signal(name=f"{name}_touched", reset_less=True)
             out_acc = Signal(signed(c.acc_bits), name=f"{name}_acc", reset_less=True)
-            m.d.sync += [out_touched.eq(touched.bit_select(row, 1)), out_acc.eq(acc)]
-            m.d.comb += port.eq(requantize(m, Mux(out_touched, out_acc, bias_now), self.shift, self.rounding,
-                                           self.relu, c))
+            m.d.sync += [out_touched.eq(touched.bit_select(own, 1)), out_acc.eq(acc)]
+            # the partner's row: accumulator own + 1, zero until touched (its bias lives in the partner)
+            share_rd = accs.read_port(domain="comb")
+            m.d.comb += share_rd.addr.eq(own | 1)
+            m.d.sync += share.eq(Mux(touched.bit_select(own | 1, 1), share_rd.data, 0))
+            total = Signal(signed(c.acc_bits), name=f"{name}_total")   # wraps as the accumulators do
+            m.d.comb += total.eq(Mux(out_touched, out_acc, bias_now) + Mux(self.paired, partner, 0))
+            m.d.comb += port.eq(requantize(m, total, self.shift, self.rounding, self.relu, c))
 
-        output(self.out_row, acc_rd.data, bias_shifted, self.out_data, "out")
+        output(out_slot, acc_rd.data, bias_shifted, self.out_data, self.share, self.partner, "out")
         if c.outputs_per_cycle > 1:
             # the next row (any row past the last is read in range and not used)
-            row_b = Signal(self.row_bits)
-            m.d.comb += row_b.eq(Mux(self.out_row + 1 < c.act_depth, self.out_row + 1, 0))
+            next_slot = slot(self.out_row + 1)
+            own_b = Signal(self.row_bits)
+            m.d.comb += own_b.eq(Mux(next_slot + self.paired < c.act_depth, next_slot, 0))
             acc_rd_b = accs.read_port(domain="comb")
             bias_rd_b = bias.read_port()
-            m.d.comb += [acc_rd_b.addr.eq(row_b), bias_rd_b.addr.eq(self.layer * c.act_depth + row_b)]
-            output(row_b, acc_rd_b.data, shift_left(bias_rd_b.data, self.shift, c.acc_bits),
-                   self.out_data_b, "out_b")
+            m.d.comb += [acc_rd_b.addr.eq(own_b), bias_rd_b.addr.eq(self.layer * c.act_depth + own_b)]
+            output(own_b, acc_rd_b.data, shift_left(bias_rd_b.data, self.shift, c.acc_bits),
+                   self.out_data_b, self.share_b, self.partner_b, "out_b")
 
         # -- status and counters ----------------------------------------------------------------------------
         m.d.comb += self.busy.eq(queue.r_rdy | p1_valid | jobs.r_rdy | s_active | b_valid | d_valid | a_valid

@@ -44,7 +44,6 @@ def _peak_mb():
 
 def measure(name, pes=64, seed=0):
     """Time per stage and peak resident memory of the spmv path without the simulation, in this process."""
-    from eie.sw.encode import encode_layer
     from eie.sw.image import fit_image
     from eie.sw.perf import layer_perf
     from eie.sw.quant import layer_from_matrix
@@ -67,7 +66,7 @@ def measure(name, pes=64, seed=0):
     image = stage("image", lambda: fit_image([layer], config))
     stage("pack", lambda: [(image.matrix_words(k), image.pointer_words(k)) for k in range(pes)])
     ref = stage("reference", lambda: forward(image.quant_layers(), x_int[None, :], image.config)[-1])
-    perf = stage("work", lambda: layer_perf(encode_layer(layer.w_index, image.config), x_int, image.config))
+    perf = stage("work", lambda: layer_perf(image.encoded_layers()[0], x_int, image.config))
     return {"shape": name, "rows": rows, "cols": cols, "pes": pes, "weights": int(np.count_nonzero(layer.w_index)),
             "nonzero_inputs": int(perf.nonzero[0]), "outputs_nonzero": int(np.count_nonzero(ref)),
             "matrix_mb": round(w.nbytes / 2**20), "start_mb": round(start_mb), "after_matrix_mb": round(base_mb),

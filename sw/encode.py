@@ -1,7 +1,11 @@
 """EIE's interleaved CSC encoding of one layer, and what it costs in bits.
 
 Row ``i`` belongs to PE ``i % pes`` (local row ``i // pes``); another placement permutes the rows before they
-get here (`eie.sw.placement`). Each PE stores its local rows column by column
+get here (`eie.sw.placement`). In a *paired* layer, PEs ``2g`` and ``2g + 1`` share their rows: each column's
+entries of the pair's rows are dealt alternately to the two, so a column's work splits evenly between them
+whatever the input. PE ``k`` keeps its own row ``s`` in accumulator ``2s`` and its partial sum of its partner's
+row ``s`` in accumulator ``2s + 1``; the output pass adds the partner's to its own (`eie.hw.pe`).
+Each PE stores its local rows column by column
 as entries ``(v, z)``: ``v`` indexes the layer's codebook (0 is reserved for zero / padding) and ``z`` counts
 the zeros skipped since the previous entry of the column. A run of more than ``max_zero_run`` zeros needs a
 padding entry ``(0, max_zero_run)``, which stands for one more zero itself. ``counts[j]`` is the number of
@@ -16,7 +20,7 @@ from eie.config import ChipConfig
 from eie.errors import EieError
 
 __all__ = ["PeSlice", "EncodedLayer", "encode_layer", "decode_layer", "entry_positions", "storage_bits",
-           "check_index_matrix", "INDEX_DTYPE"]
+           "check_index_matrix", "check_paired", "INDEX_DTYPE"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class EncodedLayer:
     rows: int
     cols: int
     pes: tuple  # of PeSlice, one per PE
+    paired: bool = False   # PEs 2g and 2g+1 share their rows (see the module)
 
     @property
     def counts(self):
@@ -77,8 +82,39 @@ def check_index_matrix(w_index, config, what="layer", layout=True):
     return w.astype(INDEX_DTYPE, copy=False)
 
 
-def encode_layer(w_index, config, what="layer"):
-    """Encode a rows x cols matrix of codebook indices for `config`'s PEs.
+def check_paired(rows, config, what="layer"):
+    """Raise unless a layer of `rows` rows can be paired on `config`'s chip."""
+    if config.pes % 2:
+        raise EieError(f"{what}: pairing PEs needs an even number of PEs, not {config.pes}; place it unpaired")
+    if 2 * -(-rows // config.pes) > config.act_depth:
+        raise EieError(f"{what}: paired, {rows} rows need {2 * -(-rows // config.pes)} accumulators per PE but "
+                       f"the chip has {config.act_depth}: place it unpaired or use a larger --act-depth")
+
+
+def _pair_split(row, col, n_pes):
+    """(PE, local row) of each non-zero (row, col) of a paired layer, the columns dealt as the module says: in
+    order of the pair's rows (owner PE ``2g``'s row ``s``, then ``2g + 1``'s, then row ``s + 1``), alternately
+    to the two PEs; the k-th column of a pair with an odd number gives its extra entry to PE ``2g + k % 2``."""
+    owner, s = row % n_pes, row // n_pes
+    if not len(row):
+        return owner, s
+    pair = owner // 2
+    order = np.lexsort((2 * s + (owner & 1), col, pair))
+    p, c = pair[order], col[order]
+    start = np.flatnonzero(np.r_[True, (p[1:] != p[:-1]) | (c[1:] != c[:-1])])   # each (pair, column) run
+    lens = np.diff(np.r_[start, len(order)])
+    rank = np.arange(len(order)) - np.repeat(start, lens)
+    odd = lens & 1
+    before = np.cumsum(odd) - odd                        # odd columns before this one, over all pairs
+    new_pair = np.r_[True, p[start][1:] != p[start][:-1]]
+    turn = (before - np.maximum.accumulate(np.where(new_pair, before, 0))) & 1
+    pe = np.empty_like(row)
+    pe[order] = 2 * p + ((rank + np.repeat(turn, lens)) & 1)
+    return pe, 2 * s + (pe != owner)
+
+
+def encode_layer(w_index, config, what="layer", paired=False):
+    """Encode a rows x cols matrix of codebook indices for `config`'s PEs; `paired`: see the module.
 
     Works on the non-zeros only (one sort by PE and column), so time and memory follow the weights kept,
     not the matrix's area."""
@@ -87,14 +123,22 @@ def encode_layer(w_index, config, what="layer"):
     w = check_index_matrix(w_index, config, what)
     rows, cols = w.shape
     n_pes = config.pes
+    if paired:
+        check_paired(rows, config, what)
     # int32 positions (a layer has at most 64 x 65536 rows and columns): half the memory of numpy's indices
     row, col = (a.astype(np.int32) for a in np.nonzero(w))   # by row, then column
     v = w[row, col]
-    group = (row % n_pes) * cols + col       # (PE, column)
-    del col
-    order = np.argsort(group, kind="stable")  # stable: rows stay ascending within a group
-    group, local, v = group[order], row[order] // n_pes, v[order]
-    del row, order
+    if paired:
+        pe, local = _pair_split(row, col, n_pes)
+        group = pe * cols + col
+        order = np.lexsort((local, group))    # by (PE, column), local rows ascending within
+    else:
+        group = (row % n_pes) * cols + col   # (PE, column)
+        local = row // n_pes
+        order = np.argsort(group, kind="stable")  # stable: rows stay ascending within a group
+    del col, row
+    group, local, v = group[order], local[order], v[order]
+    del order
     prev = np.full_like(local, -1)           # previous entry's local row in the same column and PE, else -1
     prev[1:] = np.where(group[1:] != group[:-1], -1, local[:-1])
     gap = local - prev - 1
@@ -117,7 +161,7 @@ def encode_layer(w_index, config, what="layer"):
         raise EieError(f"{what}: column {j} holds {worst} entries in PE {k} (padding included) but "
                        f"count_bits={config.count_bits} holds at most {config.max_count}: "
                        f"use more PEs or a larger --count-bits")
-    return EncodedLayer(rows, cols, pes)
+    return EncodedLayer(rows, cols, pes, paired)
 
 
 def entry_positions(pe, cols):
@@ -135,7 +179,10 @@ def decode_layer(enc, config):
     for k, pe in enumerate(enc.pes):
         local, col = entry_positions(pe, enc.cols)
         real = np.asarray(pe.v) != 0
-        w[local[real] * config.pes + k, col[real]] = pe.v[real]
+        local, col = local[real], col[real]
+        # a paired PE holds its own row s at 2s and its partner's at 2s + 1
+        row = (local >> 1) * config.pes + (k ^ (local & 1)) if enc.paired else local * config.pes + k
+        w[row, col] = pe.v[real]
     return w
 
 

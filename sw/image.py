@@ -38,6 +38,7 @@ class LayerDesc:
     shift: int
     relu: bool
     order: tuple = None   # row placement: position p holds the model's row order[p]; None = interleaved (identity)
+    paired: bool = False  # PEs 2g and 2g+1 share their rows (`eie.sw.encode`)
 
     def __post_init__(self):
         if self.order is not None:
@@ -55,7 +56,7 @@ class ChipImage:
     ptr_base: np.ndarray  # (pes, ptr_words_used) base entry address of each pointer word
     ptr_counts: np.ndarray  # (pes, ptr_words_used, cols_per_ptr_word) entries per column
     codebooks: np.ndarray   # (layers, codebook_size)
-    biases: np.ndarray      # (layers, pes, act_depth) by local row
+    biases: np.ndarray      # (layers, pes, act_depth) by accumulator (local row; paired: own row s at 2s)
     fracs: list             # per layer (in_frac, w_frac, out_frac), for reading results as numbers
 
     # -- what the chip loads -----------------------------------------------------------------------------
@@ -81,11 +82,11 @@ class ChipImage:
         return max(-(-len(e) // c.entries_per_word) for e in self.entries)
 
     # -- what it means ---------------------------------------------------------------------------------------
-    def quant_layers(self):
-        """Decode the memories back into QuantLayers: the reference runs on exactly what the chip holds."""
+    def encoded_layers(self):
+        """Each layer's `EncodedLayer` as the memories hold it: what the performance model times."""
         c = self.config
         out = []
-        for l, d in enumerate(self.layers):
+        for d in self.layers:
             pes = []
             words = -(-d.cols // c.cols_per_ptr_word)
             for k in range(c.pes):
@@ -93,10 +94,20 @@ class ChipImage:
                 first = int(self.ptr_base[k, d.ptr_base])
                 e = self.entries[k][first:first + int(counts.sum())]
                 pes.append(PeSlice(e[:, 0], e[:, 1], counts))
-            w = decode_layer(EncodedLayer(d.rows, d.cols, tuple(pes)), c)
+            out.append(EncodedLayer(d.rows, d.cols, tuple(pes), d.paired))
+        return out
+
+    def quant_layers(self):
+        """Decode the memories back into QuantLayers: the reference runs on exactly what the chip holds."""
+        c = self.config
+        out = []
+        for l, (d, enc) in enumerate(zip(self.layers, self.encoded_layers())):
             local = -(-d.rows // c.pes)
-            bias = self.biases[l, :, :local].T.reshape(-1)[:d.rows].copy()   # row i = PE i % pes, local i // pes
-            out.append(QuantLayer(w, self.codebooks[l].copy(), bias, d.shift, d.relu, *self.fracs[l]))
+            # row i = PE i % pes, local i // pes, its bias in accumulator 2 * local when paired
+            held = self.biases[l, :, :2 * local:2] if d.paired else self.biases[l, :, :local]
+            bias = held.T.reshape(-1)[:d.rows].copy()
+            out.append(QuantLayer(decode_layer(enc, c), self.codebooks[l].copy(), bias, d.shift, d.relu,
+                                  *self.fracs[l]))
         return out
 
     def model_layers(self):
@@ -210,14 +221,15 @@ def load_image(path, config=None):
     return image
 
 
-def build_image(layers, config, placement="interleaved", calibration=None):
+def build_image(layers, config, placement="interleaved", calibration=None, pairs=None):
     """Encode a chain of QuantLayers for `config`; raise EieError if it does not fit the chip.
 
     `placement`: "interleaved" (EIE's row i -> PE i % pes) or "balanced" (`eie.sw.placement`: rows placed to
     balance the PEs' expected work, each layer's row order recorded in the image, the next layer's columns
     permuted to match; `quant_layers` returns the permuted layers the chip holds and `unpermute` puts outputs
     back in the model's order). `calibration`: int inputs of the first layer (samples x cols) that weigh the
-    columns for "balanced" by how often each input is non-zero; without them every column counts the same."""
+    columns for "balanced" by how often each input is non-zero; without them every column counts the same.
+    `pairs`: which layers share rows between pairs of PEs (`eie.sw.placement.place_layers`)."""
     if not isinstance(config, ChipConfig):
         raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
     if not layers:
@@ -239,10 +251,10 @@ def build_image(layers, config, placement="interleaved", calibration=None):
             raise EieError(f"{what} takes {layer.cols} inputs but layer {l - 1} gives {layers[l - 1].rows}")
         check_index_matrix(layer.w_index, c, what)     # fits the register files, before placement works on it
     fracs = [(l.in_frac, l.w_frac, l.out_frac) for l in layers]
-    layers, orders = place_layers(layers, c, placement, calibration)
+    layers, orders, pairs = place_layers(layers, c, placement, calibration, pairs)
     for l, layer in enumerate(layers):
         what = f"layer {l}"
-        enc = encode_layer(layer.w_index, c, what)
+        enc = encode_layer(layer.w_index, c, what, pairs[l])
         words = -(-layer.cols // c.cols_per_ptr_word)
         padded = np.zeros((c.pes, words * c.cols_per_ptr_word), np.int64)
         padded[:, :layer.cols] = enc.counts
@@ -256,9 +268,11 @@ def build_image(layers, config, placement="interleaved", calibration=None):
             fill = layer_words * c.entries_per_word - len(e)
             entries[k].append(np.concatenate([e, np.zeros((fill, 2), np.int64)]))
             local = layer.bias[k::c.pes]
-            biases[l, k, :len(local)] = local
+            step = 2 if pairs[l] else 1   # paired: own row s in accumulator 2s; 2s + 1 (the partner's) starts at 0
+            biases[l, k, :step * len(local):step] = local
         codebooks[l] = layer.codebook
-        descs.append(LayerDesc(layer.rows, layer.cols, entry_base, ptr_base, layer.shift, layer.relu, orders[l]))
+        descs.append(LayerDesc(layer.rows, layer.cols, entry_base, ptr_base, layer.shift, layer.relu, orders[l],
+                               pairs[l]))
         entry_base += layer_words
         ptr_base += words
     if entry_base > c.matrix_words:

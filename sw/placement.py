@@ -19,9 +19,9 @@ encodings, not estimated per row.
 import numpy as np
 
 from eie.errors import EieError
-from eie.sw.encode import encode_layer
+from eie.sw.encode import check_paired, encode_layer
 
-__all__ = ["PLACEMENTS", "column_weights", "balanced_order", "expected_work", "is_identity", "place_layers"]
+__all__ = ["PLACEMENTS", "column_weights", "balanced_order", "can_pair", "expected_work", "is_identity", "place_layers"]
 
 PLACEMENTS = ("interleaved", "balanced")
 
@@ -35,11 +35,11 @@ def column_weights(inputs, cols, what="calibration"):
     return (a != 0).mean(axis=0)
 
 
-def expected_work(w_index, order, config, weights=None):
+def expected_work(w_index, order, config, weights=None, paired=False):
     """(pes,) expected entries each PE reads per input (padding included) with rows placed by `order`,
     from the real encoding; `weights`: per column, the chance its input is non-zero (default 1)."""
     w = np.asarray(w_index)
-    counts = encode_layer(w if order is None else w[order], config).counts
+    counts = encode_layer(w if order is None else w[order], config, paired=paired).counts
     return counts @ (np.ones(w.shape[1]) if weights is None else np.asarray(weights, np.float64))
 
 
@@ -78,14 +78,15 @@ class _Loads:
         return float((self.weights[col] * width).sum())
 
 
-def balanced_order(w_index, config, weights=None, max_swaps=None, tolerance=1e-3):
+def balanced_order(w_index, config, weights=None, max_swaps=None, tolerance=1e-3, paired=False):
     """An `order` (see the module) that balances the PEs' work per column and in total; interleaving's own order
     (the identity) when balancing finds nothing better, so the busiest PE never does more than interleaving's.
 
     Rows are dealt by `_deal`, each PE's local rows ordered by `_local_order`; then, while it helps, a row of
     the busiest PE is swapped with one of a lighter PE, each swap judged on the two PEs' real encodings, until
     the busiest PE is within `tolerance` of the mean (below the noise of any one input) or `max_swaps`
-    (default 4 per PE) are spent."""
+    (default 4 per PE) are spent. `paired` (see `can_pair`): rows are dealt to pairs of PEs in the same way,
+    each pair's rows then taken by its two PEs by turns (pair g's q-th row: PE 2g + q % 2, local row q // 2)."""
     w = np.asarray(w_index)
     rows, pes = w.shape[0], config.pes
     weights = np.ones(w.shape[1]) if weights is None else np.asarray(weights, np.float64)
@@ -94,18 +95,29 @@ def balanced_order(w_index, config, weights=None, max_swaps=None, tolerance=1e-3
     base = max(loads(identity[k::pes]) for k in range(pes))
     # PE k holds len(range(k, rows, pes)) rows, as interleaving's positions give it
     need = np.array([len(range(k, rows, pes)) for k in range(pes)])
-    held = [_local_order(h, loads) for h in _deal(loads, need)]
+    groups = need.reshape(-1, 2).sum(axis=1) if paired else need
+    held = [_local_order(h, loads) for h in _deal(loads, groups)]
     work = np.array([loads(h) for h in held])
-    for _ in range(4 * pes if max_swaps is None else max_swaps):
+    for _ in range(4 * len(groups) if max_swaps is None else max_swaps):
         a = int(np.argmax(work))
         if work[a] <= work.mean() * (1 + tolerance) or not _improve(a, held, work, loads):
             break
-    if work.max() >= base:
-        return identity
     order = np.empty(rows, np.int64)
-    for k, h in enumerate(held):
-        order[k::pes] = h
-    return order
+    for g, h in enumerate(held):
+        if paired:
+            order[2 * g::pes], order[2 * g + 1::pes] = h[0::2], h[1::2]
+        else:
+            order[g::pes] = h
+    busiest = expected_work(w, order, config, weights, True).max() if paired else work.max()
+    return order if busiest < base else identity
+
+
+def can_pair(rows, config):
+    """Whether a layer of `rows` rows is placed paired (`eie.sw.encode`): its PEs' local rows, their partners'
+    included, fit the accumulators and span no more than one relative index reaches, so pairing can add no
+    padding while it splits every column's work evenly within each pair."""
+    local = 2 * -(-rows // config.pes)
+    return config.pes % 2 == 0 and local <= min(config.act_depth, config.max_zero_run + 1)
 
 
 def _deal(loads, need):
@@ -200,31 +212,39 @@ def _improve(a, held, work, loads, tries=8):
     return False
 
 
-def place_layers(layers, config, placement="interleaved", calibration=None):
-    """(layers as the chip holds them, order per layer or None for interleaving's) for a checked chain.
+def place_layers(layers, config, placement="interleaved", calibration=None, pairs=None):
+    """(layers as the chip holds them, order per layer or None for interleaving's, paired per layer) for a
+    checked chain.
 
-    With "balanced", each layer's rows are placed by `balanced_order` and the next layer's columns follow
-    that order; `calibration` (int inputs of the first layer, samples x cols) weighs each layer's columns by
-    how often its input, as the reference computes it, is non-zero."""
+    With "balanced", each layer's rows are placed by `balanced_order`, paired where `can_pair` allows and
+    pairing beats interleaving, and the next layer's columns follow that order; `calibration` (int inputs of the first layer, samples x cols) weighs each layer's columns by
+    how often its input, as the reference computes it, is non-zero. `pairs`: None pairs the layers `can_pair`
+    allows under "balanced" (none under "interleaved"), True pairs every layer, False none."""
     from dataclasses import replace
     from eie.sw.reference import check_activations, forward
     if placement not in PLACEMENTS:
         raise EieError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
     if calibration is not None and placement != "balanced":
         raise EieError("calibration inputs only guide placement='balanced'; drop them or ask for 'balanced'")
+    if pairs:
+        for l, layer in enumerate(layers):
+            check_paired(layer.rows, config, f"layer {l}")
     if placement == "interleaved":
-        return list(layers), [None] * len(layers)
+        return list(layers), [None] * len(layers), [bool(pairs)] * len(layers)
     inputs = None
     if calibration is not None:
         x = check_activations(calibration, layers[0].cols, config, "calibration inputs")
         inputs = [x] + forward(layers, x, config)[:-1]
-    placed, orders, prev = [], [], None
+    placed, orders, paired_layers, prev = [], [], [], None
     for l, layer in enumerate(layers):
         w = layer.w_index if prev is None else layer.w_index[:, prev]
         weights = None if inputs is None else column_weights(inputs[l], layer.cols)
         if weights is not None and prev is not None:
             weights = weights[prev]
-        order = balanced_order(w, config, weights)
+        paired = can_pair(layer.rows, config) if pairs is None else pairs
+        order = balanced_order(w, config, weights, paired=paired)
+        if paired and pairs is None and is_identity(order):
+            paired, order = False, balanced_order(w, config, weights)
         order = None if is_identity(order) else order
         if order is not None:
             layer = replace(layer, w_index=w[order], bias=layer.bias[order])
@@ -232,5 +252,6 @@ def place_layers(layers, config, placement="interleaved", calibration=None):
             layer = replace(layer, w_index=w)
         placed.append(layer)
         orders.append(order)
+        paired_layers.append(paired)
         prev = order
-    return placed, orders
+    return placed, orders, paired_layers

@@ -30,7 +30,8 @@ def storage(layers, config, host_ops=(), per_pe=False, placement="interleaved"):
     `placement` places the rows as the chip would (it moves padding)."""
     from eie.sw.placement import place_layers
     chip = fit_config(layers, config, exact=True, placement=placement)
-    encoded = [encode_layer(q.w_index, chip) for q in place_layers(layers, chip, placement)[0]]
+    placed, _, pairs = place_layers(layers, chip, placement)
+    encoded = [encode_layer(q.w_index, chip, paired=paired) for q, paired in zip(placed, pairs)]
     if per_pe:
         out = [dict.fromkeys(("weights", "indices", "padding", "pointers", "eie_pointers"), 0.0)
                for _ in range(chip.pes)]

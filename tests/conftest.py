@@ -57,19 +57,23 @@ def cli(*argv):
     return code
 
 
-def scoreboard(cases, results, config):
+def scoreboard(cases, results, config, images=None):
     """The chip's results against the models: outputs bit-exact with the reference on the layers given (so the
     encoder is checked too); for single layers, entries read and multiplies per PE and cycles as the
-    performance model has them; for chains, layer cycles adding up. `cases` are (name, layers, inputs)."""
+    performance model has them; for chains, layer cycles adding up. `cases` are (name, layers, inputs);
+    `images`, if given, are the images run (placed or paired: outputs are put back in the model's row order,
+    and the model times each image's own encoding)."""
     from eie.sw import reference
     from eie.sw.encode import encode_layer
     from eie.sw.perf import layer_perf
-    for (name, layers, x), result in zip(cases, results):
+    for i, ((name, layers, x), result) in enumerate(zip(cases, results)):
         expect = reference.forward(layers, x, config)[-1]
-        assert result.outputs.shape == expect.shape, name
-        assert (result.outputs == expect).all(), f"{name}: chip differs from the reference"
+        got = result.outputs if images is None else images[i].unpermute(result.outputs)
+        assert got.shape == expect.shape, name
+        assert (got == expect).all(), f"{name}: chip differs from the reference"
         if len(layers) == 1:
-            perf = layer_perf(encode_layer(layers[0].w_index, config), x, config)
+            enc = encode_layer(layers[0].w_index, config) if images is None else images[i].encoded_layers()[0]
+            perf = layer_perf(enc, x, config)
             assert (result.pe_stats[:, :, 0] == perf.work).all(), f"{name}: entries read per PE"
             assert (result.pe_stats[:, :, 1] == perf.macs).all(), f"{name}: multiplies per PE"
             assert (result.cycles == perf.model_cycles).all(), f"{name}: cycles against the model"

@@ -135,3 +135,16 @@ def test_host_writes_with_gaps_write_each_word_once():
         assert port.writes == [(3, 6 + i, w) for i, w in enumerate([11, 22, 33, 44] * 4)]
         idle.append(port.idle)
     assert idle[0] == 1 and idle[1] >= 8, f"idle cycles without and with gaps: {idle}"
+
+
+@pytest.mark.parametrize("change", [{}, {"outputs_per_cycle": 2}])
+def test_paired_layers(change):
+    """Every case with its layers paired (PEs 0 and 1 share rows; 32 accumulators hold twice the 16 local rows):
+    bit-exact, with padding entries (2-bit indices), counters and cycles as the model has them."""
+    c = FAST.replace(act_depth=32, **change)
+    cases = fast_cases(np.random.default_rng(4321), c)
+    images = [build_image(layers, c, "balanced", pairs=True) for _, layers, _ in cases]
+    assert all(d.paired for image in images for d in image.layers)
+    assert any(pe.n_padding for image in images for pe in image.encoded_layers()[0].pes)
+    results = simulate_in_amaranth([(image, x) for image, (_, _, x) in zip(images, cases)], stats=True)
+    scoreboard(cases, results, c, images)

@@ -8,7 +8,7 @@ from eie import ChipConfig, EieError
 from eie.sw.encode import encode_layer
 from eie.sw.image import build_image, load_image
 from eie.sw.quant import QuantLayer
-from eie.sw.placement import balanced_order, column_weights, expected_work
+from eie.sw.placement import balanced_order, can_pair, column_weights, expected_work
 from eie.sw.reference import forward
 
 C = ChipConfig(pes=8, act_depth=64, matrix_words=1024, ptr_words=64, count_bits=8)
@@ -55,6 +55,10 @@ def test_busiest_pe_never_exceeds_interleaving(rng):
             placed = expected_work(layer.w_index, order, c, weights).max()
             assert placed <= base + 1e-9
             moved += placed < base
+            if 2 * -(-rows // c.pes) <= c.act_depth:     # pairs fit: either better than interleaving or none
+                order = balanced_order(layer.w_index, c, weights, paired=True)
+                paired = expected_work(layer.w_index, order, c, weights, paired=True).max()
+                assert paired < base or (order == np.arange(rows)).all()
     assert moved >= 12, "balancing should help on most of these layers"
 
 
@@ -153,8 +157,8 @@ def test_interleaved_stays_the_default(rng):
 
 
 def test_placed_chain_on_the_simulated_chip(rng):
-    """One Verilator run: the chip holds permuted layers; its outputs equal the reference on them, and,
-    un-permuted, the reference on the model's layers."""
+    """On the Verilated chip: it holds permuted layers; its outputs equal the reference on them, and,
+    un-permuted, the reference on the model's layers; the same with every layer paired."""
     from eie.cosim.sim import simulate
     c = test_chip(4)
     dims = [80, 100, 40]
@@ -165,3 +169,65 @@ def test_placed_chain_on_the_simulated_chip(rng):
     out = simulate(image, x).outputs
     assert (out == forward(image.quant_layers(), x, c)[-1]).all()
     assert (image.unpermute(out) == forward(layers, x, c)[-1]).all()
+    # the same chain with every layer paired, padding entries included (2 x 25 local rows at 4-bit indices)
+    paired = build_image(layers, c, placement="balanced", pairs=True)
+    assert all(d.paired for d in paired.layers) and any(pe.n_padding for pe in paired.encoded_layers()[0].pes)
+    assert (paired.unpermute(simulate(paired, x).outputs) == forward(layers, x, c)[-1]).all()
+
+
+def test_pairs_take_what_rows_cannot_balance(rng):
+    """Random rows of one density, as in the test above, but 16 rows per PE: even the best row placement leaves
+    each PE's work for one input a few percent from the mean. Pairs split every column within a pair, so the
+    busiest PE comes closer still, and with 2 x 16 local rows at 5-bit indices they add no padding."""
+    c = ChipConfig(pes=16, index_bits=5, act_depth=32, count_bits=8)
+    w = rng.integers(1, 16, (256, 512)) * (rng.random((256, 512)) < 0.25)
+    x = rng.random((200, 512)) < 0.4
+
+    def above(paired):
+        order = balanced_order(w, c, paired=paired)
+        enc = encode_layer(w[order], c, paired=paired)
+        assert not any(pe.n_padding for pe in enc.pes)
+        work = x @ enc.counts.T
+        return (work.max(1) / work.mean(1)).mean() - 1
+    rows, pairs = above(False), above(True)
+    print(f"busiest PE above the mean: +{rows:.2%} placing rows, +{pairs:.2%} with pairs")
+    assert pairs < 0.75 * rows
+
+
+def test_balanced_placement_pairs_where_pairs_add_no_padding(rng):
+    """`can_pair`: an even number of PEs, and twice the local rows within the accumulators and within one
+    relative index's reach. "balanced" pairs exactly those layers unless told otherwise; interleaving pairs none
+    unless told; a pairing that cannot work is refused."""
+    c = ChipConfig(pes=4, index_bits=4, act_depth=16, count_bits=8)
+    assert can_pair(32, c) and not can_pair(33, c)                 # 2 x 8 local rows <= 16; 2 x 9 > 16
+    assert not can_pair(16, c.replace(pes=3, act_depth=22))        # an odd number of PEs
+    assert not can_pair(32, c.replace(act_depth=15))               # 16 accumulators needed
+    short, tall = (random_layer(rng, rows, 40, 0.4, c) for rows in (30, 60))
+    assert [d.paired for d in build_image([short], c, placement="balanced").layers] == [True]
+    assert [d.paired for d in build_image([tall], c, placement="balanced").layers] == [False]
+    assert [d.paired for d in build_image([short], c).layers] == [False]
+    assert [d.paired for d in build_image([short], c, placement="balanced", pairs=False).layers] == [False]
+    assert [d.paired for d in build_image([tall], c.replace(act_depth=32), pairs=True).layers] == [True]
+    with pytest.raises(EieError, match="layer 0: paired, 60 rows need 30 accumulators per PE but the chip has 16"):
+        build_image([tall], c, placement="balanced", pairs=True)
+
+
+def test_paired_chain_round_trips(rng, tmp_path):
+    """A 3-layer chain, each layer placed and paired: the reference on what the chip holds equals the model's,
+    un-permuted, layer by layer, and after a save and load; the model's layers come back from the image."""
+    c = ChipConfig(pes=8, index_bits=5, act_depth=32, matrix_words=1024, ptr_words=64, count_bits=8)
+    dims = [90, 120, 70, 30]
+    layers = [skewed_layer(rng, dims[i + 1], dims[i], c, shift=12, relu=i < 2) for i in range(3)]
+    x = random_inputs(rng, 6, dims[0], 0.6)
+    expect = forward(layers, x, c)
+    image = build_image(layers, c, placement="balanced")
+    assert all(d.paired and d.order is not None for d in image.layers)
+    chip = forward(image.quant_layers(), x, c)
+    for l in range(3):
+        assert (image.unpermute(chip[l], layer=l) == expect[l]).all()
+    image.save(tmp_path / "m.npz")
+    back = load_image(tmp_path / "m.npz", c)
+    assert [d.paired for d in back.layers] == [True] * 3
+    assert (chip_outputs_unpermuted(back, x) == expect[-1]).all()
+    for model, original in zip(back.model_layers(), layers):
+        assert (model.w_index == original.w_index).all() and (model.bias == original.bias).all()
