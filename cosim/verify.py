@@ -29,7 +29,7 @@ from eie.config import ChipConfig
 from eie.errors import EieError
 
 __all__ = ["KINDS", "POOLED", "DEFAULT_POOL", "config_pool", "pool_of", "chip_label", "case_chip", "random_case",
-           "plan", "run_cases", "verify", "VerifyReport", "register"]
+           "case_pairs", "plan", "run_cases", "verify", "VerifyReport", "register"]
 
 KINDS = ("plain", "saturating", "padding", "back-to-back", "chain", "sparse-input")
 SAVED_AT_MOST = 3     # failing cases shrunk and saved per campaign (a broken chip fails them all)
@@ -111,6 +111,14 @@ def random_case(seed, case, pool):
     return c, kind, layers, x
 
 
+def case_pairs(seed, case, layers, config):
+    """Whether case `case` of campaign `seed` runs paired (`eie.sw.encode`): half of the cases whose layers all
+    fit pairing on their chip, drawn apart from the case, so that a seed's cases stay what they were."""
+    from eie.sw.encode import fits_pairs
+    return (all(fits_pairs(layer.rows, config) for layer in layers)
+            and bool(np.random.default_rng([seed, case, 2]).random() < 0.5))
+
+
 def plan(pool, seed, first, cases, batch):
     """The simulator starts of a campaign: [(index in pool, case numbers, gaps)], the cases of one chip `batch`
     at most per start. Every other start of each chip (alternating between chips, so that a campaign of one
@@ -132,12 +140,13 @@ def _simulate(jobs, engine, gaps):
     return simulate_many(jobs, gaps=gaps)
 
 
-def run_cases(cases, config, engine, images=None, gaps=None):
-    """Simulate (layers, inputs) cases (their chip `images`, if built already) in one simulator start, with
-    random host timing from seed `gaps` if given; a list of (chip outputs, reference outputs)."""
+def run_cases(cases, config, engine, images=None, gaps=None, pairs=False):
+    """Simulate (layers, inputs) cases (their chip `images`, if built already; else built with every layer
+    paired or none, as `pairs` says) in one simulator start, with random host timing from seed `gaps` if given;
+    a list of (chip outputs, reference outputs)."""
     from eie.sw.image import build_image
     from eie.sw.reference import forward
-    images = images or [build_image(layers, config) for layers, _ in cases]
+    images = images or [build_image(layers, config, pairs=pairs) for layers, _ in cases]
     results = _simulate([(image, x) for image, (_, x) in zip(images, cases)], engine, gaps)
     return [(r.outputs, forward(layers, x, config)[-1]) for r, (layers, x) in zip(results, cases)]
 
@@ -147,9 +156,9 @@ def _fails(got_expect):
     return got.shape != expect.shape or bool((got != expect).any())
 
 
-def shrink(layers, x, config, engine, gaps=None, rounds=12):
+def shrink(layers, x, config, engine, gaps=None, rounds=12, pairs=False):
     """A smaller (layers, inputs) that still fails: each round simulates every candidate in one start (with
-    the host timing of seed `gaps`, as the failing start had it)."""
+    the host timing of seed `gaps`, and paired or not, as the failing start had it)."""
     for _ in range(rounds):
         candidates = []
         if len(x) > 1:
@@ -167,7 +176,7 @@ def shrink(layers, x, config, engine, gaps=None, rounds=12):
             candidates.append((layers, keep))
         if not candidates:
             break
-        outcomes = run_cases(candidates, config, engine, gaps=gaps)
+        outcomes = run_cases(candidates, config, engine, gaps=gaps, pairs=pairs)
         smaller = next((cand for cand, out in zip(candidates, outcomes) if _fails(out)), None)
         if smaller is None:
             break
@@ -206,6 +215,7 @@ class VerifyReport:
     negative_cases: int = 0
     zero_output_vectors: int = 0
     padded_cases: int = 0
+    paired_cases: int = 0
     seconds: float = 0.0
     saved: list = field(default_factory=list)
     failed_chunks: dict = field(default_factory=dict)     # "N cases of <chip> from case A" -> why: not run
@@ -217,7 +227,7 @@ class VerifyReport:
     def add(self, part):
         """Fold in the counts of `part` (another chunk of the same campaign)."""
         for name in ("cases", "samples", "outputs", "skipped", "timed_cases", "saturated_cases", "negative_cases",
-                     "zero_output_vectors", "padded_cases"):
+                     "zero_output_vectors", "padded_cases", "paired_cases"):
             setattr(self, name, getattr(self, name) + getattr(part, name))
         self.mismatched_cases += part.mismatched_cases
         self.mismatch_gaps.update(part.mismatch_gaps)
@@ -232,7 +242,6 @@ class VerifyReport:
 def _chunk(task):
     """One simulator start of a campaign: (pool, index of its chip, seed, case numbers, engine, host-timing seed
     or None) -> VerifyReport."""
-    from eie.sw.encode import encode_layer
     from eie.sw.image import build_image
     pool, k, seed, numbers, engine, gaps = task
     config = pool[k]
@@ -241,13 +250,13 @@ def _chunk(task):
     for n in numbers:
         _, kind, layers, x = random_case(seed, n, pool)
         try:
-            images.append(build_image(layers, config))
+            images.append(build_image(layers, config, pairs=case_pairs(seed, n, layers, config)))
         except EieError:       # too large for this chip's memories or counts
             report.skipped += 1
             continue
         drawn.append((n, kind, layers, x))
     outcomes = run_cases([(layers, x) for _, _, layers, x in drawn], config, engine, images, gaps) if drawn else []
-    for (n, kind, layers, x), (got, expect) in zip(drawn, outcomes):
+    for (n, kind, layers, x), image, (got, expect) in zip(drawn, images, outcomes):
         report.cases += 1
         report.samples += len(x)
         report.outputs += expect.size
@@ -255,7 +264,8 @@ def _chunk(task):
         report.saturated_cases += bool(((expect == config.act_max) | (expect == config.act_min)).any())
         report.negative_cases += bool((expect < 0).any())
         report.zero_output_vectors += int((~expect.any(axis=1)).sum())
-        report.padded_cases += any(pe.n_padding for layer in layers for pe in encode_layer(layer.w_index, config).pes)
+        report.padded_cases += any(pe.n_padding for enc in image.encoded_layers() for pe in enc.pes)
+        report.paired_cases += image.layers[0].paired
         if _fails((got, expect)):
             report.mismatched_cases.append(n)
             report.mismatch_gaps[n] = gaps
@@ -316,8 +326,9 @@ def verify(pool, cases, seed=0, engine="verilator", batch=100, first=0, out=None
         gaps = report.mismatch_gaps[n]
         if log:
             log(f"case {n} ({kind}, {chip_label(config)}) MISMATCH: shrinking ...")
-        saved = save_case(out, seed, n, kind, *shrink(layers, x, config, engine, gaps), pool.index(config), pool,
-                          gaps, engine)
+        pairs = case_pairs(seed, n, layers, config)
+        saved = save_case(out, seed, n, kind, *shrink(layers, x, config, engine, gaps, pairs=pairs),
+                          pool.index(config), pool, gaps, engine, pairs)
         report.saved.append(saved)
         if log:
             log(f"  saved {saved} (replay: {json.loads(saved.read_text())['replay']})")
@@ -336,7 +347,7 @@ def replay_flags(pool):
     return flags
 
 
-def save_case(out, seed, case, kind, layers, x, k, pool, gaps, engine):
+def save_case(out, seed, case, kind, layers, x, k, pool, gaps, engine, pairs=False):
     """A failing case (on chip `k` of `pool`, in a start with host-timing seed `gaps`) as files:
     `<stem>.image.npz` (chip image), `<stem>.inputs.npy`, `<stem>.json` (how to replay it); returns the JSON
     path."""
@@ -345,7 +356,7 @@ def save_case(out, seed, case, kind, layers, x, k, pool, gaps, engine):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"fail-{seed}-{case}"
-    build_image(layers, pool[k]).save(stem.with_suffix(".image.npz"))
+    build_image(layers, pool[k], pairs=pairs).save(stem.with_suffix(".image.npz"))
     atomic_write(stem.with_suffix(".inputs.npy"), lambda f: np.save(f, np.asarray(x, np.int64)))
     replay = ["eie", "verify", "--seed", seed, "--case", case, "--cases", 1, "--engine", engine, *replay_flags(pool)]
     note = {"seed": seed, "case": case, "kind": kind, "config": pool[k].to_dict(), "gaps": gaps,
@@ -387,7 +398,7 @@ def verify_command(args):
           + f"; {r.cases_per_s:.1f} cases/s")
     print(f"  kinds {r.kinds}; {r.skipped} drawn cases did not fit their chip")
     print(f"  cases with saturated outputs {r.saturated_cases}, negative outputs {r.negative_cases}, padding "
-          f"{r.padded_cases}; all-zero output vectors {r.zero_output_vectors} of {r.samples}; "
+          f"{r.padded_cases}, paired PEs {r.paired_cases}; all-zero output vectors {r.zero_output_vectors} of {r.samples}; "
           f"random host timing {r.timed_cases}")
     if len(pool) > 1:
         for label, n in r.chips.items():

@@ -20,7 +20,8 @@ from eie.config import ChipConfig
 from eie.errors import EieError
 
 __all__ = ["PeSlice", "EncodedLayer", "encode_layer", "decode_layer", "entry_positions", "storage_bits",
-           "check_index_matrix", "check_paired", "INDEX_DTYPE"]
+           "check_index_matrix", "check_paired", "fits_pairs", "paired_rows",
+           "INDEX_DTYPE"]
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,22 @@ def check_index_matrix(w_index, config, what="layer", layout=True):
     return w.astype(INDEX_DTYPE, copy=False)
 
 
+def paired_rows(rows, config):
+    """Accumulators each PE needs for a paired layer of `rows` rows: its own rows and its partner's."""
+    return 2 * -(-rows // config.pes)
+
+
+def fits_pairs(rows, config):
+    """Whether a layer of `rows` rows can be paired on `config`'s chip (`check_paired` says why not)."""
+    return config.pes % 2 == 0 and paired_rows(rows, config) <= config.act_depth
+
+
 def check_paired(rows, config, what="layer"):
     """Raise unless a layer of `rows` rows can be paired on `config`'s chip."""
     if config.pes % 2:
         raise EieError(f"{what}: pairing PEs needs an even number of PEs, not {config.pes}; place it unpaired")
-    if 2 * -(-rows // config.pes) > config.act_depth:
-        raise EieError(f"{what}: paired, {rows} rows need {2 * -(-rows // config.pes)} accumulators per PE but "
+    if not fits_pairs(rows, config):
+        raise EieError(f"{what}: paired, {rows} rows need {paired_rows(rows, config)} accumulators per PE but "
                        f"the chip has {config.act_depth}: place it unpaired or use a larger --act-depth")
 
 

@@ -19,7 +19,7 @@ encodings, not estimated per row.
 import numpy as np
 
 from eie.errors import EieError
-from eie.sw.encode import check_paired, encode_layer
+from eie.sw.encode import check_paired, encode_layer, fits_pairs, paired_rows
 
 __all__ = ["PLACEMENTS", "column_weights", "balanced_order", "can_pair", "expected_work", "is_identity", "place_layers"]
 
@@ -116,8 +116,7 @@ def can_pair(rows, config):
     """Whether a layer of `rows` rows is placed paired (`eie.sw.encode`): its PEs' local rows, their partners'
     included, fit the accumulators and span no more than one relative index reaches, so pairing can add no
     padding while it splits every column's work evenly within each pair."""
-    local = 2 * -(-rows // config.pes)
-    return config.pes % 2 == 0 and local <= min(config.act_depth, config.max_zero_run + 1)
+    return fits_pairs(rows, config) and paired_rows(rows, config) <= config.max_zero_run + 1
 
 
 def _deal(loads, need):

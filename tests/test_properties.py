@@ -19,7 +19,7 @@ from hypothesis.extra.numpy import arrays
 from eie import ChipConfig
 from eie.cosim.hostport import simulate_in_amaranth
 from eie.sw import reference
-from eie.sw.encode import encode_layer
+from eie.sw.encode import fits_pairs
 from eie.sw.image import build_image, fit_config
 from eie.sw.perf import layer_perf
 from eie.sw.quant import QuantLayer
@@ -62,21 +62,24 @@ def cases(draw):
     found = draw(layers(config, dims))
     x = draw(arrays(np.int64, (draw(st.integers(1, 3)), dims[0]), elements=st.integers(config.act_min, config.act_max)))
     gaps = draw(st.none() | st.integers(0, 1 << 32))
-    return config, found, x, draw(st.sampled_from(["interleaved", "balanced"])), gaps
+    return config, found, x, draw(st.sampled_from(["interleaved", "balanced"])), draw(st.booleans()), gaps
 
 
 def check(case):
     """The chip against the reference (outputs) and the performance model (entries read and multiplies per PE
-    of a single layer)."""
-    config, found, x, placement, gaps = case
-    image = build_image(found, fit_config(found, config, placement=placement), placement)
+    of a single layer). A case drawn paired runs paired if its chip has an even number of PEs."""
+    config, found, x, placement, paired, gaps = case
+    fitted = fit_config(found, config, placement=placement)
+    if paired:          # room for the partners' rows
+        fitted = fitted.replace(act_depth=2 * fitted.act_depth)
+    pairs = paired and all(fits_pairs(layer.rows, fitted) for layer in found) or None
+    image = build_image(found, fitted, placement, pairs=pairs)
     result = simulate_in_amaranth([(image, x)], stats=True, gaps=gaps)[0]
     expect = reference.forward(found, x, image.config)[-1]
     got = image.unpermute(result.outputs)
     assert got.shape == expect.shape and (got == expect).all(), f"outputs differ at {np.argwhere(got != expect)[:5]}"
     if len(found) == 1:
-        placed = image.quant_layers()[0]
-        perf = layer_perf(encode_layer(placed.w_index, image.config), x, image.config)
+        perf = layer_perf(image.encoded_layers()[0], x, image.config)
         assert (result.pe_stats[:, :, 0] == perf.work).all(), "entries read per PE"
         assert (result.pe_stats[:, :, 1] == perf.macs).all(), "multiplies per PE"
         assert (result.cycles == perf.model_cycles).all(), f"cycles {result.cycles}, the model's {perf.model_cycles}"

@@ -17,9 +17,9 @@ from eie.sw import reference
 from eie.sw.image import load_image
 from test_fast_chip import FAST          # 2 PEs, 2-bit indices: built once for the fast tests too
 
-# Small chips for Amaranth's simulator: 1 and 3 PEs, the narrowest and a wide relative index, 4- and 8-entry
-# codebooks, 8 and 2 entries per matrix word.
-POOL = campaign.config_pool(FAST, pes=(1, 3), index_bits=(2, 6), weight_index_bits=(2, 3), entries_per_word=(8, 2))
+# Small chips for Amaranth's simulator: 2 PEs (a pair) and 3 (no power of two, the last PE unpaired), the
+# narrowest and a wide relative index, 4- and 8-entry codebooks, 8 and 2 entries per matrix word.
+POOL = campaign.config_pool(FAST, pes=(2, 3), index_bits=(2, 6), weight_index_bits=(2, 3), entries_per_word=(8, 2))
 # What `make test` runs on Verilator: 1 PE, 3 PEs (no power of two) and 16 PEs, relative indices of 2 and 8 bits,
 # an 8-entry codebook (Amaranth runs the other widths above): six builds of 30-40 s, small memories.
 VERILATOR_POOL = ["--pes", "1,3,16", "--index-bits", "2,8", "--weight-index-bits", "3", "--act-depth", "32",
@@ -45,7 +45,7 @@ def test_cases_are_reproducible_from_seed_and_number():
 def test_a_pool_is_every_combination_and_every_chip_is_drawn():
     assert len(POOL) == 16 and len(set(POOL)) == 16
     assert {(c.pes, c.index_bits, c.weight_index_bits, c.entries_per_word) for c in POOL} == {
-        (p, z, v, e) for p in (1, 3) for z in (2, 6) for v in (2, 3) for e in (8, 2)}
+        (p, z, v, e) for p in (2, 3) for z in (2, 6) for v in (2, 3) for e in (8, 2)}
     assert all(c.replace(pes=2, index_bits=2, weight_index_bits=4, entries_per_word=8) == FAST for c in POOL)
     assert {campaign.case_chip(1, n, POOL) for n in range(200)} == set(range(16))
     with pytest.raises(EieError):
@@ -79,6 +79,7 @@ def test_a_campaign_over_a_pool_in_amaranth_is_bit_exact_and_covers_its_chips_an
     assert r.mismatched_cases == [] and r.cases + r.skipped == 80 and r.skipped <= 4
     assert set(r.kinds) == set(campaign.KINDS)
     assert r.saturated_cases >= 6 and r.padded_cases >= 4 and r.negative_cases >= 25
+    assert 10 <= r.paired_cases <= r.cases - 10, "paired PEs in some cases, not all"
     assert r.zero_output_vectors < r.samples / 4
     assert list(r.chips) == [campaign.chip_label(c) for c in POOL] and all(n["cases"] for n in r.chips.values())
     assert sum(n["cases"] for n in r.chips.values()) == r.cases
@@ -96,7 +97,7 @@ def test_two_simulator_processes_give_the_serial_results():
     assert spread.failed_chunks == {}
     assert "12 of 12 cases run" in lines[-2], "progress as the chunks finish"
     for name in ("cases", "samples", "outputs", "skipped", "kinds", "chips", "timed_cases", "saturated_cases",
-                 "negative_cases", "zero_output_vectors", "padded_cases", "mismatched_cases"):
+                 "negative_cases", "zero_output_vectors", "padded_cases", "paired_cases", "mismatched_cases"):
         assert getattr(spread, name) == getattr(serial, name), name
 
 
