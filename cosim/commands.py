@@ -155,7 +155,7 @@ def spmv_command(args):
         image, placement = fit_image([layer], args), "interleaved"
     else:
         image = _calibrated_image(layer, args)
-        placement = f"balanced, calibrated on {args.calibrate}"
+        placement = f"balanced, calibrated on {args.calibrate}" + (", PEs paired" if image.layers[0].paired else "")
     config = image.config
     log = None if args.json else (lambda s: print(s, flush=True))
     result = simulate(image, x_int[None, :], stats=True, waves=args.waves, log=log)

@@ -5,7 +5,8 @@ PE's work over the ideal (total work / PEs), per input and averaged, from `eie.s
 balanced placement knowing only the matrix, and balanced placement calibrated on inputs. Inputs have the
 published share of non-zero activations, but each input's chance of being non-zero varies (Beta-distributed,
 as real activations do); the calibration inputs are drawn apart from the measured ones. No Verilator: this is
-the work per PE, the floor of the cycles for a fixed placement. With `--cycles`, the performance model's cycles
+the work per PE, the floor of the cycles for a fixed placement; "paired" says whether balanced placement paired
+the PEs (`eie.sw.placement.can_pair`). With `--cycles`, the performance model's cycles
 (equal to the RTL's) over the ideal instead, and mean cycles: with `--samples 2` (and the default seed and
 calibration) these are the inputs, and the figures, of `eie bench --suite eie` at the same design point
 (`--index-bits`, `--queue-depth`, `--jobs-depth`, `--acts-per-cycle`; EIE's by default here).
@@ -45,21 +46,23 @@ def compare(name, pes=64, samples=20, calibration=64, seed=0, cycles=False, **de
     """Figures per placement; `design`: ChipConfig fields of the chip's front end (index_bits, queue_depth, ...)."""
     from eie.sw.encode import encode_layer
     from eie.sw.perf import layer_perf
-    from eie.sw.placement import balanced_order, column_weights
+    from eie.sw.placement import place_layers
+    from eie.sw.quant import QuantLayer
     rows, cols, density, act_density = EIE_LAYERS[name]
     w, x, calib = workload(rows, cols, density, act_density, samples, calibration, seed)
     config = ChipConfig(pes=pes, act_depth=-(-max(rows, cols) // pes), count_bits=8, matrix_words=1 << 16,
                         ptr_words=1 << 12, **design)
+    layer = QuantLayer(w, np.arange(config.codebook_size), np.zeros(rows, np.int64), 0, False)
     out = {"layer": name, "rows": rows, "cols": cols}
-    for key, place in (("interleaved", lambda: None), ("matrix", lambda: balanced_order(w, config)),
-                       ("calibrated", lambda: balanced_order(w, config, column_weights(calib, cols)))):
+    for key, placement, calib_inputs in (("interleaved", "interleaved", None), ("matrix", "balanced", None),
+                                         ("calibrated", "balanced", calib)):
         t0 = time.perf_counter()
-        order = place()
+        (held,), _, (paired,) = place_layers([layer], config, placement, calib_inputs)
         placed = time.perf_counter() - t0
-        enc = encode_layer(w if order is None else w[order], config)
+        enc = encode_layer(held.w_index, config, paired=paired)
         perf = layer_perf(enc, x, config, model_samples=None if cycles else 0)
         ratio = (perf.model_cycles if cycles else perf.bound_cycles) / perf.ideal_cycles
-        out[key] = {"over_ideal": float(ratio.mean()), "worst": float(ratio.max()), "seconds": placed,
+        out[key] = {"over_ideal": float(ratio.mean()), "worst": float(ratio.max()), "seconds": placed, "paired": paired,
                     "cycles": float(perf.model_cycles.mean()) if cycles else None,
                     "padding": sum(pe.n_padding for pe in enc.pes) / max(1, sum(pe.n_entries for pe in enc.pes))}
     return out
@@ -88,7 +91,7 @@ def main(argv=None):
           f"{args.samples} inputs (worst in brackets); EIE reports real time about 1.10 x ideal")
     width = 27 if args.cycles else 16
     print(f"{'layer':<8} {'shape':>11} {'padding':>7} {'interleaved':>{width}} {'matrix-only':>{width}} "
-          f"{'calibrated':>{width}} {'placing s':>9}")
+          f"{'calibrated':>{width}} {'placing s':>9} {'paired':>6}")
     rows = []
     for name in names:
         r = compare(name, args.pes, args.samples, args.calibration, args.seed, args.cycles, **design)
@@ -97,7 +100,8 @@ def main(argv=None):
                           + (f" [{r[k]['cycles']:,.0f}]" if args.cycles else ""))
         print(f"{name:<8} {r['rows']:>5}x{r['cols']:<5} {r['interleaved']['padding']:>7.1%} "
               f"{cell('interleaved'):>{width}} {cell('matrix'):>{width}} {cell('calibrated'):>{width}} "
-              f"{max(r['matrix']['seconds'], r['calibrated']['seconds']):>9.1f}", flush=True)
+              f"{max(r['matrix']['seconds'], r['calibrated']['seconds']):>9.1f} "
+              f"{'yes' if r['matrix']['paired'] else 'no':>6}", flush=True)
     mean = lambda k: np.mean([r[k]["over_ideal"] for r in rows])
     print(f"{'mean':<8} {'':>11} {'':>7} {mean('interleaved'):>{width}.4f} {mean('matrix'):>{width}.4f} "
           f"{mean('calibrated'):>{width}.4f}")

@@ -70,7 +70,7 @@ def test_compress_writes_the_host_layers_and_reproduces_its_accuracy(tmp_path):
     ops, in_frac = load_front(run / "host.npz")
     config = image.config
     features = front_forward(ops, to_fixed(data.x_test.numpy(), in_frac, config.act_bits), config)
-    logits = forward(image.quant_layers(), features, config)[-1]
+    logits = image.unpermute(forward(image.quant_layers(), features, config)[-1])
     accuracy = 100.0 * float((logits.argmax(1) == data.y_test.numpy()).mean())
     assert round(accuracy, 2) == report["compressed_accuracy"] and accuracy > 70
     tables = report["compress"]["storage_bytes"]["4-bit"]["1"]
