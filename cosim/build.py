@@ -157,12 +157,14 @@ def _verilate(config, waves, root, failed_log):
     # Only `finished` is visible to cocotb; everything else stays open to Verilator's optimizer (public
     # internals made the simulator several times slower). The PE stays a module of its own, not inlined N
     # times, and all N instances share one copy of its code: Verilator merges per-instance functions only when
-    # they are identical, so the one PE input that differs between instances (`load.sel`) is kept a variable
-    # of the PE (public), and `-fno-dfg` stops the data-flow optimizer from numbering its temporaries per
-    # instance. 1.2x the simulation speed at 16 PEs, and the C++ compiles faster.
+    # they are identical, so the PE inputs that differ between instances (`load.sel`, and the partner's partial
+    # sums) are kept variables of the PE (public), and `-fno-dfg` stops the data-flow optimizer from numbering
+    # its temporaries per instance. 1.2x the simulation speed at 16 PEs, and the C++ compiles faster.
+    per_pe = ["load__sel", "partner"] + (["partner_b"] if config.outputs_per_cycle > 1 else [])
     (root / "ports.vlt").write_text(f'`verilator_config\npublic_flat_rw -module "{TESTBENCH}" -var "finished"\n'
                                     f'no_inline -module "{PE_MODULE}"\n'
-                                    f'public_flat_rw -module "{PE_MODULE}" -var "load__sel"\n')
+                                    + "".join(f'public_flat_rw -module "{PE_MODULE}" -var "{var}"\n'
+                                              for var in per_pe))
     from cocotb_tools.runner import get_runner
     runner = get_runner("verilator")
     output = io.StringIO()

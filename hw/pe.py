@@ -275,7 +275,9 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [acc_rd.addr.eq(Mux(self.out_en, out_slot, a_row)),
                      bias_rd.addr.eq(self.layer * c.act_depth + Mux(self.out_en, out_slot, row))]
         # The bias read is synchronous: its data belongs to the row of the previous cycle.
-        bias_shifted = shift_left(bias_rd.data, self.shift, c.acc_bits)
+        # a signal, not an expression: its two uses would each get a copy of the shifter
+        bias_shifted = Signal(signed(c.acc_bits))
+        m.d.comb += bias_shifted.eq(shift_left(bias_rd.data, self.shift, c.acc_bits))
 
         acc_or_bias = Mux(touched.bit_select(a_row, 1), acc_rd.data, bias_shifted)
         start = Mux(w_valid & (w_row == a_row), w_sum, acc_or_bias)
@@ -291,13 +293,18 @@ class ProcessingElement(wiring.Component):
         def output(own, acc, bias_now, port, share, partner, name):
             out_touched = Signal(name=f"{name}_touched", reset_less=True)
             out_acc = Signal(signed(c.acc_bits), name=f"{name}_acc", reset_less=True)
-            m.d.sync += [out_touched.eq(touched.bit_select(own, 1)), out_acc.eq(acc)]
-            # the partner's row: accumulator own + 1, zero until touched (its bias lives in the partner)
-            share_rd = accs.read_port(domain="comb")
-            m.d.comb += share_rd.addr.eq(own | 1)
-            m.d.sync += share.eq(Mux(touched.bit_select(own | 1, 1), share_rd.data, 0))
+            # the partner's row: accumulator own + 1, zero until touched (its bias lives in the partner) and in
+            # unpaired layers; a synchronous read enabled in the output pass only, so a simulator skips it while
+            # the PE computes
+            share_rd = accs.read_port()
+            share_touched = Signal(name=f"{name}_share_touched", reset_less=True)
+            m.d.comb += [share_rd.addr.eq(own | 1), share_rd.en.eq(self.out_en),
+                         share.eq(Mux(share_touched, share_rd.data, 0))]
+            with m.If(self.out_en):
+                m.d.sync += [out_touched.eq(touched.bit_select(own, 1)), out_acc.eq(acc),
+                             share_touched.eq(self.paired & touched.bit_select(own | 1, 1))]
             total = Signal(signed(c.acc_bits), name=f"{name}_total")   # wraps as the accumulators do
-            m.d.comb += total.eq(Mux(out_touched, out_acc, bias_now) + Mux(self.paired, partner, 0))
+            m.d.comb += total.eq(Mux(out_touched, out_acc, bias_now) + partner)
             m.d.comb += port.eq(requantize(m, total, self.shift, self.rounding, self.relu, c))
 
         output(out_slot, acc_rd.data, bias_shifted, self.out_data, self.share, self.partner, "out")
