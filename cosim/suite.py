@@ -7,7 +7,8 @@ Each layer is random, of the published shape, weight density and share of non-ze
 outputs per PE per cycle; `--index-bits 4 --queue-depth 8 --jobs-depth 16 --acts-per-cycle 1
 --outputs-per-cycle 1` is EIE's). It runs a few
 input vectors under three row placements: EIE's interleaving (row i -> PE i mod N), balanced knowing only the
-matrix (the default) and balanced with calibration inputs drawn apart from the measured ones. One chip
+matrix (the default) and balanced with calibration inputs drawn apart from the measured ones; balanced placement
+pairs PEs on the layers with few rows per PE (`eie.sw.placement.can_pair`). One chip
 configuration serves the whole suite, so one Verilator build and one simulator start run every layer; every
 output is checked bit-exact against the reference. Per layer: the RTL's cycles, the performance model's, the
 ideal (all work spread evenly), the busiest PE's work, utilization, padding, EIE's cycles (its time x 800 MHz)
@@ -110,6 +111,7 @@ def _figures(layer, x, image, config, result, reference):
         "padding_pct": round(100 * sum(pe.n_padding for pe in enc.pes)
                              / max(1, sum(pe.n_entries for pe in enc.pes)), 2),
         "placed": order is not None,
+        "paired": image.layers[0].paired,
         # where the cycles above the ideal go (means): the busiest PE's extra work, the output pass (one output
         # per PE per cycle) and the rest (pipeline fill and drain, queue stalls, the non-zero detector)
         "above_ideal": {"imbalance": round(float((bound - ideal).mean()), 1), "output_pass": out_pass,
@@ -236,7 +238,7 @@ def _tables(report):
     line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"
     sim = lambda f: "" if f["cycles_from"] == "rtl" else "*"
     num = lambda v, fmt: "-" if v is None else format(v, fmt)
-    head = ["layer", "shape", "non-zero in %", "padding %", "RTL cycles", "model", "ideal", "busiest PE", "util.",
+    head = ["layer", "shape", "non-zero in %", "padding %", "PEs paired", "RTL cycles", "model", "ideal", "busiest PE", "util.",
             "/ ideal", "above ideal: imbalance", "output pass", "rest", "EIE cycles", "/ EIE", "model err %",
             "mismatches"]
     out = [f"Matrix-only placement (the default): means over {report['samples']} inputs; "
@@ -244,6 +246,7 @@ def _tables(report):
     for r in rows:
         f = r["placements"][DEFAULT]
         out.append(line([r["layer"], f"{r['rows']}x{r['cols']}", r["nonzero_inputs_pct"], f["padding_pct"],
+                         "yes" if f["paired"] else "no",
                          f"{f['mean_cycles']:,.0f}{sim(f)}", f"{np.mean(f['model_cycles']):,.0f}",
                          f"{np.mean(f['ideal_cycles']):,.0f}", f"{np.mean(f['bound_cycles']):,.0f}",
                          f"{f['utilization']:.3f}", f"{f['over_ideal']:.4f}",

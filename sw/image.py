@@ -304,12 +304,12 @@ def _pow2(n):
 SIZED_FIELDS = ("act_depth", "matrix_words", "ptr_words", "count_bits")
 
 
-def fit_config(layers, config, keep=(), exact=False, placement="interleaved"):
+def fit_config(layers, config, keep=(), exact=False, placement="interleaved", pairs=None):
     """The chip like `config` that holds `layers` with the least memory: the one rule for "the smallest chip
     for this model". act_depth, matrix_words and ptr_words become the depths the model needs and count_bits
     grows if a column needs more; fields named in `keep` stay as they are. Depths are rounded up to powers of
     two unless `exact` (storage accounting wants the model's own sizes; simulators want few distinct chips,
-    so few Verilator builds). `placement` is the row placement the image will use (it moves padding)."""
+    so few Verilator builds). `placement` and `pairs` are the image's (`build_image`: they move padding)."""
     grow = (lambda n: max(1, int(n))) if exact else _pow2
     fields = config.to_dict()
     if "act_depth" not in keep:
@@ -318,7 +318,7 @@ def fit_config(layers, config, keep=(), exact=False, placement="interleaved"):
     roomy = {**fields, **{f: 1 << 20 for f in ("matrix_words", "ptr_words") if f not in keep}}
     if "count_bits" not in keep:
         roomy["count_bits"] = 16
-    probe = build_image(layers, ChipConfig.for_user(**roomy), placement)
+    probe = build_image(layers, ChipConfig.for_user(**roomy), placement, pairs=pairs)
     if "count_bits" not in keep:
         most = int(probe.ptr_counts.max(initial=0)).bit_length()
         fields["count_bits"] = max(1, most) if exact else max(config.count_bits, most)
@@ -329,9 +329,10 @@ def fit_config(layers, config, keep=(), exact=False, placement="interleaved"):
     return ChipConfig.for_user(**fields)
 
 
-def fit_image(layers, config, keep=(), placement="interleaved"):
-    """`build_image` on `fit_config(layers, config, keep, placement=placement)`."""
-    return build_image(layers, fit_config(layers, config, keep, placement=placement), placement)
+def fit_image(layers, config, keep=(), placement="interleaved", pairs=None):
+    """`build_image` on `fit_config(layers, config, keep, placement=placement, pairs=pairs)`."""
+    return build_image(layers, fit_config(layers, config, keep, placement=placement, pairs=pairs), placement,
+                       pairs=pairs)
 
 
 def chip_image(layers, config, keep=(), placement="interleaved"):

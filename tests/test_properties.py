@@ -70,9 +70,10 @@ def check(case):
     of a single layer). A case drawn paired runs paired if its chip has an even number of PEs."""
     config, found, x, placement, paired, gaps = case
     fitted = fit_config(found, config, placement=placement)
-    if paired:          # room for the partners' rows
-        fitted = fitted.replace(act_depth=2 * fitted.act_depth)
-    pairs = paired and all(fits_pairs(layer.rows, fitted) for layer in found) or None
+    room = fitted.replace(act_depth=2 * fitted.act_depth)      # for the partners' rows
+    pairs = paired and all(fits_pairs(layer.rows, room) for layer in found) or None
+    if pairs:
+        fitted = fit_config(found, room, keep=("act_depth",), placement=placement, pairs=True)
     image = build_image(found, fitted, placement, pairs=pairs)
     result = simulate_in_amaranth([(image, x)], stats=True, gaps=gaps)[0]
     expect = reference.forward(found, x, image.config)[-1]

@@ -65,6 +65,7 @@ def test_every_placement_runs_bit_exact_and_the_figures_add_up(scaled):
             held = image.quant_layers()[0]
             perf = layer_perf(encode_layer(held.w_index, config, paired=image.layers[0].paired), x, config)
             assert f["cycles_from"] == "rtl" and f["cycles"] == result.cycles.tolist()
+            assert f["paired"] == image.layers[0].paired and (key != "interleaved" or not f["paired"])
             assert f["model_cycles"] == perf.model_cycles.tolist() == f["cycles"]   # to the cycle at this size
             assert f["ideal_cycles"] == perf.ideal_cycles.tolist() and f["bound_cycles"] == perf.bound_cycles.tolist()
             assert f["over_ideal"] == pytest.approx(max(result.cycles / perf.ideal_cycles), abs=1e-4)
