@@ -178,9 +178,8 @@ class Chip(wiring.Component):
                          pe.shift.eq(desc.shift), pe.rounding.eq(rnd), pe.relu.eq(desc.relu), pe.clear.eq(clear),
                          pe.new_run.eq(new_run), pe.paired.eq(desc.paired),
                          pe.out_en.eq(out_en), pe.out_row.eq(out_row)]
-            # PEs 2g and 2g+1 are partners (a paired layer needs an even number of PEs: the last of an odd
-            # number has none)
-            partner = pes[k ^ 1] if k ^ 1 < n else None
+            # PEs k and k + N/2 are partners (`eie.sw.encode`; a paired layer needs an even number of PEs)
+            partner = pes[(k + n // 2) % n] if n % 2 == 0 else None
             for lane in ("", "_b")[:c.outputs_per_cycle]:
                 share = 0 if partner is None else getattr(partner, f"share{lane}")
                 m.d.comb += getattr(pe, f"partner{lane}").eq(share)

@@ -1,10 +1,13 @@
 """EIE's interleaved CSC encoding of one layer, and what it costs in bits.
 
 Row ``i`` belongs to PE ``i % pes`` (local row ``i // pes``); another placement permutes the rows before they
-get here (`eie.sw.placement`). In a *paired* layer, PEs ``2g`` and ``2g + 1`` share their rows: each column's
-entries of the pair's rows are dealt alternately to the two, so a column's work splits evenly between them
-whatever the input. PE ``k`` keeps its own row ``s`` in accumulator ``2s`` and its partial sum of its partner's
-row ``s`` in accumulator ``2s + 1``; the output pass adds the partner's to its own (`eie.hw.pe`).
+get here (`eie.sw.placement`). In a *paired* layer, PEs ``g`` and ``g + pes/2`` share their rows, which are
+then the rows interleaving would give one PE of ``pes/2`` (row ``i`` -> pair ``i % (pes/2)``, its ``t``-th row
+``t = i // (pes/2)``, owned by PE ``g`` for even ``t`` and ``g + pes/2`` for odd, as its local row ``t // 2``).
+Each column's entries of a pair's rows are dealt alternately to its two PEs, so a column's work splits evenly
+between them whatever the input. A PE keeps its own local row ``s`` in accumulator ``2s`` and its partial sum
+of its partner's row ``s`` in accumulator ``2s + 1`` (the pair's row ``t`` is accumulator ``t`` of PE ``g`` and
+``t ^ 1`` of PE ``g + pes/2``); the output pass adds the partner's to its own (`eie.hw.pe`).
 Each PE stores its local rows column by column
 as entries ``(v, z)``: ``v`` indexes the layer's codebook (0 is reserved for zero / padding) and ``z`` counts
 the zeros skipped since the previous entry of the column. A run of more than ``max_zero_run`` zeros needs a
@@ -50,7 +53,7 @@ class EncodedLayer:
     rows: int
     cols: int
     pes: tuple  # of PeSlice, one per PE
-    paired: bool = False   # PEs 2g and 2g+1 share their rows (see the module)
+    paired: bool = False   # PEs g and g + pes/2 share their rows (see the module)
 
     @property
     def counts(self):
@@ -103,14 +106,14 @@ def check_paired(rows, config, what="layer"):
 
 
 def _pair_split(row, col, n_pes):
-    """(PE, local row) of each non-zero (row, col) of a paired layer, the columns dealt as the module says: in
-    order of the pair's rows (owner PE ``2g``'s row ``s``, then ``2g + 1``'s, then row ``s + 1``), alternately
-    to the two PEs; the k-th column of a pair with an odd number gives its extra entry to PE ``2g + k % 2``."""
-    owner, s = row % n_pes, row // n_pes
+    """(PE, accumulator) of each non-zero (row, col) of a paired layer, the columns dealt as the module says: in
+    the order of the pair's rows, alternately to its two PEs; the k-th column of a pair with an odd number of
+    entries gives its extra one to the pair's first PE for even k, its second for odd."""
+    half = n_pes // 2
+    pair, t = row % half, row // half
     if not len(row):
-        return owner, s
-    pair = owner // 2
-    order = np.lexsort((2 * s + (owner & 1), col, pair))
+        return pair, t
+    order = np.lexsort((t, col, pair))
     p, c = pair[order], col[order]
     start = np.flatnonzero(np.r_[True, (p[1:] != p[:-1]) | (c[1:] != c[:-1])])   # each (pair, column) run
     lens = np.diff(np.r_[start, len(order)])
@@ -119,9 +122,9 @@ def _pair_split(row, col, n_pes):
     before = np.cumsum(odd) - odd                        # odd columns before this one, over all pairs
     new_pair = np.r_[True, p[start][1:] != p[start][:-1]]
     turn = (before - np.maximum.accumulate(np.where(new_pair, before, 0))) & 1
-    pe = np.empty_like(row)
-    pe[order] = 2 * p + ((rank + np.repeat(turn, lens)) & 1)
-    return pe, 2 * s + (pe != owner)
+    second = np.empty_like(row)
+    second[order] = (rank + np.repeat(turn, lens)) & 1
+    return pair + half * second, t ^ second
 
 
 def encode_layer(w_index, config, what="layer", paired=False):
@@ -191,8 +194,9 @@ def decode_layer(enc, config):
         local, col = entry_positions(pe, enc.cols)
         real = np.asarray(pe.v) != 0
         local, col = local[real], col[real]
-        # a paired PE holds its own row s at 2s and its partner's at 2s + 1
-        row = (local >> 1) * config.pes + (k ^ (local & 1)) if enc.paired else local * config.pes + k
+        # the pair's row t is accumulator t of its first PE, t ^ 1 of its second
+        half = config.pes // 2
+        row = (local ^ (k >= half)) * half + k % half if enc.paired else local * config.pes + k
         w[row, col] = pe.v[real]
     return w
 

@@ -38,7 +38,7 @@ class LayerDesc:
     shift: int
     relu: bool
     order: tuple = None   # row placement: position p holds the model's row order[p]; None = interleaved (identity)
-    paired: bool = False  # PEs 2g and 2g+1 share their rows (`eie.sw.encode`)
+    paired: bool = False  # PEs g and g + pes/2 share their rows (`eie.sw.encode`)
 
     def __post_init__(self):
         if self.order is not None:

@@ -90,29 +90,26 @@ def balanced_order(w_index, config, weights=None, max_swaps=None, tolerance=1e-3
     Rows are dealt by `_deal`, each PE's local rows ordered by `_local_order`; then, while it helps, a row of
     the busiest PE is swapped with one of a lighter PE, each swap judged on the two PEs' real encodings, until
     the busiest PE is within `tolerance` of the mean (below the noise of any one input) or `max_swaps`
-    (default 4 per PE) are spent. `paired` (see `can_pair`): rows are dealt to pairs of PEs in the same way,
-    each pair's rows then taken by its two PEs by turns (pair g's q-th row: PE 2g + q % 2, local row q // 2)."""
+    (default 4 per PE) are spent. `paired` (see `can_pair`): the rows are dealt in the same way to the pairs of
+    PEs, which hold the rows interleaving would give one PE of pes/2 (`eie.sw.encode`)."""
     w = np.asarray(w_index)
     rows, pes = w.shape[0], config.pes
     weights = np.ones(w.shape[1]) if weights is None else np.asarray(weights, np.float64)
     loads = _Loads(w, config, weights)
     identity = np.arange(rows)
     base = max(loads(identity[k::pes]) for k in range(pes))
-    # PE k holds len(range(k, rows, pes)) rows, as interleaving's positions give it
-    need = np.array([len(range(k, rows, pes)) for k in range(pes)])
-    groups = need.reshape(-1, 2).sum(axis=1) if paired else need
-    held = [_local_order(h, loads) for h in _deal(loads, groups)]
+    # PE (or pair) k holds len(range(k, rows, n)) rows, as interleaving's positions give it
+    n = pes // 2 if paired else pes
+    need = np.array([len(range(k, rows, n)) for k in range(n)])
+    held = [_local_order(h, loads) for h in _deal(loads, need)]
     work = np.array([loads(h) for h in held])
-    for _ in range(4 * len(groups) if max_swaps is None else max_swaps):
+    for _ in range(4 * n if max_swaps is None else max_swaps):
         a = int(np.argmax(work))
         if work[a] <= work.mean() * (1 + tolerance) or not _improve(a, held, work, loads):
             break
     order = np.empty(rows, np.int64)
-    for g, h in enumerate(held):
-        if paired:
-            order[2 * g::pes], order[2 * g + 1::pes] = h[0::2], h[1::2]
-        else:
-            order[g::pes] = h
+    for k, h in enumerate(held):
+        order[k::n] = h
     busiest = expected_work(w, order, config, weights, True).max() if paired else work.max()
     return order if busiest < base else identity
 

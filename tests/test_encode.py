@@ -81,7 +81,8 @@ def test_bad_matrices_are_refused():
 def test_paired_layers_split_every_column_within_each_pair(rng):
     """A paired layer: decoding gives the matrix back; each column's entries of a pair's rows are split as
     evenly as they can be between its two PEs, the extra entry of odd columns going to the two by turns, so the
-    two PEs' totals differ by at most one; each PE holds its own row s at accumulator 2s, its partner's at 2s+1."""
+    two PEs' totals differ by at most one; each PE holds its own row s at accumulator 2s, its partner's at 2s+1.
+    At 4 PEs, PEs 0 and 2 share the even rows, 1 and 3 the odd ones."""
     config = ChipConfig(pes=4, index_bits=5, act_depth=32, count_bits=10)
     for _ in range(20):
         rows, cols = int(rng.integers(1, 65)), int(rng.integers(1, 50))
@@ -90,18 +91,18 @@ def test_paired_layers_split_every_column_within_each_pair(rng):
         assert enc.paired and (decode_layer(enc, config) == w).all()
         counts = enc.counts          # no padding: 2 x 16 local rows fit a 5-bit index
         assert not any(pe.n_padding for pe in enc.pes)
-        owner_pair = np.arange(rows) % 4 // 2
         for g in range(2):
-            assert (counts[2 * g] + counts[2 * g + 1] == (w[owner_pair == g] != 0).sum(0)).all()
-        assert (np.abs(counts[0::2] - counts[1::2]) <= 1).all()
-        assert (np.abs(counts[0::2].sum(1) - counts[1::2].sum(1)) <= 1).all()
-    # rows 0 (PE 0's) and 1 (PE 1's) in one column: one entry each, PE 0 keeps row 0 in accumulator 0 and
-    # PE 1 holds row 0's partial sum in its accumulator 1 when the column has rows 0 and 4 (PE 0's rows 0, 1)
+            assert (counts[g] + counts[g + 2] == (w[g::2] != 0).sum(0)).all()
+        assert (np.abs(counts[:2] - counts[2:]) <= 1).all()
+        assert (np.abs(counts[:2].sum(1) - counts[2:].sum(1)) <= 1).all()
+    # Rows 0 and 4 (PE 0's local rows 0 and 1) in one column: PE 0 keeps row 0 in accumulator 0, and its partner,
+    # PE 2, row 4 in accumulator 3 (its partial sum of PE 0's row 1)
     w = np.zeros((8, 1), np.int64)
     w[0, 0], w[4, 0] = 5, 7
     enc = encode_layer(w, config, paired=True)
     assert list(enc.pes[0].v) == [5] and list(enc.pes[0].z) == [0]
-    assert list(enc.pes[1].v) == [7] and list(enc.pes[1].z) == [3]     # PE 0's row 1 at PE 1's accumulator 3
+    assert list(enc.pes[2].v) == [7] and list(enc.pes[2].z) == [3]
+    assert not enc.pes[1].n_entries and not enc.pes[3].n_entries
 
 
 def test_pairing_is_refused_where_it_cannot_work():

@@ -137,10 +137,11 @@ def test_host_writes_with_gaps_write_each_word_once():
     assert idle[0] == 1 and idle[1] >= 8, f"idle cycles without and with gaps: {idle}"
 
 
-@pytest.mark.parametrize("change", [{}, {"outputs_per_cycle": 2}])
+@pytest.mark.parametrize("change", [{}, {"outputs_per_cycle": 2}, {"pes": 4}])
 def test_paired_layers(change):
-    """Every case with its layers paired (PEs 0 and 1 share rows; 32 accumulators hold twice the 16 local rows):
-    bit-exact, with padding entries (2-bit indices), counters and cycles as the model has them."""
+    """Every case with its layers paired (PEs 0 and 1 share rows, at 4 PEs 0 and 2, 1 and 3; 32 accumulators hold
+    twice the 16 local rows): bit-exact, with padding entries (2-bit indices), counters and cycles as the model
+    has them."""
     c = FAST.replace(act_depth=32, **change)
     cases = fast_cases(np.random.default_rng(4321), c)
     images = [build_image(layers, c, "balanced", pairs=True) for _, layers, _ in cases]
