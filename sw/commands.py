@@ -134,8 +134,8 @@ def register(sub):
     p.add_argument("--index-bits", type=int, default=4,
                    help="relative-index bits of that chip (default 4, as EIE); storage_ratio uses them")
     p.add_argument("--placement", choices=("balanced", "interleaved"), default="balanced",
-                   help="rows on PEs: balanced to even out the PEs' work (default), or EIE's interleaving (row i -> "
-                        "PE i mod N)")
+                   help="rows on PEs: balanced to even out the PEs' work, pairing PEs on layers with few rows per PE "
+                        "(default), or EIE's interleaving (row i -> PE i mod N)")
     p.add_argument("--weight-index-bits", type=int, default=4,
                    help="codebook index bits: 2^bits - 1 shared values plus zero per layer (default 4: 16 entries)")
     p.set_defaults(func=compress_command)
