@@ -26,7 +26,8 @@ import numpy as np
 from eie.errors import EieError
 from eie.sw.encode import check_paired, encode_layer, fits_pairs, paired_rows
 
-__all__ = ["PLACEMENTS", "column_weights", "balanced_order", "can_pair", "expected_work", "is_identity", "place_layers"]
+__all__ = ["PLACEMENTS", "column_weights", "balanced_order", "can_pair", "expected_work", "is_identity",
+           "place_layers"]
 
 PLACEMENTS = ("interleaved", "balanced")
 
@@ -218,9 +219,10 @@ def place_layers(layers, config, placement="interleaved", calibration=None, pair
     checked chain.
 
     With "balanced", each layer's rows are placed by `balanced_order`, paired where `can_pair` allows and
-    pairing beats interleaving, and the next layer's columns follow that order; `calibration` (int inputs of the first layer, samples x cols) weighs each layer's columns by
-    how often its input, as the reference computes it, is non-zero. `pairs`: None pairs the layers `can_pair`
-    allows under "balanced" (none under "interleaved"), True pairs every layer, False none."""
+    pairing beats interleaving, and the next layer's columns follow that order; `calibration` (int inputs of
+    the first layer, samples x cols) weighs each layer's columns by how often its input, as the reference
+    computes it, is non-zero. `pairs`: None pairs the layers `can_pair` allows under "balanced" (none under
+    "interleaved"), True pairs every layer, False none."""
     from dataclasses import replace
     from eie.sw.reference import check_activations, forward
     if placement not in PLACEMENTS:
