@@ -272,8 +272,8 @@ class CompressedModel:
         `waves`, record that run as a VCD. Returns {layer, row, chip, reference, ...} or None."""
         from eie.cosim.sim import simulate
         from eie.sw.image import build_image
-        for l in range(len(self.layers)):
-            sub = build_image(self.layers[:l + 1], self.config)
+        for l in range(len(self.layers)):       # the layers as the chip holds them, paired as they ran
+            sub = build_image(self.layers[:l + 1], self.config, pairs=[d.paired for d in self.image.layers[:l + 1]])
             got = simulate(sub, x_int[sample:sample + 1], log=log).outputs[0]
             rows = np.flatnonzero(got != refs[l][sample])
             if len(rows):

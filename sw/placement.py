@@ -222,18 +222,21 @@ def place_layers(layers, config, placement="interleaved", calibration=None, pair
     pairing beats interleaving, and the next layer's columns follow that order; `calibration` (int inputs of
     the first layer, samples x cols) weighs each layer's columns by how often its input, as the reference
     computes it, is non-zero. `pairs`: None pairs the layers `can_pair` allows under "balanced" (none under
-    "interleaved"), True pairs every layer, False none."""
+    "interleaved"), True pairs every layer, False none; or one of these per layer."""
     from dataclasses import replace
     from eie.sw.reference import check_activations, forward
     if placement not in PLACEMENTS:
         raise EieError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
     if calibration is not None and placement != "balanced":
         raise EieError("calibration inputs only guide placement='balanced'; drop them or ask for 'balanced'")
-    if pairs:
-        for l, layer in enumerate(layers):
+    asked = [pairs] * len(layers) if pairs is None or isinstance(pairs, bool) else list(pairs)
+    if len(asked) != len(layers):
+        raise EieError(f"pairs: one per layer ({len(layers)}), not {len(asked)}")
+    for l, (layer, paired) in enumerate(zip(layers, asked)):
+        if paired:
             check_paired(layer.rows, config, f"layer {l}")
     if placement == "interleaved":
-        return list(layers), [None] * len(layers), [bool(pairs)] * len(layers)
+        return list(layers), [None] * len(layers), [bool(paired) for paired in asked]
     inputs = None
     if calibration is not None:
         x = check_activations(calibration, layers[0].cols, config, "calibration inputs")
@@ -244,9 +247,9 @@ def place_layers(layers, config, placement="interleaved", calibration=None, pair
         weights = None if inputs is None else column_weights(inputs[l], layer.cols)
         if weights is not None and prev is not None:
             weights = weights[prev]
-        paired = can_pair(layer.rows, config) if pairs is None else pairs
+        paired = can_pair(layer.rows, config) if asked[l] is None else asked[l]
         order = balanced_order(w, config, weights, paired=paired)
-        if paired and pairs is None and is_identity(order):
+        if paired and asked[l] is None and is_identity(order):
             paired, order = False, balanced_order(w, config, weights)
         order = None if is_identity(order) else order
         if order is not None:

@@ -210,6 +210,10 @@ def test_balanced_placement_pairs_where_pairs_add_no_padding(rng):
     assert [d.paired for d in build_image([tall], c.replace(act_depth=32), pairs=True).layers] == [True]
     with pytest.raises(EieError, match="layer 0: paired, 60 rows need 30 accumulators per PE but the chip has 16"):
         build_image([tall], c, placement="balanced", pairs=True)
+    chain = [short, random_layer(rng, 20, 30, 0.4, c)]
+    assert [d.paired for d in build_image(chain, c, pairs=[False, True]).layers] == [False, True]
+    with pytest.raises(EieError, match=r"pairs: one per layer \(2\), not 1"):
+        build_image(chain, c, pairs=[True])
 
 
 def test_paired_chain_round_trips(rng, tmp_path):
