@@ -72,9 +72,10 @@ def compress(model, data, config=None, init="linear", finetuning=None, calibrati
     """Deep Compression on a pruned (or dense) `model`: weight sharing with a codebook of
     2^config.weight_index_bits entries (entry 0 is zero), centroid fine-tuning, the chip's fixed point and
     the chip image for `config`'s PE count and widths: the standard chip (`ChipConfig.standard`, memories fixed,
-    one simulator build for every model that fits), else one whose memories are fitted to the model. `placement`: "balanced" places each
-    layer's rows on the PEs to even out their work (`eie.sw.placement`), "interleaved" keeps EIE's row i ->
-    PE i mod N. `model` itself is left as it is. Returns a `CompressedModel`."""
+    one simulator build for every model that fits), else one whose memories are fitted to the model.
+    `placement`: "balanced" places each layer's rows on the PEs to even out their work, pairing PEs on layers
+    with few rows per PE (`eie.sw.placement`), "interleaved" keeps EIE's row i -> PE i mod N. `model` itself is
+    left as it is. Returns a `CompressedModel`."""
     from eie.sw import models
     from eie.sw.pipeline import compress_network
     config = config or ChipConfig()
