@@ -238,7 +238,8 @@ def _tables(report):
     line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"
     sim = lambda f: "" if f["cycles_from"] == "rtl" else "*"
     num = lambda v, fmt: "-" if v is None else format(v, fmt)
-    head = ["layer", "shape", "non-zero in %", "padding %", "PEs paired", "RTL cycles", "model", "ideal", "busiest PE", "util.",
+    head = ["layer", "shape", "non-zero in %", "padding %", "PEs paired", "RTL cycles", "model", "ideal",
+            "busiest PE", "util.",
             "/ ideal", "above ideal: imbalance", "output pass", "rest", "EIE cycles", "/ EIE", "model err %",
             "mismatches"]
     out = [f"Matrix-only placement (the default): means over {report['samples']} inputs; "

@@ -398,7 +398,8 @@ def verify_command(args):
           + f"; {r.cases_per_s:.1f} cases/s")
     print(f"  kinds {r.kinds}; {r.skipped} drawn cases did not fit their chip")
     print(f"  cases with saturated outputs {r.saturated_cases}, negative outputs {r.negative_cases}, padding "
-          f"{r.padded_cases}, paired PEs {r.paired_cases}; all-zero output vectors {r.zero_output_vectors} of {r.samples}; "
+          f"{r.padded_cases}, paired PEs {r.paired_cases}; all-zero output vectors {r.zero_output_vectors} of "
+          f"{r.samples}; "
           f"random host timing {r.timed_cases}")
     if len(pool) > 1:
         for label, n in r.chips.items():

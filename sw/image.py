@@ -102,10 +102,8 @@ class ChipImage:
         c = self.config
         out = []
         for l, (d, enc) in enumerate(zip(self.layers, self.encoded_layers())):
-            local = -(-d.rows // c.pes)
-            # row i = PE i % pes, local i // pes, its bias in accumulator 2 * local when paired
-            held = self.biases[l, :, :2 * local:2] if d.paired else self.biases[l, :, :local]
-            bias = held.T.reshape(-1)[:d.rows].copy()
+            held = self.biases[l][:, own_accumulators(-(-d.rows // c.pes), d.paired)]
+            bias = held.T.reshape(-1)[:d.rows].copy()   # row i = PE i % pes, local i // pes
             out.append(QuantLayer(decode_layer(enc, c), self.codebooks[l].copy(), bias, d.shift, d.relu,
                                   *self.fracs[l]))
         return out
@@ -268,8 +266,7 @@ def build_image(layers, config, placement="interleaved", calibration=None, pairs
             fill = layer_words * c.entries_per_word - len(e)
             entries[k].append(np.concatenate([e, np.zeros((fill, 2), np.int64)]))
             local = layer.bias[k::c.pes]
-            step = 2 if pairs[l] else 1   # paired: own row s in accumulator 2s; 2s + 1 (the partner's) starts at 0
-            biases[l, k, :step * len(local):step] = local
+            biases[l, k, own_accumulators(len(local), pairs[l])] = local   # the partner's rows start at 0
         codebooks[l] = layer.codebook
         descs.append(LayerDesc(layer.rows, layer.cols, entry_base, ptr_base, layer.shift, layer.relu, orders[l],
                                pairs[l]))
@@ -285,6 +282,13 @@ def build_image(layers, config, placement="interleaved", calibration=None, pairs
                      [np.concatenate(e) for e in entries],
                      np.concatenate(bases, axis=1), np.concatenate(counts, axis=1),
                      codebooks, biases, fracs)
+
+
+def own_accumulators(local_rows, paired):
+    """The accumulators (and bias slots) of a PE's own `local_rows` rows: 0, 1, ..., or in a paired layer 0, 2,
+    4, ... (own row s in accumulator 2s, `eie.sw.encode`)."""
+    step = 2 if paired else 1
+    return slice(0, step * local_rows, step)
 
 
 def pack_fields(fields, widths):

@@ -78,7 +78,8 @@ MUTANTS = [
     ("RTL: the partner's share read from the PE's own row", "hw/pe.py",
      "share_rd.addr.eq(own | 1)", "share_rd.addr.eq(own)"),
     ("RTL: a PE hands its partner partial sums in unpaired layers", "hw/pe.py",
-     "share_touched.eq(self.paired & touched.bit_select(own | 1, 1))", "share_touched.eq(touched.bit_select(own | 1, 1))"),
+     "share_touched.eq(self.paired & touched.bit_select(own | 1, 1))",
+     "share_touched.eq(touched.bit_select(own | 1, 1))"),
     ("RTL: paired output rows read unpaired", "hw/pe.py",
      "return Mux(self.paired, r << 1, r)", "return r"),
     ("RTL: PEs paired with the wrong partner", "hw/chip.py",
@@ -88,7 +89,7 @@ MUTANTS = [
     ("encoder: odd columns' extra entry always to the pair's first PE", "sw/encode.py",
      "turn = (before - np.maximum.accumulate(np.where(new_pair, before, 0))) & 1", "turn = 0 * before"),
     ("image: paired biases by local row, not accumulator 2s", "sw/image.py",
-     "step = 2 if pairs[l] else 1", "step = 1"),
+     "step = 2 if paired else 1", "step = 1"),
 ]
 
 
