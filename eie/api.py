@@ -225,8 +225,9 @@ class CompressedModel:
     def _perfs(self, x_int, refs, model_samples):
         from eie.sw.perf import layer_perf
         inputs = [x_int] + refs[:-1]
-        return [layer_perf(enc, a, self.config, model_samples)
-                for enc, a in zip(self.image.encoded_layers(), inputs)]
+        encs = self.image.encoded_layers()
+        return [layer_perf(enc, a, self.config, model_samples, last=l == len(encs) - 1)
+                for l, (enc, a) in enumerate(zip(encs, inputs))]
 
     def simulate(self, x, log=None, model_samples=20, waves=None, waves_sample=0, mismatch_waves=None, jobs=1,
                  scheduler=None):

@@ -17,7 +17,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
-from eie.hw.pe import PeSignature, ProcessingElement, _addr_bits, rounding
+from eie.hw.pe import OUTPUT_LATENCY, ROOM_BITS, PeSignature, ProcessingElement, _addr_bits, rounding
 from eie.hw.scanner import NonZeroDetector
 from eie.hw.sram import sram
 
@@ -153,26 +153,31 @@ class Chip(wiring.Component):
         # -- control ---------------------------------------------------------------------------------------
         layer = Signal(_addr_bits(c.max_layers))
         n_layers = Signal.like(host.n_layers)
-        # The current row of the layer table as one signal: used through the Array proxy, every field read
-        # would be a multiplexer of its own (thousands at 64 PEs, each evaluated every simulated cycle).
+        # The current row of the layer table, registered when a layer is entered, and its rounding constant:
+        # every PE reads them, so they come from registers, computed once for the chip.
         desc = Signal(layout)
-        m.d.comb += desc.eq(table[layer])
+        rnd = Signal(c.acc_bits)
+
+        def enter(l):
+            m.d.sync += [layer.eq(l), desc.eq(table[l]), rnd.eq(rounding(table[l].shift, c))]
+            m.next = "SETUP"
         src = layer[0]
         clear = Signal()
         new_run = Signal()
         out_en = Signal()
         out_row = Signal(_addr_bits(c.act_depth))
         out_base = Signal(c.dim_bits + 1)       # global row of lane 0 of the output word
-        write_q = Signal()                      # the output word of the previous cycle is written now
-        row_q = Signal.like(out_row)
-        base_q = Signal.like(out_base)
+        out_cycles = Signal(range(OUTPUT_LATENCY + 2))
+        drain = Signal(range(OUTPUT_LATENCY + 1))
         layer_start = Signal(32)
         layer_cycles = Array(Signal(32, name=f"layer{l}_cycles") for l in range(c.max_layers))
-        busy = Cat(pe.busy for pe in pes).any()
+        # every PE quiet and every PE's queue with room, ANDed and registered (both two cycles old at the FSM)
+        all_quiet = Signal()
+        room = Signal(ROOM_BITS)
+        m.d.sync += [all_quiet.eq(Cat(pe.quiet for pe in pes).all()),
+                     room.eq(Cat(Cat(pe.act_room[j] for pe in pes).all() for j in range(ROOM_BITS)))]
 
-        m.d.comb += [nzd.cols.eq(desc.cols), nzd.start.eq(clear)]
-        rnd = Signal(c.acc_bits)
-        m.d.comb += rnd.eq(rounding(desc.shift, c))
+        m.d.comb += [nzd.cols.eq(desc.cols), nzd.start.eq(clear), nzd.room.eq(room)]
         for k, pe in enumerate(pes):
             m.d.comb += [pe.layer.eq(layer), pe.ptr_base.eq(desc.ptr_base),
                          pe.shift.eq(desc.shift), pe.rounding.eq(rnd), pe.relu.eq(desc.relu), pe.clear.eq(clear),
@@ -183,49 +188,67 @@ class Chip(wiring.Component):
             for lane in ("", "_b")[:c.outputs_per_cycle]:
                 share = 0 if partner is None else getattr(partner, f"share{lane}")
                 m.d.comb += getattr(pe, f"partner{lane}").eq(share)
-        m.d.sync += [write_q.eq(out_en), row_q.eq(out_row), base_q.eq(out_base)]
 
         running = Signal()
         with m.If(running):
             m.d.sync += host.cycles.eq(host.cycles + 1)
 
+        def record():
+            m.d.sync += [layer_cycles[layer].eq(host.cycles + 1 - layer_start), layer_start.eq(host.cycles + 1)]
+        step = c.outputs_per_cycle
+        more = layer + 1 < n_layers
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(host.start):
                     m.d.comb += new_run.eq(1)
-                    m.d.sync += [layer.eq(0), n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0),
+                    m.d.sync += [n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0),
                                  running.eq(1), layer_start.eq(0)]
-                    m.next = "SETUP"
+                    enter(0)
             with m.State("SETUP"):
                 m.d.comb += clear.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
-                with m.If(~nzd.running & ~busy):
-                    m.d.sync += [out_row.eq(0), out_base.eq(0)]
+                with m.If(nzd.settled & all_quiet):
+                    m.d.sync += [out_en.eq(1), out_row.eq(0), out_base.eq(0), out_cycles.eq(0)]
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
-                step = c.outputs_per_cycle
-                m.d.comb += out_en.eq(1)
-                m.d.sync += [out_row.eq(out_row + step), out_base.eq(out_base + step * n)]
-                with m.If(out_base + step * n >= desc.rows):
-                    m.next = "FLUSH"
-            with m.State("FLUSH"):
-                m.d.sync += [layer_cycles[layer].eq(host.cycles + 1 - layer_start), layer_start.eq(host.cycles + 1)]
-                with m.If(layer + 1 < n_layers):
-                    m.d.sync += layer.eq(layer + 1)
-                    m.next = "SETUP"
-                with m.Else():
+                # one request per cycle; a next layer starts once the first output word is written, so its
+                # detector never reads a word before the output pass has written it
+                last = ~out_en | (out_base + step * n >= desc.rows)
+                m.d.sync += out_cycles.eq(out_cycles + 1)
+                with m.If(out_en):
+                    m.d.sync += [out_row.eq(out_row + step), out_base.eq(out_base + step * n)]
+                    with m.If(last):
+                        m.d.sync += out_en.eq(0)
+                with m.If(last & more & (out_cycles + 1 >= OUTPUT_LATENCY + 1)):
+                    record()
+                    enter(layer + 1)
+                with m.Elif(last & ~more):
+                    m.d.sync += drain.eq(OUTPUT_LATENCY)
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                # the last layer's last rows reach the activation register file
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 1):
+                    record()
                     m.d.sync += [host.done.eq(1), running.eq(0)]
                     m.next = "IDLE"
 
         # -- activation register files (two banks; a word holds one value per PE) ---------------------------
-        # Signals, not expressions: an expression is written out again wherever it is used (each lane's
-        # slice of an expression would repeat all N comparisons).
+        # The output word of a request is written OUTPUT_LATENCY cycles later; the request's row, first global
+        # row, the layer's rows and the destination bank travel beside it (the next layer may have started).
+        wr = data.StructLayout({"en": 1, "row": len(out_row), "base": len(out_base), "rows": c.dim_bits,
+                                "bank": 1})
+        line = [Signal(wr, name=f"write{k}") for k in range(OUTPUT_LATENCY)]
+        m.d.sync += [line[0].en.eq(out_en), line[0].row.eq(out_row), line[0].base.eq(out_base),
+                     line[0].rows.eq(desc.rows), line[0].bank.eq(~src)]
+        m.d.sync += [later.eq(earlier) for earlier, later in zip(line, line[1:])]
+        w = line[-1]
         left_rows = Signal(c.dim_bits + 1)
-        m.d.comb += left_rows.eq(desc.rows - base_q)
+        m.d.comb += left_rows.eq(w.rows - w.base)
 
         def output_word(first, data):
-            """The output word of global rows base_q + first ..., lanes past the layer's rows zero."""
+            """The output word of global rows base + first ..., lanes past the layer's rows zero."""
             valid = Signal(n, name=f"lanes_valid{first}")
             word = Signal(n * c.act_bits, name=f"out_word{first}")
             m.d.comb += [valid.eq(Cat(left_rows > first + k for k in range(n))),
@@ -233,7 +256,7 @@ class Chip(wiring.Component):
             return valid, word
 
         _, out_word = output_word(0, [pe.out_data for pe in pes])
-        if c.outputs_per_cycle > 1:     # the next word, row_q + 1, through a second write port
+        if c.outputs_per_cycle > 1:     # the next word, row + 1, through a second write port
             lanes_valid_b, out_word_b = output_word(n, [pe.out_data_b for pe in pes])
         banks = []
         for b, target in ((0, Target.ACT0), (1, Target.ACT1)):
@@ -241,27 +264,25 @@ class Chip(wiring.Component):
             m.submodules[f"act{b}"] = bank
             wp = bank.write_port()
             host_we = host.we & (host.target == target)
-            out_we = write_q & (src != b)
+            out_we = w.en & (w.bank == b)
             m.d.comb += [wp.en.eq(host_we | out_we),
-                         wp.addr.eq(Mux(out_we, row_q, host.addr)),
+                         wp.addr.eq(Mux(out_we, w.row, host.addr)),
                          wp.data.eq(Mux(out_we, out_word, host.data))]
             if c.outputs_per_cycle > 1:
                 wp_b = bank.write_port()
-                m.d.comb += [wp_b.en.eq(out_we & lanes_valid_b[0]), wp_b.addr.eq(row_q + 1),
+                m.d.comb += [wp_b.en.eq(out_we & lanes_valid_b[0]), wp_b.addr.eq(w.row + 1),
                              wp_b.data.eq(out_word_b)]
-            scan_rd = bank.read_port(domain="comb")
+            scan_rd = bank.read_port()
             host_rd = bank.read_port(domain="comb")
-            m.d.comb += [scan_rd.addr.eq(nzd.addr), host_rd.addr.eq(host.raddr)]
+            m.d.comb += [scan_rd.addr.eq(nzd.addr), scan_rd.en.eq(nzd.read & (src == b)), host_rd.addr.eq(host.raddr)]
             banks.append((scan_rd, host_rd))
-        m.d.comb += nzd.word.eq(Mux(src, banks[1][0].data, banks[0][0].data))
+        src_q = Signal()
+        m.d.sync += src_q.eq(src)
+        m.d.comb += nzd.word.eq(Mux(src_q, banks[1][0].data, banks[0][0].data))
 
-        # -- broadcast -------------------------------------------------------------------------------------
-        ready = Cat(pe.act_ready for pe in pes).all()
-        m.d.comb += nzd.ready.eq(ready)
-        broadcast = Signal()
-        m.d.comb += broadcast.eq(nzd.valid & ready)
+        # -- broadcast: the detector's broadcast register drives every PE ------------------------------------
         for pe in pes:
-            m.d.comb += [pe.act_valid.eq(broadcast), pe.act_col.eq(nzd.col), pe.act_value.eq(nzd.value)]
+            m.d.comb += [pe.act_valid.eq(nzd.valid), pe.act_col.eq(nzd.col), pe.act_value.eq(nzd.value)]
             if c.acts_per_cycle > 1:
                 m.d.comb += [pe.act_lane_b.eq(nzd.col_b), pe.act_value_b.eq(nzd.value_b)]
 

@@ -1,19 +1,34 @@
-"""One EIE processing element (PE): activation queue, pointer read, sparse-matrix read, index decoder,
-arithmetic unit with bypass, accumulators and the output (requantize + ReLU) path.
+"""One EIE processing element (PE), pipelined so that no stage holds more than one block-RAM read, one
+carry chain or one multiplier between registers (an FPGA clock of 150 MHz is the aim).
 
-Pipeline, one entry per cycle at steady state::
+Compute pipeline, one entry per cycle at steady state (stage: what happens between its registers)::
 
-    queue -> P0 pointer read -> P1 span (prefix sum) -> jobs FIFO -> S matrix read -> D decode, codebook,
-    multiply -> A accumulate (bypass from W) -> W write
+    queue   activation queue (broadcasts land here one cycle after the chip's broadcast register)
+    P0      pointer-word read (block RAM) of the queue head's column
+    P1      the pointer word registered (the RAM's output register)
+    P2      entry count and prefix sum of the column's lane in the word
+    P3      start = base + prefix -> jobs FIFO
+    S       sparse-matrix read (block RAM), one entry per cycle, the next span without a bubble
+    D0      the matrix word registered (the RAM's output register)
+    D1      entry select, index decode (row = previous + zeros + 1), codebook lookup
+    M       multiply (a DSP with registered inputs and output); accumulator read of the entry's row
+    A       accumulate: accumulator (or 0 if untouched this layer) + product, with bypass from W and X
+    W       write back; X keeps W's value one more cycle for the bypass
 
-Columns with no entries in this PE cost only a pointer-stage cycle, hidden behind the jobs FIFO. With
-``acts_per_cycle=2`` a queue slot holds up to two activations of one pointer word: P1 turns them into one job
-of two spans, and S reads the second span right after the first, as it does the next job's.
-Accumulators start lazily: a row not yet touched in this layer reads its bias instead of the register, so a
-layer needs no initialization pass.
+An entry read by S at cycle t is written back at the end of t + 5 (`TAIL`). The accumulator read at M misses
+the entries in A and W at that cycle; A takes their sums from the W and X registers instead (EIE's bypass).
+Accumulators start at zero (lazily: an untouched row reads as 0), and the bias joins in the output pass, so
+no block-RAM read sits in front of the accumulate adder.
+
+Output pass, one local row (two with ``outputs_per_cycle=2``) per cycle, seven stages (`OUTPUT_LATENCY`)::
+
+    O1  accumulator and partner-share reads, bias read issued     O5  + rounding constant (acc_bits + 1 wide)
+    O2  bias registered; the share crosses to the partner PE      O6  arithmetic right shift
+    O3  bias << shift; accumulator + partner's share              O7  saturate, ReLU -> out_data
+    O4  + shifted bias (wraps at acc_bits, as the reference)
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,7 +36,14 @@ from eie.config import ChipConfig
 from eie.hw.arith import shift_left
 from eie.hw.sram import sram
 
-__all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "requantize", "rounding"]
+__all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "requantize", "rounding", "TAIL",
+           "OUTPUT_LATENCY", "QUEUE_SLACK", "JOBS_SLACK", "ROOM_BITS"]
+
+TAIL = 5              # cycles from an entry's matrix read (S) to the end of its write-back (W)
+OUTPUT_LATENCY = 7    # cycles from an output-pass request (O1) to out_data
+QUEUE_SLACK = 3       # broadcasts in flight past the queue level the detector saw (see `act_room`)
+JOBS_SLACK = 2        # spans in P1..P3 beyond EIE's one (P1) between the queue and the jobs FIFO
+ROOM_BITS = QUEUE_SLACK + 1
 
 
 def _log2(n):
@@ -55,13 +77,13 @@ class PeSignature(wiring.Signature):
         c = config
         super().__init__({
             "act_valid": In(1), "act_col": In(c.dim_bits), "act_value": In(signed(c.act_bits)),
-            "act_ready": Out(1),
+            "act_room": Out(ROOM_BITS),
             # a second activation of the same pointer word: its lane there, and its value (0: none)
             **({"act_lane_b": In(_addr_bits(c.cols_per_ptr_word)), "act_value_b": In(signed(c.act_bits))}
                if c.acts_per_cycle > 1 else {}),
             "layer": In(_addr_bits(c.max_layers)), "ptr_base": In(_addr_bits(c.ptr_words)),
             "shift": In(c.shift_bits), "rounding": In(c.acc_bits), "relu": In(1),
-            "clear": In(1), "new_run": In(1), "busy": Out(1),
+            "clear": In(1), "new_run": In(1), "quiet": Out(1),
             "out_en": In(1), "out_row": In(_addr_bits(c.act_depth)), "out_data": Out(signed(c.act_bits)),
             **({"out_data_b": Out(signed(c.act_bits))} if c.outputs_per_cycle > 1 else {}),
             # a paired layer: this PE's partial sum of its partner's output row, and the partner's of this one's
@@ -81,10 +103,15 @@ def rounding(shift, config):
 
 def requantize(m, acc, shift, rnd, relu, config):
     """Combinational accumulator -> activation (round half-up, saturate, ReLU), as `eie.sw.reference`; `rnd` is
-    ``rounding(shift)``."""
-    c = config
-    shifted = Signal(signed(c.acc_bits + 1))
+    ``rounding(shift)``. The PE computes the same in stages O5..O7 (`saturate` is the last of them)."""
+    shifted = Signal(signed(config.acc_bits + 1))
     m.d.comb += shifted.eq((acc + rnd) >> shift)
+    return saturate(m, shifted, relu, config)
+
+
+def saturate(m, shifted, relu, config):
+    """The shifted accumulator clamped to the activation range, then ReLU'd if `relu`."""
+    c = config
     y = Signal(signed(c.act_bits))
     with m.If(shifted > c.act_max):
         m.d.comb += y.eq(c.act_max)
@@ -98,21 +125,24 @@ def requantize(m, acc, shift, rnd, relu, config):
 class ProcessingElement(wiring.Component):
     """Parameters: a `ChipConfig`. Ports:
 
-    * ``act_*``: broadcast of a non-zero activation (column, value), with ``acts_per_cycle=2`` perhaps a second
-      one of the same pointer word (``act_lane_b``, ``act_value_b``); ``act_ready`` is low while the queue is full.
-    * layer parameters (``layer``, ``ptr_base``, ``shift``, ``rounding`` = `rounding` of ``shift``, ``relu``),
-      stable during a layer (pointer words hold absolute entry addresses, so the layer's place in the matrix
-      SRAM needs no port);
-      ``clear`` forgets the accumulators (start of a layer); ``busy`` is high while any work is in flight.
-    * output pass: ``out_en``/``out_row`` ask for one local row; ``out_data`` holds it one cycle later (with
-      ``outputs_per_cycle=2``, ``out_data_b`` holds the next row). In a ``paired`` layer (`eie.sw.encode`) row
-      ``s`` is accumulator ``2s`` plus the partner PE's accumulator ``2s + 1``: a PE hands its partner that
-      partial sum on ``share`` as it hands its own row on ``out_data``, and adds the partner's from ``partner``.
+    * ``act_*``: a broadcast non-zero activation (column, value), from the chip's broadcast register; with
+      ``acts_per_cycle=2`` perhaps a second one of the same pointer word (``act_lane_b``, ``act_value_b``).
+      ``act_room`` (registered): bit j is high while the queue has room for j + 1 more broadcasts. The chip
+      sees it two cycles late and knows what it sent since, so it never overfills the queue.
+    * layer parameters (``layer``, ``ptr_base``, ``paired``), stable during a layer; output-pass parameters
+      (``shift``, ``rounding`` = `rounding` of ``shift``, ``relu``), stable from the start of a layer's output
+      pass until its last row leaves; ``clear`` forgets the accumulators (start of a layer).
+    * ``quiet`` (registered): nothing in the queue, P stages, jobs FIFO, S, D0 or D1, so every entry is written
+      back by the time the chip, seeing ``quiet`` of all PEs two cycles later, starts the output pass.
+    * output pass: ``out_en``/``out_row`` ask for one local row; ``out_data`` holds it `OUTPUT_LATENCY` cycles
+      later (with ``outputs_per_cycle=2``, ``out_data_b`` holds the next row). In a ``paired`` layer
+      (`eie.sw.encode`) row ``s`` is accumulator ``2s`` plus the partner PE's accumulator ``2s + 1``: a PE hands
+      its partner that partial sum on ``share`` (registered) and adds the partner's from ``partner``.
     * ``load``: host writes into the matrix, pointer, codebook and bias memories.
     * ``entries``/``macs``: entries read and multiplies done since ``new_run``.
     """
 
-    def __init__(self, config):
+    def __init__(self, config: ChipConfig):
         if not isinstance(config, ChipConfig):
             raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
         self.config = c = config
@@ -122,98 +152,122 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform):
         c = self.config
         m = Module()
-        K, E = c.cols_per_ptr_word, c.entries_per_word
-        dual = c.acts_per_cycle > 1
-        span = {"start": c.entry_addr_bits, "count": c.count_bits, "value": signed(c.act_bits)}
-        job_layout = data.StructLayout({**span, **({f"{k}_b": v for k, v in span.items()} if dual else {})})
-        act_layout = data.StructLayout({"col": c.dim_bits, "value": signed(c.act_bits),
-                                        **({"lane_b": _addr_bits(K), "value_b": signed(c.act_bits)} if dual else {})})
+        self._memories(m)
+        job, jobs = self._span_stages(m)
+        s_valid, s_value, s_first, s_slot = self._matrix_read(m, job, jobs)
+        self._accumulate(m, s_valid, s_value, s_first, s_slot)
+        self._output_pass(m)
 
-        # -- memories --------------------------------------------------------------------------------------
-        m.submodules.matrix = matrix = sram(unsigned(c.matrix_word_bits), c.matrix_words)
-        m.submodules.pointers = pointers = sram(unsigned(c.ptr_word_bits), c.ptr_words)
-        m.submodules.codebook = codebook = sram(signed(c.weight_bits), c.max_layers * c.codebook_size)
-        m.submodules.bias = bias = sram(signed(c.act_bits), c.max_layers * c.act_depth)
-        m.submodules.accumulators = accs = sram(signed(c.acc_bits), c.act_depth)
+        m.d.sync += self.quiet.eq(~(self._front_busy | s_valid | self._d0_valid | self._d1_valid))
+        with m.If(self.new_run):
+            m.d.sync += [self.entries.eq(0), self.macs.eq(0)]
+        with m.Else():
+            m.d.sync += [self.entries.eq(self.entries + self._d1_valid), self.macs.eq(self.macs + self._m_valid)]
+        return m
 
+    # -- memories ------------------------------------------------------------------------------------------
+    def _memories(self, m):
+        c = self.config
+        m.submodules.matrix = self.matrix = sram(unsigned(c.matrix_word_bits), c.matrix_words)
+        m.submodules.pointers = self.pointers = sram(unsigned(c.ptr_word_bits), c.ptr_words)
+        m.submodules.codebook = self.codebook = sram(signed(c.weight_bits), c.max_layers * c.codebook_size)
+        m.submodules.bias = self.bias = sram(signed(c.act_bits), c.max_layers * c.act_depth)
+        m.submodules.accumulators = self.accs = sram(signed(c.acc_bits), c.act_depth)
         sel = self.load.sel
-        for mem, we in ((matrix, self.load.matrix_we & sel), (pointers, self.load.ptr_we & sel),
-                        (codebook, self.load.codebook_we), (bias, self.load.bias_we & sel)):
+        for mem, we in ((self.matrix, self.load.matrix_we & sel), (self.pointers, self.load.ptr_we & sel),
+                        (self.codebook, self.load.codebook_we), (self.bias, self.load.bias_we & sel)):
             wp = mem.write_port()
             m.d.comb += [wp.en.eq(we), wp.addr.eq(self.load.addr), wp.data.eq(self.load.data)]
 
-        # -- activation queue ----------------------------------------------------------------------------
-        m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=c.queue_depth)
+    # -- queue, P0..P3: activations become column spans --------------------------------------------------------
+    def _span_stages(self, m):
+        c = self.config
+        K = c.cols_per_ptr_word
+        dual = c.acts_per_cycle > 1
+        lane_bits = _addr_bits(K)
+        span = {"start": c.entry_addr_bits, "count": c.count_bits, "value": signed(c.act_bits)}
+        job_layout = data.StructLayout({**span, **({f"{k}_b": v for k, v in span.items()} if dual else {})})
+        act_layout = data.StructLayout({"col": c.dim_bits, "value": signed(c.act_bits),
+                                        **({"lane_b": lane_bits, "value_b": signed(c.act_bits)} if dual else {})})
+        lane_layout = data.StructLayout({"lane": lane_bits, "value": signed(c.act_bits),
+                                         **({"lane_b": lane_bits, "value_b": signed(c.act_bits)} if dual else {})})
+
+        depth = c.queue_depth + QUEUE_SLACK
+        m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=depth)
         head = act_layout(queue.r_data)
         incoming = act_layout(queue.w_data)
-        m.d.comb += [
-            queue.w_en.eq(self.act_valid),
-            incoming.col.eq(self.act_col),
-            incoming.value.eq(self.act_value),
-            *([incoming.lane_b.eq(self.act_lane_b), incoming.value_b.eq(self.act_value_b)] if dual else []),
-            self.act_ready.eq(queue.w_rdy),
-        ]
+        m.d.comb += [queue.w_en.eq(self.act_valid), incoming.col.eq(self.act_col),
+                     incoming.value.eq(self.act_value),
+                     *([incoming.lane_b.eq(self.act_lane_b), incoming.value_b.eq(self.act_value_b)] if dual else [])]
+        m.d.sync += self.act_room.eq(Cat(queue.level <= depth - 1 - j for j in range(ROOM_BITS)))
 
-        # -- P0/P1: pointer read and span ------------------------------------------------------------------
-        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=c.jobs_depth)
-        ptr_rd = pointers.read_port()
-        p1_valid = Signal()
-        p1_lane = Signal(_addr_bits(K), reset_less=True)
-        p1_value = Signal(signed(c.act_bits), reset_less=True)
-        take = queue.r_rdy & (jobs.level + p1_valid < c.jobs_depth)
-        m.d.comb += [
-            queue.r_en.eq(take),
-            ptr_rd.addr.eq(self.ptr_base + (head.col >> _log2(K))),
-        ]
-        m.d.sync += [p1_valid.eq(take), p1_lane.eq(head.col[:_log2(K)] if K > 1 else 0),
-                     p1_value.eq(head.value)]
-        if dual:
-            p1_lane_b = Signal.like(p1_lane)
-            p1_value_b = Signal.like(p1_value)
-            m.d.sync += [p1_lane_b.eq(head.lane_b), p1_value_b.eq(head.value_b)]
+        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=c.jobs_depth + JOBS_SLACK)
+        p1_valid, p2_valid, p3_valid = Signal(), Signal(), Signal()
+        take = Signal()
+        m.d.comb += take.eq(queue.r_rdy & (jobs.level + p1_valid + p2_valid + p3_valid < jobs.depth))
+        ptr_rd = self.pointers.read_port()
+        m.d.comb += [queue.r_en.eq(take), ptr_rd.addr.eq(self.ptr_base + (head.col >> _log2(K)))]
 
-        word = ptr_rd.data
+        # P0 -> P1: the lane(s) travel beside the pointer read; P1 registers the word
+        p1 = Signal(lane_layout, reset_less=True)
+        m.d.sync += [p1_valid.eq(take), p1.lane.eq(head.col[:_log2(K)] if K > 1 else 0), p1.value.eq(head.value),
+                     *([p1.lane_b.eq(head.lane_b), p1.value_b.eq(head.value_b)] if dual else [])]
+        p2 = Signal(lane_layout, reset_less=True)
+        word = Signal(c.ptr_word_bits, reset_less=True)
+        m.d.sync += [p2_valid.eq(p1_valid), p2.eq(p1), word.eq(ptr_rd.data)]
+
+        # P2: count and prefix sum of each lane in the word
         base = word[:c.entry_addr_bits]
         counts = [word[c.entry_addr_bits + i * c.count_bits:][:c.count_bits] for i in range(K)]
-        prefix = [Const(0, c.entry_addr_bits)]
-        for n in counts[:-1]:
-            prefix.append(prefix[-1] + n)
-        job = job_layout(jobs.w_data)
-        count = Signal(c.count_bits)
-        start = Signal(c.entry_addr_bits)
-        m.d.comb += [count.eq(Array(counts)[p1_lane]), start.eq(base + Array(prefix)[p1_lane])]
-        if dual:
-            count_b = Signal(c.count_bits)
-            start_b = Signal(c.entry_addr_bits)
-            m.d.comb += [count_b.eq(Mux(p1_value_b != 0, Array(counts)[p1_lane_b], 0)),
-                         start_b.eq(base + Array(prefix)[p1_lane_b])]
-            # a first span without entries here gives its place to the second: a job's first span is never empty
-            with m.If(count == 0):
-                m.d.comb += [job.start.eq(start_b), job.count.eq(count_b), job.value.eq(p1_value_b)]
-            with m.Else():
-                m.d.comb += [job.start.eq(start), job.count.eq(count), job.value.eq(p1_value),
-                             job.start_b.eq(start_b), job.count_b.eq(count_b), job.value_b.eq(p1_value_b)]
-            m.d.comb += jobs.w_en.eq(p1_valid & ((count != 0) | (count_b != 0)))
-        else:
-            m.d.comb += [job.start.eq(start), job.count.eq(count), job.value.eq(p1_value),
-                         jobs.w_en.eq(p1_valid & (count != 0))]
 
-        # -- S: sparse-matrix read, one entry per cycle ------------------------------------------------------
+        def prefix(lane):
+            """Entries of the word's columns before `lane`: a balanced tree of masked counts."""
+            terms = [Mux(lane > i, n, 0) for i, n in enumerate(counts[:-1])] or [Const(0, 1)]
+            while len(terms) > 1:
+                terms = [a + b for a, b in zip(terms[::2], terms[1::2])] + ([terms[-1]] if len(terms) % 2 else [])
+            return terms[0]
+
+        p3 = Signal(data.StructLayout({"base": c.entry_addr_bits, "prefix": c.entry_addr_bits,
+                                       "count": c.count_bits, "value": signed(c.act_bits),
+                                       **({"prefix_b": c.entry_addr_bits, "count_b": c.count_bits,
+                                           "value_b": signed(c.act_bits)} if dual else {})}), reset_less=True)
+        m.d.sync += [p3_valid.eq(p2_valid), p3.base.eq(base), p3.prefix.eq(prefix(p2.lane)),
+                     p3.count.eq(Array(counts)[p2.lane]), p3.value.eq(p2.value)]
+        if dual:
+            m.d.sync += [p3.prefix_b.eq(prefix(p2.lane_b)), p3.value_b.eq(p2.value_b),
+                         p3.count_b.eq(Mux(p2.value_b != 0, Array(counts)[p2.lane_b], 0))]
+
+        # P3: the span's start; spans without entries here are dropped
+        new = job_layout(jobs.w_data)
+        start = p3.base + p3.prefix
+        if dual:
+            start_b = p3.base + p3.prefix_b
+            # a first span without entries here gives its place to the second: a job's first span is never empty
+            with m.If(p3.count == 0):
+                m.d.comb += [new.start.eq(start_b), new.count.eq(p3.count_b), new.value.eq(p3.value_b)]
+            with m.Else():
+                m.d.comb += [new.start.eq(start), new.count.eq(p3.count), new.value.eq(p3.value),
+                             new.start_b.eq(start_b), new.count_b.eq(p3.count_b), new.value_b.eq(p3.value_b)]
+            m.d.comb += jobs.w_en.eq(p3_valid & ((p3.count != 0) | (p3.count_b != 0)))
+        else:
+            m.d.comb += [new.start.eq(start), new.count.eq(p3.count), new.value.eq(p3.value),
+                         jobs.w_en.eq(p3_valid & (p3.count != 0))]
+        self._front_busy = queue.r_rdy | p1_valid | p2_valid | p3_valid | jobs.r_rdy
+        return job_layout, jobs
+
+    # -- S: sparse-matrix read, one entry per cycle -------------------------------------------------------------
+    def _matrix_read(self, m, job_layout, jobs):
+        c = self.config
+        E = c.entries_per_word
+        dual = c.acts_per_cycle > 1
         s_active = Signal()
         s_addr = Signal(c.entry_addr_bits, reset_less=True)
         s_left = Signal(c.count_bits, reset_less=True)
         s_value = Signal(signed(c.act_bits), reset_less=True)
         s_first = Signal(reset_less=True)
         next_job = job_layout(jobs.r_data)
-        mat_rd = matrix.read_port()
+        self._mat_rd = mat_rd = self.matrix.read_port()
         m.d.comb += mat_rd.addr.eq(s_addr >> _log2(E))
-
-        d_valid = Signal()
-        d_slot = Signal(_addr_bits(E), reset_less=True)
-        d_value = Signal(signed(c.act_bits), reset_less=True)
-        d_first = Signal(reset_less=True)
-        m.d.sync += [d_valid.eq(s_active), d_slot.eq(s_addr[:_log2(E)] if E > 1 else 0),
-                     d_value.eq(s_value), d_first.eq(s_first)]
 
         last = ~s_active | (s_left == 1)
         with m.If(s_active):
@@ -224,11 +278,11 @@ class ProcessingElement(wiring.Component):
             m.d.sync += [s_active.eq(jobs.r_rdy), s_addr.eq(next_job.start), s_left.eq(next_job.count),
                          s_value.eq(next_job.value), s_first.eq(1)]
 
-        b_valid = Const(0)
         if dual:
             # the job's second span waits here while S reads the first
             b_valid = Signal()
-            b_job = Signal(data.StructLayout(span), reset_less=True)
+            b_job = Signal(data.StructLayout({"start": c.entry_addr_bits, "count": c.count_bits,
+                                              "value": signed(c.act_bits)}), reset_less=True)
             with m.If(last):
                 with m.If(b_valid):
                     m.d.sync += [s_active.eq(1), s_addr.eq(b_job.start), s_left.eq(b_job.count),
@@ -237,51 +291,66 @@ class ProcessingElement(wiring.Component):
                     take_job()
                     m.d.sync += [b_valid.eq(jobs.r_rdy & (next_job.count_b != 0)), b_job.start.eq(next_job.start_b),
                                  b_job.count.eq(next_job.count_b), b_job.value.eq(next_job.value_b)]
+            self._front_busy = self._front_busy | b_valid
         else:
             with m.If(last):
                 take_job()
+        return s_active, s_value, s_first, (s_addr[:_log2(E)] if E > 1 else Const(0, 1))
 
-        # -- D: index decoder, codebook lookup, multiply ------------------------------------------------------
-        entry = mat_rd.data.word_select(d_slot, c.entry_bits)
+    # -- D0, D1, M, A, W, X: decode, multiply, accumulate ---------------------------------------------------------
+    def _accumulate(self, m, s_valid, s_value, s_first, s_slot):
+        c = self.config
+        rb = self.row_bits
+        # D0: the RAM's data belongs to the address of the previous cycle; its companions wait a cycle beside it
+        r_valid = Signal()
+        r_slot, r_value = Signal(len(s_slot), reset_less=True), Signal(signed(c.act_bits), reset_less=True)
+        r_first = Signal(reset_less=True)
+        m.d.sync += [r_valid.eq(s_valid), r_slot.eq(s_slot), r_value.eq(s_value), r_first.eq(s_first)]
+        d_valid = Signal()
+        d_word = Signal(c.matrix_word_bits, reset_less=True)
+        d_slot, d_value = Signal(len(s_slot), reset_less=True), Signal(signed(c.act_bits), reset_less=True)
+        d_first = Signal(reset_less=True)
+        m.d.sync += [d_valid.eq(r_valid), d_word.eq(self._mat_rd.data), d_slot.eq(r_slot), d_value.eq(r_value),
+                     d_first.eq(r_first)]
+        self._d0_valid, self._d1_valid = r_valid, d_valid
+
+        # D1: entry select, row decode, codebook lookup
+        entry = d_word.word_select(d_slot, c.entry_bits)
         v = entry[:c.weight_index_bits]
         z = entry[c.weight_index_bits:]
-        prev_row = Signal(self.row_bits, reset_less=True)
-        row = Signal(self.row_bits)
+        prev_row = Signal(rb, reset_less=True)
+        row = Signal(rb)
         m.d.comb += row.eq(Mux(d_first, z, prev_row + z + 1))
         with m.If(d_valid):
             m.d.sync += prev_row.eq(row)
-        cb_rd = codebook.read_port(domain="comb")
+        cb_rd = self.codebook.read_port(domain="comb")
         m.d.comb += cb_rd.addr.eq(self.layer * c.codebook_size + v)
-        bias_rd = bias.read_port()
+        self._m_valid = m_valid = Signal()      # a real (non-padding) entry in M
+        m_row = Signal(rb, reset_less=True)
+        m_weight = Signal(signed(c.weight_bits), reset_less=True)
+        m_value = Signal(signed(c.act_bits), reset_less=True)
+        m.d.sync += [m_valid.eq(d_valid & (v != 0)), m_row.eq(row), m_weight.eq(cb_rd.data), m_value.eq(d_value)]
 
-        a_valid = Signal()
-        a_row = Signal(self.row_bits, reset_less=True)
+        # M: multiply; accumulator and touched-bit read of the row; which in-flight sums A must take instead
+        self.touched = touched = Signal(c.act_depth)
+        self.acc_rd = acc_rd = self.accs.read_port(domain="comb")
+        acc_wr = self.accs.write_port()
+        a_valid, w_valid, x_valid = Signal(), Signal(), Signal()
+        a_row, w_row = Signal(rb, reset_less=True), Signal(rb, reset_less=True)
         a_product = Signal(signed(c.act_bits + c.weight_bits), reset_less=True)
-        m.d.sync += [a_valid.eq(d_valid & (v != 0)), a_row.eq(row), a_product.eq(cb_rd.data * d_value)]
+        a_acc = Signal(signed(c.acc_bits), reset_less=True)
+        a_hit_w, a_hit_x = Signal(reset_less=True), Signal(reset_less=True)
+        w_sum, x_sum = Signal(signed(c.acc_bits), reset_less=True), Signal(signed(c.acc_bits), reset_less=True)
+        m.d.comb += acc_rd.addr.eq(Mux(self.out_en, self._out_slot(self.out_row), m_row))
+        m.d.sync += [a_valid.eq(m_valid), a_row.eq(m_row), a_product.eq(m_weight * m_value),
+                     a_acc.eq(Mux(touched.bit_select(m_row, 1), acc_rd.data, 0)),
+                     # the entry now in A will be in W, the one now in W in X, when this one reaches A
+                     a_hit_w.eq(a_valid & (a_row == m_row)), a_hit_x.eq(w_valid & (w_row == m_row))]
 
-        # -- A: accumulate (bypass from W), W: write back ---------------------------------------------------
-        touched = Signal(c.act_depth)
-        acc_rd = accs.read_port(domain="comb")
-        acc_wr = accs.write_port()
-        w_valid = Signal()
-        w_row = Signal(self.row_bits, reset_less=True)
-        w_sum = Signal(signed(c.acc_bits), reset_less=True)
-
-        def slot(r):
-            """The accumulator of output row `r`: row r's own, 2r when paired."""
-            return Mux(self.paired, r << 1, r)
-        out_slot = Signal(self.row_bits)
-        m.d.comb += out_slot.eq(slot(self.out_row))
-        m.d.comb += [acc_rd.addr.eq(Mux(self.out_en, out_slot, a_row)),
-                     bias_rd.addr.eq(self.layer * c.act_depth + Mux(self.out_en, out_slot, row))]
-        # The bias read is synchronous: its data belongs to the row of the previous cycle.
-        # a signal, not an expression: its two uses would each get a copy of the shifter
-        bias_shifted = Signal(signed(c.acc_bits))
-        m.d.comb += bias_shifted.eq(shift_left(bias_rd.data, self.shift, c.acc_bits))
-
-        acc_or_bias = Mux(touched.bit_select(a_row, 1), acc_rd.data, bias_shifted)
-        start = Mux(w_valid & (w_row == a_row), w_sum, acc_or_bias)
-        m.d.sync += [w_valid.eq(a_valid), w_row.eq(a_row), w_sum.eq(start + a_product)]
+        # A: accumulate with bypass (W is newer than X); W: write back; X: W's sum one cycle more
+        start = Mux(a_hit_w, w_sum, Mux(a_hit_x, x_sum, a_acc))
+        m.d.sync += [w_valid.eq(a_valid), w_row.eq(a_row), w_sum.eq(start + a_product),
+                     x_valid.eq(w_valid), x_sum.eq(w_sum)]
         m.d.comb += [acc_wr.en.eq(w_valid), acc_wr.addr.eq(w_row), acc_wr.data.eq(w_sum)]
         # a shifted one, not a bit select on the left: Yosys turns that into a mux tree over every row
         with m.If(self.clear):
@@ -289,41 +358,65 @@ class ProcessingElement(wiring.Component):
         with m.Elif(w_valid):
             m.d.sync += touched.eq(touched | (Const(1, 1) << w_row)[:c.act_depth])
 
-        # -- output pass: row r asked at cycle t is ready at t+1 ---------------------------------------------
-        def output(own, acc, bias_now, port, share, partner, name):
-            out_touched = Signal(name=f"{name}_touched", reset_less=True)
-            out_acc = Signal(signed(c.acc_bits), name=f"{name}_acc", reset_less=True)
-            # the partner's row: accumulator own + 1, zero until touched (its bias lives in the partner) and in
-            # unpaired layers; a synchronous read enabled in the output pass only, so a simulator skips it while
-            # the PE computes
-            share_rd = accs.read_port()
-            share_touched = Signal(name=f"{name}_share_touched", reset_less=True)
-            m.d.comb += [share_rd.addr.eq(own | 1), share_rd.en.eq(self.out_en),
-                         share.eq(Mux(share_touched, share_rd.data, 0))]
-            with m.If(self.out_en):
-                m.d.sync += [out_touched.eq(touched.bit_select(own, 1)), out_acc.eq(acc),
-                             share_touched.eq(self.paired & touched.bit_select(own | 1, 1))]
-            total = Signal(signed(c.acc_bits), name=f"{name}_total")   # wraps as the accumulators do
-            m.d.comb += total.eq(Mux(out_touched, out_acc, bias_now) + partner)
-            m.d.comb += port.eq(requantize(m, total, self.shift, self.rounding, self.relu, c))
+    def _out_slot(self, r):
+        """The accumulator of output row `r`: row r's own, 2r when paired."""
+        return Mux(self.paired, r << 1, r)
 
-        output(out_slot, acc_rd.data, bias_shifted, self.out_data, self.share, self.partner, "out")
+    # -- output pass, O1..O7 ----------------------------------------------------------------------------------
+    def _output_pass(self, m):
+        c = self.config
+        # the layer's shift, rounding constant and ReLU travel with each row: the next layer may start (and the
+        # chip's layer parameters change) while this layer's last rows are still in O2..O7
+        params = data.StructLayout({"shift": c.shift_bits, "rounding": c.acc_bits, "relu": 1})
+        stages = [Signal(params, name=f"o{k}_params", reset_less=True) for k in range(2, 8)]
+        m.d.sync += [stages[0].shift.eq(self.shift), stages[0].rounding.eq(self.rounding),
+                     stages[0].relu.eq(self.relu)]
+        m.d.sync += [later.eq(earlier) for earlier, later in zip(stages, stages[1:])]
+        at = {k: stages[k - 2] for k in range(2, 8)}
+        own = Signal(self.row_bits)
+        m.d.comb += own.eq(self._out_slot(self.out_row))
+        self._output_lane(m, own, self.acc_rd, self.bias.read_port(), at, self.out_data, self.share, self.partner,
+                          "o")
         if c.outputs_per_cycle > 1:
             # the next row (any row past the last is read in range and not used)
-            next_slot = slot(self.out_row + 1)
+            next_slot = self._out_slot(self.out_row + 1)
             own_b = Signal(self.row_bits)
             m.d.comb += own_b.eq(Mux(next_slot + self.paired < c.act_depth, next_slot, 0))
-            acc_rd_b = accs.read_port(domain="comb")
-            bias_rd_b = bias.read_port()
-            m.d.comb += [acc_rd_b.addr.eq(own_b), bias_rd_b.addr.eq(self.layer * c.act_depth + own_b)]
-            output(own_b, acc_rd_b.data, shift_left(bias_rd_b.data, self.shift, c.acc_bits),
-                   self.out_data_b, self.share_b, self.partner_b, "out_b")
+            acc_rd_b = self.accs.read_port(domain="comb")
+            m.d.comb += acc_rd_b.addr.eq(own_b)
+            self._output_lane(m, own_b, acc_rd_b, self.bias.read_port(), at, self.out_data_b, self.share_b,
+                              self.partner_b, "ob")
 
-        # -- status and counters ----------------------------------------------------------------------------
-        m.d.comb += self.busy.eq(queue.r_rdy | p1_valid | jobs.r_rdy | s_active | b_valid | d_valid | a_valid
-                                 | w_valid)
-        with m.If(self.new_run):
-            m.d.sync += [self.entries.eq(0), self.macs.eq(0)]
-        with m.Else():
-            m.d.sync += [self.entries.eq(self.entries + d_valid), self.macs.eq(self.macs + a_valid)]
-        return m
+    def _output_lane(self, m, own, acc_rd, bias_rd, at, port, share, partner, name):
+        """One output lane: `at[k]` holds the layer parameters of the row in stage Ok."""
+        c = self.config
+        A = signed(c.acc_bits)
+
+        def reg(shape, stage):
+            return Signal(shape, name=f"{name}{stage}", reset_less=True)
+        # O1: reads; the partner's share (own + 1) is zero until touched and in unpaired layers
+        share_rd = self.accs.read_port(domain="comb")
+        acc2, share_q = reg(A, "2_acc"), reg(A, "2_share")
+        m.d.comb += [share_rd.addr.eq(own | 1), bias_rd.addr.eq(self.layer * c.act_depth + own),
+                     share.eq(share_q)]
+        m.d.sync += [acc2.eq(Mux(self.touched.bit_select(own, 1), acc_rd.data, 0)),
+                     share_q.eq(Mux(self.paired & self.touched.bit_select(own | 1, 1), share_rd.data, 0))]
+        # O2: the bias registered (the RAM's output register); the partner's share registered on arrival
+        bias3, acc3, partner3 = reg(signed(c.act_bits), "3_bias"), reg(A, "3_acc"), reg(A, "3_partner")
+        m.d.sync += [bias3.eq(bias_rd.data), acc3.eq(acc2), partner3.eq(partner)]
+        # O3: shifted bias; accumulator + partner
+        bias4, sum4 = reg(A, "4_bias"), reg(A, "4_sum")
+        m.d.sync += [bias4.eq(shift_left(bias3, at[3].shift, c.acc_bits)), sum4.eq(acc3 + partner3)]
+        # O4: the total, wrapping at acc_bits as the accumulators do
+        total5 = reg(A, "5_total")
+        m.d.sync += total5.eq(sum4 + bias4)
+        # O5: + rounding constant, one bit wider (no wrap)
+        rounded6 = reg(signed(c.acc_bits + 1), "6_rounded")
+        m.d.sync += rounded6.eq(total5 + at[5].rounding)
+        # O6: arithmetic right shift
+        shifted7 = reg(signed(c.acc_bits + 1), "7_shifted")
+        m.d.sync += shifted7.eq(rounded6 >> at[6].shift)
+        # O7: saturate, ReLU
+        out = reg(signed(c.act_bits), "_data")
+        m.d.sync += out.eq(saturate(m, shifted7, at[7].relu, c))
+        m.d.comb += port.eq(out)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 
-# Cycles from reading an entry until it is written back (RTL stages D, A, W).
-PIPELINE_TAIL = 3
+from eie.hw.pe import JOBS_SLACK, OUTPUT_LATENCY, QUEUE_SLACK
+from eie.hw.scanner import WORD_FIFO_DEPTH
 
 __all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "output_cycles",
            "real_counts", "words_touched", "layer_events", "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
@@ -82,9 +82,10 @@ class LayerPerf:
         return out
 
 
-def layer_perf(enc, x, config, model_samples=None):
+def layer_perf(enc, x, config, model_samples=None, last=True):
     """Work, events and predicted cycles of one encoded layer for int inputs `x` ((samples, cols) or (cols,)).
-    The cycle model steps every cycle in Python, so only the first `model_samples` (default: all) are predicted."""
+    The cycle model steps every cycle in Python, so only the first `model_samples` (default: all) are predicted.
+    `last`: the run's last layer (see `predict_cycles`); a layer run alone is."""
     x = np.asarray(x)
     x = x.reshape(1, -1) if x.ndim == 1 else x
     nonzero = x != 0
@@ -96,7 +97,7 @@ def layer_perf(enc, x, config, model_samples=None):
 
     def predict(c, s):
         counts = np.add.reduceat(enc.counts[:, c], s, axis=1) if len(c) else enc.counts[:, :0]
-        return predict_cycles(counts, np.bincount(c[s] // config.pes, minlength=words), enc.rows, config)
+        return predict_cycles(counts, np.bincount(c[s] // config.pes, minlength=words), enc.rows, config, last)
     model = np.array([predict(c, s) for c, s in zip(cols[:m], starts[:m])], np.int64)
     real = int(sum(pe.n_entries - pe.n_padding for pe in enc.pes))
     return LayerPerf(enc.rows, enc.cols, real, events["work"].astype(np.int64), events["macs"].astype(np.int64),
@@ -139,57 +140,84 @@ def broadcasts(cols, config):
     return np.flatnonzero(pos % 2 == 0)      # runs of one pointer word pair up from their first column
 
 
-def predict_cycles(act_counts, word_fill, rows, config):
-    """Cycles of one layer.
+def predict_cycles(act_counts, word_fill, rows, config, last=True):
+    """Cycles of one layer, stepped cycle by cycle as the RTL's registers step (`eie.hw.pe`, `eie.hw.scanner`).
 
     `act_counts`: (pes, n) entries of each broadcast's columns in each PE, in broadcast order;
-    `word_fill`: broadcasts from each source word the detector scans (one word per `pes` columns).
+    `word_fill`: broadcasts from each source word the detector scans (one word per `pes` columns);
+    `last`: the run's last layer, which waits for its output pass to reach the register file (the others let
+    the next layer start once their first output word is written).
     A broadcast of two columns is one queue slot and one job whose spans S reads back to back, so it times
     as one column with both columns' entries.
     """
-    n_pe, q_depth = config.pes, config.queue_depth
+    n_pe = config.pes
+    room_limit = config.queue_depth + QUEUE_SLACK - 1          # the most a queue may hold for a broadcast
+    jobs_limit = config.jobs_depth + JOBS_SLACK
     queue = [deque() for _ in range(n_pe)]
     jobs = [deque() for _ in range(n_pe)]
-    p1 = [None] * n_pe            # span being computed (entries), None if idle
-    left = [0] * n_pe             # entries still to read of the current column
-    tail = [0] * n_pe             # cycles until the last read entry has been written back
-    words = deque(int(w) for w in word_fill)
-    pending = words.popleft() if words else 0
-    running = len(word_fill) > 0
+    p_stages = [[None, None, None] for _ in range(n_pe)]      # P1, P2, P3: a span's entries, None if empty
+    left = [0] * n_pe             # entries still to read of the current span (S)
+    reading_hist = [[False, False] for _ in range(n_pe)]      # S read at the last two cycles (D0, D1)
+    words = deque(int(w) for w in word_fill)                   # broadcasts of each word not yet fetched
+    n_words = len(words)
+    fifo, r1, r2 = deque(), None, None                         # the detector's word FIFO and reads in flight
+    pending = None                                             # broadcasts left of the FIFO's head word
+    running = n_words > 0
+    level_hist = deque([[0] * n_pe, [0] * n_pe], maxlen=2)     # queue levels two and one cycles ago
+    quiet_hist = deque([False, False], maxlen=2)               # all PEs quiet two and one cycles ago
+    sent = deque([False] * QUEUE_SLACK, maxlen=QUEUE_SLACK)    # broadcasts of the last three cycles
     act = 0
-    cycles = 0
-    while running or any(queue[k] or p1[k] is not None or jobs[k] or left[k] or tail[k] for k in range(n_pe)):
-        cycles += 1
+    cycle = 0
+    while True:
+        # -- the FSM: in RUN (cycle >= 1), the output pass starts after a cycle that sees everything settled
+        if cycle >= 1 and not running and not any(sent) and quiet_hist[0]:
+            break
+        # -- detector: fetch (issued at start, then whenever the FIFO will have room), emit from the FIFO
+        fetched = words.popleft() if words and (cycle == 0 or len(fifo) + (r1 is not None) + (r2 is not None)
+                                                 < WORD_FIFO_DEPTH) else None
+        push, r2, r1 = r2, r1, fetched
+        levels = [len(q) for q in queue]
         emit = None
-        if running:   # non-zero detector: one broadcast per cycle, when every queue has room
-            if pending and all(len(q) < q_depth for q in queue):
+        if fifo:
+            if pending is None:
+                pending = fifo[0]
+            if pending == 0:
+                fifo.popleft()
+                pending = None
+            elif all(level <= room_limit - sum(sent) for level in level_hist[0]):
                 emit = act
                 act += 1
                 pending -= 1
-            if pending == 0:      # word done (or empty): the next one is looked at next cycle
-                if words:
-                    pending = words.popleft()
-                else:
-                    running = False
+                if pending == 0:
+                    fifo.popleft()
+                    pending = None
+            if pending is None and not fifo and not words and r1 is None and r2 is None and push is None:
+                running = False
+        if push is not None:
+            fifo.append(push)
+        quiet = True
         for k in range(n_pe):
-            # P0 pops the queue if the jobs FIFO (as it stands at the start of the cycle) has room
-            had_p1 = p1[k] is not None
-            take = bool(queue[k]) and len(jobs[k]) + had_p1 < config.jobs_depth
-            # matrix read: one entry per cycle; the next column follows without a bubble
+            p1, p2, p3 = p_stages[k]
+            in_flight = sum(x is not None for x in p_stages[k])
+            take = bool(queue[k]) and len(jobs[k]) + in_flight < jobs_limit
             reading = left[k] > 0
+            quiet = quiet and not (queue[k] or in_flight or jobs[k] or reading or any(reading_hist[k]))
             if reading:
                 left[k] -= 1
-            tail[k] = PIPELINE_TAIL if reading else max(tail[k] - 1, 0)
             if left[k] == 0 and jobs[k]:
                 left[k] = jobs[k].popleft()
-            # P1 pushes the span it read last cycle (if the column has entries in this PE)
-            if had_p1 and p1[k]:
-                jobs[k].append(p1[k])
-            p1[k] = queue[k].popleft() if take else None
-            if emit is not None:
-                queue[k].append(int(act_counts[k][emit]))
-    # SETUP, the steps above, the RUN cycle that finds every PE idle, the output pass, FLUSH
-    return 1 + cycles + 1 + output_cycles(rows, config) + 1
+            if p3:
+                jobs[k].append(p3)
+            p_stages[k] = [queue[k].popleft() if take else None, p1, p2]
+            reading_hist[k] = [reading, reading_hist[k][0]]
+            if sent[-1]:                       # the broadcast register of this cycle lands in the queue
+                queue[k].append(int(act_counts[k][act - 1 - (emit is not None)]))
+        level_hist.append(levels)
+        quiet_hist.append(quiet)
+        sent.append(emit is not None)
+        cycle += 1
+    out = output_cycles(rows, config)
+    return cycle + 1 + (out + OUTPUT_LATENCY if last else max(out, OUTPUT_LATENCY + 1))
 
 
 def output_cycles(rows, config):
