@@ -61,33 +61,43 @@ def test_requantize_matches_the_reference():
 
 @pytest.mark.parametrize("acts", [1, 2])
 def test_non_zero_detector_broadcasts_in_order_and_stalls(acts):
-    """Every non-zero once, in column order, holding while not ready; with two per cycle, pairs exactly where
-    `eie.sw.perf.broadcasts` (the performance model) puts them: consecutive non-zeros of one source word
-    (4 columns) and one pointer word (2 columns)."""
+    """Every non-zero once, in column order, through the broadcast register; never more than a queue fed as a
+    PE's is fed holds (its level reaches the detector two cycles late, as the chip's registered `room`); with two
+    per cycle, pairs exactly where `eie.sw.perf.broadcasts` (the performance model) puts them: consecutive
+    non-zeros of one source word (4 columns) and one pointer word (2 columns)."""
+    from eie.hw.pe import QUEUE_SLACK, ROOM_BITS
     from eie.sw.perf import broadcasts
-    c = ChipConfig(pes=4, act_depth=8, cols_per_ptr_word=2, acts_per_cycle=acts)
+    c = ChipConfig(pes=4, act_depth=8, cols_per_ptr_word=2, acts_per_cycle=acts, queue_depth=2)
+    depth = c.queue_depth + QUEUE_SLACK
     dut = NonZeroDetector(c)
     rng = random.Random(3)
     values = [rng.choice([0, rng.randrange(-99, 99)]) for _ in range(27)]   # 27 columns, last word partial
     words = [sum((v & 0xFFFF) << (16 * k) for k, v in enumerate(values[w * 4:w * 4 + 4])) for w in range(7)]
     got = []
+    levels = [0, 0]      # the queue's level two and one cycles ago
+    worst = [0]
 
     async def bench(ctx):
         ctx.set(dut.cols, len(values))
         ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        for cycle in range(100):
-            ctx.set(dut.word, words[ctx.get(dut.addr)] if ctx.get(dut.addr) < len(words) else 0)
-            ready = rng.random() < 0.7
-            ctx.set(dut.ready, ready)
-            if ctx.get(dut.valid) and ready:
+        read = None
+        level = 0
+        for cycle in range(150):
+            ctx.set(dut.word, words[read] if read is not None and read < len(words) else 0)
+            ctx.set(dut.room, sum(1 << j for j in range(ROOM_BITS) if levels[0] <= depth - 1 - j))
+            read = ctx.get(dut.addr) if ctx.get(dut.read) else None
+            if ctx.get(dut.valid):
                 got.append([(ctx.get(dut.col), ctx.get(dut.value))])
                 if acts > 1 and ctx.get(dut.value_b):
                     got[-1].append((ctx.get(dut.col_b), ctx.get(dut.value_b)))
-            if not ctx.get(dut.running):
+            popped = level > 0 and rng.random() < 0.3       # a slow consumer: the queue fills
+            levels[:] = [levels[1], level]
+            level += ctx.get(dut.valid) - popped
+            worst[0] = max(worst[0], level)
+            if cycle > 0 and ctx.get(dut.settled):
                 break
             await ctx.tick()
+            ctx.set(dut.start, 0)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -98,12 +108,13 @@ def test_non_zero_detector_broadcasts_in_order_and_stalls(acts):
     starts = broadcasts([j for j, _ in nonzero], c)
     assert [len(group) for group in got] == np.diff(np.r_[starts, len(nonzero)]).tolist()
     assert max(len(group) for group in got) == acts, "the case must pair some columns"
+    assert worst[0] == depth, "the queue must fill up, and never overflow"
 
 
 def test_processing_element_computes_its_rows():
     """One PE alone: load its memories through the load port, broadcast the non-zero activations, drain,
     then read every row through the output path; compare with the reference."""
-    from eie.hw.pe import ProcessingElement
+    from eie.hw.pe import OUTPUT_LATENCY, ProcessingElement
     from eie.sw.image import build_image
     from eie.sw.quant import QuantLayer
     from eie.sw.reference import forward
@@ -143,7 +154,9 @@ def test_processing_element_computes_its_rows():
         ctx.set(dut.clear, 0)
         ctx.set(dut.new_run, 0)
         for j in np.flatnonzero(x):
-            while not ctx.get(dut.act_ready):     # a queue of 2 fills up: wait like the broadcast does
+            # `act_room` is a cycle old and the last broadcast may not show in it yet: ask for room for two
+            while not ctx.get(dut.act_room) & 2:
+                ctx.set(dut.act_valid, 0)
                 await ctx.tick()
             ctx.set(dut.act_valid, 1)
             ctx.set(dut.act_col, int(j))
@@ -151,14 +164,16 @@ def test_processing_element_computes_its_rows():
             await ctx.tick()
         ctx.set(dut.act_valid, 0)
         await ctx.tick()
-        while ctx.get(dut.busy):
+        await ctx.tick()
+        while not ctx.get(dut.quiet):
             await ctx.tick()
-        for r in range(24):
-            ctx.set(dut.out_en, 1)
-            ctx.set(dut.out_row, r)
+        await ctx.tick().repeat(2)                  # the chip sees `quiet` two cycles late
+        for r in range(24 + OUTPUT_LATENCY):
+            ctx.set(dut.out_en, r < 24)
+            ctx.set(dut.out_row, r % 24)
             await ctx.tick()
-            got.append(ctx.get(dut.out_data))
-        ctx.set(dut.out_en, 0)
+            if r >= OUTPUT_LATENCY - 1 and len(got) < 24:
+                got.append(ctx.get(dut.out_data))
         assert ctx.get(dut.macs) == np.count_nonzero(w[:, x != 0])
 
     sim = Simulator(dut)
