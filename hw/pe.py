@@ -33,14 +33,14 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
-from eie.hw.arith import shift_left
+from eie.hw.requant import LATENCY as REQUANT_LATENCY, Requantizer
 from eie.hw.sram import sram
 
-__all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "requantize", "rounding", "TAIL",
+__all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "TAIL",
            "OUTPUT_LATENCY", "QUEUE_SLACK", "JOBS_SLACK", "ROOM_BITS"]
 
 TAIL = 5              # cycles from an entry's matrix read (S) to the end of its write-back (W)
-OUTPUT_LATENCY = 7    # cycles from an output-pass request (O1) to out_data
+OUTPUT_LATENCY = 2 + REQUANT_LATENCY   # cycles from an output-pass request (O1) to out_data
 QUEUE_SLACK = 3       # broadcasts in flight past the queue level the detector saw (see `act_room`)
 JOBS_SLACK = 2        # spans in P1..P3 beyond EIE's one (P1) between the queue and the jobs FIFO
 ROOM_BITS = QUEUE_SLACK + 1
@@ -93,33 +93,6 @@ class PeSignature(wiring.Signature):
             "load": In(PeLoadSignature(c)),
             "entries": Out(32), "macs": Out(32),
         })
-
-
-def rounding(shift, config):
-    """Half of ``1 << shift``, the constant `requantize` adds before shifting. It depends on the layer only, so
-    the chip computes it once for all its PEs."""
-    return (shift_left(Const(1, config.acc_bits + 1), shift, config.acc_bits + 1) >> 1)[:config.acc_bits]
-
-
-def requantize(m, acc, shift, rnd, relu, config):
-    """Combinational accumulator -> activation (round half-up, saturate, ReLU), as `eie.sw.reference`; `rnd` is
-    ``rounding(shift)``. The PE computes the same in stages O5..O7 (`saturate` is the last of them)."""
-    shifted = Signal(signed(config.acc_bits + 1))
-    m.d.comb += shifted.eq((acc + rnd) >> shift)
-    return saturate(m, shifted, relu, config)
-
-
-def saturate(m, shifted, relu, config):
-    """The shifted accumulator clamped to the activation range, then ReLU'd if `relu`."""
-    c = config
-    y = Signal(signed(c.act_bits))
-    with m.If(shifted > c.act_max):
-        m.d.comb += y.eq(c.act_max)
-    with m.Elif(shifted < c.act_min):
-        m.d.comb += y.eq(c.act_min)
-    with m.Else():
-        m.d.comb += y.eq(shifted)
-    return Mux(relu & y[-1], 0, y)
 
 
 class ProcessingElement(wiring.Component):
@@ -362,21 +335,17 @@ class ProcessingElement(wiring.Component):
         """The accumulator of output row `r`: row r's own, 2r when paired."""
         return Mux(self.paired, r << 1, r)
 
-    # -- output pass, O1..O7 ----------------------------------------------------------------------------------
+    # -- output pass: O1, O2 here, O3..O7 in a `Requantizer` ---------------------------------------------------
     def _output_pass(self, m):
         c = self.config
         # the layer's shift, rounding constant and ReLU travel with each row: the next layer may start (and the
         # chip's layer parameters change) while this layer's last rows are still in O2..O7
         params = data.StructLayout({"shift": c.shift_bits, "rounding": c.acc_bits, "relu": 1})
-        stages = [Signal(params, name=f"o{k}_params", reset_less=True) for k in range(2, 8)]
-        m.d.sync += [stages[0].shift.eq(self.shift), stages[0].rounding.eq(self.rounding),
-                     stages[0].relu.eq(self.relu)]
-        m.d.sync += [later.eq(earlier) for earlier, later in zip(stages, stages[1:])]
-        at = {k: stages[k - 2] for k in range(2, 8)}
+        o2, o3 = Signal(params, name="o2_params", reset_less=True), Signal(params, name="o3_params", reset_less=True)
+        m.d.sync += [o2.shift.eq(self.shift), o2.rounding.eq(self.rounding), o2.relu.eq(self.relu), o3.eq(o2)]
         own = Signal(self.row_bits)
         m.d.comb += own.eq(self._out_slot(self.out_row))
-        self._output_lane(m, own, self.acc_rd, self.bias.read_port(), at, self.out_data, self.share, self.partner,
-                          "o")
+        lanes = [(own, self.acc_rd, self.out_data, self.share, self.partner)]
         if c.outputs_per_cycle > 1:
             # the next row (any row past the last is read in range and not used)
             next_slot = self._out_slot(self.out_row + 1)
@@ -384,39 +353,24 @@ class ProcessingElement(wiring.Component):
             m.d.comb += own_b.eq(Mux(next_slot + self.paired < c.act_depth, next_slot, 0))
             acc_rd_b = self.accs.read_port(domain="comb")
             m.d.comb += acc_rd_b.addr.eq(own_b)
-            self._output_lane(m, own_b, acc_rd_b, self.bias.read_port(), at, self.out_data_b, self.share_b,
-                              self.partner_b, "ob")
+            lanes.append((own_b, acc_rd_b, self.out_data_b, self.share_b, self.partner_b))
+        for i, (own, acc_rd, port, share, partner) in enumerate(lanes):
+            name = "o" + "_b" * i
+            m.submodules[f"requant{'_b' * i}"] = rq = Requantizer(c)
+            m.d.comb += [rq.shift.eq(o3.shift), rq.rounding.eq(o3.rounding), rq.relu.eq(o3.relu), port.eq(rq.y)]
+            self._output_reads(m, own, acc_rd, rq, share, partner, name)
 
-    def _output_lane(self, m, own, acc_rd, bias_rd, at, port, share, partner, name):
-        """One output lane: `at[k]` holds the layer parameters of the row in stage Ok."""
+    def _output_reads(self, m, own, acc_rd, rq, share, partner, name):
+        """O1: accumulator, partner-share and bias reads of row `own`; O2: the bias registered (the RAM's output
+        register), the partner's share registered on arrival. The partner's share (accumulator own + 1) is zero
+        until touched and in unpaired layers."""
         c = self.config
         A = signed(c.acc_bits)
-
-        def reg(shape, stage):
-            return Signal(shape, name=f"{name}{stage}", reset_less=True)
-        # O1: reads; the partner's share (own + 1) is zero until touched and in unpaired layers
         share_rd = self.accs.read_port(domain="comb")
-        acc2, share_q = reg(A, "2_acc"), reg(A, "2_share")
-        m.d.comb += [share_rd.addr.eq(own | 1), bias_rd.addr.eq(self.layer * c.act_depth + own),
-                     share.eq(share_q)]
+        bias_rd = self.bias.read_port()
+        acc2, share_q = Signal(A, name=f"{name}2_acc", reset_less=True), Signal(A, name=f"{name}2_share",
+                                                                                 reset_less=True)
+        m.d.comb += [share_rd.addr.eq(own | 1), bias_rd.addr.eq(self.layer * c.act_depth + own), share.eq(share_q)]
         m.d.sync += [acc2.eq(Mux(self.touched.bit_select(own, 1), acc_rd.data, 0)),
                      share_q.eq(Mux(self.paired & self.touched.bit_select(own | 1, 1), share_rd.data, 0))]
-        # O2: the bias registered (the RAM's output register); the partner's share registered on arrival
-        bias3, acc3, partner3 = reg(signed(c.act_bits), "3_bias"), reg(A, "3_acc"), reg(A, "3_partner")
-        m.d.sync += [bias3.eq(bias_rd.data), acc3.eq(acc2), partner3.eq(partner)]
-        # O3: shifted bias; accumulator + partner
-        bias4, sum4 = reg(A, "4_bias"), reg(A, "4_sum")
-        m.d.sync += [bias4.eq(shift_left(bias3, at[3].shift, c.acc_bits)), sum4.eq(acc3 + partner3)]
-        # O4: the total, wrapping at acc_bits as the accumulators do
-        total5 = reg(A, "5_total")
-        m.d.sync += total5.eq(sum4 + bias4)
-        # O5: + rounding constant, one bit wider (no wrap)
-        rounded6 = reg(signed(c.acc_bits + 1), "6_rounded")
-        m.d.sync += rounded6.eq(total5 + at[5].rounding)
-        # O6: arithmetic right shift
-        shifted7 = reg(signed(c.acc_bits + 1), "7_shifted")
-        m.d.sync += shifted7.eq(rounded6 >> at[6].shift)
-        # O7: saturate, ReLU
-        out = reg(signed(c.act_bits), "_data")
-        m.d.sync += out.eq(saturate(m, shifted7, at[7].relu, c))
-        m.d.comb += port.eq(out)
+        m.d.sync += [rq.bias.eq(bias_rd.data), rq.acc.eq(acc2), rq.partner.eq(partner)]

@@ -8,8 +8,8 @@ from amaranth.sim import Simulator
 
 from eie import ChipConfig
 from eie.hw.arith import shift_left
-from eie.hw.pe import requantize, rounding
 from eie.hw.scanner import NonZeroDetector
+from eie.sw import reference
 from eie.sw.reference import requantize as reference_requantize
 
 import numpy as np
@@ -39,23 +39,61 @@ def test_shifter_matches_python():
     run_comb(m, bench)
 
 
-def test_requantize_matches_the_reference():
+def test_requantizer_matches_the_reference():
+    """The pipelined output arithmetic, a new row every cycle with its own shift and ReLU (as at a layer
+    boundary): each result `LATENCY` cycles later equals the reference's requantize of the wrapped sum of
+    accumulator, partner's partial sum and shifted bias; sums near the 40-bit limits, where wrapping and the
+    one-bit-wider rounding matter, are drawn on purpose."""
+    from eie.hw.requant import LATENCY, Requantizer
     c = ChipConfig()
-    m = Module()
-    acc = Signal(signed(c.acc_bits))
-    shift = Signal(c.shift_bits)
-    relu = Signal()
-    y = Signal(signed(c.act_bits))
-    m.d.comb += y.eq(requantize(m, acc, shift, rounding(shift, c), relu, c))
+    dut = Requantizer(c)
     rng = random.Random(2)
+    top = 1 << (c.acc_bits - 1)
+    rows = []
+    for _ in range(400):
+        s = rng.randrange(0, 24)
+        acc = rng.choice([rng.randrange(-top, top) >> rng.randrange(0, 38), top - 1 - rng.randrange(0, 1 << s),
+                          -top + rng.randrange(0, 1 << 20)])
+        rows.append((acc, rng.choice([0, rng.randrange(-(1 << 30), 1 << 30)]), rng.randrange(-32768, 32768), s,
+                     rng.random() < .5))
+
+    def expect(acc, partner, bias, s, relu):
+        total = reference.wrap(np.array([acc + partner + (bias << s)]), c.acc_bits)
+        return reference_requantize(total, s, relu, c)[0]
+    got = []
 
     async def bench(ctx):
-        for _ in range(300):
-            a, s, r = rng.randrange(-(1 << 39), 1 << 39) >> rng.randrange(0, 38), rng.randrange(0, 24), rng.random() < .5
-            ctx.set(acc, a)
+        for cycle in range(len(rows) + LATENCY):
+            if cycle < len(rows):
+                acc, partner, bias, s, relu = rows[cycle]
+                for port, value in ((dut.acc, acc), (dut.partner, partner), (dut.bias, bias), (dut.shift, s),
+                                    (dut.rounding, (1 << s) >> 1), (dut.relu, relu)):
+                    ctx.set(port, value)
+            await ctx.tick()
+            if cycle >= LATENCY - 1:
+                got.append(ctx.get(dut.y))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    want = [expect(*r) for r in rows]
+    assert got[:len(rows)] == want
+    assert {c.act_max, c.act_min, 0} <= set(want), "the rows must saturate both ways and hit ReLU"
+
+
+def test_rounding_constant():
+    from eie.hw.requant import rounding
+    c = ChipConfig()
+    m = Module()
+    shift = Signal(c.shift_bits)
+    rnd = Signal(c.acc_bits)
+    m.d.comb += rnd.eq(rounding(shift, c))
+
+    async def bench(ctx):
+        for s in range(c.acc_bits + 1):
             ctx.set(shift, s)
-            ctx.set(relu, r)
-            assert ctx.get(y) == reference_requantize(np.array([a]), s, r, c)[0], (a, s, r)
+            assert ctx.get(rnd) == ((1 << s) >> 1) % (1 << c.acc_bits), s
     run_comb(m, bench)
 
 
