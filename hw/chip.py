@@ -11,7 +11,7 @@ each PE adding its partner's partial sums of its rows: `eie.sw.encode`).
 
 import enum
 
-from amaranth import Array, Cat, ClockDomain, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, unsigned
+from amaranth import Array, Cat, ClockDomain, Const, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -152,26 +152,29 @@ class Chip(wiring.Component):
                          *(getattr(pe.load, name).eq(strobe) for name, strobe in strobes.items())]
 
         # -- control ---------------------------------------------------------------------------------------
+        # The current row of the layer table and its rounding constant, registered when a layer is entered
+        # (every PE reads them), and the next row ahead of time, so that entering a layer is a register copy.
         layer = Signal(_addr_bits(c.max_layers))
-        n_layers = Signal.like(host.n_layers)
-        # The current row of the layer table, registered when a layer is entered, and its rounding constant:
-        # every PE reads them, so they come from registers, computed once for the chip.
-        desc = Signal(layout)
+        desc, desc_next = Signal(layout), Signal(layout)
         rnd = Signal(c.acc_bits)
+        more = Signal()                          # a layer follows this one
+        layer_count = Signal(32)                 # cycles since the layer was entered
+        layer_cycles = Array(Signal(32, name=f"layer{l}_cycles") for l in range(c.max_layers))
 
-        def enter(l):
-            m.d.sync += [layer.eq(l), desc.eq(table[l]), rnd.eq(rounding(table[l].shift, c))]
+        def enter(l, following, n_layers):
+            m.d.sync += [layer.eq(l), desc.eq(following), rnd.eq(rounding(following.shift, c)),
+                         desc_next.eq(table[(l + 1)[:len(layer)]]), more.eq(l + 1 < n_layers), layer_count.eq(0)]
             m.next = "SETUP"
+        n_layers = Signal.like(host.n_layers)
         src = layer[0]
         clear = Signal()
         new_run = Signal()
         out_en = Signal()
         out_row = Signal(_addr_bits(c.act_depth))
-        out_base = Signal(c.dim_bits + 1)       # global row of lane 0 of the output word
+        out_left = Signal(c.dim_bits + 1)       # rows of the layer from lane 0 of this request's word on
+        out_last = Signal()                     # this request is the layer's last
         out_cycles = Signal(range(OUTPUT_LATENCY + 2))
         drain = Signal(range(OUTPUT_LATENCY + 1))
-        layer_start = Signal(32)
-        layer_cycles = Array(Signal(32, name=f"layer{l}_cycles") for l in range(c.max_layers))
         # every PE quiet and every PE's queue with room, ANDed and registered (both two cycles old at the FSM)
         all_quiet = Signal()
         room = Signal(ROOM_BITS)
@@ -192,39 +195,39 @@ class Chip(wiring.Component):
 
         running = Signal()
         with m.If(running):
-            m.d.sync += host.cycles.eq(host.cycles + 1)
+            m.d.sync += [host.cycles.eq(host.cycles + 1), layer_count.eq(layer_count + 1)]
 
         def record():
-            m.d.sync += [layer_cycles[layer].eq(host.cycles + 1 - layer_start), layer_start.eq(host.cycles + 1)]
-        step = c.outputs_per_cycle
-        more = layer + 1 < n_layers
+            m.d.sync += layer_cycles[layer].eq(layer_count + 1)
+        rows_per_word = c.outputs_per_cycle * n     # rows one request covers
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(host.start):
                     m.d.comb += new_run.eq(1)
-                    m.d.sync += [n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0),
-                                 running.eq(1), layer_start.eq(0)]
-                    enter(0)
+                    m.d.sync += [n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0), running.eq(1)]
+                    enter(Const(0, len(layer)), table[0], host.n_layers)
             with m.State("SETUP"):
                 m.d.comb += clear.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(nzd.settled & all_quiet):
-                    m.d.sync += [out_en.eq(1), out_row.eq(0), out_base.eq(0), out_cycles.eq(0)]
+                    m.d.sync += [out_en.eq(1), out_row.eq(0), out_left.eq(desc.rows), out_cycles.eq(0),
+                                 out_last.eq(desc.rows <= rows_per_word)]
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
                 # one request per cycle; a next layer starts once the first output word is written, so its
                 # detector never reads a word before the output pass has written it
-                last = ~out_en | (out_base + step * n >= desc.rows)
+                done_asking = ~out_en | out_last
                 m.d.sync += out_cycles.eq(out_cycles + 1)
                 with m.If(out_en):
-                    m.d.sync += [out_row.eq(out_row + step), out_base.eq(out_base + step * n)]
-                    with m.If(last):
+                    m.d.sync += [out_row.eq(out_row + c.outputs_per_cycle), out_left.eq(out_left - rows_per_word),
+                                 out_last.eq(out_left <= 2 * rows_per_word)]
+                    with m.If(out_last):
                         m.d.sync += out_en.eq(0)
-                with m.If(last & more & (out_cycles + 1 >= OUTPUT_LATENCY + 1)):
+                with m.If(done_asking & more & (out_cycles + 1 >= OUTPUT_LATENCY + 1)):
                     record()
-                    enter(layer + 1)
-                with m.Elif(last & ~more):
+                    enter(layer + 1, desc_next, n_layers)
+                with m.Elif(done_asking & ~more):
                     m.d.sync += drain.eq(OUTPUT_LATENCY)
                     m.next = "DRAIN"
             with m.State("DRAIN"):
@@ -236,17 +239,16 @@ class Chip(wiring.Component):
                     m.next = "IDLE"
 
         # -- activation register files (two banks; a word holds one value per PE) ---------------------------
-        # The output word of a request is written OUTPUT_LATENCY cycles later; the request's row, first global
-        # row, the layer's rows and the destination bank travel beside it (the next layer may have started).
-        wr = data.StructLayout({"en": 1, "row": len(out_row), "base": len(out_base), "rows": c.dim_bits,
-                                "bank": 1})
+        # The output word of a request is written OUTPUT_LATENCY cycles later; the request's row, the layer's
+        # rows left from its first lane on and the destination bank travel beside it (the next layer may have
+        # started).
+        wr = data.StructLayout({"en": 1, "row": len(out_row), "left": len(out_left), "bank": 1})
         line = [Signal(wr, name=f"write{k}") for k in range(OUTPUT_LATENCY)]
-        m.d.sync += [line[0].en.eq(out_en), line[0].row.eq(out_row), line[0].base.eq(out_base),
-                     line[0].rows.eq(desc.rows), line[0].bank.eq(~src)]
+        m.d.sync += [line[0].en.eq(out_en), line[0].row.eq(out_row), line[0].left.eq(out_left),
+                     line[0].bank.eq(~src)]
         m.d.sync += [later.eq(earlier) for earlier, later in zip(line, line[1:])]
         w = line[-1]
-        left_rows = Signal(c.dim_bits + 1)
-        m.d.comb += left_rows.eq(w.rows - w.base)
+        left_rows = w.left
 
         def output_word(first, data):
             """The output word of global rows base + first ..., lanes past the layer's rows zero."""
