@@ -171,6 +171,15 @@ class Chip(wiring.Component):
         new_run = Signal()
         out_en = Signal()
         out_row = Signal(_addr_bits(c.act_depth))
+        # the accumulators of the rows asked for (row r's own, 2r when paired); with outputs_per_cycle=2, the
+        # next row's too (a row past the last is read in range and not used): registers, once for all PEs
+        out_slots = [Signal(_addr_bits(c.act_depth), name=f"out_slot{lane}") for lane in ("", "_b")]
+
+        def ask(row):
+            m.d.sync += out_row.eq(row)
+            slot = Mux(desc.paired, row << 1, row)
+            slot_b = Mux(desc.paired, (row + 1) << 1, row + 1)
+            m.d.sync += [out_slots[0].eq(slot), out_slots[1].eq(Mux(slot_b + desc.paired < c.act_depth, slot_b, 0))]
         out_left = Signal(c.dim_bits + 1)       # rows of the layer from lane 0 of this request's word on
         out_last = Signal()                     # this request is the layer's last
         out_cycles = Signal(range(OUTPUT_LATENCY + 2))
@@ -186,7 +195,8 @@ class Chip(wiring.Component):
             m.d.comb += [pe.layer.eq(layer), pe.ptr_base.eq(desc.ptr_base),
                          pe.shift.eq(desc.shift), pe.rounding.eq(rnd), pe.relu.eq(desc.relu), pe.clear.eq(clear),
                          pe.new_run.eq(new_run), pe.paired.eq(desc.paired),
-                         pe.out_en.eq(out_en), pe.out_row.eq(out_row)]
+                         pe.out_en.eq(out_en), pe.out_slot.eq(out_slots[0]),
+                         *([pe.out_slot_b.eq(out_slots[1])] if c.outputs_per_cycle > 1 else [])]
             # PEs k and k + N/2 are partners (`eie.sw.encode`; a paired layer needs an even number of PEs)
             partner = pes[(k + n // 2) % n] if n % 2 == 0 else None
             for lane in ("", "_b")[:c.outputs_per_cycle]:
@@ -211,8 +221,9 @@ class Chip(wiring.Component):
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(nzd.settled & all_quiet):
-                    m.d.sync += [out_en.eq(1), out_row.eq(0), out_left.eq(desc.rows), out_cycles.eq(0),
+                    m.d.sync += [out_en.eq(1), out_left.eq(desc.rows), out_cycles.eq(0),
                                  out_last.eq(desc.rows <= rows_per_word)]
+                    ask(Const(0, len(out_row)))
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
                 # one request per cycle; a next layer starts once the first output word is written, so its
@@ -220,8 +231,8 @@ class Chip(wiring.Component):
                 done_asking = ~out_en | out_last
                 m.d.sync += out_cycles.eq(out_cycles + 1)
                 with m.If(out_en):
-                    m.d.sync += [out_row.eq(out_row + c.outputs_per_cycle), out_left.eq(out_left - rows_per_word),
-                                 out_last.eq(out_left <= 2 * rows_per_word)]
+                    m.d.sync += [out_left.eq(out_left - rows_per_word), out_last.eq(out_left <= 2 * rows_per_word)]
+                    ask(out_row + c.outputs_per_cycle)
                     with m.If(out_last):
                         m.d.sync += out_en.eq(0)
                 with m.If(done_asking & more & (out_cycles + 1 >= OUTPUT_LATENCY + 1)):

@@ -4,28 +4,28 @@ carry chain or one multiplier between registers (an FPGA clock of 150 MHz is the
 Compute pipeline, one entry per cycle at steady state (stage: what happens between its registers)::
 
     queue   activation queue (broadcasts land here one cycle after the chip's broadcast register)
-    P0      pointer-word read (block RAM) of the queue head's column
+    P0      pointer-word read (block RAM) of the queue head's column, if the jobs FIFO has a free place
     P1      the pointer word registered (the RAM's output register)
-    P2      entry count and prefix sum of the column's lane in the word
-    P3      start = base + prefix -> jobs FIFO
+    P2      entry count of the column's lane; the counts before it, summed in two halves
+    P3      start = base + halves -> jobs FIFO (spans without entries here are dropped)
     S       sparse-matrix read (block RAM), one entry per cycle, the next span without a bubble
     D0      the matrix word registered (the RAM's output register)
-    D1      entry select, index decode (row = previous + zeros + 1), codebook lookup
-    M       multiply (a DSP with registered inputs and output); accumulator read of the entry's row
-    A       accumulate: accumulator (or 0 if untouched this layer) + product, with bypass from W and X
-    W       write back; X keeps W's value one more cycle for the bypass
+    D1      entry select
+    D2      index decode (row = previous row + zeros + 1), codebook lookup
+    M       multiply (registered inputs and output: a DSP); accumulator read of the entry's row
+    A       accumulate: accumulator (0 if untouched this layer) + product, with bypass from W and X
+    W       write back; X keeps W's sum one more cycle for the bypass
 
-An entry read by S at cycle t is written back at the end of t + 5 (`TAIL`). The accumulator read at M misses
+An entry read by S at cycle t is written back at the end of t + 6 (`TAIL`). The accumulator read at M misses
 the entries in A and W at that cycle; A takes their sums from the W and X registers instead (EIE's bypass).
 Accumulators start at zero (lazily: an untouched row reads as 0), and the bias joins in the output pass, so
 no block-RAM read sits in front of the accumulate adder.
 
-Output pass, one local row (two with ``outputs_per_cycle=2``) per cycle, seven stages (`OUTPUT_LATENCY`)::
+Output pass, one local row (two with ``outputs_per_cycle=2``) per cycle, `OUTPUT_LATENCY` = 7 stages::
 
-    O1  accumulator and partner-share reads, bias read issued     O5  + rounding constant (acc_bits + 1 wide)
-    O2  bias registered; the share crosses to the partner PE      O6  arithmetic right shift
-    O3  bias << shift; accumulator + partner's share              O7  saturate, ReLU -> out_data
-    O4  + shifted bias (wraps at acc_bits, as the reference)
+    O1  accumulator and partner-share reads, bias read issued
+    O2  bias registered (the RAM's output register); the share crosses to the partner PE
+    O3..O7  `eie.hw.requant.Requantizer`: shifted bias, sums, rounding, right shift, saturate and ReLU
 """
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -39,7 +39,7 @@ from eie.hw.sram import sram
 __all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "TAIL",
            "OUTPUT_LATENCY", "QUEUE_SLACK", "JOBS_SLACK", "ROOM_BITS"]
 
-TAIL = 5              # cycles from an entry's matrix read (S) to the end of its write-back (W)
+TAIL = 6              # cycles from an entry's matrix read (S) to the end of its write-back (W)
 OUTPUT_LATENCY = 2 + REQUANT_LATENCY   # cycles from an output-pass request (O1) to out_data
 QUEUE_SLACK = 3       # broadcasts in flight past the queue level the detector saw (see `act_room`)
 JOBS_SLACK = 2        # spans in P1..P3 beyond EIE's one (P1) between the queue and the jobs FIFO
@@ -84,8 +84,9 @@ class PeSignature(wiring.Signature):
             "layer": In(_addr_bits(c.max_layers)), "ptr_base": In(_addr_bits(c.ptr_words)),
             "shift": In(c.shift_bits), "rounding": In(c.acc_bits), "relu": In(1),
             "clear": In(1), "new_run": In(1), "quiet": Out(1),
-            "out_en": In(1), "out_row": In(_addr_bits(c.act_depth)), "out_data": Out(signed(c.act_bits)),
-            **({"out_data_b": Out(signed(c.act_bits))} if c.outputs_per_cycle > 1 else {}),
+            "out_en": In(1), "out_slot": In(_addr_bits(c.act_depth)), "out_data": Out(signed(c.act_bits)),
+            **({"out_slot_b": In(_addr_bits(c.act_depth)), "out_data_b": Out(signed(c.act_bits))}
+               if c.outputs_per_cycle > 1 else {}),
             # a paired layer: this PE's partial sum of its partner's output row, and the partner's of this one's
             "paired": In(1), "share": Out(signed(c.acc_bits)), "partner": In(signed(c.acc_bits)),
             **({"share_b": Out(signed(c.acc_bits)), "partner_b": In(signed(c.acc_bits))}
@@ -107,10 +108,11 @@ class ProcessingElement(wiring.Component):
       pass until its last row leaves; ``clear`` forgets the accumulators (start of a layer).
     * ``quiet`` (registered): nothing in the queue, P stages, jobs FIFO, S, D0 or D1, so every entry is written
       back by the time the chip, seeing ``quiet`` of all PEs two cycles later, starts the output pass.
-    * output pass: ``out_en``/``out_row`` ask for one local row; ``out_data`` holds it `OUTPUT_LATENCY` cycles
-      later (with ``outputs_per_cycle=2``, ``out_data_b`` holds the next row). In a ``paired`` layer
-      (`eie.sw.encode`) row ``s`` is accumulator ``2s`` plus the partner PE's accumulator ``2s + 1``: a PE hands
-      its partner that partial sum on ``share`` (registered) and adds the partner's from ``partner``.
+    * output pass: ``out_en``/``out_slot`` ask for the local row whose accumulator is ``out_slot``; ``out_data``
+      holds it `OUTPUT_LATENCY` cycles later (with ``outputs_per_cycle=2``, ``out_data_b`` the row of
+      ``out_slot_b``). In a ``paired`` layer (`eie.sw.encode`) row ``s`` is accumulator ``2s`` plus the partner
+      PE's accumulator ``2s + 1``: a PE hands its partner that partial sum on ``share`` (registered) and adds
+      the partner's from ``partner``. The chip computes the slots (`out_slots`), once for all PEs.
     * ``load``: host writes into the matrix, pointer, codebook and bias memories.
     * ``entries``/``macs``: entries read and multiplies done since ``new_run``.
     """
@@ -131,7 +133,7 @@ class ProcessingElement(wiring.Component):
         self._accumulate(m, s_valid, s_value, s_first, s_slot)
         self._output_pass(m)
 
-        m.d.sync += self.quiet.eq(~(self._front_busy | s_valid | self._d0_valid | self._d1_valid))
+        m.d.sync += self.quiet.eq(~(self._front_busy | s_valid | self._d0_valid | self._d1_valid | self._d2_valid))
         with m.If(self.new_run):
             m.d.sync += [self.entries.eq(0), self.macs.eq(0)]
         with m.Else():
@@ -176,8 +178,10 @@ class ProcessingElement(wiring.Component):
 
         m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=c.jobs_depth + JOBS_SLACK)
         p1_valid, p2_valid, p3_valid = Signal(), Signal(), Signal()
+        # jobs FIFO places not taken by a span in it or in P1..P3: a span leaves the queue only into a free one
+        credit = Signal(range(jobs.depth + 1), init=jobs.depth)
         take = Signal()
-        m.d.comb += take.eq(queue.r_rdy & (jobs.level + p1_valid + p2_valid + p3_valid < jobs.depth))
+        m.d.comb += take.eq(queue.r_rdy & (credit != 0))
         ptr_rd = self.pointers.read_port()
         m.d.comb += [queue.r_en.eq(take), ptr_rd.addr.eq(self.ptr_base + (head.col >> _log2(K)))]
 
@@ -193,28 +197,36 @@ class ProcessingElement(wiring.Component):
         base = word[:c.entry_addr_bits]
         counts = [word[c.entry_addr_bits + i * c.count_bits:][:c.count_bits] for i in range(K)]
 
-        def prefix(lane):
-            """Entries of the word's columns before `lane`: a balanced tree of masked counts."""
-            terms = [Mux(lane > i, n, 0) for i, n in enumerate(counts[:-1])] or [Const(0, 1)]
-            while len(terms) > 1:
-                terms = [a + b for a, b in zip(terms[::2], terms[1::2])] + ([terms[-1]] if len(terms) % 2 else [])
-            return terms[0]
+        def halves(lane):
+            """Entries of the word's columns before `lane`, as two partial sums (lower and upper lanes), each a
+            balanced tree of masked counts; P3 adds them to the base."""
+            terms = [Mux(lane > i, n, 0) for i, n in enumerate(counts[:-1])]
+            out = []
+            for part in (terms[:len(terms) // 2], terms[len(terms) // 2:]):
+                part = part or [Const(0, 1)]
+                while len(part) > 1:
+                    part = [a + b for a, b in zip(part[::2], part[1::2])] + ([part[-1]] if len(part) % 2 else [])
+                out.append(part[0])
+            return out
 
-        p3 = Signal(data.StructLayout({"base": c.entry_addr_bits, "prefix": c.entry_addr_bits,
+        p3 = Signal(data.StructLayout({"base": c.entry_addr_bits, "lo": c.entry_addr_bits, "hi": c.entry_addr_bits,
                                        "count": c.count_bits, "value": signed(c.act_bits),
-                                       **({"prefix_b": c.entry_addr_bits, "count_b": c.count_bits,
-                                           "value_b": signed(c.act_bits)} if dual else {})}), reset_less=True)
-        m.d.sync += [p3_valid.eq(p2_valid), p3.base.eq(base), p3.prefix.eq(prefix(p2.lane)),
+                                       **({"lo_b": c.entry_addr_bits, "hi_b": c.entry_addr_bits,
+                                           "count_b": c.count_bits, "value_b": signed(c.act_bits)} if dual else {})}),
+                    reset_less=True)
+        lo, hi = halves(p2.lane)
+        m.d.sync += [p3_valid.eq(p2_valid), p3.base.eq(base), p3.lo.eq(lo), p3.hi.eq(hi),
                      p3.count.eq(Array(counts)[p2.lane]), p3.value.eq(p2.value)]
         if dual:
-            m.d.sync += [p3.prefix_b.eq(prefix(p2.lane_b)), p3.value_b.eq(p2.value_b),
+            lo_b, hi_b = halves(p2.lane_b)
+            m.d.sync += [p3.lo_b.eq(lo_b), p3.hi_b.eq(hi_b), p3.value_b.eq(p2.value_b),
                          p3.count_b.eq(Mux(p2.value_b != 0, Array(counts)[p2.lane_b], 0))]
 
         # P3: the span's start; spans without entries here are dropped
         new = job_layout(jobs.w_data)
-        start = p3.base + p3.prefix
+        start = p3.base + p3.lo + p3.hi
         if dual:
-            start_b = p3.base + p3.prefix_b
+            start_b = p3.base + p3.lo_b + p3.hi_b
             # a first span without entries here gives its place to the second: a job's first span is never empty
             with m.If(p3.count == 0):
                 m.d.comb += [new.start.eq(start_b), new.count.eq(p3.count_b), new.value.eq(p3.value_b)]
@@ -225,6 +237,8 @@ class ProcessingElement(wiring.Component):
         else:
             m.d.comb += [new.start.eq(start), new.count.eq(p3.count), new.value.eq(p3.value),
                          jobs.w_en.eq(p3_valid & (p3.count != 0))]
+        # a place comes back when S takes a span, or when P3 drops one
+        m.d.sync += credit.eq(credit - take + jobs.r_en + (p3_valid & ~jobs.w_en))
         self._front_busy = queue.r_rdy | p1_valid | p2_valid | p3_valid | jobs.r_rdy
         return job_layout, jobs
 
@@ -242,14 +256,19 @@ class ProcessingElement(wiring.Component):
         self._mat_rd = mat_rd = self.matrix.read_port()
         m.d.comb += mat_rd.addr.eq(s_addr >> _log2(E))
 
-        last = ~s_active | (s_left == 1)
+        s_last = Signal(reset_less=True)      # the entry read this cycle is the span's last (s_left == 1)
+        last = ~s_active | s_last
         with m.If(s_active):
-            m.d.sync += [s_addr.eq(s_addr + 1), s_left.eq(s_left - 1), s_first.eq(0)]
+            m.d.sync += [s_addr.eq(s_addr + 1), s_left.eq(s_left - 1), s_first.eq(0), s_last.eq(s_left == 2)]
+
+        def start_span(span):
+            m.d.sync += [s_addr.eq(span.start), s_left.eq(span.count), s_value.eq(span.value), s_first.eq(1),
+                         s_last.eq(span.count == 1)]
 
         def take_job():
             m.d.comb += jobs.r_en.eq(jobs.r_rdy)
-            m.d.sync += [s_active.eq(jobs.r_rdy), s_addr.eq(next_job.start), s_left.eq(next_job.count),
-                         s_value.eq(next_job.value), s_first.eq(1)]
+            m.d.sync += s_active.eq(jobs.r_rdy)
+            start_span(next_job)
 
         if dual:
             # the job's second span waits here while S reads the first
@@ -258,8 +277,8 @@ class ProcessingElement(wiring.Component):
                                               "value": signed(c.act_bits)}), reset_less=True)
             with m.If(last):
                 with m.If(b_valid):
-                    m.d.sync += [s_active.eq(1), s_addr.eq(b_job.start), s_left.eq(b_job.count),
-                                 s_value.eq(b_job.value), s_first.eq(1), b_valid.eq(0)]
+                    m.d.sync += [s_active.eq(1), b_valid.eq(0)]
+                    start_span(b_job)
                 with m.Else():
                     take_job()
                     m.d.sync += [b_valid.eq(jobs.r_rdy & (next_job.count_b != 0)), b_job.start.eq(next_job.start_b),
@@ -287,22 +306,28 @@ class ProcessingElement(wiring.Component):
                      d_first.eq(r_first)]
         self._d0_valid, self._d1_valid = r_valid, d_valid
 
-        # D1: entry select, row decode, codebook lookup
+        # D1: entry select
         entry = d_word.word_select(d_slot, c.entry_bits)
-        v = entry[:c.weight_index_bits]
-        z = entry[c.weight_index_bits:]
+        e_valid = Signal()
+        e_v, e_z = Signal(c.weight_index_bits, reset_less=True), Signal(c.index_bits, reset_less=True)
+        e_value, e_first = Signal(signed(c.act_bits), reset_less=True), Signal(reset_less=True)
+        m.d.sync += [e_valid.eq(d_valid), e_v.eq(entry[:c.weight_index_bits]), e_z.eq(entry[c.weight_index_bits:]),
+                     e_value.eq(d_value), e_first.eq(d_first)]
+        self._d2_valid = e_valid
+
+        # D2: row decode (the first entry of a span counts zeros from row 0), codebook lookup
         prev_row = Signal(rb, reset_less=True)
         row = Signal(rb)
-        m.d.comb += row.eq(Mux(d_first, z, prev_row + z + 1))
-        with m.If(d_valid):
+        m.d.comb += row.eq(Mux(e_first, e_z, prev_row + e_z + 1))
+        with m.If(e_valid):
             m.d.sync += prev_row.eq(row)
         cb_rd = self.codebook.read_port(domain="comb")
-        m.d.comb += cb_rd.addr.eq(self.layer * c.codebook_size + v)
+        m.d.comb += cb_rd.addr.eq(self.layer * c.codebook_size + e_v)
         self._m_valid = m_valid = Signal()      # a real (non-padding) entry in M
         m_row = Signal(rb, reset_less=True)
         m_weight = Signal(signed(c.weight_bits), reset_less=True)
         m_value = Signal(signed(c.act_bits), reset_less=True)
-        m.d.sync += [m_valid.eq(d_valid & (v != 0)), m_row.eq(row), m_weight.eq(cb_rd.data), m_value.eq(d_value)]
+        m.d.sync += [m_valid.eq(e_valid & (e_v != 0)), m_row.eq(row), m_weight.eq(cb_rd.data), m_value.eq(e_value)]
 
         # M: multiply; accumulator and touched-bit read of the row; which in-flight sums A must take instead
         self.touched = touched = Signal(c.act_depth)
@@ -314,7 +339,7 @@ class ProcessingElement(wiring.Component):
         a_acc = Signal(signed(c.acc_bits), reset_less=True)
         a_hit_w, a_hit_x = Signal(reset_less=True), Signal(reset_less=True)
         w_sum, x_sum = Signal(signed(c.acc_bits), reset_less=True), Signal(signed(c.acc_bits), reset_less=True)
-        m.d.comb += acc_rd.addr.eq(Mux(self.out_en, self._out_slot(self.out_row), m_row))
+        m.d.comb += acc_rd.addr.eq(Mux(self.out_en, self.out_slot, m_row))
         m.d.sync += [a_valid.eq(m_valid), a_row.eq(m_row), a_product.eq(m_weight * m_value),
                      a_acc.eq(Mux(touched.bit_select(m_row, 1), acc_rd.data, 0)),
                      # the entry now in A will be in W, the one now in W in X, when this one reaches A
@@ -331,10 +356,6 @@ class ProcessingElement(wiring.Component):
         with m.Elif(w_valid):
             m.d.sync += touched.eq(touched | (Const(1, 1) << w_row)[:c.act_depth])
 
-    def _out_slot(self, r):
-        """The accumulator of output row `r`: row r's own, 2r when paired."""
-        return Mux(self.paired, r << 1, r)
-
     # -- output pass: O1, O2 here, O3..O7 in a `Requantizer` ---------------------------------------------------
     def _output_pass(self, m):
         c = self.config
@@ -343,17 +364,11 @@ class ProcessingElement(wiring.Component):
         params = data.StructLayout({"shift": c.shift_bits, "rounding": c.acc_bits, "relu": 1})
         o2, o3 = Signal(params, name="o2_params", reset_less=True), Signal(params, name="o3_params", reset_less=True)
         m.d.sync += [o2.shift.eq(self.shift), o2.rounding.eq(self.rounding), o2.relu.eq(self.relu), o3.eq(o2)]
-        own = Signal(self.row_bits)
-        m.d.comb += own.eq(self._out_slot(self.out_row))
-        lanes = [(own, self.acc_rd, self.out_data, self.share, self.partner)]
+        lanes = [(self.out_slot, self.acc_rd, self.out_data, self.share, self.partner)]
         if c.outputs_per_cycle > 1:
-            # the next row (any row past the last is read in range and not used)
-            next_slot = self._out_slot(self.out_row + 1)
-            own_b = Signal(self.row_bits)
-            m.d.comb += own_b.eq(Mux(next_slot + self.paired < c.act_depth, next_slot, 0))
             acc_rd_b = self.accs.read_port(domain="comb")
-            m.d.comb += acc_rd_b.addr.eq(own_b)
-            lanes.append((own_b, acc_rd_b, self.out_data_b, self.share_b, self.partner_b))
+            m.d.comb += acc_rd_b.addr.eq(self.out_slot_b)
+            lanes.append((self.out_slot_b, acc_rd_b, self.out_data_b, self.share_b, self.partner_b))
         for i, (own, acc_rd, port, share, partner) in enumerate(lanes):
             name = "o" + "_b" * i
             m.submodules[f"requant{'_b' * i}"] = rq = Requantizer(c)

@@ -17,7 +17,7 @@ Flow control without a combinational path through the PEs: ``room`` (bit j: ever
 j + 1 more broadcasts two cycles ago) is compared with the broadcasts sent since, which the emitter knows.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -53,8 +53,11 @@ class NonZeroDetector(wiring.Component):
         c = self.config
         n = c.pes
         m = Module()
-        entry = data.StructLayout({"word": c.pes * c.act_bits, "mask": n, "base": c.dim_bits + 1})
-        m.submodules.words = words = fifo.SyncFIFO(width=entry.size, depth=WORD_FIFO_DEPTH)
+        entry = data.StructLayout({"word": c.pes * c.act_bits, "mask": n, "base": c.dim_bits + 1, "last": 1})
+        # the words fetched ahead: the head word in registers (`cur`), the others in a FIFO behind it
+        m.submodules.words = words = fifo.SyncFIFO(width=entry.size, depth=WORD_FIFO_DEPTH - 1)
+        cur = Signal(entry, reset_less=True)
+        cur_valid = Signal()
 
         # -- fetcher ------------------------------------------------------------------------------------------
         f_base = Signal(c.dim_bits + 1)          # column of lane 0 of the next word to read
@@ -62,55 +65,61 @@ class NonZeroDetector(wiring.Component):
         f_more = Signal()
         r1_valid, r2_valid = Signal(), Signal()   # a read's data arrives; its registered data
         r1_base, r2_base = Signal.like(f_base), Signal.like(f_base)
+        r2_left = Signal(c.dim_bits + 1)          # the layer's columns from lane 0 of the word on
         r2_word = Signal(n * c.act_bits, reset_less=True)
         issue = Signal()
         with m.If(self.start):
             m.d.comb += [issue.eq(self.cols != 0), self.addr.eq(0)]
             m.d.sync += [f_base.eq(n), f_addr.eq(1), f_more.eq(n < self.cols)]
         with m.Else():
-            m.d.comb += [issue.eq(f_more & (words.level + r1_valid + r2_valid < WORD_FIFO_DEPTH)),
+            m.d.comb += [issue.eq(f_more & (cur_valid + words.level + r1_valid + r2_valid < WORD_FIFO_DEPTH)),
                          self.addr.eq(f_addr)]
             with m.If(issue):
                 m.d.sync += [f_base.eq(f_base + n), f_addr.eq(f_addr + 1), f_more.eq(f_base + n < self.cols)]
         m.d.comb += self.read.eq(issue)
         m.d.sync += [r1_valid.eq(issue), r1_base.eq(Mux(self.start, 0, f_base)),
-                     r2_valid.eq(r1_valid), r2_base.eq(r1_base), r2_word.eq(self.word)]
+                     r2_valid.eq(r1_valid), r2_base.eq(r1_base), r2_left.eq(self.cols - r1_base),
+                     r2_word.eq(self.word)]
         lanes_in = [r2_word.word_select(k, c.act_bits) for k in range(n)]
-        left = Signal(c.dim_bits + 1)
-        m.d.comb += left.eq(self.cols - r2_base)
-        pushed = entry(words.w_data)
-        m.d.comb += [words.w_en.eq(r2_valid), pushed.word.eq(r2_word), pushed.base.eq(r2_base),
-                     pushed.mask.eq(Cat((lanes_in[k] != 0) & (left > k) for k in range(n)))]
+        pushed = Signal(entry)
+        m.d.comb += [pushed.word.eq(r2_word), pushed.base.eq(r2_base), pushed.last.eq(r2_left <= n),
+                     pushed.mask.eq(Cat((lanes_in[k] != 0) & (r2_left > k) for k in range(n)))]
 
         # -- emitter --------------------------------------------------------------------------------------------
-        head = entry(words.r_data)
-        lanes = [head.word.word_select(k, c.act_bits).as_signed() for k in range(n)]
-        consumed = Signal(n)
+        lanes = [cur.word.word_select(k, c.act_bits).as_signed() for k in range(n)]
         pending = Signal(n)
-        m.d.comb += pending.eq(Mux(words.r_rdy, head.mask, 0) & ~consumed)
+        m.d.comb += pending.eq(Mux(cur_valid, cur.mask, 0))
 
         def lowest(bits, name):
+            """The lowest set bit of `bits`, one-hot (a carry chain), and its lane number (an OR per bit: the
+            input is one-hot)."""
+            hot = Signal(n, name=f"{name}_hot")
+            m.d.comb += hot.eq(bits & (~bits + 1)[:n])
             lane = Signal(range(max(n, 2)), name=name)
-            for k in reversed(range(n)):    # the last assignment wins: lowest set lane
-                with m.If(bits[k]):
-                    m.d.comb += lane.eq(k)
-            return lane
+            m.d.comb += lane.eq(Cat(Cat(hot[k] for k in range(n) if k >> i & 1).any()
+                                    for i in range(len(lane))))
+            return hot, lane
 
-        first = lowest(pending, "first")
-        bit = Signal(n)
-        m.d.comb += bit.eq((Const(1, n) << first)[:n])
+        def select(hot):
+            """The lane of one-hot `hot`: an AND-OR over the lanes, no multiplexer tree."""
+            return Cat(Cat(hot[k] & lanes[k][i] for k in range(n)).any() for i in range(c.act_bits)).as_signed()
+
+        def column(lane):
+            if n & (n - 1) == 0:      # the base is a multiple of n: the lane is its low bits
+                return Cat(lane, cur.base[(n - 1).bit_length():]) if n > 1 else cur.base
+            return cur.base + lane
+
+        bit, first = lowest(pending, "first")
         taken = bit
         if c.acts_per_cycle > 1:
             others = Signal(n)
             m.d.comb += others.eq(pending & ~bit)
-            second = lowest(others, "second")
-            col_b = Signal(c.dim_bits + 1)
+            bit_b, second = lowest(others, "second")
             pair = Signal()
             shift = (c.cols_per_ptr_word - 1).bit_length()
-            m.d.comb += [col_b.eq(head.base + second),
-                         pair.eq((others != 0) & ((col_b >> shift) == ((head.base + first) >> shift)))]
+            m.d.comb += pair.eq((others != 0) & ((column(second) >> shift) == (column(first) >> shift)))
             taken = Signal(n)
-            m.d.comb += taken.eq(bit | Mux(pair, (Const(1, n) << second)[:n], 0))
+            m.d.comb += taken.eq(bit | Mux(pair, bit_b, 0))
 
         # broadcasts sent in the last three cycles (the broadcast register and two before it): the ones that
         # `room`, two cycles old, has not seen in the queues yet
@@ -123,22 +132,29 @@ class NonZeroDetector(wiring.Component):
 
         emit = Signal()
         pop = Signal()
-        with m.If(words.r_rdy):
+        with m.If(cur_valid):
             with m.If(pending == 0):
                 m.d.comb += pop.eq(1)
             with m.Elif(ready):
                 m.d.comb += [emit.eq(1), pop.eq((pending & ~taken) == 0)]
-        m.d.comb += words.r_en.eq(pop)
-        with m.If(pop):
-            m.d.sync += consumed.eq(0)
+        # the head register refills from the FIFO, or straight from the fetcher when the FIFO is empty
+        bypass = Signal()
+        with m.If(pop | ~cur_valid):
+            with m.If(words.r_rdy):
+                m.d.comb += words.r_en.eq(1)
+                m.d.sync += [cur.eq(words.r_data), cur_valid.eq(1)]
+            with m.Else():
+                m.d.comb += bypass.eq(r2_valid)
+                m.d.sync += [cur.eq(pushed), cur_valid.eq(r2_valid)]
         with m.Elif(emit):
-            m.d.sync += consumed.eq(consumed | taken)
-        m.d.sync += [self.valid.eq(emit), self.col.eq(head.base + first), self.value.eq(Array(lanes)[first])]
+            m.d.sync += cur.mask.eq(cur.mask & ~taken)
+        m.d.comb += [words.w_en.eq(r2_valid & ~bypass), words.w_data.eq(pushed)]
+        m.d.sync += [self.valid.eq(emit), self.col.eq(column(first)), self.value.eq(select(bit))]
         if c.acts_per_cycle > 1:
-            m.d.sync += [self.col_b.eq(col_b), self.value_b.eq(Mux(pair, Array(lanes)[second], 0))]
+            m.d.sync += [self.col_b.eq(column(second)), self.value_b.eq(Mux(pair, select(bit_b), 0))]
 
         with m.If(self.start):
             m.d.sync += self.running.eq(self.cols != 0)
-        with m.Elif(pop & (head.base + n >= self.cols)):
+        with m.Elif(pop & cur.last):
             m.d.sync += self.running.eq(0)
         return m

@@ -157,7 +157,7 @@ def predict_cycles(act_counts, word_fill, rows, config, last=True):
     jobs = [deque() for _ in range(n_pe)]
     p_stages = [[None, None, None] for _ in range(n_pe)]      # P1, P2, P3: a span's entries, None if empty
     left = [0] * n_pe             # entries still to read of the current span (S)
-    reading_hist = [[False, False] for _ in range(n_pe)]      # S read at the last two cycles (D0, D1)
+    reading_hist = [[False] * 3 for _ in range(n_pe)]         # S read in the last three cycles (D0..D2)
     words = deque(int(w) for w in word_fill)                   # broadcasts of each word not yet fetched
     n_words = len(words)
     fifo, r1, r2 = deque(), None, None                         # the detector's word FIFO and reads in flight
@@ -209,7 +209,7 @@ def predict_cycles(act_counts, word_fill, rows, config, last=True):
             if p3:
                 jobs[k].append(p3)
             p_stages[k] = [queue[k].popleft() if take else None, p1, p2]
-            reading_hist[k] = [reading, reading_hist[k][0]]
+            reading_hist[k] = [reading] + reading_hist[k][:-1]
             if sent[-1]:                       # the broadcast register of this cycle lands in the queue
                 queue[k].append(int(act_counts[k][act - 1 - (emit is not None)]))
         level_hist.append(levels)

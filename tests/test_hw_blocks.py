@@ -208,7 +208,7 @@ def test_processing_element_computes_its_rows():
         await ctx.tick().repeat(2)                  # the chip sees `quiet` two cycles late
         for r in range(24 + OUTPUT_LATENCY):
             ctx.set(dut.out_en, r < 24)
-            ctx.set(dut.out_row, r % 24)
+            ctx.set(dut.out_slot, r % 24)
             await ctx.tick()
             if r >= OUTPUT_LATENCY - 1 and len(got) < 24:
                 got.append(ctx.get(dut.out_data))
