@@ -16,8 +16,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from eie.config import ChipConfig
-from eie.hw.pe import OUTPUT_LATENCY, ROOM_BITS, PeSignature, ProcessingElement, _addr_bits
+from eie.config import OUTPUT_LATENCY, ChipConfig
+from eie.hw.pe import ROOM_BITS, PeSignature, ProcessingElement, _addr_bits
 from eie.hw.requant import rounding
 from eie.hw.scanner import NonZeroDetector
 from eie.hw.sram import sram

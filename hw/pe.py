@@ -32,17 +32,13 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from eie.config import ChipConfig
-from eie.hw.requant import LATENCY as REQUANT_LATENCY, Requantizer
+from eie.config import JOBS_SLACK, OUTPUT_LATENCY, QUEUE_SLACK, ChipConfig
+from eie.hw.requant import Requantizer
 from eie.hw.sram import sram
 
-__all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "TAIL",
-           "OUTPUT_LATENCY", "QUEUE_SLACK", "JOBS_SLACK", "ROOM_BITS"]
+__all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "TAIL", "ROOM_BITS"]
 
 TAIL = 6              # cycles from an entry's matrix read (S) to the end of its write-back (W)
-OUTPUT_LATENCY = 2 + REQUANT_LATENCY   # cycles from an output-pass request (O1) to out_data
-QUEUE_SLACK = 3       # broadcasts in flight past the queue level the detector saw (see `act_room`)
-JOBS_SLACK = 2        # spans in P1..P3 beyond EIE's one (P1) between the queue and the jobs FIFO
 ROOM_BITS = QUEUE_SLACK + 1
 
 

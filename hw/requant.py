@@ -13,12 +13,11 @@ from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from eie.config import ChipConfig
+from eie.config import REQUANT_LATENCY as LATENCY, ChipConfig
 from eie.hw.arith import shift_left
 
 __all__ = ["Requantizer", "RequantSignature", "LATENCY", "rounding", "saturate"]
 
-LATENCY = 5     # cycles from the inputs to `y`
 
 
 def rounding(shift, config):

@@ -21,12 +21,11 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from eie.config import ChipConfig
-from eie.hw.pe import QUEUE_SLACK, ROOM_BITS
+from eie.config import QUEUE_SLACK, WORD_FIFO_DEPTH, ChipConfig
+from eie.hw.pe import ROOM_BITS
 
-__all__ = ["NonZeroDetector", "WORD_FIFO_DEPTH"]
+__all__ = ["NonZeroDetector"]
 
-WORD_FIFO_DEPTH = 4   # words fetched ahead: three in flight keep one word per cycle coming
 
 
 class NonZeroDetector(wiring.Component):

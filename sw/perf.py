@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-from eie.hw.pe import JOBS_SLACK, OUTPUT_LATENCY, QUEUE_SLACK
-from eie.hw.scanner import WORD_FIFO_DEPTH
+from eie.config import JOBS_SLACK, OUTPUT_LATENCY, QUEUE_SLACK, WORD_FIFO_DEPTH
 
 __all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "output_cycles",
            "real_counts", "words_touched", "layer_events", "energy_pj", "dense_energy_pj", "ENERGY_PJ"]

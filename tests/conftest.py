@@ -79,3 +79,10 @@ def scoreboard(cases, results, config, images=None):
             assert (result.cycles == perf.model_cycles).all(), f"{name}: cycles against the model"
         else:
             assert (result.layer_cycles.sum(axis=1) == result.cycles).all(), name
+            if images is None and len(result.layer_cycles):
+                # each layer as the model times it, the last one waiting for its outputs to land
+                acts = [x] + reference.forward(layers, x, config)[:-1]
+                for l, layer in enumerate(layers):
+                    perf = layer_perf(encode_layer(layer.w_index, config), acts[l], config,
+                                      last=l == len(layers) - 1)
+                    assert (result.layer_cycles[:, l] == perf.model_cycles).all(), f"{name}: layer {l} cycles"

@@ -103,7 +103,8 @@ def test_non_zero_detector_broadcasts_in_order_and_stalls(acts):
     PE's is fed holds (its level reaches the detector two cycles late, as the chip's registered `room`); with two
     per cycle, pairs exactly where `eie.sw.perf.broadcasts` (the performance model) puts them: consecutive
     non-zeros of one source word (4 columns) and one pointer word (2 columns)."""
-    from eie.hw.pe import QUEUE_SLACK, ROOM_BITS
+    from eie.config import QUEUE_SLACK
+    from eie.hw.pe import ROOM_BITS
     from eie.sw.perf import broadcasts
     c = ChipConfig(pes=4, act_depth=8, cols_per_ptr_word=2, acts_per_cycle=acts, queue_depth=2)
     depth = c.queue_depth + QUEUE_SLACK
@@ -152,7 +153,8 @@ def test_non_zero_detector_broadcasts_in_order_and_stalls(acts):
 def test_processing_element_computes_its_rows():
     """One PE alone: load its memories through the load port, broadcast the non-zero activations, drain,
     then read every row through the output path; compare with the reference."""
-    from eie.hw.pe import OUTPUT_LATENCY, ProcessingElement
+    from eie.config import OUTPUT_LATENCY
+    from eie.hw.pe import ProcessingElement
     from eie.sw.image import build_image
     from eie.sw.quant import QuantLayer
     from eie.sw.reference import forward
