@@ -152,19 +152,15 @@ class Chip(wiring.Component):
                          *(getattr(pe.load, name).eq(strobe) for name, strobe in strobes.items())]
 
         # -- control ---------------------------------------------------------------------------------------
-        # The current row of the layer table and its rounding constant, registered when a layer is entered
-        # (every PE reads them), and the next row ahead of time, so that entering a layer is a register copy.
-        layer = Signal(_addr_bits(c.max_layers))
+        # The current row of the layer table and its rounding constant (every PE reads them), copied in SETUP from
+        # the next row, which was read ahead: a layer starts with register copies enabled by a state bit.
+        layer, layer_next = Signal(_addr_bits(c.max_layers)), Signal(_addr_bits(c.max_layers))
         desc, desc_next = Signal(layout), Signal(layout)
         rnd = Signal(c.acc_bits)
         more = Signal()                          # a layer follows this one
-        layer_count = Signal(32)                 # cycles since the layer was entered
+        first = Signal()                         # the run's first SETUP: no layer before it to record
+        layer_count = Signal(32)                 # cycles since the layer's SETUP
         layer_cycles = Array(Signal(32, name=f"layer{l}_cycles") for l in range(c.max_layers))
-
-        def enter(l, following, n_layers):
-            m.d.sync += [layer.eq(l), desc.eq(following), rnd.eq(rounding(following.shift, c)),
-                         desc_next.eq(table[(l + 1)[:len(layer)]]), more.eq(l + 1 < n_layers), layer_count.eq(0)]
-            m.next = "SETUP"
         n_layers = Signal.like(host.n_layers)
         src = layer[0]
         clear = Signal()
@@ -190,7 +186,7 @@ class Chip(wiring.Component):
         m.d.sync += [all_quiet.eq(Cat(pe.quiet for pe in pes).all()),
                      room.eq(Cat(Cat(pe.act_room[j] for pe in pes).all() for j in range(ROOM_BITS)))]
 
-        m.d.comb += [nzd.cols.eq(desc.cols), nzd.start.eq(clear), nzd.room.eq(room)]
+        m.d.comb += [nzd.cols.eq(Mux(clear, desc_next.cols, desc.cols)), nzd.start.eq(clear), nzd.room.eq(room)]
         for k, pe in enumerate(pes):
             m.d.comb += [pe.layer.eq(layer), pe.ptr_base.eq(desc.ptr_base),
                          pe.shift.eq(desc.shift), pe.rounding.eq(rnd), pe.relu.eq(desc.relu), pe.clear.eq(clear),
@@ -207,17 +203,22 @@ class Chip(wiring.Component):
         with m.If(running):
             m.d.sync += [host.cycles.eq(host.cycles + 1), layer_count.eq(layer_count + 1)]
 
-        def record():
-            m.d.sync += layer_cycles[layer].eq(layer_count + 1)
         rows_per_word = c.outputs_per_cycle * n     # rows one request covers
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(host.start):
                     m.d.comb += new_run.eq(1)
-                    m.d.sync += [n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0), running.eq(1)]
-                    enter(Const(0, len(layer)), table[0], host.n_layers)
+                    m.d.sync += [n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0), running.eq(1),
+                                 layer_next.eq(0), desc_next.eq(table[0]), first.eq(1)]
+                    m.next = "SETUP"
             with m.State("SETUP"):
+                # the layer before (its last cycle was the one before this) is recorded here, off the exit path
+                with m.If(~first):
+                    m.d.sync += layer_cycles[layer].eq(layer_count)
                 m.d.comb += clear.eq(1)
+                m.d.sync += [layer.eq(layer_next), desc.eq(desc_next), rnd.eq(rounding(desc_next.shift, c)),
+                             layer_next.eq(layer_next + 1), desc_next.eq(table[(layer_next + 1)[:len(layer)]]),
+                             more.eq(layer_next + 1 < n_layers), layer_count.eq(1), first.eq(0)]
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(nzd.settled & all_quiet):
@@ -236,8 +237,7 @@ class Chip(wiring.Component):
                     with m.If(out_last):
                         m.d.sync += out_en.eq(0)
                 with m.If(done_asking & more & (out_cycles + 1 >= OUTPUT_LATENCY + 1)):
-                    record()
-                    enter(layer + 1, desc_next, n_layers)
+                    m.next = "SETUP"
                 with m.Elif(done_asking & ~more):
                     m.d.sync += drain.eq(OUTPUT_LATENCY)
                     m.next = "DRAIN"
@@ -245,8 +245,7 @@ class Chip(wiring.Component):
                 # the last layer's last rows reach the activation register file
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 1):
-                    record()
-                    m.d.sync += [host.done.eq(1), running.eq(0)]
+                    m.d.sync += [layer_cycles[layer].eq(layer_count + 1), host.done.eq(1), running.eq(0)]
                     m.next = "IDLE"
 
         # -- activation register files (two banks; a word holds one value per PE) ---------------------------
@@ -272,6 +271,9 @@ class Chip(wiring.Component):
         _, out_word = output_word(0, [pe.out_data for pe in pes])
         if c.outputs_per_cycle > 1:     # the next word, row + 1, through a second write port
             lanes_valid_b, out_word_b = output_word(n, [pe.out_data_b for pe in pes])
+        # the detector reads the layer's source bank, which in SETUP is the coming layer's
+        scan_src = Signal()
+        m.d.comb += scan_src.eq(Mux(clear, layer_next[0], src))
         banks = []
         for b, target in ((0, Target.ACT0), (1, Target.ACT1)):
             bank = sram(unsigned(n * c.act_bits), c.act_depth)
@@ -288,10 +290,11 @@ class Chip(wiring.Component):
                              wp_b.data.eq(out_word_b)]
             scan_rd = bank.read_port()
             host_rd = bank.read_port(domain="comb")
-            m.d.comb += [scan_rd.addr.eq(nzd.addr), scan_rd.en.eq(nzd.read & (src == b)), host_rd.addr.eq(host.raddr)]
+            m.d.comb += [scan_rd.addr.eq(nzd.addr), scan_rd.en.eq(nzd.read & (scan_src == b)),
+                         host_rd.addr.eq(host.raddr)]
             banks.append((scan_rd, host_rd))
         src_q = Signal()
-        m.d.sync += src_q.eq(src)
+        m.d.sync += src_q.eq(scan_src)
         m.d.comb += nzd.word.eq(Mux(src_q, banks[1][0].data, banks[0][0].data))
 
         # -- broadcast: the detector's broadcast register drives every PE ------------------------------------
