@@ -13,9 +13,9 @@ and LUT RAM per block, and the clock it reaches (Fmax) with its critical path na
 two, a pass over Yosys's netlist moves the register that follows each block-RAM read into the RAM's own
 output register (DP16KD REGMODE OUTREG), retimed across the read/write-collision mux Yosys puts between
 them: a DP16KD read without it takes 5.8 ns to its output at speed grade 6, which leaves nothing for a
-150 MHz clock, and stock Yosys never sets it. `--seeds N` places and
-routes N times and keeps the best. The Fmax is recorded in $EIE_CACHE/fmax (`eie.cosim.fmax`) under the
-chip configuration and the gateware's hash. Every result names the tool versions that produced it.
+150 MHz clock, and stock Yosys never sets it. `--seeds N` places and routes N times and keeps the best.
+The Fmax is recorded in $EIE_CACHE/fmax (`eie.cosim.fmax`) under the chip configuration and the gateware's
+hash. Every result names the tool versions that produced it.
 
 The wheels are the optional extra `[synth]`; without them the command says how to install them.
 Exit status: 0; 2 for bad input, a tool failure, or when the best Fmax is below --freq ("timing not met").
@@ -303,7 +303,8 @@ def _absorbable(ram, halves, clock_pin, cells, loads, ram_outputs):
     if any(_text(p.get(f"REGMODE_{h}", "NOREG")) != "NOREG" for h in halves):
         return None
     pins = [f"DO{h}{i}" for h in halves for i in range(18)]
-    used = [(pin, conn[pin][0]) for pin in pins if pin in conn and isinstance(conn[pin][0], int) and loads[conn[pin][0]]]
+    used = [(pin, conn[pin][0]) for pin in pins
+            if pin in conn and isinstance(conn[pin][0], int) and loads[conn[pin][0]]]
     if not used:
         return None
     if len(halves) == 2 and (conn.get("CLKA") != conn.get("CLKB")
@@ -601,7 +602,8 @@ def synthesize(config, ecp5: bool = False, device: str = "85k", freq: float = 10
                   "seconds": {"yosys": round(time.perf_counter() - t0, 1)}}
         if ecp5:
             say(f"yosys + nextpnr: ECP5 {ECP5_DEVICES[device][0]} (minutes) ...")
-            e = result["ecp5"] = _ecp5(work, logfile, device, freq, speed, range(seed, seed + seeds), router, absorb, say)
+            e = result["ecp5"] = _ecp5(work, logfile, device, freq, speed, range(seed, seed + seeds), router,
+                                       absorb, say)
             e["timing_met"] = e["fmax_mhz"] >= freq
         done = not ecp5 or e["timing_met"]
         result["work"] = str(work) if keep or not done else None
@@ -717,7 +719,8 @@ def register(sub):
     g.add_argument("--freq", type=float, default=100,
                    help="clock target in MHz (default 100); a best Fmax below it exits with status 2")
     g.add_argument("--seeds", type=int, default=1, help="place and route with seeds 1..N, keep the best (default 1)")
-    g.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTERS, help=f"nextpnr router (default {DEFAULT_ROUTER})")
+    g.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTERS,
+                   help=f"nextpnr router (default {DEFAULT_ROUTER})")
     g.add_argument("--no-absorb", action="store_true",
                    help="leave registers after block-RAM reads in the fabric (to compare: the RAM's clock-to-out "
                         "then comes first on their paths)")

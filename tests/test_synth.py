@@ -186,7 +186,8 @@ def test_the_36_bit_pseudo_dual_port_read_takes_both_halves():
 
 
 def _second_load(netlist):
-    netlist["modules"]["top"]["cells"]["spy"] = {"type": "LUT4", "parameters": {}, "connections": {"A": [101], "Z": [9]},
+    netlist["modules"]["top"]["cells"]["spy"] = {"type": "LUT4", "parameters": {},
+                                                 "connections": {"A": [101], "Z": [9]},
                                                  "port_directions": {"A": "input", "Z": "output"}}
 
 
@@ -318,7 +319,8 @@ def test_cells_are_counted_per_block_by_their_names():
 
 
 def _step(kind, cell, to=None, delay=1.0, port="F"):
-    return {"type": kind, "delay": delay, "from": {"cell": cell, "port": port}, "to": {"cell": to or cell, "port": port}}
+    return {"type": kind, "delay": delay, "from": {"cell": cell, "port": port},
+            "to": {"cell": to or cell, "port": port}}
 
 
 def test_the_critical_path_is_named_by_block():
@@ -329,7 +331,8 @@ def test_the_critical_path_is_named_by_block():
              _step("routing", "write_q_LUT4_Z", "act0.1.3$DPRAM_COMB1", 0.5),
              _step("setup", "act0.1.3$DPRAM_COMB1", delay=0.1, port="WD")]
     p = synth.critical_path_summary(steps, {"pe0.bias.0.0": "DP16KD", "act0.1.3": "TRELLIS_DPR16X4"})
-    assert p["start"] == {"cell": "pe0.bias.0.0", "port": "DOB5", "name": "pe0.bias", "kind": "block RAM", "block": "pe"}
+    assert p["start"] == {"cell": "pe0.bias.0.0", "port": "DOB5", "name": "pe0.bias", "kind": "block RAM",
+                          "block": "pe"}
     assert p["end"] == {"cell": "act0.1.3$DPRAM_COMB1", "port": "WD", "name": "act0", "kind": "LUT RAM", "block": "act"}
     assert p["stages"] == [{"block": "pe", "logic_steps": 2}, {"block": "chip", "logic_steps": 1}]
     assert (p["logic_steps"], p["steps"]) == (3, 9)
@@ -361,7 +364,8 @@ def _fake_ecp5(fmax_mhz):
                 "blocks": blocks, "absorbed": {"ram_ports": 0, "flip_flops_removed": 0, "flip_flops_added": 0,
                                                  "luts_retimed": 0, "refused": {}},
                 "fmax_mhz": fmax_mhz, "target_mhz": freq, "seeds": len(seeds),
-                "best_seed": 1, "fmax_by_seed": [fmax_mhz], "fmax_spread": dict.fromkeys(["min", "median", "max"], fmax_mhz),
+                "best_seed": 1, "fmax_by_seed": [fmax_mhz],
+                "fmax_spread": dict.fromkeys(["min", "median", "max"], fmax_mhz),
                 "out_of_context": True, "critical_path": "a -> b (1.0 ns, 3 steps)", "critical_path_blocks": None,
                 "worst_endpoints": [], "log": str(work / "nextpnr-seed1.log"), "seconds": {}}
     return ecp5
@@ -449,7 +453,8 @@ def test_ecp5_place_and_route_gives_a_clock(capsys, tmp_path):
     assert e["absorbed"]["ram_ports"] + sum(e["absorbed"]["refused"].values()) >= 1
     assert e["critical_path_blocks"]["total_ns"] == pytest.approx(1000 / e["fmax_mhz"], rel=0.05)
     assert r["time_us"]["ecp5_fmax"] == pytest.approx(1000 / e["fmax_mhz"], rel=1e-3)
-    assert fmax.lookup(ChipConfig(pes=1, act_depth=4, matrix_words=1024, ptr_words=2, max_layers=1)).mhz == e["fmax_mhz"]
+    config = ChipConfig(pes=1, act_depth=4, matrix_words=1024, ptr_words=2, max_layers=1)
+    assert fmax.lookup(config).mhz == e["fmax_mhz"]
     assert (tmp_path / "work" / "ecp5_outreg.json").exists() and e["log"].startswith(str(tmp_path / "work"))
 
 
