@@ -136,20 +136,26 @@ class Chip(wiring.Component):
         m.submodules.nzd = nzd = NonZeroDetector(c)
 
         # -- host writes -------------------------------------------------------------------------------------
+        # A second register stage: the write decoded into one strobe per target and one select per PE, so that
+        # no decoder sits in front of the wide fan-out to the memories. `start` waits a cycle with them, so
+        # the last write lands before a run begins.
+        strobe = {t: Signal(name=f"write_{t.name.lower()}") for t in Target}
+        wr_addr, wr_data = Signal.like(host.addr, name="write_addr"), Signal.like(host.data, name="write_data")
+        wr_sel = Signal(n, name="write_sel")
+        start = Signal()
+        m.d.sync += [*(strobe[t].eq(host.we & (host.target == t)) for t in Target), wr_addr.eq(host.addr),
+                     wr_data.eq(host.data), wr_sel.eq(Cat(host.pe == k for k in range(n))), start.eq(host.start)]
         layout = layer_layout(c)
         table = Array(Signal(layout, name=f"layer{l}") for l in range(c.max_layers))
-        with m.If(host.we & (host.target == Target.LAYER)):
-            m.d.sync += table[host.addr].eq(host.data[:layout.size])
-        # Strobes common to every PE are computed once and shared, not once per PE: a PE whose inputs differ
-        # from its neighbours' only in `sel` gets one copy of simulator code for all instances.
-        strobes = {}
-        for name, target in (("matrix_we", Target.MATRIX), ("ptr_we", Target.POINTER), ("bias_we", Target.BIAS),
-                             ("codebook_we", Target.CODEBOOK)):
-            strobes[name] = Signal(name=f"load_{name}")
-            m.d.comb += strobes[name].eq(host.we & (host.target == target))
+        with m.If(strobe[Target.LAYER]):
+            m.d.sync += table[wr_addr].eq(wr_data[:layout.size])
+        # Strobes common to every PE are shared, not one per PE: a PE whose inputs differ from its neighbours'
+        # only in `sel` gets one copy of simulator code for all instances.
+        strobes = {"matrix_we": strobe[Target.MATRIX], "ptr_we": strobe[Target.POINTER],
+                   "bias_we": strobe[Target.BIAS], "codebook_we": strobe[Target.CODEBOOK]}
         for k, pe in enumerate(pes):
-            m.d.comb += [pe.load.addr.eq(host.addr), pe.load.data.eq(host.data), pe.load.sel.eq(host.pe == k),
-                         *(getattr(pe.load, name).eq(strobe) for name, strobe in strobes.items())]
+            m.d.comb += [pe.load.addr.eq(wr_addr), pe.load.data.eq(wr_data), pe.load.sel.eq(wr_sel[k]),
+                         *(getattr(pe.load, name).eq(s) for name, s in strobes.items())]
 
         # -- control ---------------------------------------------------------------------------------------
         # The current row of the layer table and its rounding constant (every PE reads them), copied in SETUP from
@@ -206,7 +212,7 @@ class Chip(wiring.Component):
         rows_per_word = c.outputs_per_cycle * n     # rows one request covers
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(host.start):
+                with m.If(start):
                     m.d.comb += new_run.eq(1)
                     m.d.sync += [n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0), running.eq(1),
                                  layer_next.eq(0), desc_next.eq(table[0]), first.eq(1)]
@@ -279,11 +285,11 @@ class Chip(wiring.Component):
             bank = sram(unsigned(n * c.act_bits), c.act_depth)
             m.submodules[f"act{b}"] = bank
             wp = bank.write_port()
-            host_we = host.we & (host.target == target)
+            host_we = strobe[target]
             out_we = w.en & (w.bank == b)
             m.d.comb += [wp.en.eq(host_we | out_we),
-                         wp.addr.eq(Mux(out_we, w.row, host.addr)),
-                         wp.data.eq(Mux(out_we, out_word, host.data))]
+                         wp.addr.eq(Mux(out_we, w.row, wr_addr)),
+                         wp.data.eq(Mux(out_we, out_word, wr_data))]
             if c.outputs_per_cycle > 1:
                 wp_b = bank.write_port()
                 m.d.comb += [wp_b.en.eq(out_we & lanes_valid_b[0]), wp_b.addr.eq(w.row + 1),

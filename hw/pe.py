@@ -160,8 +160,12 @@ class ProcessingElement(wiring.Component):
         job_layout = data.StructLayout({**span, **({f"{k}_b": v for k, v in span.items()} if dual else {})})
         act_layout = data.StructLayout({"col": c.dim_bits, "value": signed(c.act_bits),
                                         **({"lane_b": lane_bits, "value_b": signed(c.act_bits)} if dual else {})})
-        lane_layout = data.StructLayout({"lane": lane_bits, "value": signed(c.act_bits),
-                                         **({"lane_b": lane_bits, "value_b": signed(c.act_bits)} if dual else {})})
+        # a lane travels with its thermometer code (bit i: the lane is past column i of the word), so that P2
+        # masks the counts before it without a comparator
+        before = max(K - 1, 1)
+        lane_layout = data.StructLayout({"lane": lane_bits, "before": before, "value": signed(c.act_bits),
+                                         **({"lane_b": lane_bits, "before_b": before, "value_b": signed(c.act_bits)}
+                                            if dual else {})})
 
         depth = c.queue_depth + QUEUE_SLACK
         m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=depth)
@@ -183,8 +187,12 @@ class ProcessingElement(wiring.Component):
 
         # P0 -> P1: the lane(s) travel beside the pointer read; P1 registers the word
         p1 = Signal(lane_layout, reset_less=True)
-        m.d.sync += [p1_valid.eq(take), p1.lane.eq(head.col[:_log2(K)] if K > 1 else 0), p1.value.eq(head.value),
-                     *([p1.lane_b.eq(head.lane_b), p1.value_b.eq(head.value_b)] if dual else [])]
+        lane = head.col[:_log2(K)] if K > 1 else Const(0, 1)
+        m.d.sync += [p1_valid.eq(take), p1.lane.eq(lane), p1.value.eq(head.value),
+                     p1.before.eq(Cat(lane > i for i in range(before)))]
+        if dual:
+            m.d.sync += [p1.lane_b.eq(head.lane_b), p1.value_b.eq(head.value_b),
+                         p1.before_b.eq(Cat(head.lane_b > i for i in range(before)))]
         p2 = Signal(lane_layout, reset_less=True)
         word = Signal(c.ptr_word_bits, reset_less=True)
         m.d.sync += [p2_valid.eq(p1_valid), p2.eq(p1), word.eq(ptr_rd.data)]
@@ -193,10 +201,10 @@ class ProcessingElement(wiring.Component):
         base = word[:c.entry_addr_bits]
         counts = [word[c.entry_addr_bits + i * c.count_bits:][:c.count_bits] for i in range(K)]
 
-        def halves(lane):
-            """Entries of the word's columns before `lane`, as two partial sums (lower and upper lanes), each a
-            balanced tree of masked counts; P3 adds them to the base."""
-            terms = [Mux(lane > i, n, 0) for i, n in enumerate(counts[:-1])]
+        def halves(before):
+            """Entries of the word's columns before the lane whose thermometer code is `before`, as two partial
+            sums (lower and upper columns), each a balanced tree of masked counts; P3 adds them to the base."""
+            terms = [Mux(before[i], n, 0) for i, n in enumerate(counts[:-1])]
             out = []
             for part in (terms[:len(terms) // 2], terms[len(terms) // 2:]):
                 part = part or [Const(0, 1)]
@@ -210,11 +218,11 @@ class ProcessingElement(wiring.Component):
                                        **({"lo_b": c.entry_addr_bits, "hi_b": c.entry_addr_bits,
                                            "count_b": c.count_bits, "value_b": signed(c.act_bits)} if dual else {})}),
                     reset_less=True)
-        lo, hi = halves(p2.lane)
+        lo, hi = halves(p2.before)
         m.d.sync += [p3_valid.eq(p2_valid), p3.base.eq(base), p3.lo.eq(lo), p3.hi.eq(hi),
                      p3.count.eq(Array(counts)[p2.lane]), p3.value.eq(p2.value)]
         if dual:
-            lo_b, hi_b = halves(p2.lane_b)
+            lo_b, hi_b = halves(p2.before_b)
             m.d.sync += [p3.lo_b.eq(lo_b), p3.hi_b.eq(hi_b), p3.value_b.eq(p2.value_b),
                          p3.count_b.eq(Mux(p2.value_b != 0, Array(counts)[p2.lane_b], 0))]
 

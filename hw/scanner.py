@@ -67,12 +67,13 @@ class NonZeroDetector(wiring.Component):
         r2_left = Signal(c.dim_bits + 1)          # the layer's columns from lane 0 of the word on
         r2_word = Signal(n * c.act_bits, reset_less=True)
         issue = Signal()
+        # places for words not taken by one in flight, in the FIFO or in the head register
+        credit = Signal(range(WORD_FIFO_DEPTH + 1), init=WORD_FIFO_DEPTH)
         with m.If(self.start):
             m.d.comb += [issue.eq(self.cols != 0), self.addr.eq(0)]
             m.d.sync += [f_base.eq(n), f_addr.eq(1), f_more.eq(n < self.cols)]
         with m.Else():
-            m.d.comb += [issue.eq(f_more & (cur_valid + words.level + r1_valid + r2_valid < WORD_FIFO_DEPTH)),
-                         self.addr.eq(f_addr)]
+            m.d.comb += [issue.eq(f_more & (credit != 0)), self.addr.eq(f_addr)]
             with m.If(issue):
                 m.d.sync += [f_base.eq(f_base + n), f_addr.eq(f_addr + 1), f_more.eq(f_base + n < self.cols)]
         m.d.comb += self.read.eq(issue)
@@ -148,6 +149,7 @@ class NonZeroDetector(wiring.Component):
         with m.Elif(emit):
             m.d.sync += cur.mask.eq(cur.mask & ~taken)
         m.d.comb += [words.w_en.eq(r2_valid & ~bypass), words.w_data.eq(pushed)]
+        m.d.sync += credit.eq(credit - issue + pop)
         m.d.sync += [self.valid.eq(emit), self.col.eq(column(first)), self.value.eq(select(bit))]
         if c.acts_per_cycle > 1:
             m.d.sync += [self.col_b.eq(column(second)), self.value_b.eq(Mux(pair, select(bit_b), 0))]
