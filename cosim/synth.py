@@ -258,6 +258,7 @@ def _ff_enable(ff):
 
 
 _LUT_PINS = "ABCD"
+_BACKSLASH = "\\"   # Yosys's escaped names may keep it
 
 
 def _lut_at_zero(lut):
@@ -348,8 +349,8 @@ def absorb_output_registers(netlist: dict) -> dict:
     when its inputs are 0 (ports where it does not are refused).
 
     Returns {"ram_ports": absorbed, "flip_flops_removed", "flip_flops_added", "luts_retimed",
-    "refused": {reason: ports}} (refused: used ports left as they were)."""
-    absorbed, removed, added, retimed, refused = 0, 0, 0, 0, Counter()
+    "refused": {reason: ["RAM port" ...]}} (refused: used ports left as they were, e.g. "pe0.bias.0.0 B")."""
+    absorbed, removed, added, retimed, refused = 0, 0, 0, 0, defaultdict(list)
     for module in _design_modules(netlist):
         cells = module.get("cells", {})
         rams = [name for name, cell in cells.items() if cell["type"] == "DP16KD"]
@@ -362,12 +363,12 @@ def absorb_output_registers(netlist: dict) -> dict:
         orphans = set()
         for name in rams:
             ram = cells[name]
-            for _, clock_pin, halves in _ram_read_ports(ram):
+            for port, clock_pin, halves in _ram_read_ports(ram):
                 verdict = _absorbable(ram, halves, clock_pin, cells, loads, ram_outputs)
                 if verdict is None:
                     continue
                 if isinstance(verdict, str):
-                    refused[verdict] += 1
+                    refused[verdict].append(f"{name.lstrip(_BACKSLASH)} {port}")
                     continue
                 enable, stages = verdict
                 for h in halves:   # in the pseudo-dual-port mode both halves' registers hold read data
@@ -653,7 +654,8 @@ def _print_ecp5(e):
     if a is None:
         print("  block-RAM output registers: left in the fabric (--no-absorb)")
     elif a["ram_ports"] or a["refused"]:
-        refused = "; ".join(f"{n} with a {why}" for why, n in a["refused"].items())
+        refused = "; ".join(f"{', '.join(ports) if len(ports) <= 4 else f'{len(ports)} ports'} ({why})"
+                            for why, ports in a["refused"].items())
         retimed = f", {a['luts_retimed']} LUTs retimed after it" if a["luts_retimed"] else ""
         print(f"  block-RAM output registers (REGMODE OUTREG): {a['ram_ports']} read ports took the register after "
               f"them ({a['flip_flops_removed']} flip-flops removed, {a['flip_flops_added']} added{retimed})"
