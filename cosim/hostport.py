@@ -104,7 +104,8 @@ class ChipHost:
         p.drive("rtarget", int(rtarget))
         p.drive("raddr", addr)
         await p.step()   # the chip has registered the address ...
-        await p.step()   # ... and the data
+        await p.step()   # ... read every source at it ...
+        await p.step()   # ... and registered the one asked for
         return p.sample("rdata")
 
     async def run(self, x):

@@ -38,13 +38,15 @@ from dataclasses import dataclass, asdict, fields
 import hashlib
 import json
 
-__all__ = ["ChipConfig", "OUTPUT_LATENCY", "QUEUE_SLACK", "JOBS_SLACK", "WORD_FIFO_DEPTH", "REQUANT_LATENCY"]
+__all__ = ["ChipConfig", "OUTPUT_LATENCY", "QUEUE_SLACK", "JOBS_SLACK", "PREFIX_STAGES", "WORD_FIFO_DEPTH",
+           "REQUANT_LATENCY"]
 
 # The pipeline's fixed depths, read by the RTL (`eie.hw`) and the cycle model (`eie.sw.perf`) alike.
 REQUANT_LATENCY = 5           # output arithmetic, O3..O7 (`eie.hw.requant`)
 OUTPUT_LATENCY = 2 + REQUANT_LATENCY   # output pass: a row asked for at O1 is in `out_data` this much later
 QUEUE_SLACK = 3               # broadcasts in flight that the detector's view of the queues (2 cycles old) misses
-JOBS_SLACK = 2                # spans in P2, P3 beyond EIE's one stage between the queue and the jobs FIFO
+PREFIX_STAGES = 3             # P2..P4: the span's start, an adder tree over the pointer word, a level a stage
+JOBS_SLACK = PREFIX_STAGES    # spans in P2..P4 beyond EIE's one stage (P1) between the queue and the jobs FIFO
 WORD_FIFO_DEPTH = 4           # source words the detector fetches ahead (its head word included)
 
 

@@ -124,7 +124,8 @@ class Chip(wiring.Component):
         m.domains.sync = ClockDomain("sync")
         m.d.comb += ClockSignal("sync").eq(self.clk)
         m.submodules.reset_sync = ResetSynchronizer(self.rst, domain="sync", stages=RESET_CYCLES - 1)
-        # Register the host port at the boundary too: one cycle of latency each way.
+        # Register the host port at the boundary too: one cycle of latency each way (writes and reads take one
+        # more inside, see below).
         host = HostRegisters(self.config)
         for name in ("we", "target", "pe", "addr", "data", "rtarget", "raddr", "start", "n_layers"):
             m.d.sync += getattr(host, name).eq(getattr(self.host, name))
@@ -295,9 +296,9 @@ class Chip(wiring.Component):
                 m.d.comb += [wp_b.en.eq(out_we & lanes_valid_b[0]), wp_b.addr.eq(w.row + 1),
                              wp_b.data.eq(out_word_b)]
             scan_rd = bank.read_port()
-            host_rd = bank.read_port(domain="comb")
-            m.d.comb += [scan_rd.addr.eq(nzd.addr), scan_rd.en.eq(nzd.read & (scan_src == b)),
-                         host_rd.addr.eq(host.raddr)]
+            host_rd = bank.read_port()
+            # both banks' words are read every cycle (no enable to decode); `src_q` picks one
+            m.d.comb += [scan_rd.addr.eq(nzd.addr), host_rd.addr.eq(host.raddr)]
             banks.append((scan_rd, host_rd))
         src_q = Signal()
         m.d.sync += src_q.eq(scan_src)
@@ -309,15 +310,19 @@ class Chip(wiring.Component):
             if c.acts_per_cycle > 1:
                 m.d.comb += [pe.act_lane_b.eq(nzd.col_b), pe.act_value_b.eq(nzd.value_b)]
 
-        # -- host reads --------------------------------------------------------------------------------------
+        # -- host reads: every source read at `raddr` into a register, then the one `rtarget` names -------------
         stats = Array(Cat(pe.entries, pe.macs) for pe in pes)
-        with m.Switch(host.rtarget):
+        read_cycles, read_stats = Signal(32), Signal(64)
+        rtarget = Signal.like(host.rtarget)
+        m.d.sync += [read_cycles.eq(layer_cycles[host.raddr]), read_stats.eq(stats[host.raddr]),
+                     rtarget.eq(host.rtarget)]
+        with m.Switch(rtarget):
             with m.Case(ReadTarget.ACT0):
                 m.d.comb += host.rdata.eq(banks[0][1].data)
             with m.Case(ReadTarget.ACT1):
                 m.d.comb += host.rdata.eq(banks[1][1].data)
             with m.Case(ReadTarget.LAYER_CYCLES):
-                m.d.comb += host.rdata.eq(layer_cycles[host.raddr])
+                m.d.comb += host.rdata.eq(read_cycles)
             with m.Case(ReadTarget.PE_STATS):
-                m.d.comb += host.rdata.eq(stats[host.raddr])
+                m.d.comb += host.rdata.eq(read_stats)
         return m

@@ -6,8 +6,8 @@ Compute pipeline, one entry per cycle at steady state (stage: what happens betwe
     queue   activation queue (broadcasts land here one cycle after the chip's broadcast register)
     P0      pointer-word read (block RAM) of the queue head's column, if the jobs FIFO has a free place
     P1      the pointer word registered (the RAM's output register)
-    P2      entry count of the column's lane; the counts before it, summed in two halves
-    P3      start = base + halves -> jobs FIFO (spans without entries here are dropped)
+    P2..P4  start = base + the counts of the columns before the lane in the word: an adder tree, one level
+            per stage; P4 writes the span into the jobs FIFO (spans without entries here are dropped)
     S       sparse-matrix read (block RAM), one entry per cycle, the next span without a bubble
     D0      the matrix word registered (the RAM's output register)
     D1      entry select
@@ -32,7 +32,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from eie.config import JOBS_SLACK, OUTPUT_LATENCY, QUEUE_SLACK, ChipConfig
+from eie.config import JOBS_SLACK, OUTPUT_LATENCY, PREFIX_STAGES, QUEUE_SLACK, ChipConfig
 from eie.hw.requant import Requantizer
 from eie.hw.sram import sram
 
@@ -177,8 +177,7 @@ class ProcessingElement(wiring.Component):
         m.d.sync += self.act_room.eq(Cat(queue.level <= depth - 1 - j for j in range(ROOM_BITS)))
 
         m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=c.jobs_depth + JOBS_SLACK)
-        p1_valid, p2_valid, p3_valid = Signal(), Signal(), Signal()
-        # jobs FIFO places not taken by a span in it or in P1..P3: a span leaves the queue only into a free one
+        # jobs FIFO places not taken by a span in it or in P1..P4: a span leaves the queue only into a free one
         credit = Signal(range(jobs.depth + 1), init=jobs.depth)
         take = Signal()
         m.d.comb += take.eq(queue.r_rdy & (credit != 0))
@@ -186,6 +185,7 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [queue.r_en.eq(take), ptr_rd.addr.eq(self.ptr_base + (head.col >> _log2(K)))]
 
         # P0 -> P1: the lane(s) travel beside the pointer read; P1 registers the word
+        p1_valid = Signal()
         p1 = Signal(lane_layout, reset_less=True)
         lane = head.col[:_log2(K)] if K > 1 else Const(0, 1)
         m.d.sync += [p1_valid.eq(take), p1.lane.eq(lane), p1.value.eq(head.value),
@@ -193,57 +193,61 @@ class ProcessingElement(wiring.Component):
         if dual:
             m.d.sync += [p1.lane_b.eq(head.lane_b), p1.value_b.eq(head.value_b),
                          p1.before_b.eq(Cat(head.lane_b > i for i in range(before)))]
+        p2_valid = Signal()
         p2 = Signal(lane_layout, reset_less=True)
         word = Signal(c.ptr_word_bits, reset_less=True)
         m.d.sync += [p2_valid.eq(p1_valid), p2.eq(p1), word.eq(ptr_rd.data)]
 
-        # P2: count and prefix sum of each lane in the word
+        # P2..P4: start = base + the counts of the word's columns before the lane, a tree of adders one level
+        # per stage; the lane's own count and value travel beside it
         base = word[:c.entry_addr_bits]
         counts = [word[c.entry_addr_bits + i * c.count_bits:][:c.count_bits] for i in range(K)]
-
-        def halves(before):
-            """Entries of the word's columns before the lane whose thermometer code is `before`, as two partial
-            sums (lower and upper columns), each a balanced tree of masked counts; P3 adds them to the base."""
-            terms = [Mux(before[i], n, 0) for i, n in enumerate(counts[:-1])]
-            out = []
-            for part in (terms[:len(terms) // 2], terms[len(terms) // 2:]):
-                part = part or [Const(0, 1)]
-                while len(part) > 1:
-                    part = [a + b for a, b in zip(part[::2], part[1::2])] + ([part[-1]] if len(part) % 2 else [])
-                out.append(part[0])
-            return out
-
-        p3 = Signal(data.StructLayout({"base": c.entry_addr_bits, "lo": c.entry_addr_bits, "hi": c.entry_addr_bits,
-                                       "count": c.count_bits, "value": signed(c.act_bits),
-                                       **({"lo_b": c.entry_addr_bits, "hi_b": c.entry_addr_bits,
-                                           "count_b": c.count_bits, "value_b": signed(c.act_bits)} if dual else {})}),
-                    reset_less=True)
-        lo, hi = halves(p2.before)
-        m.d.sync += [p3_valid.eq(p2_valid), p3.base.eq(base), p3.lo.eq(lo), p3.hi.eq(hi),
-                     p3.count.eq(Array(counts)[p2.lane]), p3.value.eq(p2.value)]
+        spans = [("", p2.before, Array(counts)[p2.lane], p2.value)]
         if dual:
-            lo_b, hi_b = halves(p2.before_b)
-            m.d.sync += [p3.lo_b.eq(lo_b), p3.hi_b.eq(hi_b), p3.value_b.eq(p2.value_b),
-                         p3.count_b.eq(Mux(p2.value_b != 0, Array(counts)[p2.lane_b], 0))]
+            spans.append(("_b", p2.before_b, Mux(p2.value_b != 0, Array(counts)[p2.lane_b], 0), p2.value_b))
+        valid = p2_valid
+        self._p_valid = [p1_valid, p2_valid]
+        trees = {}
+        for name, before_bits, count, value in spans:
+            terms = [base] + [Mux(before_bits[i], n, 0) for i, n in enumerate(counts[:-1])]
+            group = 2
+            while group ** PREFIX_STAGES < len(terms):
+                group += 1
+            trees[name] = (terms, count, value)
+        for stage in range(PREFIX_STAGES - 1):
+            next_valid = Signal(name=f"p{stage + 3}_valid")
+            m.d.sync += next_valid.eq(valid)
+            for name, (terms, count, value) in trees.items():
+                sums = [sum(terms[i:i + group]) for i in range(0, len(terms), group)]
+                regs = [Signal(c.entry_addr_bits, name=f"p{stage + 3}_sum{name}{i}", reset_less=True)
+                        for i in range(len(sums))]
+                count_q = Signal(c.count_bits, name=f"p{stage + 3}_count{name}", reset_less=True)
+                value_q = Signal(signed(c.act_bits), name=f"p{stage + 3}_value{name}", reset_less=True)
+                m.d.sync += [*(r.eq(v) for r, v in zip(regs, sums)), count_q.eq(count), value_q.eq(value)]
+                trees[name] = (regs, count_q, value_q)
+            self._p_valid.append(next_valid)
+            valid = next_valid
+        # the last level feeds the jobs FIFO
+        trees = {name: ([sum(terms)[:c.entry_addr_bits]], count, value) for name, (terms, count, value) in trees.items()}
 
-        # P3: the span's start; spans without entries here are dropped
+        # P4: the span goes into the jobs FIFO; spans without entries here are dropped
         new = job_layout(jobs.w_data)
-        start = p3.base + p3.lo + p3.hi
+        (start,), count, value = trees[""]
         if dual:
-            start_b = p3.base + p3.lo_b + p3.hi_b
+            (start_b,), count_b, value_b = trees["_b"]
             # a first span without entries here gives its place to the second: a job's first span is never empty
-            with m.If(p3.count == 0):
-                m.d.comb += [new.start.eq(start_b), new.count.eq(p3.count_b), new.value.eq(p3.value_b)]
+            with m.If(count == 0):
+                m.d.comb += [new.start.eq(start_b), new.count.eq(count_b), new.value.eq(value_b)]
             with m.Else():
-                m.d.comb += [new.start.eq(start), new.count.eq(p3.count), new.value.eq(p3.value),
-                             new.start_b.eq(start_b), new.count_b.eq(p3.count_b), new.value_b.eq(p3.value_b)]
-            m.d.comb += jobs.w_en.eq(p3_valid & ((p3.count != 0) | (p3.count_b != 0)))
+                m.d.comb += [new.start.eq(start), new.count.eq(count), new.value.eq(value),
+                             new.start_b.eq(start_b), new.count_b.eq(count_b), new.value_b.eq(value_b)]
+            m.d.comb += jobs.w_en.eq(valid & ((count != 0) | (count_b != 0)))
         else:
-            m.d.comb += [new.start.eq(start), new.count.eq(p3.count), new.value.eq(p3.value),
-                         jobs.w_en.eq(p3_valid & (p3.count != 0))]
-        # a place comes back when S takes a span, or when P3 drops one
-        m.d.sync += credit.eq(credit - take + jobs.r_en + (p3_valid & ~jobs.w_en))
-        self._front_busy = queue.r_rdy | p1_valid | p2_valid | p3_valid | jobs.r_rdy
+            m.d.comb += [new.start.eq(start), new.count.eq(count), new.value.eq(value),
+                         jobs.w_en.eq(valid & (count != 0))]
+        # a place comes back when S takes a span, or when P4 drops one
+        m.d.sync += credit.eq(credit - take + jobs.r_en + (valid & ~jobs.w_en))
+        self._front_busy = queue.r_rdy | Cat(*self._p_valid).any() | jobs.r_rdy
         return job_layout, jobs
 
     # -- S: sparse-matrix read, one entry per cycle -------------------------------------------------------------
@@ -341,16 +345,17 @@ class ProcessingElement(wiring.Component):
         a_row, w_row = Signal(rb, reset_less=True), Signal(rb, reset_less=True)
         a_product = Signal(signed(c.act_bits + c.weight_bits), reset_less=True)
         a_acc = Signal(signed(c.acc_bits), reset_less=True)
+        a_touched = Signal(reset_less=True)
         a_hit_w, a_hit_x = Signal(reset_less=True), Signal(reset_less=True)
         w_sum, x_sum = Signal(signed(c.acc_bits), reset_less=True), Signal(signed(c.acc_bits), reset_less=True)
         m.d.comb += acc_rd.addr.eq(Mux(self.out_en, self.out_slot, m_row))
         m.d.sync += [a_valid.eq(m_valid), a_row.eq(m_row), a_product.eq(m_weight * m_value),
-                     a_acc.eq(Mux(touched.bit_select(m_row, 1), acc_rd.data, 0)),
+                     a_acc.eq(acc_rd.data), a_touched.eq(touched.bit_select(m_row, 1)),
                      # the entry now in A will be in W, the one now in W in X, when this one reaches A
                      a_hit_w.eq(a_valid & (a_row == m_row)), a_hit_x.eq(w_valid & (w_row == m_row))]
 
         # A: accumulate with bypass (W is newer than X); W: write back; X: W's sum one cycle more
-        start = Mux(a_hit_w, w_sum, Mux(a_hit_x, x_sum, a_acc))
+        start = Mux(a_hit_w, w_sum, Mux(a_hit_x, x_sum, Mux(a_touched, a_acc, 0)))
         m.d.sync += [w_valid.eq(a_valid), w_row.eq(a_row), w_sum.eq(start + a_product),
                      x_valid.eq(w_valid), x_sum.eq(w_sum)]
         m.d.comb += [acc_wr.en.eq(w_valid), acc_wr.addr.eq(w_row), acc_wr.data.eq(w_sum)]
@@ -387,9 +392,12 @@ class ProcessingElement(wiring.Component):
         A = signed(c.acc_bits)
         share_rd = self.accs.read_port(domain="comb")
         bias_rd = self.bias.read_port()
-        acc2, share_q = Signal(A, name=f"{name}2_acc", reset_less=True), Signal(A, name=f"{name}2_share",
-                                                                                 reset_less=True)
-        m.d.comb += [share_rd.addr.eq(own | 1), bias_rd.addr.eq(self.layer * c.act_depth + own), share.eq(share_q)]
-        m.d.sync += [acc2.eq(Mux(self.touched.bit_select(own, 1), acc_rd.data, 0)),
-                     share_q.eq(Mux(self.paired & self.touched.bit_select(own | 1, 1), share_rd.data, 0))]
-        m.d.sync += [rq.bias.eq(bias_rd.data), rq.acc.eq(acc2), rq.partner.eq(partner)]
+        m.d.comb += [share_rd.addr.eq(own | 1), bias_rd.addr.eq(self.layer * c.act_depth + own)]
+        # the rows' touched bits are looked up beside the reads and applied in O2: the own row's before the
+        # Requantizer's input register, the share's before it crosses to the partner (registered there)
+        acc2, share2 = Signal(A, name=f"{name}2_acc", reset_less=True), Signal(A, name=f"{name}2_share", reset_less=True)
+        touched2, share_touched2 = Signal(name=f"{name}2_touched"), Signal(name=f"{name}2_share_touched")
+        m.d.sync += [acc2.eq(acc_rd.data), touched2.eq(self.touched.bit_select(own, 1)), share2.eq(share_rd.data),
+                     share_touched2.eq(self.paired & self.touched.bit_select(own | 1, 1))]
+        m.d.comb += share.eq(Mux(share_touched2, share2, 0))
+        m.d.sync += [rq.bias.eq(bias_rd.data), rq.acc.eq(Mux(touched2, acc2, 0)), rq.partner.eq(partner)]

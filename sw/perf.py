@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-from eie.config import JOBS_SLACK, OUTPUT_LATENCY, QUEUE_SLACK, WORD_FIFO_DEPTH
+from eie.config import JOBS_SLACK, OUTPUT_LATENCY, PREFIX_STAGES, QUEUE_SLACK, WORD_FIFO_DEPTH
 
 __all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "output_cycles",
            "real_counts", "words_touched", "layer_events", "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
@@ -154,7 +154,7 @@ def predict_cycles(act_counts, word_fill, rows, config, last=True):
     jobs_limit = config.jobs_depth + JOBS_SLACK
     queue = [deque() for _ in range(n_pe)]
     jobs = [deque() for _ in range(n_pe)]
-    p_stages = [[None, None, None] for _ in range(n_pe)]      # P1, P2, P3: a span's entries, None if empty
+    p_stages = [[None] * (1 + PREFIX_STAGES) for _ in range(n_pe)]   # P1..P4: a span's entries, or None
     left = [0] * n_pe             # entries still to read of the current span (S)
     reading_hist = [[False] * 3 for _ in range(n_pe)]         # S read in the last three cycles (D0..D2)
     words = deque(int(w) for w in word_fill)                   # broadcasts of each word not yet fetched
@@ -196,8 +196,8 @@ def predict_cycles(act_counts, word_fill, rows, config, last=True):
             fifo.append(push)
         quiet = True
         for k in range(n_pe):
-            p1, p2, p3 = p_stages[k]
             in_flight = sum(x is not None for x in p_stages[k])
+            last_p = p_stages[k][-1]
             take = bool(queue[k]) and len(jobs[k]) + in_flight < jobs_limit
             reading = left[k] > 0
             quiet = quiet and not (queue[k] or in_flight or jobs[k] or reading or any(reading_hist[k]))
@@ -205,9 +205,9 @@ def predict_cycles(act_counts, word_fill, rows, config, last=True):
                 left[k] -= 1
             if left[k] == 0 and jobs[k]:
                 left[k] = jobs[k].popleft()
-            if p3:
-                jobs[k].append(p3)
-            p_stages[k] = [queue[k].popleft() if take else None, p1, p2]
+            if last_p:
+                jobs[k].append(last_p)
+            p_stages[k] = [queue[k].popleft() if take else None] + p_stages[k][:-1]
             reading_hist[k] = [reading] + reading_hist[k][:-1]
             if sent[-1]:                       # the broadcast register of this cycle lands in the queue
                 queue[k].append(int(act_counts[k][act - 1 - (emit is not None)]))
