@@ -103,9 +103,10 @@ class ChipHost:
         await p.step()
         p.drive("rtarget", int(rtarget))
         p.drive("raddr", addr)
-        await p.step()   # the chip has registered the address ...
-        await p.step()   # ... read every source at it ...
-        await p.step()   # ... and registered the one asked for
+        await p.step()   # the chip has registered the address,
+        await p.step()   # read every source at it,
+        await p.step()   # registered what each read,
+        await p.step()   # and registered the one asked for
         return p.sample("rdata")
 
     async def run(self, x):

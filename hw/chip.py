@@ -300,9 +300,11 @@ class Chip(wiring.Component):
             # both banks' words are read every cycle (no enable to decode); `src_q` picks one
             m.d.comb += [scan_rd.addr.eq(nzd.addr), host_rd.addr.eq(host.raddr)]
             banks.append((scan_rd, host_rd))
-        src_q = Signal()
-        m.d.sync += src_q.eq(scan_src)
-        m.d.comb += nzd.word.eq(Mux(src_q, banks[1][0].data, banks[0][0].data))
+        # each bank's word registered as it leaves the RAM (its output register), then the source picked
+        src_q, src_q2 = Signal(), Signal()
+        scan_q = [Signal(n * c.act_bits, name=f"scan{b}_q", reset_less=True) for b in (0, 1)]
+        m.d.sync += [src_q.eq(scan_src), src_q2.eq(src_q), *(q.eq(rd.data) for q, (rd, _) in zip(scan_q, banks))]
+        m.d.comb += nzd.word.eq(Mux(src_q2, scan_q[1], scan_q[0]))
 
         # -- broadcast: the detector's broadcast register drives every PE ------------------------------------
         for pe in pes:
@@ -312,15 +314,19 @@ class Chip(wiring.Component):
 
         # -- host reads: every source read at `raddr` into a register, then the one `rtarget` names -------------
         stats = Array(Cat(pe.entries, pe.macs) for pe in pes)
-        read_cycles, read_stats = Signal(32), Signal(64)
-        rtarget = Signal.like(host.rtarget)
-        m.d.sync += [read_cycles.eq(layer_cycles[host.raddr]), read_stats.eq(stats[host.raddr]),
-                     rtarget.eq(host.rtarget)]
+        # (two register stages each: a bank's output register, then the register after the select)
+        read_cycles, read_stats = [Signal(32), Signal(32)], [Signal(64), Signal(64)]
+        rtarget = [Signal.like(host.rtarget), Signal.like(host.rtarget)]
+        read_banks = [Signal(n * c.act_bits, name=f"read{b}_q", reset_less=True) for b in (0, 1)]
+        m.d.sync += [read_cycles[0].eq(layer_cycles[host.raddr]), read_stats[0].eq(stats[host.raddr]),
+                     rtarget[0].eq(host.rtarget), read_cycles[1].eq(read_cycles[0]), read_stats[1].eq(read_stats[0]),
+                     rtarget[1].eq(rtarget[0]), *(q.eq(rd.data) for q, (_, rd) in zip(read_banks, banks))]
+        read_cycles, read_stats, rtarget = read_cycles[1], read_stats[1], rtarget[1]
         with m.Switch(rtarget):
             with m.Case(ReadTarget.ACT0):
-                m.d.comb += host.rdata.eq(banks[0][1].data)
+                m.d.comb += host.rdata.eq(read_banks[0])
             with m.Case(ReadTarget.ACT1):
-                m.d.comb += host.rdata.eq(banks[1][1].data)
+                m.d.comb += host.rdata.eq(read_banks[1])
             with m.Case(ReadTarget.LAYER_CYCLES):
                 m.d.comb += host.rdata.eq(read_cycles)
             with m.Case(ReadTarget.PE_STATS):

@@ -29,8 +29,8 @@ __all__ = ["NonZeroDetector"]
 
 
 class NonZeroDetector(wiring.Component):
-    """Ports: ``start`` (pulse, with ``cols`` stable for the layer); ``addr``/``read`` -> ``word``, a synchronous
-    read of the source bank (``word`` is the data of the previous cycle's ``addr``); the broadcast register
+    """Ports: ``start`` (pulse, with ``cols`` stable for the layer); ``addr``/``read`` -> ``word``, the source
+    bank read (``word`` is the data at ``addr`` of two cycles before: the RAM's read and its output register); the broadcast register
     ``valid``/``col``/``value`` (with ``acts_per_cycle=2`` also ``col_b``/``value_b``, ``value_b`` 0 when there
     is none); ``room`` from the PEs (see the module); ``running`` until every non-zero activation has been sent,
     and ``settled``: not running and nothing sent in the last three cycles, so every broadcast is in a queue
@@ -65,7 +65,6 @@ class NonZeroDetector(wiring.Component):
         r1_valid, r2_valid = Signal(), Signal()   # a read's data arrives; its registered data
         r1_base, r2_base = Signal.like(f_base), Signal.like(f_base)
         r2_left = Signal(c.dim_bits + 1)          # the layer's columns from lane 0 of the word on
-        r2_word = Signal(n * c.act_bits, reset_less=True)
         issue = Signal()
         # places for words not taken by one in flight, in the FIFO or in the head register
         credit = Signal(range(WORD_FIFO_DEPTH + 1), init=WORD_FIFO_DEPTH)
@@ -78,15 +77,14 @@ class NonZeroDetector(wiring.Component):
                 m.d.sync += [f_base.eq(f_base + n), f_addr.eq(f_addr + 1), f_more.eq(f_base + n < self.cols)]
         m.d.comb += self.read.eq(issue)
         m.d.sync += [r1_valid.eq(issue), r1_base.eq(Mux(self.start, 0, f_base)),
-                     r2_valid.eq(r1_valid), r2_base.eq(r1_base), r2_left.eq(self.cols - r1_base),
-                     r2_word.eq(self.word)]
+                     r2_valid.eq(r1_valid), r2_base.eq(r1_base), r2_left.eq(self.cols - r1_base)]
+        r2_word = self.word
         lanes_in = [r2_word.word_select(k, c.act_bits) for k in range(n)]
         pushed = Signal(entry)
         m.d.comb += [pushed.word.eq(r2_word), pushed.base.eq(r2_base), pushed.last.eq(r2_left <= n),
                      pushed.mask.eq(Cat((lanes_in[k] != 0) & (r2_left > k) for k in range(n)))]
 
         # -- emitter --------------------------------------------------------------------------------------------
-        lanes = [cur.word.word_select(k, c.act_bits).as_signed() for k in range(n)]
         pending = Signal(n)
         m.d.comb += pending.eq(Mux(cur_valid, cur.mask, 0))
 
@@ -100,9 +98,10 @@ class NonZeroDetector(wiring.Component):
                                     for i in range(len(lane))))
             return hot, lane
 
-        def select(hot):
-            """The lane of one-hot `hot`: an AND-OR over the lanes, no multiplexer tree."""
-            return Cat(Cat(hot[k] & lanes[k][i] for k in range(n)).any() for i in range(c.act_bits)).as_signed()
+        def select(lane):
+            """The value in `lane` (a multiplexer in gates, one shift of the word in a simulator; an AND-OR over
+            the one-hot lanes would be shallower in gates but a bit operation per lane and bit when simulated)."""
+            return cur.word.word_select(lane, c.act_bits).as_signed()
 
         def column(lane):
             if n & (n - 1) == 0:      # the base is a multiple of n: the lane is its low bits
@@ -150,9 +149,9 @@ class NonZeroDetector(wiring.Component):
             m.d.sync += cur.mask.eq(cur.mask & ~taken)
         m.d.comb += [words.w_en.eq(r2_valid & ~bypass), words.w_data.eq(pushed)]
         m.d.sync += credit.eq(credit - issue + pop)
-        m.d.sync += [self.valid.eq(emit), self.col.eq(column(first)), self.value.eq(select(bit))]
+        m.d.sync += [self.valid.eq(emit), self.col.eq(column(first)), self.value.eq(select(first))]
         if c.acts_per_cycle > 1:
-            m.d.sync += [self.col_b.eq(column(second)), self.value_b.eq(Mux(pair, select(bit_b), 0))]
+            m.d.sync += [self.col_b.eq(column(second)), self.value_b.eq(Mux(pair, select(second), 0))]
 
         with m.If(self.start):
             m.d.sync += self.running.eq(self.cols != 0)

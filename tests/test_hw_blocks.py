@@ -119,12 +119,12 @@ def test_non_zero_detector_broadcasts_in_order_and_stalls(acts):
     async def bench(ctx):
         ctx.set(dut.cols, len(values))
         ctx.set(dut.start, 1)
-        read = None
+        reads = [None, None]     # the addresses read two cycles and one cycle ago: the RAM and its register
         level = 0
         for cycle in range(150):
-            ctx.set(dut.word, words[read] if read is not None and read < len(words) else 0)
+            ctx.set(dut.word, words[reads[0]] if reads[0] is not None and reads[0] < len(words) else 0)
             ctx.set(dut.room, sum(1 << j for j in range(ROOM_BITS) if levels[0] <= depth - 1 - j))
-            read = ctx.get(dut.addr) if ctx.get(dut.read) else None
+            reads = [reads[1], ctx.get(dut.addr) if ctx.get(dut.read) else None]
             if ctx.get(dut.valid):
                 got.append([(ctx.get(dut.col), ctx.get(dut.value))])
                 if acts > 1 and ctx.get(dut.value_b):
