@@ -158,7 +158,9 @@ class ProcessingElement(wiring.Component):
         lane_bits = _addr_bits(K)
         span = {"start": c.entry_addr_bits, "count": c.count_bits, "value": signed(c.act_bits)}
         job_layout = data.StructLayout({**span, **({f"{k}_b": v for k, v in span.items()} if dual else {})})
-        act_layout = data.StructLayout({"col": c.dim_bits, "value": signed(c.act_bits),
+        # a queued activation: its pointer word's address (computed on arrival, so that P0's read address
+        # comes straight from the queue) and its lane in that word
+        act_layout = data.StructLayout({"ptr": _addr_bits(c.ptr_words), "lane": lane_bits, "value": signed(c.act_bits),
                                         **({"lane_b": lane_bits, "value_b": signed(c.act_bits)} if dual else {})})
         # a lane travels with its thermometer code (bit i: the lane is past column i of the word), so that P2
         # masks the counts before it without a comparator
@@ -171,8 +173,8 @@ class ProcessingElement(wiring.Component):
         m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=depth)
         head = act_layout(queue.r_data)
         incoming = act_layout(queue.w_data)
-        m.d.comb += [queue.w_en.eq(self.act_valid), incoming.col.eq(self.act_col),
-                     incoming.value.eq(self.act_value),
+        m.d.comb += [queue.w_en.eq(self.act_valid), incoming.ptr.eq(self.ptr_base + (self.act_col >> _log2(K))),
+                     incoming.lane.eq(self.act_col[:_log2(K)] if K > 1 else 0), incoming.value.eq(self.act_value),
                      *([incoming.lane_b.eq(self.act_lane_b), incoming.value_b.eq(self.act_value_b)] if dual else [])]
         m.d.sync += self.act_room.eq(Cat(queue.level <= depth - 1 - j for j in range(ROOM_BITS)))
 
@@ -182,12 +184,12 @@ class ProcessingElement(wiring.Component):
         take = Signal()
         m.d.comb += take.eq(queue.r_rdy & (credit != 0))
         ptr_rd = self.pointers.read_port()
-        m.d.comb += [queue.r_en.eq(take), ptr_rd.addr.eq(self.ptr_base + (head.col >> _log2(K)))]
+        m.d.comb += [queue.r_en.eq(take), ptr_rd.addr.eq(head.ptr)]
 
         # P0 -> P1: the lane(s) travel beside the pointer read; P1 registers the word
         p1_valid = Signal()
         p1 = Signal(lane_layout, reset_less=True)
-        lane = head.col[:_log2(K)] if K > 1 else Const(0, 1)
+        lane = head.lane
         m.d.sync += [p1_valid.eq(take), p1.lane.eq(lane), p1.value.eq(head.value),
                      p1.before.eq(Cat(lane > i for i in range(before)))]
         if dual:

@@ -60,29 +60,34 @@ class NonZeroDetector(wiring.Component):
 
         # -- fetcher ------------------------------------------------------------------------------------------
         f_base = Signal(c.dim_bits + 1)          # column of lane 0 of the next word to read
+        f_left = Signal(c.dim_bits + 1)          # the layer's columns from there on (while f_more)
         f_addr = Signal.like(self.addr)
         f_more = Signal()
         r1_valid, r2_valid = Signal(), Signal()   # a read's data arrives; its registered data
         r1_base, r2_base = Signal.like(f_base), Signal.like(f_base)
-        r2_left = Signal(c.dim_bits + 1)          # the layer's columns from lane 0 of the word on
+        r1_left = Signal.like(f_left)
+        r2_last, r2_inside = Signal(), Signal(n)  # the layer's last word; its lanes inside the layer
         issue = Signal()
         # places for words not taken by one in flight, in the FIFO or in the head register
         credit = Signal(range(WORD_FIFO_DEPTH + 1), init=WORD_FIFO_DEPTH)
         with m.If(self.start):
             m.d.comb += [issue.eq(self.cols != 0), self.addr.eq(0)]
-            m.d.sync += [f_base.eq(n), f_addr.eq(1), f_more.eq(n < self.cols)]
+            m.d.sync += [f_base.eq(n), f_addr.eq(1), f_left.eq(self.cols - n), f_more.eq(self.cols > n)]
         with m.Else():
             m.d.comb += [issue.eq(f_more & (credit != 0)), self.addr.eq(f_addr)]
             with m.If(issue):
-                m.d.sync += [f_base.eq(f_base + n), f_addr.eq(f_addr + 1), f_more.eq(f_base + n < self.cols)]
+                m.d.sync += [f_base.eq(f_base + n), f_addr.eq(f_addr + 1), f_left.eq(f_left - n),
+                             f_more.eq(f_left > n)]
         m.d.comb += self.read.eq(issue)
         m.d.sync += [r1_valid.eq(issue), r1_base.eq(Mux(self.start, 0, f_base)),
-                     r2_valid.eq(r1_valid), r2_base.eq(r1_base), r2_left.eq(self.cols - r1_base)]
+                     r1_left.eq(Mux(self.start, self.cols, f_left)),
+                     r2_valid.eq(r1_valid), r2_base.eq(r1_base), r2_last.eq(r1_left <= n),
+                     r2_inside.eq(Cat(r1_left > k for k in range(n)))]
         r2_word = self.word
         lanes_in = [r2_word.word_select(k, c.act_bits) for k in range(n)]
         pushed = Signal(entry)
-        m.d.comb += [pushed.word.eq(r2_word), pushed.base.eq(r2_base), pushed.last.eq(r2_left <= n),
-                     pushed.mask.eq(Cat((lanes_in[k] != 0) & (r2_left > k) for k in range(n)))]
+        m.d.comb += [pushed.word.eq(r2_word), pushed.base.eq(r2_base), pushed.last.eq(r2_last),
+                     pushed.mask.eq(Cat(lanes_in[k] != 0 for k in range(n)) & r2_inside)]
 
         # -- emitter --------------------------------------------------------------------------------------------
         pending = Signal(n)
