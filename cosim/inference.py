@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 
+from eie.cosim import timing
 from eie.cosim.commands import add_chip_args, chip_changes
 from eie.errors import EieError
 
@@ -84,6 +85,9 @@ def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilo
         "reference_accuracy": round(100 * float((run.reference.argmax(1) == labels).mean()), 2),
         "float_accuracy": _float_accuracy(cm, x, y), **run.figures,
     }
+    # cycles as time: at the chip's measured Fmax where `eie synth --ecp5` stored one, and at EIE's 800 MHz
+    results["time"] = timing.entry(cm.config, results["cycles_per_image"], [l["cycles"] for l in results["layers"]],
+                                   results.get("cycles_from"))
     if verilog is not None:
         cm.verilog(verilog)
         results["verilog"] = str(verilog)
@@ -92,6 +96,14 @@ def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilo
         results["predictions"] = str(predictions)
     RunFolder(run_dir).update_report(run=results, timings={"run": round(time.perf_counter() - started, 1)})
     return results
+
+
+_US_WIDTH = 15
+
+
+def _clock_label(key, clock):
+    """A column head's clock: 'Fmax 61.2' (MHz, measured) or 'EIE 800' (MHz, reference)."""
+    return f"{'Fmax' if key == timing.FMAX else 'EIE'} {clock['mhz']:g}"
 
 
 def print_summary(r):
@@ -104,15 +116,20 @@ def print_summary(r):
         m = r["first_mismatch"]
         print(f"  FIRST MISMATCH: sample {m['sample']}, layer {m['layer']}, row {m['row']}: chip {m['chip']}, "
               f"reference {m['reference']}; waveform {m['waveform']}")
+    clocks = r.get("time", {}).get("clocks", {})
+    us_head = "".join(f"{'us ' + _clock_label(k, c):>{_US_WIDTH}}" for k, c in clocks.items())
     print(f"  {'layer':<6}{'size':>10}{'weights':>9}{'nz in':>7}{'cycles':>9}{'bound':>8}{'ideal':>8}"
-          f"{'util':>7}{'imbal':>7}{'model err':>10}")
+          f"{'util':>7}{'imbal':>7}{'model err':>10}{us_head}")
     for n, l in enumerate(r["layers"]):
+        us = "".join(f"{c['us_per_layer'][n]:>{_US_WIDTH}.3f}" for c in clocks.values())
         print(f"  {n:<6}{l['rows']:>5}x{l['cols']:<4}{l['weights']:>9}{l['nonzero_inputs_pct']:>6}%{l['cycles']:>9}"
               f"{l['bound_cycles']:>8}{l['ideal_cycles']:>8}{l['utilization']:>7}{l['load_imbalance']:>7}"
-              f"{l['model_cycles_error_pct']:>9}%")
+              f"{l['model_cycles_error_pct']:>9}%{us}")
     e = r["energy_pj_per_image"]
     print(f"  cycles per image {r['cycles_per_image']}; simulated {r['images_per_s']} images/s, "
           f"{r['sim_cycles_per_s']} cycles/s; {r['sim_wall_seconds']} s")
+    if "time" in r:
+        print("\n".join(f"  time: {line}" for line in timing.summary(r["time"])))
     print(f"  energy per image {e['total'] / 1e3:.1f} nJ on chip ("
           + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in e.items() if k != "total")
           + f") vs {r['dense_dram_energy_pj_per_image'] / 1e3:.0f} nJ for the dense model from DRAM")

@@ -154,18 +154,34 @@ def _storage_markdown(report):
     return out
 
 
+def _clock_words(key, clock):
+    """Which clock a "time" entry's clock is (key "fmax": the chip's measured Fmax; else EIE's, for reference)."""
+    if key == "fmax":
+        return f"the measured Fmax, {clock['mhz']:g} MHz ({clock['source']})"
+    return f"EIE's {clock['mhz']:g} MHz (for reference, not this chip's clock)"
+
+
 def _run_markdown(r):
-    """The last `eie run`: accuracy, cycles and energy on the chip it ran on."""
+    """The last `eie run`: accuracy, cycles, time and energy on the chip it ran on."""
     c = r["chip"]
+    clocks = r.get("time", {}).get("clocks", {})
     out = ["## On the chip (`eie run`)", "",
            f"{r['samples']} test images on a {c['pes']}-PE chip ({c['index_bits']}-bit indices, "
            f"{c['weight_index_bits']}-bit weight indices): chip {r['chip_accuracy']}%, reference "
            f"{r['reference_accuracy']}%, float {r['float_accuracy']}%, {r['mismatches']} mismatches; "
            f"{r['cycles_per_image']} cycles per image; {r['energy_pj_per_image']['total'] / 1e3:.1f} nJ per image "
-           f"on chip against {r['dense_dram_energy_pj_per_image'] / 1e3:.0f} nJ for the dense model from DRAM.", "",
-           _table(["layer", "size", "weights", "non-zero inputs %", "cycles", "busiest PE", "ideal", "utilization",
-                   "imbalance", "model error %"],
-                  [(n, f"{l['rows']}x{l['cols']}", l["weights"], l["nonzero_inputs_pct"], l["cycles"],
-                    l["bound_cycles"], l["ideal_cycles"], l["utilization"], l["load_imbalance"],
-                    l.get("model_cycles_error_pct")) for n, l in enumerate(r["layers"])]), ""]
+           f"on chip against {r['dense_dram_energy_pj_per_image'] / 1e3:.0f} nJ for the dense model from DRAM.", ""]
+    if clocks:
+        out += ["Time per image: " + "; ".join(f"{t['us_per_image']:.3f} us at {_clock_words(k, t)}"
+                                                for k, t in clocks.items()) + "."]
+        if "fmax_hint" in r["time"]:
+            out += ["", r["time"]["fmax_hint"][0].upper() + r["time"]["fmax_hint"][1:] + "."]
+        out += [""]
+    heads = [f"us at {'Fmax' if k == 'fmax' else 'EIE'} {t['mhz']:g} MHz" for k, t in clocks.items()]
+    out += [_table(["layer", "size", "weights", "non-zero inputs %", "cycles", "busiest PE", "ideal", "utilization",
+                    "imbalance", "model error %"] + heads,
+                   [(n, f"{l['rows']}x{l['cols']}", l["weights"], l["nonzero_inputs_pct"], l["cycles"],
+                     l["bound_cycles"], l["ideal_cycles"], l["utilization"], l["load_imbalance"],
+                     l.get("model_cycles_error_pct"), *(f"{t['us_per_layer'][n]:.3f}" for t in clocks.values()))
+                    for n, l in enumerate(r["layers"])]), ""]
     return out

@@ -9,6 +9,7 @@ import pytest
 from conftest import chip_flags, test_chip
 from eie.cli import main
 import eie
+from timing_helpers import SOURCE, hinted_config, private_fmax, record_fmax
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,51 @@ def test_other_pe_counts_are_laid_out_again(run_dir, capsys):
     assert main(["run", str(run_dir), "--samples", "5", "--json", *chip_flags(test_chip(2, 5))]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["mismatches"] == 0 and out["chip"]["pes"] == 2
+
+
+def test_run_states_time_at_the_measured_fmax_and_at_800_mhz(run_dir, tmp_path, monkeypatch, capsys):
+    """Beside its cycles, `eie run` states the time per image and per layer at EIE's 800 MHz, and at the chip's
+    measured Fmax once one is stored (else how to measure one), in its table, report.json/.md and --json."""
+    from eie.cosim.inference import print_summary
+    private_fmax(monkeypatch, tmp_path)
+    chip = test_chip(4)
+    argv = ["run", str(run_dir), "--samples", "3", *chip_flags(chip)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    r = json.loads((run_dir / "report.json").read_text())["run"]
+    assert r["chip"] == chip.to_dict()
+    t, cycles = r["time"], r["cycles_per_image"]
+    assert list(t["clocks"]) == ["eie_800mhz"] and t["cycles_per_image"] == cycles and t["cycles_from"] == "rtl"
+    assert t["clocks"]["eie_800mhz"]["mhz"] == 800
+    assert t["clocks"]["eie_800mhz"]["us_per_image"] == pytest.approx(cycles / 800, abs=1e-4)
+    assert t["clocks"]["eie_800mhz"]["us_per_layer"] == pytest.approx([l["cycles"] / 800 for l in r["layers"]],
+                                                                       abs=1e-4)
+    assert f"time: {cycles / 800:.3f} us per image at EIE's 800 MHz (for reference" in text
+    assert hinted_config(t["fmax_hint"]) == chip             # the hint's command measures this very chip
+    assert f"time: {t['fmax_hint']}" in text and "no Fmax measured" in text
+    md = (run_dir / "report.md").read_text()
+    assert f"{cycles / 800:.3f} us at EIE's 800 MHz" in md and "No Fmax measured for this chip" in md
+
+    record_fmax(chip, 61.25)
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    t, cycles = out["time"], out["cycles_per_image"]
+    assert list(t["clocks"]) == ["fmax", "eie_800mhz"] and "fmax_hint" not in t
+    f = t["clocks"]["fmax"]
+    assert f["mhz"] == 61.25 and f["source"].startswith(SOURCE)
+    assert f["us_per_image"] == pytest.approx(cycles / 61.25, abs=1e-4)
+    assert f["us_per_layer"] == pytest.approx([l["cycles"] / 61.25 for l in out["layers"]], abs=1e-4)
+    assert t["clocks"]["eie_800mhz"]["us_per_image"] == pytest.approx(cycles / 800, abs=1e-4)
+    assert json.loads((run_dir / "report.json").read_text())["run"]["time"] == t
+    md = (run_dir / "report.md").read_text()
+    assert f"{cycles / 61.25:.3f} us at the measured Fmax, 61.25 MHz ({SOURCE}" in md and "No Fmax" not in md
+    assert "us at Fmax 61.25 MHz | us at EIE 800 MHz |" in md
+    print_summary(out)
+    text = capsys.readouterr().out
+    assert f"time: {cycles / 61.25:.3f} us per image at the measured Fmax, 61.25 MHz ({SOURCE}" in text
+    assert f"time: {cycles / 800:.3f} us per image at EIE's 800 MHz" in text and "no Fmax" not in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("1 "))   # layer 1's row
+    assert row.split()[-2:] == [f"{out['layers'][1]['cycles'] / 61.25:.3f}", f"{out['layers'][1]['cycles'] / 800:.3f}"]
 
 
 def test_a_mismatch_is_traced_to_layer_and_row(run_dir, tmp_path):
