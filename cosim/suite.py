@@ -124,17 +124,20 @@ def _figures(layer, x, image, config, result, reference):
 
 
 def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(PLACEMENTS), clock_mhz=None,
-              chip_shapes=None, simulate=None, log=None, design=None):
+              chip_shapes=None, simulate=None, log=None, design=None, clock_source="given", measured_fmax=False):
     """The suite as a dict (see the module): `shapes` {name: (rows, cols, weights kept, non-zero inputs)}
     (default: EIE's nine), `design` the chip's design point ({field: value} over `DESIGN`; EIE's own is
     `EIE_DESIGN`; every point is compared with the same published figures), `rtl` the placements simulated
-    (the others get the model's figures), `clock_mhz` a synthesized clock to state times at, `chip_shapes`
-    more layers the chip must hold (so that a subset runs on the whole suite's chip and build), `simulate` the
-    simulator (jobs -> SimResults; default Verilator's `simulate_many`, all jobs in one start)."""
+    (the others get the model's figures), `clock_mhz` a clock to state times at (`clock_source`: where it comes
+    from), else with `measured_fmax` the suite chip's Fmax where `eie synth --ecp5` stored one
+    (`eie.cosim.fmax.lookup`); times are stated at EIE's 800 MHz too. `chip_shapes` more layers the chip must
+    hold (so that a subset runs on the whole suite's chip and build), `simulate` the simulator (jobs ->
+    SimResults; default Verilator's `simulate_many`, all jobs in one start)."""
     from eie.config import ChipConfig
     from eie.sw.bench_placement import EIE_LAYERS
     from eie.sw.image import build_image
     from eie.sw.reference import forward
+    from eie.cosim import fmax, timing
     from eie.cosim.synth import EIE_CLOCK_MHZ
     if simulate is None:
         from eie.cosim.sim import simulate_many as simulate
@@ -155,6 +158,14 @@ def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(
     fitted = layers + suite_layers(others, base, 1, 1, seed)
     config = suite_config(fitted, base)
     say(f"{len(layers)} layers, {samples} inputs each; one chip: {config.describe()}")
+    # the clock times are stated at besides EIE's: the one given, else this chip's measured Fmax, else none
+    clock, clock_from, hint = None, None, None
+    if clock_mhz is not None:
+        clock, clock_from = fmax.Clock(float(clock_mhz), clock_source), "given"
+    elif measured_fmax:
+        clock = fmax.lookup(config)
+        clock_from = None if clock is None else "measured"
+        hint = None if clock is not None else timing.synth_hint(config)
     storage = activation_storage(fitted, config)
     say(storage)
     images, jobs = [], []
@@ -184,15 +195,17 @@ def run_suite(shapes=None, pes=64, samples=2, calibration=64, seed=0, rtl=tuple(
             if eie_us is not None:
                 f["over_eie"] = round(f["mean_cycles"] / row["eie_cycles"], 4)
                 f["worst_over_eie"] = round(max(f["cycles"]) / row["eie_cycles"], 4)
-            f["us_at_eie_clock"] = round(f["mean_cycles"] / EIE_CLOCK_MHZ, 3)
-            if clock_mhz is not None:
-                f["us_at_clock"] = round(f["mean_cycles"] / clock_mhz, 3)
+            f["us_at_eie_clock"] = round(fmax.time_us(f["mean_cycles"], fmax.EIE_REFERENCE), 3)
+            if clock is not None:
+                f["us_at_clock"] = round(fmax.time_us(f["mean_cycles"], clock), 3)
             row["placements"][key] = f
         rows.append(row)
     report = {"suite": "eie", "pes": pes, "samples": samples, "calibration_inputs": calibration, "seed": seed,
               "config": config.to_dict(), "config_described": config.describe(), "activation_storage": storage,
               "rtl_placements": list(rtl),
-              "eie_clock_mhz": EIE_CLOCK_MHZ, "clock_mhz": clock_mhz, "layers": rows,
+              "eie_clock_mhz": EIE_CLOCK_MHZ, "clock_mhz": None if clock is None else clock.mhz,
+              "clock_source": None if clock is None else clock.source, "clock_from": clock_from,
+              "fmax_hint": hint, "layers": rows,
               "seconds": {"prepare": round(prepared, 1), "simulate": round(simulated, 1)}}
     report["targets"] = targets(report)
     report["seconds"]["total"] = round(time.perf_counter() - t0, 1)
@@ -262,13 +275,30 @@ def _tables(report):
         out.append(line([r["layer"]] + [v for k in PLACEMENTS for v in (
             f"{r['placements'][k]['over_ideal']:.4f}{sim(r['placements'][k])}",
             f"{r['placements'][k]['busiest_over_ideal']:.4f}")]))
-    head = ["layer", "EIE us (800 MHz)", "ours us (800 MHz)"] + ([f"ours us ({clock:g} MHz)"] if clock else [])
+    kind = {"measured": "measured Fmax", "given": "given"}.get(report.get("clock_from"), "")
+    head = (["layer", "EIE us (800 MHz)", "ours us (EIE's 800 MHz)"]
+            + ([f"ours us ({kind} {clock:g} MHz)"] if clock else []))
     out += ["", "Time per inference, matrix-only placement", "", line(head), "|" + "---|" * len(head)]
     for r in rows:
         f = r["placements"][DEFAULT]
         out.append(line([r["layer"], num(r["eie_us"], "g"), f"{f['us_at_eie_clock']:.2f}"]
                         + ([f"{f['us_at_clock']:.2f}"] if clock else [])))
+    out += ["", clock_text(report)]
     return "\n".join(out)
+
+
+def clock_text(report):
+    """Where the times' clock comes from, in one line: this chip's measured Fmax, the clock given, or none
+    (then how to measure one); EIE's 800 MHz is always there, for reference."""
+    mhz, source, kind = report.get("clock_mhz"), report.get("clock_source"), report.get("clock_from")
+    if kind == "measured":
+        return f"Clock: {mhz:g} MHz, this chip's measured Fmax ({source}); EIE's 800 MHz for reference."
+    if mhz is not None:
+        given = "" if source in (None, "given") else f": {source}"
+        return f"Clock: {mhz:g} MHz as given (--clock-mhz){given}; EIE's 800 MHz for reference."
+    hint = report.get("fmax_hint")
+    return ("Clock: none; times at EIE's 800 MHz only, for reference"
+            + (f". {hint[0].upper()}{hint[1:]} (or give --clock-mhz)." if hint else "."))
 
 
 def _targets_text(report):
@@ -314,15 +344,14 @@ def bench_command(args):
     unknown = [n for n in names if n not in EIE_LAYERS]
     if unknown:
         raise EieError(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(EIE_LAYERS)}")
-    clock, source = _clock(args.clock_mhz) if args.clock_mhz else (None, None)
+    clock, source = _clock(args.clock_mhz) if args.clock_mhz else (None, "given")
     folder = RunFolder(args.out, ["suite.json", "suite.md"], args.force)
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
     report = run_suite({n: EIE_LAYERS[n] for n in names}, pes=args.pes, samples=args.samples,
                        calibration=args.calibration, seed=args.seed,
                        rtl=tuple(PLACEMENTS) if args.rtl == "all" else (DEFAULT,),
-                       clock_mhz=clock, chip_shapes=EIE_LAYERS, log=log,
+                       clock_mhz=clock, clock_source=source, measured_fmax=True, chip_shapes=EIE_LAYERS, log=log,
                        design={f: getattr(args, f) for f in DESIGN})
-    report["clock_source"] = source
     folder.write_json("suite.json", report)
     folder.write_text("suite.md", markdown(report))
     if args.json:
@@ -331,8 +360,6 @@ def bench_command(args):
         print(f"one chip: {report['config_described']}\ndesign point: {_design_text(report['config'])}\n"
               f"{report['activation_storage']}\n")
         print(_tables(report))
-        if clock:
-            print(f"\nclock {clock:g} MHz: {source}")
         print(f"\ntargets:\n{_targets_text(report)}")
         print(f"\n{report['seconds']['total']:.0f} s in all ({report['seconds']['simulate']:.0f} s simulating); "
               f"wrote {folder / 'suite.json'} and {folder / 'suite.md'}")
@@ -355,7 +382,9 @@ def register(sub):
     p.add_argument("--rtl", choices=["all", "matrix"], default="all",
                    help="placements simulated: all three (default) or matrix-only; the rest get the model's cycles")
     p.add_argument("--clock-mhz", metavar="MHZ|SYNTH.json",
-                   help="also state times at this clock, or at the Fmax of an 'eie synth --ecp5 --json' result")
+                   help="also state times at this clock, or at the Fmax of an 'eie synth --ecp5 --json' result "
+                        "(default: the suite chip's Fmax where 'eie synth --ecp5' recorded one; times at EIE's "
+                        "800 MHz are always stated)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-eie"), help="folder for suite.json and suite.md "
                                                                          "(default runs/bench-eie)")
     p.add_argument("--force", action="store_true", help="replace an earlier suite's files")

@@ -16,6 +16,7 @@ from eie.cosim.hostport import simulate_in_amaranth
 from eie.sw.encode import encode_layer
 from eie.sw.image import build_image
 from eie.sw.perf import layer_perf
+from timing_helpers import SOURCE, hinted_config, private_fmax, record_fmax
 
 PES = 4
 # VGG-6 scaled: 1,100 inputs, more than the standard 4-PE chip's 1,024; NT-Wd scaled: taller than wide.
@@ -140,6 +141,54 @@ def test_the_command_writes_its_files_and_exits_1_on_a_failed_target(scaled, tmp
     assert "## Targets" in (out / "suite.md").read_text()
     with pytest.raises(EieError, match="--force"):
         cli(*args)
+
+
+def test_bench_states_times_at_the_measured_fmax_else_says_how_to_get_one(scaled, tmp_path, monkeypatch, capsys):
+    """Without --clock-mhz, times are stated at the suite chip's measured Fmax where one is stored, else at EIE's
+    800 MHz only with the command that measures one; a clock given wins over a stored one; each says which."""
+    report, _, results = scaled
+    private_fmax(monkeypatch, tmp_path)
+    monkeypatch.setattr("eie.sw.bench_placement.EIE_LAYERS", SHAPES)
+    monkeypatch.setattr("eie.cosim.sim.simulate_many", replaying(results))
+    config = ChipConfig.from_dict(report["config"])
+    args = ["bench", "--suite", "eie", "--pes", PES, "--calibration", 8, "--out"]
+
+    def bench(name, *extra):
+        assert cli(*args, tmp_path / name, *extra) == 1       # 1.03 x ideal fails at this size
+        saved = json.loads((tmp_path / name / "suite.json").read_text())
+        assert saved["config"] == report["config"]
+        for r in saved["layers"]:
+            f = r["placements"]["matrix"]
+            assert f["us_at_eie_clock"] == pytest.approx(f["mean_cycles"] / 800, abs=1e-3)
+        return saved, capsys.readouterr().out, (tmp_path / name / "suite.md").read_text()
+
+    saved, text, md = bench("none")
+    assert saved["clock_mhz"] is None and saved["clock_from"] is None
+    assert all("us_at_clock" not in f for r in saved["layers"] for f in r["placements"].values())
+    assert hinted_config(saved["fmax_hint"]) == config
+    for shown in (text, md):
+        assert "Clock: none; times at EIE's 800 MHz only, for reference. No Fmax measured for this chip" in shown
+        assert saved["fmax_hint"][1:] in shown and "ours us (EIE's 800 MHz) |" in shown
+
+    record_fmax(config, 80.0)
+    saved, text, md = bench("fmax")
+    assert saved["clock_mhz"] == 80 and saved["clock_from"] == "measured" and saved["fmax_hint"] is None
+    assert saved["clock_source"].startswith(SOURCE)
+    for r in saved["layers"]:
+        f = r["placements"]["matrix"]
+        assert f["us_at_clock"] == pytest.approx(f["mean_cycles"] / 80, abs=1e-3)
+    f = saved["layers"][1]["placements"]["matrix"]
+    for shown in (text, md):
+        assert f"Clock: 80 MHz, this chip's measured Fmax ({SOURCE}" in shown
+        assert "| ours us (measured Fmax 80 MHz) |" in shown
+        assert f"| NT-Wd | 13.9 | {f['mean_cycles'] / 800:.2f} | {f['mean_cycles'] / 80:.2f} |" in shown
+
+    saved, text, md = bench("given", "--clock-mhz", 200)
+    assert saved["clock_mhz"] == 200 and saved["clock_from"] == "given" and saved["clock_source"] == "given"
+    f = saved["layers"][1]["placements"]["matrix"]
+    assert f["us_at_clock"] == pytest.approx(f["mean_cycles"] / 200, abs=1e-3)
+    assert "Clock: 200 MHz as given (--clock-mhz); EIE's 800 MHz for reference." in text
+    assert f"| NT-Wd | 13.9 | {f['mean_cycles'] / 800:.2f} | {f['mean_cycles'] / 200:.2f} |" in md
 
 
 def test_bad_suite_arguments_are_one_line(tmp_path):
