@@ -33,7 +33,10 @@ def grid(**values):
 def sweep(cm, x, points, simulate="all", model_samples=20, jobs=1, scheduler=None, log=None):
     """Estimate `cm` on every chip of `points` (relayouts of its own chip) for images `x`, then simulate the
     points `simulate` names ("all", "none", or the N with the fewest estimated cycles). Returns one row per
-    point: the estimate, and for simulated points the RTL's cycles and the mismatch count."""
+    point: the estimate, for simulated points the RTL's cycles and the mismatch count, and the time per image
+    (the RTL's cycles where simulated, else the model's) at the point's own measured Fmax where one is stored
+    and at EIE's 800 MHz (`eie.cosim.timing`)."""
+    from eie.cosim import timing
     from eie.cosim.campaign import check_jobs, run_tasks
     from eie.cosim.sim import simulate_task
     check_jobs(jobs)
@@ -89,6 +92,10 @@ def sweep(cm, x, points, simulate="all", model_samples=20, jobs=1, scheduler=Non
         if log:
             log(f"simulated {len(chosen)} design points in {time.perf_counter() - t0:.1f} s"
                 + (f"; {len(failed)} failed" if failed else ""))
+    for m, row in zip(models, rows):
+        rtl = "cycles_per_image" in row
+        row["time"] = timing.entry(m.config, row["cycles_per_image" if rtl else "estimated_cycles_per_image"],
+                                   cycles_from="rtl" if rtl else "model")
     return rows
 
 
@@ -121,17 +128,39 @@ def _figure(rows):
     return fig
 
 
+def _us(row, key):
+    from eie.cosim import timing
+    us = timing.us(row.get("time"), key)
+    return "not measured" if us is None else f"{us:.3f}"
+
+
+def _clocks(rows):
+    """Under the table: what the times are, and per point its Fmax's source or the command that measures it."""
+    from eie.cosim import timing
+    out = ["Time per image: from the RTL's cycles where the point was simulated, else the model's; at the point's "
+           "own ECP5 Fmax where `eie synth --ecp5` measured one for that chip and the current RTL, and at EIE's "
+           "800 MHz (for reference, not these chips' clock). Fmax per point:", ""]
+    for r in rows:
+        t = r.get("time", {})
+        label = ", ".join(f"{f} {r[f]}" for f in SWEPT)
+        measured = t.get("clocks", {}).get(timing.FMAX)
+        out.append(f"- {label}: " + (f"{measured['mhz']:g} MHz, {measured['source']}" if measured
+                                     else t.get("fmax_hint", "not measured")))
+    return out
+
+
 def _markdown(rows, samples):
-    head = [*SWEPT, "cycles/image (model)", "cycles/image (RTL)", "model err %", "utilization", "energy nJ/image",
-            "storage B", "busiest PE B", "mismatches"]
+    from eie.cosim import timing
+    head = [*SWEPT, "cycles/image (model)", "cycles/image (RTL)", "model err %", "us/image (Fmax)",
+            "us/image (EIE 800 MHz)", "utilization", "energy nJ/image", "storage B", "busiest PE B", "mismatches"]
     lines = [f"# Design-point sweep ({samples} test images)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(str(v) for v in [
             *(r[f] for f in SWEPT), r["estimated_cycles_per_image"], r.get("cycles_per_image", r.get("failed", "-")),
-            r.get("model_error_pct", "-"), r["utilization"], r["energy_nj_per_image"], r["storage_bytes"],
-            r["busiest_pe_bytes"], r.get("mismatches", "-")]) + " |")
-    return "\n".join(lines) + "\n\n![sweep](sweep.png)\n"
+            r.get("model_error_pct", "-"), _us(r, timing.FMAX), _us(r, timing.REFERENCE), r["utilization"],
+            r["energy_nj_per_image"], r["storage_bytes"], r["busiest_pe_bytes"], r.get("mismatches", "-")]) + " |")
+    return "\n".join(lines + [""] + _clocks(rows)) + "\n\n![sweep](sweep.png)\n"
 
 
 def _values(text, name):

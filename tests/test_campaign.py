@@ -14,6 +14,7 @@ import eie
 from conftest import cli
 from eie.cosim.campaign import run_tasks
 from eie.cosim.sweep import grid, sweep
+from timing_helpers import SOURCE, hinted_config, private_fmax, record_fmax
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers cannot import a test module
 
@@ -92,3 +93,40 @@ def test_sweep_command_writes_its_files(small, capsys):
         cli("sweep", run, "--pes", "0,2", "--force")
     with pytest.raises(eie.EieError, match="already has sweep.json"):
         cli("sweep", run, "--pes", "2")
+
+
+def test_sweep_states_time_at_each_points_own_measured_fmax(small, tmp_path, monkeypatch, capsys):
+    """Each design point's time per image at its own chip's measured Fmax where one is stored (else 'not
+    measured' and how to measure it) and at EIE's 800 MHz, in sweep.json, sweep.md and --json."""
+    _, cm, _ = small
+    private_fmax(monkeypatch, tmp_path)
+    run = tmp_path / "run"
+    cm.save(run)
+    one, two = (cm.relayout(**point).config for point in grid(pes=(1, 2)))
+    record_fmax(two, 50.0)
+    assert cli("sweep", run, "--pes", "1,2", "--samples", "10", "--model-samples", "3", "--simulate", "none",
+               "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == json.loads((run / "sweep.json").read_text())["points"]
+    for r in rows:
+        t, cycles = r["time"], r["estimated_cycles_per_image"]
+        assert t["cycles_from"] == "model" and t["cycles_per_image"] == cycles
+        assert t["clocks"]["eie_800mhz"]["us_per_image"] == pytest.approx(cycles / 800, abs=1e-4)
+    slow, fast = rows
+    assert "fmax" not in slow["time"]["clocks"] and hinted_config(slow["time"]["fmax_hint"]) == one
+    f = fast["time"]["clocks"]["fmax"]
+    assert f["mhz"] == 50 and f["source"].startswith(SOURCE) and "fmax_hint" not in fast["time"]
+    assert f["us_per_image"] == pytest.approx(fast["estimated_cycles_per_image"] / 50, abs=1e-4)
+    md = (run / "sweep.md").read_text()
+    table = {int(line.split("|")[1]): [c.strip() for c in line.split("|")[1:-1]]
+             for line in md.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    head = [c.strip() for c in md.splitlines()[2].split("|")[1:-1]]
+    at_fmax, at_800 = head.index("us/image (Fmax)"), head.index("us/image (EIE 800 MHz)")
+    assert table[1][at_fmax] == "not measured"
+    assert table[1][at_800] == f"{slow['estimated_cycles_per_image'] / 800:.3f}"
+    assert table[2][at_fmax] == f"{fast['estimated_cycles_per_image'] / 50:.3f}"
+    assert table[2][at_800] == f"{fast['estimated_cycles_per_image'] / 800:.3f}"
+    assert f"- pes 2, queue_depth 8, index_bits 4, entries_per_word 8, acts_per_cycle 1, outputs_per_cycle 1: " \
+           f"50 MHz, {SOURCE}" in md
+    assert f"- pes 1, queue_depth 8, index_bits 4, entries_per_word 8, acts_per_cycle 1, outputs_per_cycle 1: " \
+           f"{slow['time']['fmax_hint']}" in md
