@@ -31,8 +31,8 @@ from eie.config import ChipConfig
 from eie.errors import EieError
 
 __all__ = ["METHODS", "DEFAULT_BUDGETS", "OUTPUTS", "L1_STRENGTH", "parse_budgets", "parse_methods",
-           "sparse_bytes", "dense_bytes", "low_bit_bytes", "chip_figures", "pareto_front", "compare",
-           "markdown", "register"]
+           "sparse_bytes", "dense_bytes", "low_bit_bytes", "chip_config", "chip_figures", "pareto_front", "compare",
+           "markdown"]
 
 METHODS = ("iterative", "oneshot-l2", "oneshot-l1", "oneshot-l2-noretrain", "oneshot-l1-noretrain", "obd", "svd",
            "int8", "int4", "deep-compression")
@@ -119,26 +119,33 @@ def low_bit_bytes(model, bits):
 
 # -- chip -----------------------------------------------------------------------------------------------------
 
+def chip_config(matrices, pes=16):
+    """The `pes`-PE chip fitted to a network (`matrices`: one per layer, non-zero where a weight is stored), as
+    `chip_figures` runs it."""
+    from eie.sw.image import fit_config
+    return fit_config(_pattern_layers(matrices), ChipConfig(pes=pes))
+
+
 def chip_figures(matrices, inputs, relus=None, pes=16, samples=20):
     """Cycles per image (the performance model on the first `samples` images: it steps every cycle in Python)
     and energy per image (all of `inputs`) of a network on a `pes`-PE chip fitted to it, as `eie compress`
     fits one. `matrices`: one per layer, non-zero where a weight is stored; `inputs`: each layer's input
     activations (samples x cols; only which are non-zero matters)."""
     from eie.sw.encode import encode_layer
-    from eie.sw.image import fit_config
     from eie.sw.perf import layer_perf, network_figures
     layers = _pattern_layers(matrices, relus)
-    config = fit_config(layers, ChipConfig(pes=pes))
+    config = chip_config(matrices, pes)
     perfs = [layer_perf(encode_layer(q.w_index, config), np.asarray(x), config, model_samples=samples)
              for q, x in zip(layers, inputs)]
-    return _chip_summary(network_figures(perfs, config), pes, min(samples, len(inputs[0])), len(inputs[0]))
+    return _chip_summary(network_figures(perfs, config), config, min(samples, len(inputs[0])), len(inputs[0]))
 
 
-def _chip_summary(figures, pes, cycle_samples, energy_samples):
-    return {"pes": pes, "cycle_samples": cycle_samples, "energy_samples": energy_samples,
+def _chip_summary(figures, config, cycle_samples, energy_samples):
+    return {"pes": config.pes, "cycle_samples": cycle_samples, "energy_samples": energy_samples,
             "cycles_per_image": figures["cycles_per_image"],
             "energy_nj_per_image": round(figures["energy_pj_per_image"]["total"] / 1e3, 3),
-            "dense_dram_energy_nj_per_image": round(figures["dense_dram_energy_pj_per_image"] / 1e3, 3)}
+            "dense_dram_energy_nj_per_image": round(figures["dense_dram_energy_pj_per_image"] / 1e3, 3),
+            "config": config.to_dict()}
 
 
 # -- measuring a point ------------------------------------------------------------------------------------------
@@ -247,7 +254,7 @@ def _baseline(run, data):
 
 def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iterations=3, lr=0.02, l2=5e-4,
             l1=L1_STRENGTH, finetune_epochs=2, threads=1, pes=16, chip_samples=20, hessian_images=2000,
-            min_run_time=0.2, seed=0, force=False, data=None, data_dir=None):
+            min_run_time=0.2, seed=0, force=False, data=None, data_dir=None, chip_time=None):
     """Compare every method in `methods` at every kept fraction in `budgets` on the baseline of the run folder
     `run_dir`; write compare.json, compare.md and the plots there and return the results dict.
 
@@ -256,7 +263,11 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
     rest as a final retraining; Deep Compression adds `finetune_epochs` of centroid fine-tuning as `eie
     compress` does. Training and CPU timing run torch at `threads` threads; CPU times are per inference at
     batches 1 and 64 (`min_run_time` seconds of repeated calls per figure); chip figures are on a
-    `pes`-PE chip, cycles predicted on the first `chip_samples` test images."""
+    `pes`-PE chip, cycles predicted on the first `chip_samples` test images.
+
+    `chip_time(config, cycles_per_image) -> dict` states a point's chip cycles as time (its "time" entry, beside
+    the CPU's times in compare.md): the command passes `eie.cosim.timing.entry` (the chip's measured Fmax where
+    one is stored, and EIE's 800 MHz); without it no times are stated."""
     import torch
     from eie.sw import models, pipeline, prune, train
     from eie.sw import methods as shrink
@@ -358,6 +369,10 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
         "storage_chip": {"pes": STORAGE_CHIP.pes, "index_bits": STORAGE_CHIP.index_bits},
         "points": points,
     }
+    if chip_time is not None:
+        for p in points:
+            if p["chip"]:
+                p["chip"]["time"] = chip_time(ChipConfig.from_dict(p["chip"]["config"]), p["chip"]["cycles_per_image"])
     results["verdict"] = verdict(points)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     run.write_json("compare.json", results)
@@ -378,7 +393,7 @@ def _deep_compression(pruned, data, measure, pes, finetune_epochs, seed, budget,
     cm = compress(pruned, data, ChipConfig(pes=pes), "linear", Training(epochs=finetune_epochs, lr=1e-4, l2=0.0,
                                                                         seed=seed), 2000, log=lambda m: None)
     estimate = cm.estimate(data.x_test, model_samples=measure.chip_samples)
-    chip = _chip_summary(estimate, pes, estimate["model_samples"], estimate["samples"])
+    chip = _chip_summary(estimate, cm.config, estimate["model_samples"], estimate["samples"])
     return measure.point("deep-compression", budget, cm.network, "shared", cm.accuracy(data.x_test, data.y_test),
                          epochs + finetune_epochs, started, bytes=storage(cm.layers, STORAGE_CHIP)["total"], chip=chip)
 
@@ -464,6 +479,7 @@ def markdown(results):
         k1, k64 = p["cpu"]["1"]["kernels"], p["cpu"]["64"]["kernels"]
         cells = [_us(k.get(name)) for k in (k1, k64) for name in ("torch-dense", "torch-csr", "scipy-csr")]
         lines.append(f"| {p['method']} | {'-' if p['budget'] is None else p['budget']} | " + " | ".join(cells) + " |")
+    lines += _wall_clock(results["points"])
     v = results["verdict"]
     lines += ["", "## Verdict", "",
               f"Best accuracy per byte: **{v['best_accuracy_per_kb']['point']}**, "
@@ -479,6 +495,43 @@ def markdown(results):
     if not v["project_dominated"]:
         lines.append("No point of the project's methods is dominated by another method's.")
     return "\n".join(lines) + "\n"
+
+
+def _wall_clock(points):
+    """compare.md's answer to 'how long does an image take?': for the forms the chip runs, the CPU's time at
+    batch 1 and 64 beside the chip's at its measured Fmax (where one is stored) and at EIE's 800 MHz; the clocks'
+    sources, and for the chips without a measured Fmax the command that measures one. Empty without times."""
+    timed = [p for p in points if p["chip"] and "time" in p["chip"]]
+    if not timed:
+        return []
+    out = ["", "## Wall-clock per image: CPU against the chip", "",
+           "| method | budget | CPU b=1 (us) | CPU b=64 (us/image) | chip cycles/image | chip us at its measured Fmax "
+           "| chip us at EIE's 800 MHz |", "|" + "---|" * 7]
+    sources, hints = {}, {}
+    for p in timed:
+        t = p["chip"]["time"]
+        clocks = t["clocks"]
+        measured = clocks.get("fmax")
+        reference = next(c for k, c in clocks.items() if k != "fmax")
+        if measured:
+            sources.setdefault(f"{measured['mhz']:g} MHz: {measured['source']}", []).append(_label(p))
+        else:
+            hints.setdefault(t.get("fmax_hint", "not measured"), []).append(_label(p))
+        out.append(f"| {p['method']} | {'-' if p['budget'] is None else p['budget']} | "
+                   f"{_us(p['cpu']['1']['seconds'])} | {_us(p['cpu']['64']['seconds'])} | "
+                   f"{p['chip']['cycles_per_image']} | "
+                   + (f"{measured['us_per_image']:.3f} ({measured['mhz']:g} MHz)" if measured else "not measured")
+                   + f" | {reference['us_per_image']:.3f} |")
+    out += ["", "CPU: the fastest kernel. Chip: the performance model's cycles on the chip each point runs on "
+            f"({timed[0]['chip']['pes']} PEs; memories fitted to the point, or for Deep Compression the chip "
+            "`eie compress` chose), at that chip's ECP5 Fmax where `eie synth --ecp5` measured one for it and the "
+            "current RTL, and at EIE's 800 MHz (45 nm ASIC, for reference: not a clock this chip has been shown "
+            "to reach).", ""]
+    for source, labels in sources.items():
+        out.append(f"- Fmax {source} ({', '.join(labels)})")
+    for hint, labels in hints.items():
+        out.append(f"- {', '.join(labels)}: {hint}")
+    return out
 
 
 def _scatter(ax, points, x, y, lines=True):
@@ -547,63 +600,3 @@ def figures(results):
     ax.legend(fontsize=8)
     out["compare_fig5.png"] = fig
     return out
-
-
-# -- the command ----------------------------------------------------------------------------------------------
-
-def register(sub):
-    from pathlib import Path
-    p = sub.add_parser(
-        "compare", help="pruning against the alternatives: accuracy, bytes, CPU time, chip cycles and energy",
-        description="Shrink the run folder's dense baseline by every method (iterative and one-shot magnitude "
-                    "pruning with L1/L2, OBD, truncated SVD, 8/4-bit weights, Deep Compression) at matched kept "
-                    "fractions and measure each point the same way: test accuracy, parameters, storage bytes by one "
-                    "rule, CPU wall-clock per inference (batch 1 and 64; dense torch, torch CSR, scipy CSR) and, "
-                    "for sparse and dense forms, the chip's cycles and energy. Writes compare.json, compare.md and "
-                    "plots into the run folder. With --kernels, times dense against sparse kernels on EIE's "
-                    "benchmark layer shapes instead.")
-    p.add_argument("run", type=Path, nargs="?", metavar="RUN_DIR",
-                   help="run folder holding baseline.pt (from 'eie prune'); not needed with --kernels")
-    p.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS), metavar="F,F,...",
-                   help="kept fractions of the weights, each in (0, 1) (default 0.25,0.1,0.08,0.05)")
-    p.add_argument("--methods", default=",".join(METHODS), metavar="M,M,...",
-                   help=f"methods to run (default all: {', '.join(METHODS)})")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs per point, every method alike (default 8)")
-    p.add_argument("--iterations", type=int, default=3,
-                   help="prune/retrain steps of the iterative methods (iterative, obd; default 3)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for training and CPU timing (default 1)")
-    p.add_argument("--pes", type=int, default=16, help="PEs of the chip whose cycles and energy are reported (default 16)")
-    p.add_argument("--chip-samples", type=int, default=20,
-                   help="test images the cycle model steps through per point (default 20; energy uses all)")
-    p.add_argument("--timing-seconds", type=float, default=0.2,
-                   help="seconds of repeated calls behind each CPU time (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed for training and sampling (default 0)")
-    p.add_argument("--data", metavar="NAME", help="data set (default: the one the run folder was made with)")
-    p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder of MNIST-format IDX files")
-    p.add_argument("--force", action="store_true", help="replace an earlier comparison's files")
-    p.add_argument("--kernels", action="store_true",
-                   help="print the CPU micro-benchmark (dense versus sparse on Alex/VGG fc6-8 shapes, batch 1 and 64, "
-                        "crossover density) instead")
-    p.set_defaults(func=compare_command)
-
-
-def compare_command(args):
-    if args.kernels:
-        from eie.sw.cputime import kernel_benchmark, kernel_table
-        if args.threads < 1:
-            raise EieError(f"--threads must be at least 1, not {args.threads}")
-        rows = kernel_benchmark(threads=args.threads, min_run_time=args.timing_seconds, log=_log)
-        print(kernel_table(rows))
-        return 0
-    if args.run is None:
-        raise EieError("give a run folder (eie compare RUN_DIR) or --kernels")
-    if not (math.isfinite(args.timing_seconds) and args.timing_seconds > 0):
-        raise EieError(f"--timing-seconds must be a positive number, not {args.timing_seconds}")
-    results = compare(args.run, args.budgets, args.methods, epochs=args.epochs, iterations=args.iterations,
-                      threads=args.threads, pes=args.pes, chip_samples=args.chip_samples,
-                      min_run_time=args.timing_seconds, seed=args.seed, force=args.force, data=args.data,
-                      data_dir=args.data_dir)
-    v = results["verdict"]
-    print(f"{len(results['points'])} points in {results['wall_seconds']:.0f} s; best accuracy per byte: "
-          f"{v['best_accuracy_per_kb']['point']}; see {args.run / 'compare.md'}")
-    return 0

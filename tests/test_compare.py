@@ -15,6 +15,7 @@ from eie.errors import EieError
 from eie.sw import compare as cmp
 from eie.sw import cputime, methods, prune
 from eie.sw.storage import storage
+from timing_helpers import SOURCE, hinted_config, private_fmax, record_fmax
 
 
 def tiny_net():
@@ -296,6 +297,58 @@ def test_existing_comparison_is_kept_without_force(digits_run, results, capsys):
     before = (digits_run / "compare.json").read_bytes()
     _one_line_error(capsys, ["compare", str(digits_run)], "--force")
     assert (digits_run / "compare.json").read_bytes() == before
+
+
+# -- the chip's time beside the CPU's ---------------------------------------------------------------------------
+
+def test_compare_states_the_chips_time_beside_the_cpus(digits_run, tmp_path, monkeypatch):
+    """`eie compare` puts each chip point's time per image at its chip's measured Fmax (where one is stored; else
+    'not measured' and the command that measures it) and at EIE's 800 MHz beside the CPU's batch-1 and -64 times."""
+    import shutil
+    from eie.sw import models
+    private_fmax(monkeypatch, tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("baseline.pt", "report.json"):
+        shutil.copy(digits_run / name, run / name)
+    base = models.load_checkpoint(run / "baseline.pt")[0]
+    dense_chip = cmp.chip_config([np.ones(w.shape) for w, _, _ in cmp._layers(base)], pes=4)
+    record_fmax(dense_chip, 40.0)        # the dense point's chip measured; the pruned point's chip not
+    assert main(["compare", str(run), "--methods", "iterative", "--budgets", "0.25", "--epochs", "2",
+                 "--iterations", "1", "--pes", "4", "--chip-samples", "2", "--timing-seconds", "0.002"]) == 0
+    dense, pruned = json.loads((run / "compare.json").read_text())["points"]
+    assert dense["chip"]["config"] == dense_chip.to_dict() and pruned["chip"]["config"] != dense_chip.to_dict()
+    for p in (dense, pruned):
+        t, cycles = p["chip"]["time"], p["chip"]["cycles_per_image"]
+        assert t["cycles_from"] == "model" and t["clocks"]["eie_800mhz"]["us_per_image"] == pytest.approx(
+            cycles / 800, abs=1e-4)
+    f = dense["chip"]["time"]["clocks"]["fmax"]
+    assert f["mhz"] == 40 and f["source"].startswith(SOURCE) and "fmax_hint" not in dense["chip"]["time"]
+    assert f["us_per_image"] == pytest.approx(dense["chip"]["cycles_per_image"] / 40, abs=1e-4)
+    hint = pruned["chip"]["time"]["fmax_hint"]
+    assert "fmax" not in pruned["chip"]["time"]["clocks"]
+    assert hinted_config(hint).to_dict() == pruned["chip"]["config"]
+    md = (run / "compare.md").read_text()
+    section = md.split("## Wall-clock per image: CPU against the chip")[1].split("## Verdict")[0]
+    us = lambda s: f"{1e6 * s:.1f}"
+    c = dense["chip"]["cycles_per_image"]
+    assert (f"| dense | - | {us(dense['cpu']['1']['seconds'])} | {us(dense['cpu']['64']['seconds'])} | {c} | "
+            f"{c / 40:.3f} (40 MHz) | {c / 800:.3f} |") in section
+    c = pruned["chip"]["cycles_per_image"]
+    assert (f"| iterative | 0.25 | {us(pruned['cpu']['1']['seconds'])} | {us(pruned['cpu']['64']['seconds'])} | "
+            f"{c} | not measured | {c / 800:.3f} |") in section
+    assert f"- Fmax 40 MHz: {SOURCE}" in section and "(dense)" in section
+    assert f"- iterative @ 0.25: {hint}" in section
+
+
+def test_sw_compare_imports_no_cosimulation():
+    """The library stays software: the chip's clocks come in from the command (`eie.cosim.compare`)."""
+    import ast
+    tree = ast.parse(open(cmp.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    upward = {m for m in imported if m and m.startswith(("eie.cosim", "eie.cli", "eie.api"))}
+    assert upward <= {"eie.api"}, upward       # eie.api: Deep Compression's point, known and left as it was
 
 
 # -- the full comparison (slow) ----------------------------------------------------------------------------
