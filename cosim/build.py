@@ -45,7 +45,7 @@ _RAW_MAKEFILE = f"""include Vtop.mk
 harness.o: {_HARNESS}
 \t$(OBJCACHE) $(CXX) $(CXXFLAGS) $(CPPFLAGS) $(OPT_FAST) -c -o $@ $<
 """
-_ZERO_INIT = re.compile(r"  initial begin\n(?:    \S+\[\d+\] = \d+'[hdb]0+;\n)+  end\n")
+_ZERO_INIT = re.compile(r"  initial begin\n(?:    (?:\\\S+ |\S+)\[\d+\] = \d+'[hdb]0+;\n)+  end\n")
 # A run of one signal bit (or select) repeated in a concatenation, as Yosys writes every sign extension:
 # `{ x[15], x[15], ..., x }`. Verilator turns `{24{x[15]}}` into one negation; the spelled-out run became a tree
 # of shifts and ORs on every simulated cycle.

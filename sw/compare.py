@@ -135,8 +135,8 @@ def chip_figures(matrices, inputs, relus=None, pes=16, samples=20):
     from eie.sw.perf import layer_perf, network_figures
     layers = _pattern_layers(matrices, relus)
     config = chip_config(matrices, pes)
-    perfs = [layer_perf(encode_layer(q.w_index, config), np.asarray(x), config, model_samples=samples)
-             for q, x in zip(layers, inputs)]
+    perfs = [layer_perf(encode_layer(q.w_index, config), np.asarray(x), config, model_samples=samples,
+                        last=l == len(layers) - 1) for l, (q, x) in enumerate(zip(layers, inputs))]
     return _chip_summary(network_figures(perfs, config), config, min(samples, len(inputs[0])), len(inputs[0]))
 
 
