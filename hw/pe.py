@@ -13,11 +13,11 @@ Compute pipeline, one entry per cycle at steady state (stage: what happens betwe
     D1      entry select
     D2      index decode (row = previous row + zeros + 1), codebook lookup
     M       multiply (registered inputs and output: a DSP); accumulator read of the entry's row
-    A       accumulate: accumulator (0 if untouched this layer) + product, with bypass from W and X
-    W       write back; X keeps W's sum one more cycle for the bypass
+    A       accumulate: accumulator (0 if untouched this layer) + product, written back at the end of the
+            cycle; W keeps the sum one more cycle for the bypass
 
-An entry read by S at cycle t is written back at the end of t + 6 (`TAIL`). The accumulator read at M misses
-the entries in A and W at that cycle; A takes their sums from the W and X registers instead (EIE's bypass).
+An entry read by S at cycle t is written back at the end of t + 5 (`TAIL`). The accumulator read at M misses
+the entry in A at that cycle; A takes its sum from W instead when the rows match (EIE's bypass).
 Accumulators start at zero (lazily: an untouched row reads as 0), and the bias joins in the output pass, so
 no block-RAM read sits in front of the accumulate adder.
 
@@ -38,7 +38,7 @@ from eie.hw.sram import sram
 
 __all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "TAIL", "ROOM_BITS"]
 
-TAIL = 6              # cycles from an entry's matrix read (S) to the end of its write-back (W)
+TAIL = 5              # cycles from an entry's matrix read (S) to the end of its write-back (A)
 ROOM_BITS = QUEUE_SLACK + 1
 
 
@@ -129,7 +129,7 @@ class ProcessingElement(wiring.Component):
         self._accumulate(m, s_valid, s_value, s_first, s_slot)
         self._output_pass(m)
 
-        m.d.sync += self.quiet.eq(~(self._front_busy | s_valid | self._d0_valid | self._d1_valid | self._d2_valid))
+        m.d.sync += self.quiet.eq(~(self._front_busy | s_valid | self._d0_valid | self._d1_valid))
         with m.If(self.new_run):
             m.d.sync += [self.entries.eq(0), self.macs.eq(0)]
         with m.Else():
@@ -323,7 +323,6 @@ class ProcessingElement(wiring.Component):
         e_value, e_first = Signal(signed(c.act_bits), reset_less=True), Signal(reset_less=True)
         m.d.sync += [e_valid.eq(d_valid), e_v.eq(entry[:c.weight_index_bits]), e_z.eq(entry[c.weight_index_bits:]),
                      e_value.eq(d_value), e_first.eq(d_first)]
-        self._d2_valid = e_valid
 
         # D2: row decode (the first entry of a span counts zeros from row 0), codebook lookup
         prev_row = Signal(rb, reset_less=True)
@@ -343,29 +342,29 @@ class ProcessingElement(wiring.Component):
         self.touched = touched = Signal(c.act_depth)
         self.acc_rd = acc_rd = self.accs.read_port(domain="comb")
         acc_wr = self.accs.write_port()
-        a_valid, w_valid, x_valid = Signal(), Signal(), Signal()
-        a_row, w_row = Signal(rb, reset_less=True), Signal(rb, reset_less=True)
+        a_valid = Signal()
+        a_row = Signal(rb, reset_less=True)
         a_product = Signal(signed(c.act_bits + c.weight_bits), reset_less=True)
         a_acc = Signal(signed(c.acc_bits), reset_less=True)
-        a_touched = Signal(reset_less=True)
-        a_hit_w, a_hit_x = Signal(reset_less=True), Signal(reset_less=True)
-        w_sum, x_sum = Signal(signed(c.acc_bits), reset_less=True), Signal(signed(c.acc_bits), reset_less=True)
+        a_touched, a_hit = Signal(reset_less=True), Signal(reset_less=True)
+        w_sum = Signal(signed(c.acc_bits), reset_less=True)
         m.d.comb += acc_rd.addr.eq(Mux(self.out_en, self.out_slot, m_row))
         m.d.sync += [a_valid.eq(m_valid), a_row.eq(m_row), a_product.eq(m_weight * m_value),
                      a_acc.eq(acc_rd.data), a_touched.eq(touched.bit_select(m_row, 1)),
-                     # the entry now in A will be in W, the one now in W in X, when this one reaches A
-                     a_hit_w.eq(a_valid & (a_row == m_row)), a_hit_x.eq(w_valid & (w_row == m_row))]
+                     # the entry now in A is written at the end of this cycle, too late for this read
+                     a_hit.eq(a_valid & (a_row == m_row))]
 
-        # A: accumulate with bypass (W is newer than X); W: write back; X: W's sum one cycle more
-        start = Mux(a_hit_w, w_sum, Mux(a_hit_x, x_sum, Mux(a_touched, a_acc, 0)))
-        m.d.sync += [w_valid.eq(a_valid), w_row.eq(a_row), w_sum.eq(start + a_product),
-                     x_valid.eq(w_valid), x_sum.eq(w_sum)]
-        m.d.comb += [acc_wr.en.eq(w_valid), acc_wr.addr.eq(w_row), acc_wr.data.eq(w_sum)]
+        # A: accumulate, with the previous entry's sum from W when it was the same row; written back at the end
+        # of the cycle (W holds the sum one more cycle, for that bypass only)
+        total = Signal(signed(c.acc_bits))
+        m.d.comb += total.eq(Mux(a_hit, w_sum, Mux(a_touched, a_acc, 0)) + a_product)
+        m.d.sync += w_sum.eq(total)
+        m.d.comb += [acc_wr.en.eq(a_valid), acc_wr.addr.eq(a_row), acc_wr.data.eq(total)]
         # a shifted one, not a bit select on the left: Yosys turns that into a mux tree over every row
         with m.If(self.clear):
             m.d.sync += touched.eq(0)
-        with m.Elif(w_valid):
-            m.d.sync += touched.eq(touched | (Const(1, 1) << w_row)[:c.act_depth])
+        with m.Elif(a_valid):
+            m.d.sync += touched.eq(touched | (Const(1, 1) << a_row)[:c.act_depth])
 
     # -- output pass: O1, O2 here, O3..O7 in a `Requantizer` ---------------------------------------------------
     def _output_pass(self, m):
@@ -402,4 +401,8 @@ class ProcessingElement(wiring.Component):
         m.d.sync += [acc2.eq(acc_rd.data), touched2.eq(self.touched.bit_select(own, 1)), share2.eq(share_rd.data),
                      share_touched2.eq(self.paired & self.touched.bit_select(own | 1, 1))]
         m.d.comb += share.eq(Mux(share_touched2, share2, 0))
-        m.d.sync += [rq.bias.eq(bias_rd.data), rq.acc.eq(Mux(touched2, acc2, 0)), rq.partner.eq(partner)]
+        # O2's registers (reset-less, so that the bias's can be the RAM's own output register)
+        bias3, acc3, partner3 = (Signal(shape, name=f"{name}3_{what}", reset_less=True)
+                                 for shape, what in ((signed(c.act_bits), "bias"), (A, "acc"), (A, "partner")))
+        m.d.sync += [bias3.eq(bias_rd.data), acc3.eq(Mux(touched2, acc2, 0)), partner3.eq(partner)]
+        m.d.comb += [rq.bias.eq(bias3), rq.acc.eq(acc3), rq.partner.eq(partner3)]
