@@ -190,15 +190,20 @@ class ProcessingElement(wiring.Component):
         p1_valid = Signal()
         p1 = Signal(lane_layout, reset_less=True)
         lane = head.lane
-        m.d.sync += [p1_valid.eq(take), p1.lane.eq(lane), p1.value.eq(head.value),
-                     p1.before.eq(Cat(lane > i for i in range(before)))]
-        if dual:
-            m.d.sync += [p1.lane_b.eq(head.lane_b), p1.value_b.eq(head.value_b),
-                         p1.before_b.eq(Cat(head.lane_b > i for i in range(before)))]
+        # Data registers load only when their stage holds a span (here and below): an idle stage then costs a
+        # simulator nothing, and a flip-flop's enable costs the FPGA nothing.
+        m.d.sync += p1_valid.eq(take)
+        with m.If(take):
+            m.d.sync += [p1.lane.eq(lane), p1.value.eq(head.value), p1.before.eq(Cat(lane > i for i in range(before)))]
+            if dual:
+                m.d.sync += [p1.lane_b.eq(head.lane_b), p1.value_b.eq(head.value_b),
+                             p1.before_b.eq(Cat(head.lane_b > i for i in range(before)))]
         p2_valid = Signal()
         p2 = Signal(lane_layout, reset_less=True)
         word = Signal(c.ptr_word_bits, reset_less=True)
-        m.d.sync += [p2_valid.eq(p1_valid), p2.eq(p1), word.eq(ptr_rd.data)]
+        m.d.sync += p2_valid.eq(p1_valid)
+        with m.If(p1_valid):
+            m.d.sync += [p2.eq(p1), word.eq(ptr_rd.data)]
 
         # P2..P4: start = base + the counts of the word's columns before the lane, a tree of adders one level
         # per stage; the lane's own count and value travel beside it
@@ -225,7 +230,8 @@ class ProcessingElement(wiring.Component):
                         for i in range(len(sums))]
                 count_q = Signal(c.count_bits, name=f"p{stage + 3}_count{name}", reset_less=True)
                 value_q = Signal(signed(c.act_bits), name=f"p{stage + 3}_value{name}", reset_less=True)
-                m.d.sync += [*(r.eq(v) for r, v in zip(regs, sums)), count_q.eq(count), value_q.eq(value)]
+                with m.If(valid):
+                    m.d.sync += [*(r.eq(v) for r, v in zip(regs, sums)), count_q.eq(count), value_q.eq(value)]
                 trees[name] = (regs, count_q, value_q)
             self._p_valid.append(next_valid)
             valid = next_valid
@@ -307,13 +313,16 @@ class ProcessingElement(wiring.Component):
         r_valid = Signal()
         r_slot, r_value = Signal(len(s_slot), reset_less=True), Signal(signed(c.act_bits), reset_less=True)
         r_first = Signal(reset_less=True)
-        m.d.sync += [r_valid.eq(s_valid), r_slot.eq(s_slot), r_value.eq(s_value), r_first.eq(s_first)]
+        m.d.sync += r_valid.eq(s_valid)
+        with m.If(s_valid):
+            m.d.sync += [r_slot.eq(s_slot), r_value.eq(s_value), r_first.eq(s_first)]
         d_valid = Signal()
         d_word = Signal(c.matrix_word_bits, reset_less=True)
         d_slot, d_value = Signal(len(s_slot), reset_less=True), Signal(signed(c.act_bits), reset_less=True)
         d_first = Signal(reset_less=True)
-        m.d.sync += [d_valid.eq(r_valid), d_word.eq(self._mat_rd.data), d_slot.eq(r_slot), d_value.eq(r_value),
-                     d_first.eq(r_first)]
+        m.d.sync += d_valid.eq(r_valid)
+        with m.If(r_valid):
+            m.d.sync += [d_word.eq(self._mat_rd.data), d_slot.eq(r_slot), d_value.eq(r_value), d_first.eq(r_first)]
         self._d0_valid, self._d1_valid = r_valid, d_valid
 
         # D1: entry select
@@ -321,8 +330,10 @@ class ProcessingElement(wiring.Component):
         e_valid = Signal()
         e_v, e_z = Signal(c.weight_index_bits, reset_less=True), Signal(c.index_bits, reset_less=True)
         e_value, e_first = Signal(signed(c.act_bits), reset_less=True), Signal(reset_less=True)
-        m.d.sync += [e_valid.eq(d_valid), e_v.eq(entry[:c.weight_index_bits]), e_z.eq(entry[c.weight_index_bits:]),
-                     e_value.eq(d_value), e_first.eq(d_first)]
+        m.d.sync += e_valid.eq(d_valid)
+        with m.If(d_valid):
+            m.d.sync += [e_v.eq(entry[:c.weight_index_bits]), e_z.eq(entry[c.weight_index_bits:]),
+                         e_value.eq(d_value), e_first.eq(d_first)]
 
         # D2: row decode (the first entry of a span counts zeros from row 0), codebook lookup
         prev_row = Signal(rb, reset_less=True)
@@ -336,7 +347,9 @@ class ProcessingElement(wiring.Component):
         m_row = Signal(rb, reset_less=True)
         m_weight = Signal(signed(c.weight_bits), reset_less=True)
         m_value = Signal(signed(c.act_bits), reset_less=True)
-        m.d.sync += [m_valid.eq(e_valid & (e_v != 0)), m_row.eq(row), m_weight.eq(cb_rd.data), m_value.eq(e_value)]
+        m.d.sync += m_valid.eq(e_valid & (e_v != 0))
+        with m.If(e_valid):
+            m.d.sync += [m_row.eq(row), m_weight.eq(cb_rd.data), m_value.eq(e_value)]
 
         # M: multiply; accumulator and touched-bit read of the row; which in-flight sums A must take instead
         self.touched = touched = Signal(c.act_depth)
@@ -349,16 +362,19 @@ class ProcessingElement(wiring.Component):
         a_touched, a_hit = Signal(reset_less=True), Signal(reset_less=True)
         w_sum = Signal(signed(c.acc_bits), reset_less=True)
         m.d.comb += acc_rd.addr.eq(Mux(self.out_en, self.out_slot, m_row))
-        m.d.sync += [a_valid.eq(m_valid), a_row.eq(m_row), a_product.eq(m_weight * m_value),
-                     a_acc.eq(acc_rd.data), a_touched.eq(touched.bit_select(m_row, 1)),
-                     # the entry now in A is written at the end of this cycle, too late for this read
-                     a_hit.eq(a_valid & (a_row == m_row))]
+        m.d.sync += a_valid.eq(m_valid)
+        with m.If(m_valid):
+            m.d.sync += [a_row.eq(m_row), a_product.eq(m_weight * m_value),
+                         a_acc.eq(acc_rd.data), a_touched.eq(touched.bit_select(m_row, 1)),
+                         # the entry now in A is written at the end of this cycle, too late for this read
+                         a_hit.eq(a_valid & (a_row == m_row))]
 
         # A: accumulate, with the previous entry's sum from W when it was the same row; written back at the end
         # of the cycle (W holds the sum one more cycle, for that bypass only)
         total = Signal(signed(c.acc_bits))
         m.d.comb += total.eq(Mux(a_hit, w_sum, Mux(a_touched, a_acc, 0)) + a_product)
-        m.d.sync += w_sum.eq(total)
+        with m.If(a_valid):
+            m.d.sync += w_sum.eq(total)
         m.d.comb += [acc_wr.en.eq(a_valid), acc_wr.addr.eq(a_row), acc_wr.data.eq(total)]
         # a shifted one, not a bit select on the left: Yosys turns that into a mux tree over every row
         with m.If(self.clear):
@@ -373,7 +389,12 @@ class ProcessingElement(wiring.Component):
         # chip's layer parameters change) while this layer's last rows are still in O2..O7
         params = data.StructLayout({"shift": c.shift_bits, "rounding": c.acc_bits, "relu": 1})
         o2, o3 = Signal(params, name="o2_params", reset_less=True), Signal(params, name="o3_params", reset_less=True)
-        m.d.sync += [o2.shift.eq(self.shift), o2.rounding.eq(self.rounding), o2.relu.eq(self.relu), o3.eq(o2)]
+        self._o2_valid, o3_valid = Signal(), Signal()
+        m.d.sync += [self._o2_valid.eq(self.out_en), o3_valid.eq(self._o2_valid)]
+        with m.If(self.out_en):
+            m.d.sync += [o2.shift.eq(self.shift), o2.rounding.eq(self.rounding), o2.relu.eq(self.relu)]
+        with m.If(self._o2_valid):
+            m.d.sync += o3.eq(o2)
         lanes = [(self.out_slot, self.acc_rd, self.out_data, self.share, self.partner)]
         if c.outputs_per_cycle > 1:
             acc_rd_b = self.accs.read_port(domain="comb")
@@ -382,7 +403,8 @@ class ProcessingElement(wiring.Component):
         for i, (own, acc_rd, port, share, partner) in enumerate(lanes):
             name = "o" + "_b" * i
             m.submodules[f"requant{'_b' * i}"] = rq = Requantizer(c)
-            m.d.comb += [rq.shift.eq(o3.shift), rq.rounding.eq(o3.rounding), rq.relu.eq(o3.relu), port.eq(rq.y)]
+            m.d.comb += [rq.valid.eq(o3_valid), rq.shift.eq(o3.shift), rq.rounding.eq(o3.rounding),
+                         rq.relu.eq(o3.relu), port.eq(rq.y)]
             self._output_reads(m, own, acc_rd, rq, share, partner, name)
 
     def _output_reads(self, m, own, acc_rd, rq, share, partner, name):
@@ -398,11 +420,13 @@ class ProcessingElement(wiring.Component):
         # Requantizer's input register, the share's before it crosses to the partner (registered there)
         acc2, share2 = Signal(A, name=f"{name}2_acc", reset_less=True), Signal(A, name=f"{name}2_share", reset_less=True)
         touched2, share_touched2 = Signal(name=f"{name}2_touched"), Signal(name=f"{name}2_share_touched")
-        m.d.sync += [acc2.eq(acc_rd.data), touched2.eq(self.touched.bit_select(own, 1)), share2.eq(share_rd.data),
-                     share_touched2.eq(self.paired & self.touched.bit_select(own | 1, 1))]
+        with m.If(self.out_en):
+            m.d.sync += [acc2.eq(acc_rd.data), touched2.eq(self.touched.bit_select(own, 1)),
+                         share2.eq(share_rd.data), share_touched2.eq(self.paired & self.touched.bit_select(own | 1, 1))]
         m.d.comb += share.eq(Mux(share_touched2, share2, 0))
         # O2's registers (reset-less, so that the bias's can be the RAM's own output register)
         bias3, acc3, partner3 = (Signal(shape, name=f"{name}3_{what}", reset_less=True)
                                  for shape, what in ((signed(c.act_bits), "bias"), (A, "acc"), (A, "partner")))
-        m.d.sync += [bias3.eq(bias_rd.data), acc3.eq(Mux(touched2, acc2, 0)), partner3.eq(partner)]
+        with m.If(self._o2_valid):
+            m.d.sync += [bias3.eq(bias_rd.data), acc3.eq(Mux(touched2, acc2, 0)), partner3.eq(partner)]
         m.d.comb += [rq.bias.eq(bias3), rq.acc.eq(acc3), rq.partner.eq(partner3)]

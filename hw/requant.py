@@ -40,13 +40,13 @@ def saturate(m, shifted, relu, config):
 
 
 class RequantSignature(wiring.Signature):
-    """Inputs of one row (``rounding`` is half of ``1 << shift``, 0 for shift 0), and ``y``, its activation,
-    `LATENCY` cycles later."""
+    """Inputs of one row (``rounding`` is half of ``1 << shift``, 0 for shift 0) while ``valid``, and ``y``, its
+    activation, `LATENCY` cycles later. A stage without a valid row keeps its registers (a simulator skips it)."""
 
     def __init__(self, config: ChipConfig):
         c = config
         super().__init__({
-            "acc": In(signed(c.acc_bits)), "partner": In(signed(c.acc_bits)), "bias": In(signed(c.act_bits)),
+            "valid": In(1), "acc": In(signed(c.acc_bits)), "partner": In(signed(c.acc_bits)), "bias": In(signed(c.act_bits)),
             "shift": In(c.shift_bits), "rounding": In(c.acc_bits), "relu": In(1),
             "y": Out(signed(c.act_bits)),
         })
@@ -69,16 +69,21 @@ class Requantizer(wiring.Component):
         params = data.StructLayout({"shift": c.shift_bits, "rounding": c.acc_bits, "relu": 1})
         # the parameters of the row in O4, O5, O6, O7
         at = {k: Signal(params, name=f"o{k}_params", reset_less=True) for k in range(4, 8)}
-        m.d.sync += [at[4].shift.eq(self.shift), at[4].rounding.eq(self.rounding), at[4].relu.eq(self.relu)]
-        m.d.sync += [at[k + 1].eq(at[k]) for k in range(4, 7)]
+        valid = {3: self.valid, **{k: Signal(name=f"o{k}_valid") for k in range(4, 8)}}
+        m.d.sync += [valid[k + 1].eq(valid[k]) for k in range(3, 7)]
 
+        def stage(k, *assignments):
+            """The registers that row k's stage loads, while it holds a row."""
+            with m.If(valid[k]):
+                m.d.sync += list(assignments)
         bias4, sum4 = Signal(A, reset_less=True), Signal(A, reset_less=True)
-        m.d.sync += [bias4.eq(shift_left(self.bias, self.shift, c.acc_bits)), sum4.eq(self.acc + self.partner)]
+        stage(3, at[4].shift.eq(self.shift), at[4].rounding.eq(self.rounding), at[4].relu.eq(self.relu),
+              bias4.eq(shift_left(self.bias, self.shift, c.acc_bits)), sum4.eq(self.acc + self.partner))
         total5 = Signal(A, reset_less=True)
-        m.d.sync += total5.eq(sum4 + bias4)
+        stage(4, at[5].eq(at[4]), total5.eq(sum4 + bias4))
         rounded6 = Signal(signed(c.acc_bits + 1), reset_less=True)
-        m.d.sync += rounded6.eq(total5 + at[5].rounding)
+        stage(5, at[6].eq(at[5]), rounded6.eq(total5 + at[5].rounding))
         shifted7 = Signal(signed(c.acc_bits + 1), reset_less=True)
-        m.d.sync += shifted7.eq(rounded6 >> at[6].shift)
-        m.d.sync += self.y.eq(saturate(m, shifted7, at[7].relu, c))
+        stage(6, at[7].eq(at[6]), shifted7.eq(rounded6 >> at[6].shift))
+        stage(7, self.y.eq(saturate(m, shifted7, at[7].relu, c)))
         return m
