@@ -46,6 +46,11 @@ def _log2(n):
     return n.bit_length() - 1
 
 
+def _pow2(n):
+    """The power of two at or above `n`."""
+    return 1 << (n - 1).bit_length()
+
+
 def _addr_bits(depth):
     """Address width for `depth` words (at least one bit, so single-word memories still have a port)."""
     return max(1, (depth - 1).bit_length())
@@ -169,8 +174,10 @@ class ProcessingElement(wiring.Component):
                                          **({"lane_b": lane_bits, "before_b": before, "value_b": signed(c.act_bits)}
                                             if dual else {})})
 
+        # FIFOs are allocated a power of two deep (their pointers then wrap by themselves, in gates and in a
+        # simulator); how much of them is used is set by `act_room` and the jobs credit
         depth = c.queue_depth + QUEUE_SLACK
-        m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=depth)
+        m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=_pow2(depth))
         head = act_layout(queue.r_data)
         incoming = act_layout(queue.w_data)
         m.d.comb += [queue.w_en.eq(self.act_valid), incoming.ptr.eq(self.ptr_base + (self.act_col >> _log2(K))),
@@ -178,9 +185,10 @@ class ProcessingElement(wiring.Component):
                      *([incoming.lane_b.eq(self.act_lane_b), incoming.value_b.eq(self.act_value_b)] if dual else [])]
         m.d.sync += self.act_room.eq(Cat(queue.level <= depth - 1 - j for j in range(ROOM_BITS)))
 
-        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=c.jobs_depth + JOBS_SLACK)
+        jobs_depth = c.jobs_depth + JOBS_SLACK
+        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=_pow2(jobs_depth))
         # jobs FIFO places not taken by a span in it or in P1..P4: a span leaves the queue only into a free one
-        credit = Signal(range(jobs.depth + 1), init=jobs.depth)
+        credit = Signal(range(jobs_depth + 1), init=jobs_depth)
         take = Signal()
         m.d.comb += take.eq(queue.r_rdy & (credit != 0))
         ptr_rd = self.pointers.read_port()
