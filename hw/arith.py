@@ -8,7 +8,7 @@ concatenation no wider than the result. A right shift keeps its operand's width 
 
 from amaranth import Cat, Const, Mux
 
-__all__ = ["shift_left"]
+__all__ = ["shift_left", "above", "at_most"]
 
 
 def shift_left(x, amount, width):
@@ -21,3 +21,14 @@ def shift_left(x, amount, width):
         shifted = Cat(Const(0, s), y[:width - s]) if s < width else Const(0, width)
         y = Mux(bit, shifted, y)[:width]
     return y[:width].as_signed() if x.shape().signed else y[:width]
+
+
+def above(x, k):
+    """``x > k`` for an unsigned `x` and a constant `k`; constant False where `k` is at or past `x`'s range,
+    written as such (Verilator refuses a comparison that is constant by width)."""
+    return Const(0, 1) if k >= (1 << len(x)) - 1 else x > k
+
+
+def at_most(x, k):
+    """``x <= k`` for an unsigned `x` and a constant `k`, constant True past `x`'s range (see `above`)."""
+    return Const(1, 1) if k >= (1 << len(x)) - 1 else x <= k

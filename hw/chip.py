@@ -17,6 +17,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from eie.config import OUTPUT_LATENCY, ChipConfig
+from eie.hw.arith import at_most
 from eie.hw.pe import ROOM_BITS, PeSignature, ProcessingElement, _addr_bits
 from eie.hw.requant import rounding
 from eie.hw.scanner import NonZeroDetector
@@ -230,7 +231,7 @@ class Chip(wiring.Component):
             with m.State("RUN"):
                 with m.If(nzd.settled & all_quiet):
                     m.d.sync += [out_en.eq(1), out_left.eq(desc.rows), out_cycles.eq(0),
-                                 out_last.eq(desc.rows <= rows_per_word)]
+                                 out_last.eq(at_most(desc.rows, rows_per_word))]
                     ask(Const(0, len(out_row)))
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
@@ -239,7 +240,8 @@ class Chip(wiring.Component):
                 done_asking = ~out_en | out_last
                 m.d.sync += out_cycles.eq(out_cycles + 1)
                 with m.If(out_en):
-                    m.d.sync += [out_left.eq(out_left - rows_per_word), out_last.eq(out_left <= 2 * rows_per_word)]
+                    m.d.sync += [out_left.eq(out_left - rows_per_word),
+                                 out_last.eq(at_most(out_left, 2 * rows_per_word))]
                     ask(out_row + c.outputs_per_cycle)
                     with m.If(out_last):
                         m.d.sync += out_en.eq(0)

@@ -22,6 +22,7 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from eie.config import QUEUE_SLACK, WORD_FIFO_DEPTH, ChipConfig
+from eie.hw.arith import above, at_most
 from eie.hw.pe import ROOM_BITS, _pow2
 
 __all__ = ["NonZeroDetector"]
@@ -72,17 +73,17 @@ class NonZeroDetector(wiring.Component):
         credit = Signal(range(WORD_FIFO_DEPTH + 1), init=WORD_FIFO_DEPTH)
         with m.If(self.start):
             m.d.comb += [issue.eq(self.cols != 0), self.addr.eq(0)]
-            m.d.sync += [f_base.eq(n), f_addr.eq(1), f_left.eq(self.cols - n), f_more.eq(self.cols > n)]
+            m.d.sync += [f_base.eq(n), f_addr.eq(1), f_left.eq(self.cols - n), f_more.eq(above(self.cols, n))]
         with m.Else():
             m.d.comb += [issue.eq(f_more & (credit != 0)), self.addr.eq(f_addr)]
             with m.If(issue):
                 m.d.sync += [f_base.eq(f_base + n), f_addr.eq(f_addr + 1), f_left.eq(f_left - n),
-                             f_more.eq(f_left > n)]
+                             f_more.eq(above(f_left, n))]
         m.d.comb += self.read.eq(issue)
         m.d.sync += [r1_valid.eq(issue), r1_base.eq(Mux(self.start, 0, f_base)),
                      r1_left.eq(Mux(self.start, self.cols, f_left)),
-                     r2_valid.eq(r1_valid), r2_base.eq(r1_base), r2_last.eq(r1_left <= n),
-                     r2_inside.eq(Cat(r1_left > k for k in range(n)))]
+                     r2_valid.eq(r1_valid), r2_base.eq(r1_base), r2_last.eq(at_most(r1_left, n)),
+                     r2_inside.eq(Cat(above(r1_left, k) for k in range(n)))]
         r2_word = self.word
         lanes_in = [r2_word.word_select(k, c.act_bits) for k in range(n)]
         pushed = Signal(entry)
