@@ -244,7 +244,8 @@ class ProcessingElement(wiring.Component):
             self._p_valid.append(next_valid)
             valid = next_valid
         # the last level feeds the jobs FIFO
-        trees = {name: ([sum(terms)[:c.entry_addr_bits]], count, value) for name, (terms, count, value) in trees.items()}
+        trees = {name: ([sum(terms)[:c.entry_addr_bits]], count, value)
+                 for name, (terms, count, value) in trees.items()}
 
         # P4: the span goes into the jobs FIFO; spans without entries here are dropped
         new = job_layout(jobs.w_data)
@@ -426,7 +427,8 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [share_rd.addr.eq(own | 1), bias_rd.addr.eq(self.layer * c.act_depth + own)]
         # the rows' touched bits are looked up beside the reads and applied in O2: the own row's before the
         # Requantizer's input register, the share's before it crosses to the partner (registered there)
-        acc2, share2 = Signal(A, name=f"{name}2_acc", reset_less=True), Signal(A, name=f"{name}2_share", reset_less=True)
+        acc2 = Signal(A, name=f"{name}2_acc", reset_less=True)
+        share2 = Signal(A, name=f"{name}2_share", reset_less=True)
         touched2, share_touched2 = Signal(name=f"{name}2_touched"), Signal(name=f"{name}2_share_touched")
         with m.If(self.out_en):
             m.d.sync += [acc2.eq(acc_rd.data), touched2.eq(self.touched.bit_select(own, 1)),

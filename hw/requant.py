@@ -46,7 +46,8 @@ class RequantSignature(wiring.Signature):
     def __init__(self, config: ChipConfig):
         c = config
         super().__init__({
-            "valid": In(1), "acc": In(signed(c.acc_bits)), "partner": In(signed(c.acc_bits)), "bias": In(signed(c.act_bits)),
+            "valid": In(1), "acc": In(signed(c.acc_bits)), "partner": In(signed(c.acc_bits)),
+            "bias": In(signed(c.act_bits)),
             "shift": In(c.shift_bits), "rounding": In(c.acc_bits), "relu": In(1),
             "y": Out(signed(c.act_bits)),
         })
