@@ -15,7 +15,7 @@ import numpy as np
 
 from eie.config import JOBS_SLACK, OUTPUT_LATENCY, PREFIX_STAGES, QUEUE_SLACK, WORD_FIFO_DEPTH
 
-__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "output_cycles",
+__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "output_cycles", "pipeline_fill",
            "real_counts", "words_touched", "layer_events", "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
 
 
@@ -217,6 +217,14 @@ def predict_cycles(act_counts, word_fill, rows, config, last=True):
         cycle += 1
     out = output_cycles(rows, config)
     return cycle + 1 + (out + OUTPUT_LATENCY if last else max(out, OUTPUT_LATENCY + 1))
+
+
+def pipeline_fill(rows, config, last=True):
+    """Cycles a layer of `rows` takes beyond its work and its output pass when it has almost none (one entry in
+    one PE): the pipeline's fixed fill and drain, from the detector's first read to the last write."""
+    counts = np.zeros((config.pes, 1), np.int64)
+    counts[0, 0] = 1
+    return predict_cycles(counts, [1], rows, config, last) - 1 - output_cycles(rows, config)
 
 
 def output_cycles(rows, config):

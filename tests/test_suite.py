@@ -70,6 +70,9 @@ def test_every_placement_runs_bit_exact_and_the_figures_add_up(scaled):
             assert f["model_cycles"] == perf.model_cycles.tolist() == f["cycles"]   # to the cycle at this size
             assert f["ideal_cycles"] == perf.ideal_cycles.tolist() and f["bound_cycles"] == perf.bound_cycles.tolist()
             assert f["over_ideal"] == pytest.approx(max(result.cycles / perf.ideal_cycles), abs=1e-4)
+            fill = f["pipeline_fill"]
+            assert 0 < fill < 40, "the fill is a few dozen cycles at most"
+            assert f["over_ideal_past_fill"] == pytest.approx(max((result.cycles - fill) / perf.ideal_cycles), abs=1e-4)
             assert f["over_eie"] == pytest.approx(result.cycles.mean() / row["eie_cycles"], abs=1e-4)
             assert f["utilization"] == pytest.approx(perf.utilization(result.cycles).mean(), abs=1e-4)
             assert f["mismatches"] == 0 and f["model_error_pct"] == 0
@@ -77,7 +80,8 @@ def test_every_placement_runs_bit_exact_and_the_figures_add_up(scaled):
     targets = {t["target"].split(" (")[0]: t["pass"] for t in report["targets"]}
     assert targets["every layer bit-exact on every sample"] and targets["model versus RTL within 1% on every layer"]
     # layers this small are mostly pipeline and output pass: far above the ideal, far below EIE's cycles
-    assert not targets["cycles <= 1.03 x ideal on every layer"] and targets["fewer cycles than EIE on every layer"]
+    assert (not targets["cycles <= 1.03 x ideal + the pipeline's fixed fill on every layer"]
+            and targets["fewer cycles than EIE on every layer"])
 
 
 def test_placements_differ_where_they_should(scaled):
