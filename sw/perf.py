@@ -15,7 +15,8 @@ import numpy as np
 
 from eie.config import JOBS_SLACK, OUTPUT_LATENCY, PREFIX_STAGES, QUEUE_SLACK, WORD_FIFO_DEPTH
 
-__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "output_cycles", "pipeline_fill",
+__all__ = ["LayerPerf", "layer_perf", "network_figures", "predict_cycles", "broadcasts", "output_cycles",
+           "pipeline_fill",
            "real_counts", "words_touched", "layer_events", "energy_pj", "dense_energy_pj", "ENERGY_PJ"]
 
 
