@@ -56,6 +56,9 @@ def test_requantizer_matches_the_reference():
                           -top + rng.randrange(0, 1 << 20)])
         rows.append((acc, rng.choice([0, rng.randrange(-(1 << 30), 1 << 30)]), rng.randrange(-32768, 32768), s,
                      rng.random() < .5))
+    for s in (1, 5, 20):      # a total of 2**39 - 1 exactly: the rounding must not wrap it negative
+        bias = rng.randrange(-32768, 32768)
+        rows.append((top - 1 - (bias << s), 0, bias, s, False))
 
     def expect(acc, partner, bias, s, relu):
         total = reference.wrap(np.array([acc + partner + (bias << s)]), c.acc_bits)
