@@ -349,10 +349,14 @@ def test_the_latest_end_points_are_distinct_registers():
                                    ep("pe0.acc_TRELLIS_FF_Q_5$retimed_B", 9.2)]},
         {"net": "b", "endpoints": [ep("act0.1.3$DPRAM_COMB1", 12.0), ep("act0.0.2$DPRAM_COMB0", 11.0),
                                    ep("nzd.head_TRELLIS_FF_Q", 3.0), ep("pe1.x_TRELLIS_FF_Q", 1.0)]},
-        {"net": "c", "endpoints": [ep("running_TRELLIS_FF_Q", 4.0), ep("pe1.p3_TRELLIS_FF_Q", 8.0)]}]}
-    assert synth.worst_endpoints(report, 3) == [{"name": "act0", "block": "act", "arrival_ns": 12.0},
+        {"net": "c", "endpoints": [ep("running_TRELLIS_FF_Q", 4.0), ep("pe1.p3_TRELLIS_FF_Q", 8.0),
+                                   ep("pe2.bias$128.0.0_DOB1_TRELLIS_FF_Q", 8.5),
+                                   ep("sel$68_LUT4_C_2_Z_TRELLIS_FF_DI_Q_TRELLIS_FF_Q", 7.0)]}]}
+    assert synth.worst_endpoints(report, 4) == [{"name": "act0", "block": "act", "arrival_ns": 12.0},
                                                {"name": "pe0.acc", "block": "pe", "arrival_ns": 9.5},
+                                               {"name": "pe2.bias$128", "block": "pe", "arrival_ns": 8.5},
                                                {"name": "pe1.p3", "block": "pe", "arrival_ns": 8.0}]
+    assert [w["name"] for w in synth.worst_endpoints(report, 8)][4:] == ["sel$68", "running", "nzd.head", "pe1.x"]
     assert len(synth.worst_endpoints(report)) == 5 and synth.worst_endpoints({}) == []
 
 
