@@ -280,9 +280,6 @@ class Chip(wiring.Component):
         _, out_word = output_word(0, [pe.out_data for pe in pes])
         if c.outputs_per_cycle > 1:     # the next word, row + 1, through a second write port
             lanes_valid_b, out_word_b = output_word(n, [pe.out_data_b for pe in pes])
-        # the detector reads the layer's source bank, which in SETUP is the coming layer's
-        scan_src = Signal()
-        m.d.comb += scan_src.eq(Mux(clear, layer_next[0], src))
         banks = []
         for b, target in ((0, Target.ACT0), (1, Target.ACT1)):
             bank = sram(unsigned(n * c.act_bits), c.act_depth)
@@ -299,14 +296,14 @@ class Chip(wiring.Component):
                              wp_b.data.eq(out_word_b)]
             scan_rd = bank.read_port()
             host_rd = bank.read_port()
-            # both banks' words are read every cycle (no enable to decode); `src_q` picks one
+            # both banks' words are read every cycle (no enable to decode); the layer's source picks one
             m.d.comb += [scan_rd.addr.eq(nzd.addr), host_rd.addr.eq(host.raddr)]
             banks.append((scan_rd, host_rd))
         # each bank's word registered as it leaves the RAM (its output register), then the source picked
-        src_q, src_q2 = Signal(), Signal()
+        # (a word read in SETUP arrives two cycles later, when `layer` is already the coming layer's)
         scan_q = [Signal(n * c.act_bits, name=f"scan{b}_q", reset_less=True) for b in (0, 1)]
-        m.d.sync += [src_q.eq(scan_src), src_q2.eq(src_q), *(q.eq(rd.data) for q, (rd, _) in zip(scan_q, banks))]
-        m.d.comb += nzd.word.eq(Mux(src_q2, scan_q[1], scan_q[0]))
+        m.d.sync += [q.eq(rd.data) for q, (rd, _) in zip(scan_q, banks)]
+        m.d.comb += nzd.word.eq(Mux(src, scan_q[1], scan_q[0]))
 
         # -- broadcast: the detector's broadcast register drives every PE ------------------------------------
         for pe in pes:

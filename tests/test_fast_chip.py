@@ -38,8 +38,17 @@ def fast_cases(rng, c=FAST):
     cases.append(("mid-range outputs", [mid], np.full((2, 4), 200)))
     cases.append(("rounding", [random_layer(rng, 20, 14, 0.5, c, shift=9, scale=1000)],
                   random_inputs(rng, 3, 14, 0.7)))
+    # The first columns heavy for PE 0 (eight entries each) and light for PE 1, the last ones the other way
+    # round: PE 0's queue fills and holds back the broadcasts PE 1 waits for, so the cycles show exactly how
+    # many broadcasts a queue takes.
+    heavy = random_layer(rng, 16, 24, 1.0, c, shift=12, scale=400)
+    heavy.w_index[1::2, :12] *= rng.random((8, 12)) < 0.15
+    heavy.w_index[0::2, 12:] *= rng.random((8, 12)) < 0.15
+    cases.append(("queues fill", [heavy], random_inputs(rng, 2, 24, 1.0, scale=400)))
+    # Shifts and ReLU differ between the layers: a layer's last rows are still in the output pass when the next
+    # layer starts, and must keep their own.
     dims = [16, 20, 12, 6]
-    chain = [random_layer(rng, dims[i + 1], dims[i], 0.4, c, shift=11, relu=i < 2) for i in range(3)]
+    chain = [random_layer(rng, dims[i + 1], dims[i], 0.4, c, shift=(11, 9, 12)[i], relu=i < 2) for i in range(3)]
     cases.append(("three chained layers", chain, random_inputs(rng, 3, 16, 0.8)))
     return cases
 
@@ -60,6 +69,11 @@ def test_cases_cover_what_they_claim():
     assert (np.abs(outs["mid-range outputs"]) >= 1 << 14).all() and (np.abs(outs["mid-range outputs"]) < c.act_max).all()
     padding = encode_layer(cases["padding"][0][0].w_index, c)
     assert sum(pe.n_padding for pe in padding.pes) >= 4
+    from eie.sw.perf import layer_perf
+    layer, x = cases["queues fill"][0][0], cases["queues fill"][1]
+    cycles = {q: layer_perf(encode_layer(layer.w_index, c.replace(queue_depth=q)), x,
+                            c.replace(queue_depth=q)).model_cycles.tolist() for q in (c.queue_depth, c.queue_depth + 1)}
+    assert cycles[c.queue_depth] != cycles[c.queue_depth + 1], "queues fill: one more place must change the cycles"
     for name in ("back-to-back rows", "rounding", "padding"):
         layer, x = cases[name][0][0], cases[name][1]
         assert len(x) >= 2 and (outs[name] != 0).mean() > 0.5, f"{name}: outputs mostly zero"
