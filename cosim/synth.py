@@ -504,13 +504,13 @@ def worst_endpoints(report: dict, count: int = 5) -> list[dict]:
 # -- the flows ------------------------------------------------------------------------------------------------
 
 def _nextpnr(work, device, speed, freq, seed, router, netlist):
-    """Place and route once; (Fmax, report summary, log)."""
+    """Place and route once: Fmax, seconds, log, utilization, the critical path's steps, the latest end points."""
     log, report_file = work / f"nextpnr-seed{seed}.log", work / f"pnr-seed{seed}.json"
     t0 = time.perf_counter()
     _run("nextpnr-ecp5", [f"--{device}", "--package", "CABGA381", "--speed", str(speed), "--out-of-context",
-                          "--json", netlist,
-                          "--report", report_file.name, "--detailed-timing-report", "--freq", str(freq),
-                          "--timing-allow-fail", "--seed", str(seed), "--router", router], work, log)
+                          "--json", netlist, "--report", report_file.name, "--detailed-timing-report",
+                          "--freq", str(freq), "--timing-allow-fail", "--seed", str(seed), "--router", router],
+         work, log)
     report = json.loads(report_file.read_text())
     if not report.get("fmax"):
         raise EieError(f"nextpnr reported no clock for the chip (log: {log})")
