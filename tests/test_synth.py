@@ -360,6 +360,14 @@ def test_the_latest_end_points_are_distinct_registers():
     assert len(synth.worst_endpoints(report)) == 5 and synth.worst_endpoints({}) == []
 
 
+def test_the_router_follows_the_chips_size():
+    lut = lambda n, carry=0: {"lut4": n, "carry": carry}
+    assert synth.choose_router("auto", lut(20_000), 83_640) == "router1"            # 24%
+    assert synth.choose_router("auto", lut(19_000, carry=1_000), 83_640) == "router2"   # 25%, carries twice
+    assert synth.choose_router("auto", lut(29_000, carry=3_300), 83_640) == "router2"   # the 16-PE chip
+    assert synth.choose_router("router1", lut(80_000), 83_640) == "router1"
+
+
 # -- the timing-failure exit status (the ECP5 step faked) -------------------------------------------------------
 
 def _fake_ecp5(fmax_mhz):
