@@ -149,11 +149,18 @@ class ProcessingElement(wiring.Component):
         m.submodules.codebook = self.codebook = sram(signed(c.weight_bits), c.max_layers * c.codebook_size)
         m.submodules.bias = self.bias = sram(signed(c.act_bits), c.max_layers * c.act_depth)
         m.submodules.accumulators = self.accs = sram(signed(c.acc_bits), c.act_depth)
-        sel = self.load.sel
-        for mem, we in ((self.matrix, self.load.matrix_we & sel), (self.pointers, self.load.ptr_we & sel),
-                        (self.codebook, self.load.codebook_we), (self.bias, self.load.bias_we & sel)):
+        # The load bus reaches every PE across the chip: each PE registers it on arrival (write strobes decoded
+        # with `sel`), so the long wires end in flip-flops and the fan-out to the memories stays local.
+        ld = self.load
+        strobes = [Signal(name=f"load_{name}_q") for name in ("matrix", "ptr", "codebook", "bias")]
+        addr, wdata = Signal.like(ld.addr, name="load_addr_q"), Signal.like(ld.data, name="load_data_q")
+        m.d.sync += [q.eq(we) for q, we in zip(strobes, (ld.matrix_we & ld.sel, ld.ptr_we & ld.sel, ld.codebook_we,
+                                                         ld.bias_we & ld.sel))]
+        with m.If(ld.matrix_we | ld.ptr_we | ld.codebook_we | ld.bias_we):
+            m.d.sync += [addr.eq(ld.addr), wdata.eq(ld.data)]
+        for mem, we in zip((self.matrix, self.pointers, self.codebook, self.bias), strobes):
             wp = mem.write_port()
-            m.d.comb += [wp.en.eq(we), wp.addr.eq(self.load.addr), wp.data.eq(self.load.data)]
+            m.d.comb += [wp.en.eq(we), wp.addr.eq(addr), wp.data.eq(wdata)]
 
     # -- queue, P0..P3: activations become column spans --------------------------------------------------------
     def _span_stages(self, m):

@@ -77,7 +77,7 @@ MUTANTS = [
     ("RTL: the chip hands its PEs no rounding constant", "hw/chip.py",
      "pe.rounding.eq(rnd)", "pe.rounding.eq(0)"),
     ("RTL: loads write every PE, not only the one addressed", "hw/pe.py",
-     "(self.matrix, self.load.matrix_we & sel)", "(self.matrix, self.load.matrix_we)"),
+     "(ld.matrix_we & ld.sel, ld.ptr_we & ld.sel", "(ld.matrix_we, ld.ptr_we & ld.sel"),
     ("RTL: row decoder off by one", "hw/pe.py",
      "row.eq(Mux(e_first, e_z, prev_row + e_z + 1))", "row.eq(Mux(e_first, e_z, prev_row + e_z))"),
     ("RTL: first row of a column off by one", "hw/pe.py",
