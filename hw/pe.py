@@ -162,7 +162,7 @@ class ProcessingElement(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [wp.en.eq(we), wp.addr.eq(addr), wp.data.eq(wdata)]
 
-    # -- queue, P0..P3: activations become column spans --------------------------------------------------------
+    # -- queue, P0..P4: activations become column spans --------------------------------------------------------
     def _span_stages(self, m):
         c = self.config
         K = c.cols_per_ptr_word
@@ -321,7 +321,7 @@ class ProcessingElement(wiring.Component):
                 take_job()
         return s_active, s_value, s_first, (s_addr[:_log2(E)] if E > 1 else Const(0, 1))
 
-    # -- D0, D1, M, A, W, X: decode, multiply, accumulate ---------------------------------------------------------
+    # -- D0, D1, D2, M, A, W: decode, multiply, accumulate ---------------------------------------------------------
     def _accumulate(self, m, s_valid, s_value, s_first, s_slot):
         c = self.config
         rb = self.row_bits
