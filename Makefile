@@ -68,6 +68,7 @@ mutants: modules
 # 16-PE flow under 20 minutes. Every target is printed PASS or FAIL; the target fails if any did.
 .PHONY: synth
 synth: modules
+	$(INSTALL) -e '.[synth]'
 	$(PY) -m eie.cosim.synth
 
 doctor: modules

@@ -8,7 +8,7 @@ concatenation no wider than the result. A right shift keeps its operand's width 
 
 from amaranth import Cat, Const, Mux
 
-__all__ = ["shift_left", "above", "at_most"]
+__all__ = ["shift_left", "above", "at_most", "pow2"]
 
 
 def shift_left(x, amount, width):
@@ -32,3 +32,8 @@ def above(x, k):
 def at_most(x, k):
     """``x <= k`` for an unsigned `x` and a constant `k`, constant True past `x`'s range (see `above`)."""
     return Const(1, 1) if k >= (1 << len(x)) - 1 else x <= k
+
+
+def pow2(n):
+    """The power of two at or above `n` (a FIFO that deep wraps its pointers by itself)."""
+    return 1 << (n - 1).bit_length()

@@ -33,7 +33,8 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from eie.config import JOBS_SLACK, OUTPUT_LATENCY, PREFIX_STAGES, QUEUE_SLACK, ChipConfig
-from eie.hw.requant import Requantizer
+from eie.hw.arith import pow2
+from eie.hw.requant import Requantizer, row_params
 from eie.hw.sram import sram
 
 __all__ = ["ProcessingElement", "PeSignature", "PeLoadSignature", "TAIL", "ROOM_BITS"]
@@ -44,11 +45,6 @@ ROOM_BITS = QUEUE_SLACK + 1
 
 def _log2(n):
     return n.bit_length() - 1
-
-
-def _pow2(n):
-    """The power of two at or above `n`."""
-    return 1 << (n - 1).bit_length()
 
 
 def _addr_bits(depth):
@@ -184,7 +180,7 @@ class ProcessingElement(wiring.Component):
         # FIFOs are allocated a power of two deep (their pointers then wrap by themselves, in gates and in a
         # simulator); how much of them is used is set by `act_room` and the jobs credit
         depth = c.queue_depth + QUEUE_SLACK
-        m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=_pow2(depth))
+        m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=pow2(depth))
         head = act_layout(queue.r_data)
         incoming = act_layout(queue.w_data)
         m.d.comb += [queue.w_en.eq(self.act_valid), incoming.ptr.eq(self.ptr_base + (self.act_col >> _log2(K))),
@@ -193,7 +189,7 @@ class ProcessingElement(wiring.Component):
         m.d.sync += self.act_room.eq(Cat(queue.level <= depth - 1 - j for j in range(ROOM_BITS)))
 
         jobs_depth = c.jobs_depth + JOBS_SLACK
-        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=_pow2(jobs_depth))
+        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=pow2(jobs_depth))
         # jobs FIFO places not taken by a span in it or in P1..P4: a span leaves the queue only into a free one
         credit = Signal(range(jobs_depth + 1), init=jobs_depth)
         take = Signal()
@@ -403,7 +399,7 @@ class ProcessingElement(wiring.Component):
         c = self.config
         # the layer's shift, rounding constant and ReLU travel with each row: the next layer may start (and the
         # chip's layer parameters change) while this layer's last rows are still in O2..O7
-        params = data.StructLayout({"shift": c.shift_bits, "rounding": c.acc_bits, "relu": 1})
+        params = row_params(c)
         o2, o3 = Signal(params, name="o2_params", reset_less=True), Signal(params, name="o3_params", reset_less=True)
         self._o2_valid, o3_valid = Signal(), Signal()
         m.d.sync += [self._o2_valid.eq(self.out_en), o3_valid.eq(self._o2_valid)]

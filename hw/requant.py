@@ -16,8 +16,13 @@ from amaranth.lib.wiring import In, Out
 from eie.config import REQUANT_LATENCY as LATENCY, ChipConfig
 from eie.hw.arith import shift_left
 
-__all__ = ["Requantizer", "RequantSignature", "LATENCY", "rounding", "saturate"]
+__all__ = ["Requantizer", "RequantSignature", "LATENCY", "row_params", "rounding", "saturate"]
 
+
+
+def row_params(config):
+    """The layer parameters a row carries through the output pass (its layer may end before the row does)."""
+    return data.StructLayout({"shift": config.shift_bits, "rounding": config.acc_bits, "relu": 1})
 
 
 def rounding(shift, config):
@@ -67,7 +72,7 @@ class Requantizer(wiring.Component):
         c = self.config
         m = Module()
         A = signed(c.acc_bits)
-        params = data.StructLayout({"shift": c.shift_bits, "rounding": c.acc_bits, "relu": 1})
+        params = row_params(c)
         # the parameters of the row in O4, O5, O6, O7
         at = {k: Signal(params, name=f"o{k}_params", reset_less=True) for k in range(4, 8)}
         valid = {3: self.valid, **{k: Signal(name=f"o{k}_valid") for k in range(4, 8)}}

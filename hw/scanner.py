@@ -22,8 +22,8 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from eie.config import QUEUE_SLACK, WORD_FIFO_DEPTH, ChipConfig
-from eie.hw.arith import above, at_most
-from eie.hw.pe import ROOM_BITS, _pow2
+from eie.hw.arith import above, at_most, pow2
+from eie.hw.pe import ROOM_BITS
 
 __all__ = ["NonZeroDetector"]
 
@@ -55,7 +55,7 @@ class NonZeroDetector(wiring.Component):
         m = Module()
         entry = data.StructLayout({"word": c.pes * c.act_bits, "mask": n, "base": c.dim_bits + 1, "last": 1})
         # the words fetched ahead: the head word in registers (`cur`), the others in a FIFO behind it
-        m.submodules.words = words = fifo.SyncFIFO(width=entry.size, depth=_pow2(WORD_FIFO_DEPTH - 1))
+        m.submodules.words = words = fifo.SyncFIFO(width=entry.size, depth=pow2(WORD_FIFO_DEPTH - 1))
         cur = Signal(entry, reset_less=True)
         cur_valid = Signal()
 
