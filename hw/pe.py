@@ -54,8 +54,9 @@ def _addr_bits(depth):
 
 class PeLoadSignature(wiring.Signature):
     """Host writes into one PE's memories: a write strobe per memory, address and data, the same at every PE, and
-    ``sel``, high at the PE addressed (the codebook strobe writes every PE's copy whatever ``sel`` is). Only
-    ``sel`` differs between PEs, so a simulator can share one PE's code between all of them."""
+    ``sel``, high at the PEs addressed (all of them for a codebook write, since every PE holds the codebooks). Only
+    ``sel`` differs between PEs, so a simulator can share one PE's code between all of them, while synthesis
+    cannot merge the PEs' load registers into one that would drive every memory across the die."""
 
     def __init__(self, config):
         c = config
@@ -150,9 +151,8 @@ class ProcessingElement(wiring.Component):
         ld = self.load
         strobes = [Signal(name=f"load_{name}_q") for name in ("matrix", "ptr", "codebook", "bias")]
         addr, wdata = Signal.like(ld.addr, name="load_addr_q"), Signal.like(ld.data, name="load_data_q")
-        m.d.sync += [q.eq(we) for q, we in zip(strobes, (ld.matrix_we & ld.sel, ld.ptr_we & ld.sel, ld.codebook_we,
-                                                         ld.bias_we & ld.sel))]
-        with m.If(ld.matrix_we | ld.ptr_we | ld.codebook_we | ld.bias_we):
+        m.d.sync += [q.eq(we & ld.sel) for q, we in zip(strobes, (ld.matrix_we, ld.ptr_we, ld.codebook_we, ld.bias_we))]
+        with m.If((ld.matrix_we | ld.ptr_we | ld.codebook_we | ld.bias_we) & ld.sel):
             m.d.sync += [addr.eq(ld.addr), wdata.eq(ld.data)]
         for mem, we in zip((self.matrix, self.pointers, self.codebook, self.bias), strobes):
             wp = mem.write_port()
