@@ -4,19 +4,25 @@ samples, a design point), so the scheduler's overhead is small beside them.
 
 A worker that dies takes its tasks with it; Dask runs them again on another worker, and a task that kills
 `ALLOWED_FAILURES` workers is reported by name, never dropped.
+
+Local workers are spawned processes, and a spawned process re-runs the parent's main script unless it sits
+under ``if __name__ == "__main__":``. A notebook-style script has no such guard, so `cluster` hides the main
+script from the workers it starts (`_main_hidden`): the tasks are library functions and need none of it.
 """
 
 import contextlib
 import os
+import sys
 import warnings
 
 from eie.errors import EieError
 
-__all__ = ["ALLOWED_FAILURES", "SIM_CHUNK", "MIN_CHUNK", "cores", "check_jobs", "cluster", "run_tasks"]
+__all__ = ["ALLOWED_FAILURES", "SIM_CHUNK", "MIN_CHUNK", "cores", "check_jobs", "workers_for", "cluster", "run_tasks"]
 
 ALLOWED_FAILURES = 3
 SIM_CHUNK = 1000     # samples per simulator start, at most (so progress shows)
-MIN_CHUNK = 100      # fewer samples than this per process are not worth a process of their own
+MIN_CHUNK = 2000     # fewer samples than this per process are not worth a process of their own: starting
+                     # one costs about 3 s, in which one simulator runs about 2,000 images of a small model
 
 
 def cores():
@@ -27,8 +33,32 @@ def cores():
 def check_jobs(jobs):
     """A number of simulator processes: an integer >= 1 (zero is refused, never taken as a default)."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise EieError(f"the number of simulator processes (--jobs) must be at least 1, not {jobs}")
+        raise EieError(f"the number of simulator processes (jobs) must be at least 1, not {jobs}")
     return jobs
+
+
+def workers_for(samples, jobs=None):
+    """How many of `jobs` processes (default: the cores) `samples` images are worth: one per `MIN_CHUNK`, at
+    least one."""
+    return max(1, min(cores() if jobs is None else check_jobs(jobs), samples // MIN_CHUNK))
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """Hide the main script (its path and module name) from processes spawned meanwhile, so that they do not
+    run it again: multiprocessing's spawn re-executes `__main__` from them, and without a `__name__` guard
+    the script would start its own cluster inside each worker."""
+    main = sys.modules.get("__main__")
+    saved = {k: v for k, v in vars(main).items() if k in ("__file__", "__spec__")} if main else {}
+    if "__file__" in saved:
+        del main.__file__
+    if "__spec__" in saved:
+        main.__spec__ = None
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
 
 
 @contextlib.contextmanager
@@ -39,25 +69,22 @@ def cluster(workers=None, scheduler=None):
     from distributed import Client, LocalCluster
     if workers is not None:
         check_jobs(workers)
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1,
-                          "distributed.logging.distributed": "error"}):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1,
+                                             "distributed.logging.distributed": "error"}))
         if scheduler:
             try:
                 client = Client(scheduler, timeout="10s")
             except (OSError, TimeoutError) as e:
                 raise EieError(f"cannot reach the Dask scheduler at {scheduler} ({type(e).__name__}): start one "
                                "with 'dask scheduler' or drop --scheduler to run on this machine") from None
-            local = None
         else:
-            local = LocalCluster(n_workers=workers or cores(), threads_per_worker=1, processes=True,
-                                 dashboard_address=":0", silence_logs=50)
-            client = Client(local)
-        try:
+            stack.enter_context(_main_hidden())   # for the cluster's life: a dead worker's replacement too
+            client = Client(stack.enter_context(LocalCluster(
+                n_workers=workers or cores(), threads_per_worker=1, processes=True, dashboard_address=":0",
+                silence_logs=50)))
+        with client:
             yield client
-        finally:
-            client.close()
-            if local is not None:
-                local.close()
 
 
 def run_tasks(fn, tasks, workers=None, scheduler=None, progress=None):

@@ -229,12 +229,13 @@ class CompressedModel:
         return [layer_perf(enc, a, self.config, model_samples, last=l == len(encs) - 1)
                 for l, (enc, a) in enumerate(zip(encs, inputs))]
 
-    def simulate(self, x, log=None, model_samples=20, waves=None, waves_sample=0, mismatch_waves=None, jobs=1,
+    def simulate(self, x, log=None, model_samples=20, waves=None, waves_sample=0, mismatch_waves=None, jobs=None,
                  scheduler=None):
         """Run images `x` through the Verilator-simulated chip (built once per chip configuration, cached) and
-        compare every output with the reference. Returns a `ChipRun`. `jobs` simulator processes share the
-        samples (a Dask local cluster), or the workers of the Dask cluster at `scheduler`; the results are
-        those of one process. `waves` writes a VCD of sample `waves_sample`; on a mismatch, the first one is
+        compare every output with the reference. Returns a `ChipRun`. Up to `jobs` simulator processes (default:
+        the cores) share the samples on a Dask local cluster, one per 2,000 samples, as fewer do not repay a
+        process's start (`eie.cosim.campaign.workers_for`); works from a script without a `__main__` guard. Or
+        the workers of the Dask cluster at `scheduler`. The results are those of one process. `waves` writes a VCD of sample `waves_sample`; on a mismatch, the first one is
         traced to its layer and row (recorded in `mismatch_waves` if given)."""
         from eie.cosim.build import build
         from eie.cosim.sim import simulate
@@ -330,10 +331,10 @@ class CompressedModel:
 
 def _chip_chunks(image, x_int, jobs, scheduler, log, update):
     """SimResults for `x_int` in order: in this process, or spread over `jobs` processes / a Dask cluster."""
-    from eie.cosim.campaign import MIN_CHUNK, SIM_CHUNK, check_jobs, run_tasks
+    from eie.cosim.campaign import SIM_CHUNK, run_tasks, workers_for
     from eie.cosim.sim import simulate_task
     n = len(x_int)
-    workers = max(1, min(check_jobs(jobs), -(-n // MIN_CHUNK)))
+    workers = workers_for(n, jobs)
     if workers == 1 and not scheduler:
         parts = []
         for start in range(0, n, SIM_CHUNK):

@@ -4,7 +4,9 @@ run, a worker that dies has its task re-run, a failing task is reported, an unre
 
 import json
 import os
+import subprocess
 import sys
+import textwrap
 
 import cloudpickle
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 
 import eie
 from conftest import cli
+from eie.cosim import campaign
 from eie.cosim.campaign import run_tasks
 from eie.cosim.sweep import grid, sweep
 from timing_helpers import SOURCE, hinted_config, private_fmax, record_fmax
@@ -56,15 +59,62 @@ def small(tmp_path_factory):
     return data, cm, run
 
 
-def test_parallel_simulation_equals_one_process(small):
+def test_parallel_simulation_equals_one_process(small, monkeypatch):
     data, cm, _ = small
     x = data.x_test[:240]
+    monkeypatch.setattr(campaign, "MIN_CHUNK", 100)     # two processes for these few samples
     one, two = cm.simulate(x, jobs=1), cm.simulate(x, jobs=2)
     assert np.array_equal(one.outputs, two.outputs) and len(two.mismatches) == 0
     assert one.figures["cycles_per_image"] == two.figures["cycles_per_image"]
     assert [l["cycles"] for l in one.figures["layers"]] == [l["cycles"] for l in two.figures["layers"]]
-    with pytest.raises(eie.EieError, match=r"\(--jobs\) must be at least 1, not 0"):
+    with pytest.raises(eie.EieError, match=r"simulator processes \(jobs\) must be at least 1, not 0"):
         cm.simulate(x, jobs=0)
+
+
+def test_small_runs_stay_in_one_process(small):
+    """A process's start costs more than a few hundred images take: `jobs` is an upper bound."""
+    data, cm, _ = small
+    said = []
+    run = cm.simulate(data.x_test[:300], jobs=2, log=said.append)
+    assert len(run.mismatches) == 0 and not [m for m in said if "processes" in m], said
+
+
+def _script(tmp_path, body):
+    """Run `body` as a plain script (no `if __name__ == "__main__":`), as a notebook user writes one."""
+    script = tmp_path / "flow.py"
+    script.write_text(textwrap.dedent(body))
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+
+
+def test_a_script_without_a_main_guard_runs_a_local_cluster(tmp_path):
+    """Spawned workers must not re-run the script (each would start a cluster of its own: 'Nanny failed')."""
+    done = _script(tmp_path, """
+        import math
+        from eie.cosim.campaign import run_tasks
+        print("script started", flush=True)
+        print(run_tasks(math.sqrt, [1.0, 4.0, 9.0], workers=2))
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["script started", "([1.0, 2.0, 3.0], {})"]
+
+
+def test_the_readme_flow_with_jobs_2_as_a_plain_script(tmp_path):
+    done = _script(tmp_path, """
+        import eie
+        from eie.cosim import campaign
+        data = eie.load_data("digits")
+        model = eie.build_model("40", data)
+        eie.train(model, data, eie.Training(epochs=2, lr=0.05))
+        cm = eie.compress(model, data, eie.ChipConfig(pes=2), finetuning=eie.Training(epochs=0, lr=1e-4),
+                          calibration=100, log=lambda s: None)
+        campaign.MIN_CHUNK = 20            # two processes for these few samples
+        said = []
+        run = cm.simulate(data.x_test[:60], jobs=2, log=said.append)
+        print(len(run.mismatches), any("2 processes" in m for m in said))
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "0 True"
 
 
 def test_sweep_on_a_local_cluster_equals_serial(small):
