@@ -181,9 +181,8 @@ class ProcessingElement(wiring.Component):
         # simulator); how much of them is used is set by `act_room` and the jobs credit
         depth = c.queue_depth + QUEUE_SLACK
         m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=pow2(depth))
-        head = act_layout(queue.r_data)
         incoming = act_layout(queue.w_data)
-        m.d.comb += [queue.w_en.eq(self.act_valid), incoming.ptr.eq(self.ptr_base + (self.act_col >> _log2(K))),
+        m.d.comb += [incoming.ptr.eq(self.ptr_base + (self.act_col >> _log2(K))),
                      incoming.lane.eq(self.act_col[:_log2(K)] if K > 1 else 0), incoming.value.eq(self.act_value),
                      *([incoming.lane_b.eq(self.act_lane_b), incoming.value_b.eq(self.act_value_b)] if dual else [])]
         m.d.sync += self.act_room.eq(Cat(queue.level <= depth - 1 - j for j in range(ROOM_BITS)))
@@ -192,10 +191,16 @@ class ProcessingElement(wiring.Component):
         m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout.size, depth=pow2(jobs_depth))
         # jobs FIFO places not taken by a span in it or in P1..P4: a span leaves the queue only into a free one
         credit = Signal(range(jobs_depth + 1), init=jobs_depth)
-        take = Signal()
-        m.d.comb += take.eq(queue.r_rdy & (credit != 0))
+        # P0 takes the queue's head, or, past an empty queue, the activation arriving (EIE's queue bypass: a
+        # cycle less of fill per layer)
+        take, bypass = Signal(), Signal()
+        head = Signal(act_layout)
+        m.d.comb += [bypass.eq(self.act_valid & ~queue.r_rdy & (credit != 0)),
+                     take.eq(bypass | (queue.r_rdy & (credit != 0))),
+                     queue.w_en.eq(self.act_valid & ~bypass), queue.r_en.eq(take),
+                     head.eq(Mux(bypass, queue.w_data, queue.r_data))]
         ptr_rd = self.pointers.read_port()
-        m.d.comb += [queue.r_en.eq(take), ptr_rd.addr.eq(head.ptr)]
+        m.d.comb += ptr_rd.addr.eq(head.ptr)
 
         # P0 -> P1: the lane(s) travel beside the pointer read; P1 registers the word
         p1_valid = Signal()

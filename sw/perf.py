@@ -199,7 +199,10 @@ def predict_cycles(act_counts, word_fill, rows, config, last=True):
         for k in range(n_pe):
             in_flight = sum(x is not None for x in p_stages[k])
             last_p = p_stages[k][-1]
-            take = bool(queue[k]) and len(jobs[k]) + in_flight < jobs_limit
+            room = len(jobs[k]) + in_flight < jobs_limit
+            arriving = int(act_counts[k][act - 1 - (emit is not None)]) if sent[-1] else None   # the broadcast
+            bypass = room and not queue[k] and arriving is not None     # past an empty queue straight into P0
+            take = room and bool(queue[k])
             reading = left[k] > 0
             quiet = quiet and not (queue[k] or in_flight or jobs[k] or reading or any(reading_hist[k]))
             if reading:
@@ -208,10 +211,10 @@ def predict_cycles(act_counts, word_fill, rows, config, last=True):
                 left[k] = jobs[k].popleft()
             if last_p:
                 jobs[k].append(last_p)
-            p_stages[k] = [queue[k].popleft() if take else None] + p_stages[k][:-1]
+            p_stages[k] = [arriving if bypass else queue[k].popleft() if take else None] + p_stages[k][:-1]
             reading_hist[k] = [reading] + reading_hist[k][:-1]
-            if sent[-1]:                       # the broadcast register of this cycle lands in the queue
-                queue[k].append(int(act_counts[k][act - 1 - (emit is not None)]))
+            if arriving is not None and not bypass:
+                queue[k].append(arriving)
         level_hist.append(levels)
         quiet_hist.append(quiet)
         sent.append(emit is not None)
