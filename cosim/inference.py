@@ -6,16 +6,17 @@ outputs are compared with the bit-exact reference on every sample; the first mis
 layer and row and recorded as a waveform.
 """
 
+import contextlib
 import csv
 import json
 import sys
 import time
 from pathlib import Path
-
+import warnings
 
 from eie.cosim import timing
 from eie.cosim.commands import add_chip_args, chip_changes
-from eie.errors import EieError
+from eie.errors import EieError, InputRangeWarning
 
 __all__ = ["register", "run_command"]
 
@@ -59,13 +60,30 @@ def run_command(args):
         _log(f"laid out for {cm.config.pes} PEs (the model was compressed for {stored.pes})")
     if args.data_dir is not None:
         cm.data = {**(cm.data or {"name": "mnist"}), "data_dir": str(args.data_dir)}
-    results = chip_run(cm, cm.dataset(), args.run, args.samples, args.waves, args.waves_sample, args.verilog,
-                       args.predictions, started, args.jobs, args.scheduler)
+    with _input_range(args.allow_out_of_range):
+        results = chip_run(cm, cm.dataset(), args.run, args.samples, args.waves, args.waves_sample, args.verilog,
+                           args.predictions, started, args.jobs, args.scheduler)
     if args.json:
         print(json.dumps(results))
     else:
         print_summary(results)
     return 0 if not results["mismatches"] else 1
+
+
+@contextlib.contextmanager
+def _input_range(allow):
+    """Inputs outside the model's calibrated range: refused (the API only warns) unless `allow`, then one line."""
+    with warnings.catch_warnings(record=allow) as caught:
+        if allow:
+            warnings.simplefilter("always", InputRangeWarning)
+        else:
+            warnings.simplefilter("error", InputRangeWarning)
+        try:
+            yield
+        except InputRangeWarning as w:
+            raise EieError(f"{w}; --allow-out-of-range runs them anyway") from None
+    for w in caught or ():
+        _log(f"warning: {w.message}")
 
 
 def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilog=None, predictions=None,
@@ -200,6 +218,9 @@ def register(sub):
                    help="write every image's chip outputs (and label, chip and reference class) as CSV")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="folder of MNIST-format IDX files, when the one the run folder records has moved")
+    p.add_argument("--allow-out-of-range", action="store_true",
+                   help="run even when more than 1%% of the input values lie outside the range the model was "
+                        "calibrated on (they saturate; refused by default)")
     p.add_argument("--jobs", type=int, default=cores(),
                    help=f"simulator processes sharing the samples, on a Dask local cluster (default: the cores, "
                         f"{cores()}; runs of fewer than {MIN_CHUNK} samples per process stay in one)")

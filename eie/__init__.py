@@ -7,12 +7,12 @@ They are imported on first use, so that `import eie` and the `eie` command start
 """
 
 from eie.config import ChipConfig
-from eie.errors import EieError
+from eie.errors import EieError, InputRangeWarning
 
 _API = {name: "eie.api" for name in ("load_data", "build_model", "Training", "train", "prune", "compress", "load",
                                      "CompressedModel", "ChipRun")}
 _API["compare"] = "eie.sw.compare"
-__all__ = ["ChipConfig", "EieError", *_API]
+__all__ = ["ChipConfig", "EieError", "InputRangeWarning", *_API]
 __version__ = "0.1.0"
 
 

@@ -170,13 +170,24 @@ class CompressedModel:
 
     # -- the input contract and the reference --------------------------------------------------------------
     def inputs(self, x):
-        """Float images (torch or numpy) -> integer inputs of the chip's first layer."""
-        from eie.sw.host import chip_inputs
-        x_int = chip_inputs(x.numpy() if hasattr(x, "numpy") else x, self.in_frac, self.host_ops, self.config)
+        """Float images (torch or numpy, samples first) -> integer inputs of the chip's first layer. Integers
+        are refused where the model was calibrated on floats; an `InputRangeWarning` says when more than 1% of
+        the values lie outside the calibrated range (`input_range`), as they saturate."""
+        from eie.sw.host import as_images, check_range, chip_inputs
+        record = self.figures.get("input")
+        x = as_images(x, record)
+        check_range(x, record)
+        x_int = chip_inputs(x, self.in_frac, self.host_ops, self.config)
         if x_int.shape[1] != self.layers[0].cols:
             raise EieError(f"the chip's first layer takes {self.layers[0].cols} inputs but these images give "
                            f"{x_int.shape[1]}: use the data set the model was made for")
         return x_int
+
+    @property
+    def input_range(self):
+        """(min, max) of the values the model was calibrated on, or None where the run does not record it."""
+        record = self.figures.get("input")
+        return (record["min"], record["max"]) if record else None
 
     def reference(self, x_int):
         """Integer outputs of every layer for integer inputs (the bit-exact reference), each in the row order

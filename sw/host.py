@@ -9,14 +9,15 @@ accumulator starting at ``bias << shift``, rounded half-up by ``shift``, saturat
 from dataclasses import dataclass, field
 import io
 import json
+import warnings
 
 import numpy as np
 
-from eie.errors import EieError
+from eie.errors import EieError, InputRangeWarning
 from eie.sw.quant import frac_for, to_fixed
 from eie.sw.reference import requantize, wrap
 
-__all__ = ["QuantConv", "MaxPool", "chip_inputs", "quantize_front", "front_forward", "save_front", "load_front"]
+__all__ = ["QuantConv", "MaxPool", "OUT_OF_RANGE_LIMIT", "input_record", "as_images", "check_range", "chip_inputs", "quantize_front", "front_forward", "save_front", "load_front"]
 
 
 @dataclass
@@ -70,6 +71,49 @@ def front_forward(ops, x_int, config, batch=256):
             part = _conv(op, part, config) if isinstance(op, QuantConv) else _pool(op, part)
         out.append(part.reshape(len(part), -1))
     return np.concatenate(out)
+
+
+OUT_OF_RANGE_LIMIT = 0.01   # inputs outside the calibrated range beyond this fraction are warned about
+
+
+def input_record(calibration):
+    """What a compressed model records of the inputs it was calibrated on: their dtype and range."""
+    x = np.asarray(calibration)
+    return {"dtype": str(x.dtype), "min": float(x.min()), "max": float(x.max())}
+
+
+def as_images(x, record=None):
+    """Images as a float array, samples first: torch tensors (with gradients or not) and lists too. Refuses no
+    samples, a single unbatched image, and integers where the model was calibrated on floats (`record`)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise EieError(f"inputs must be numbers, not {x.dtype}")
+    if x.ndim < 2:
+        raise EieError(f"inputs of shape {x.shape} have no samples axis: give (samples, features...), "
+                       "e.g. x[None] for one image")
+    if not len(x) or not x[0].size:
+        raise EieError(f"inputs of shape {x.shape} hold no values: give at least one image")
+    if record and x.dtype.kind in "biu" and np.dtype(record["dtype"]).kind == "f":
+        raise EieError(f"inputs are {x.dtype} (values {x.min()}..{x.max()}) but the model was calibrated on "
+                       f"{record['dtype']} values in [{record['min']:g}, {record['max']:g}]: convert and scale them "
+                       "as its training data was")
+    return x.astype(np.float64)
+
+
+def check_range(x, record):
+    """Warn (`InputRangeWarning`) when more than `OUT_OF_RANGE_LIMIT` of the values in `x` lie outside the
+    range `record` was calibrated on: the chip's fixed point was chosen for that range and saturates beyond."""
+    if not record:
+        return
+    lo, hi = record["min"], record["max"]
+    fraction = float(((x < lo) | (x > hi)).mean())
+    if fraction > OUT_OF_RANGE_LIMIT:
+        warnings.warn(InputRangeWarning(
+            f"{100 * fraction:.1f}% of the input values lie outside [{lo:g}, {hi:g}], the range the model was "
+            f"calibrated on (largest {np.abs(x).max():g}); they saturate in fixed point and the outputs may be "
+            "wrong: scale the inputs as the training data was"), stacklevel=4)
 
 
 def chip_inputs(images, in_frac, ops, config):

@@ -276,6 +276,7 @@ def compress_network(model, data, config, init, finetuning, calibration_size, lo
     """Deep Compression of a pruned (or dense) `model`, in place: weight sharing (`share`), centroid fine-tuning
     and the chip's fixed point (`to_chip`). Returns (model, host ops, input scale, QuantLayers, figures)."""
     from eie.sw.compress import INITS
+    from eie.sw.host import input_record
     from eie.sw.storage import storage_table
     if init not in INITS:
         raise EieError(f"unknown centroid initialization {init!r}: choose one of {', '.join(INITS)}")
@@ -302,7 +303,8 @@ def compress_network(model, data, config, init, finetuning, calibration_size, lo
     figures = {"init": init, "codebook_size": config.codebook_size, "finetuning": finetuning.__dict__,
                "pruned_accuracy": round(pruned_accuracy, 2), "shared_accuracy": round(shared_accuracy, 2),
                "finetuned_accuracy": round(tuned_accuracy, 2), "calibration_images": len(calibration),
-               "input_frac": in_frac, "dense_parameters": dense_parameters, "layers": layers,
+               "input_frac": in_frac, "input": input_record(calibration.numpy()),
+               "dense_parameters": dense_parameters, "layers": layers,
                "placement": placement, "storage_bytes": storage_table(quant_layers, config, ops, placement=placement)}
     convs = [n for n, m in models.front(model) if isinstance(m, nn.Conv2d)]
     if convs:

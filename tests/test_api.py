@@ -1,6 +1,8 @@
 """The whole flow through the public API only (`import eie`), as a notebook user drives it: digits, tiny
 budgets, a 2-PE chip."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,24 @@ def test_models_of_other_sizes_share_the_standard_chip(flow):
     wide = eie.compress(eie.build_model("1500", data), data, eie.ChipConfig(pes=1),
                         finetuning=eie.Training(epochs=0, lr=1e-4), calibration=100, log=lambda s: None)
     assert wide.config.act_depth == 2048 > eie.ChipConfig.standard(1).act_depth
+
+
+def test_inputs_on_another_scale_are_refused_or_warned(flow, tmp_path):
+    """Raw digits (integers 0..16) where the model was calibrated on floats in [0, 1] are refused; the same as
+    floats run with a warning saying how much lies outside; the recorded range survives save and load."""
+    data, _, _, _, cm = flow
+    assert cm.input_range == (0.0, 1.0) and cm.figures["input"]["dtype"] == "float32"
+    raw = np.rint(data.x_test[:20].numpy() * 16).astype(np.int64)
+    for call in (cm.predict, cm.simulate, cm.estimate):
+        with pytest.raises(eie.EieError, match=r"inputs are int64 \(values 0..16\) but the model was calibrated "
+                                               r"on float32 values in \[0, 1\]"):
+            call(raw)
+    with pytest.raises(eie.EieError, match="uint8"):
+        cm.predict((data.x_test[:5] * 255).to(dtype=__import__("torch").uint8))
+    with pytest.warns(eie.InputRangeWarning, match=r"^\d+\.\d% of the input values lie outside \[0, 1\]"):
+        cm.predict(raw.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cm.predict(data.x_test)             # the test set is on the training data's scale: not a word
+    cm.save(tmp_path / "run")
+    assert eie.load(tmp_path / "run").input_range == (0.0, 1.0)

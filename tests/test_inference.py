@@ -141,3 +141,21 @@ def test_compress_records_data_and_chip_so_run_needs_neither(run_dir, tmp_path, 
     assert main(["run", str(new), "--samples", "0"]) == 2
     assert main(["run", str(new), "--pes", "0"]) == 2      # refused, never replaced by a default
     assert "pes must be in 1..64, not 0" in capsys.readouterr().err
+
+
+def test_inputs_outside_the_calibrated_range_are_refused_unless_allowed(run_dir, tmp_path, capsys):
+    """The CLI refuses (the API warns) when more than 1% of the inputs lie outside the range the model was
+    calibrated on, saying how much; --allow-out-of-range runs them with a one-line warning."""
+    import shutil
+    narrow = tmp_path / "narrow"
+    shutil.copytree(run_dir, narrow)
+    report = json.loads((narrow / "report.json").read_text())
+    assert report["compress"]["input"] == {"dtype": "float32", "min": 0.0, "max": 1.0}
+    report["compress"]["input"]["max"] = 0.5          # as if calibrated on darker images than the test set's
+    (narrow / "report.json").write_text(json.dumps(report))
+    assert main(["run", str(narrow), "--samples", "10"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "% of the input values lie outside [0, 0.5]" in err and "--allow-out-of-range" in err
+    assert main(["run", str(narrow), "--samples", "10", "--allow-out-of-range", "--json"]) == 0
+    assert "warning: " in capsys.readouterr().err
