@@ -43,13 +43,12 @@ def _write_predictions(path, run, labels):
         for s, (row, label, chip, ref) in enumerate(zip(run.outputs, labels, run.predictions,
                                                         run.reference.argmax(axis=1))):
             out.writerow([s, int(label), int(chip), int(ref), *map(int, row)])
-    if not Path(path).parent.is_dir():
-        raise EieError(f"--predictions: folder {Path(path).parent} does not exist")
     atomic_write(path, write, binary=False)
 
 
 def run_command(args):
     from eie.api import load
+    from eie.sw.runs import RunFolder
     if args.samples is not None and args.samples < 1:
         raise EieError(f"--samples must be at least 1, not {args.samples}")
     started = time.perf_counter()
@@ -60,7 +59,11 @@ def run_command(args):
         _log(f"laid out for {cm.config.pes} PEs (the model was compressed for {stored.pes})")
     if args.data_dir is not None:
         cm.data = {**(cm.data or {"name": "mnist"}), "data_dir": str(args.data_dir)}
-    with _input_range(args.allow_out_of_range):
+    if args.predictions is not None and args.predictions.exists() and not args.force:
+        raise EieError(f"--predictions {args.predictions} exists; pass --force to replace it or name another file")
+    folder = RunFolder(args.run)
+    with folder.locked(), _input_range(args.allow_out_of_range):
+        folder.check_writable()      # before the simulation, whose results go there
         results = chip_run(cm, cm.dataset(), args.run, args.samples, args.waves, args.waves_sample, args.verilog,
                            args.predictions, started, args.jobs, args.scheduler)
     if args.json:
@@ -92,7 +95,12 @@ def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilo
     into the run folder's report (section "run") and returned. A mismatch is traced and recorded as a VCD."""
     from eie.sw.runs import RunFolder
     started = started or time.perf_counter()
-    n = len(data.x_test) if samples is None else min(samples, len(data.x_test))
+    if samples is not None and samples > len(data.x_test):
+        raise EieError(f"--samples {samples}: the test set has {len(data.x_test)} images; give at most that many "
+                       "or leave --samples out for all of them")
+    n = len(data.x_test) if samples is None else samples
+    if waves is not None and not 0 <= waves_sample < n:
+        raise EieError(f"--waves-sample must be one of the {n} samples run, 0..{n - 1}, not {waves_sample}")
     x, y = data.x_test[:n], data.y_test[:n]
     run = cm.simulate(x, log=_log, waves=waves, waves_sample=waves_sample,
                       mismatch_waves=Path(run_dir) / "mismatch.vcd", jobs=jobs, scheduler=scheduler)
@@ -216,6 +224,7 @@ def register(sub):
     p.add_argument("--verilog", type=Path, metavar="FILE.v", help="also write the Verilog of the chip it ran on")
     p.add_argument("--predictions", type=Path, metavar="FILE.csv",
                    help="write every image's chip outputs (and label, chip and reference class) as CSV")
+    p.add_argument("--force", action="store_true", help="replace the --predictions file if it exists")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="folder of MNIST-format IDX files, when the one the run folder records has moved")
     p.add_argument("--allow-out-of-range", action="store_true",

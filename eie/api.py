@@ -33,6 +33,16 @@ def _stderr(message):
     print(message, file=sys.stderr, flush=True)
 
 
+def _check_model(model, data=None):
+    """Refuse what is not a torch network (and, given, not a data set from `load_data`) in one line."""
+    from torch import nn
+    from eie.sw.data import Dataset
+    if not isinstance(model, nn.Module):
+        raise EieError(f"model must be a torch nn.Module (e.g. eie.build_model(...)), not {type(model).__name__}")
+    if data is not None and not isinstance(data, Dataset):
+        raise EieError(f"data must be a data set from eie.load_data(...), not {type(data).__name__}")
+
+
 def load_data(name="fashion-mnist", data_dir=None):
     """A data set: "fashion-mnist" (Debian's package), "mnist" (any MNIST-format IDX folder, `data_dir`) or
     "digits" (scikit-learn's 8x8 digits). Fields x_train, y_train, x_test, y_test (torch tensors), classes."""
@@ -52,6 +62,7 @@ def build_model(arch, data, seed=0):
 def train(model, data, training=None, desc="train"):
     """Train `model` on `data` in place; returns the test accuracy in percent."""
     from eie.sw import train as _train
+    _check_model(model, data)
     (training or Training(epochs=20, lr=0.05)).fit(model, data, desc)
     return _train.evaluate(model, data.x_test, data.y_test)
 
@@ -63,6 +74,7 @@ def prune(model, data, quality=None, iterations=5, retraining=None, final_epochs
     Pruned weights stay masked as `torch.nn.utils.prune` leaves them. `quality`: one number, {layer: number},
     or None for the tuned defaults of `arch`. Returns the figures (Table 2 of the paper, the schedule)."""
     from eie.sw.pipeline import prune_network
+    _check_model(model, data)
     retraining = retraining or Training(epochs=5, lr=0.02, l2=5e-4)
     return prune_network(model, data, quality, iterations, retraining, final_epochs, remove_dead, arch, log)
 
@@ -78,6 +90,7 @@ def compress(model, data, config=None, init="linear", finetuning=None, calibrati
     left as it is. Returns a `CompressedModel`."""
     from eie.sw import models
     from eie.sw.pipeline import compress_network
+    _check_model(model, data)
     config = config or ChipConfig()
     if not isinstance(config, ChipConfig):
         raise EieError(f"config must be a ChipConfig, not {type(config).__name__}")
@@ -253,6 +266,9 @@ class CompressedModel:
         from eie.sw.perf import network_figures
         from eie.sw.storage import sram
         x_int = self.inputs(x)
+        if waves is not None and not 0 <= waves_sample < len(x_int):
+            raise EieError(f"waves_sample must be one of the {len(x_int)} samples, 0..{len(x_int) - 1}, "
+                           f"not {waves_sample}")
         refs = self.reference(x_int)
         build(self.config, log=log)       # outside the timing: once per configuration
         t0 = time.perf_counter()
@@ -275,8 +291,6 @@ class CompressedModel:
             if found:
                 figures["first_mismatch"] = found
         if waves is not None:
-            if not 0 <= waves_sample < len(x_int):
-                raise EieError(f"the waveform sample must be in 0..{len(x_int) - 1}, not {waves_sample}")
             simulate(self.image, x_int[waves_sample:waves_sample + 1], waves=waves, log=log)
             figures["waveform"] = str(waves)
         return run

@@ -38,6 +38,8 @@ from dataclasses import dataclass, asdict, fields
 import hashlib
 import json
 
+from eie.errors import ConfigTypeError, ConfigValueError
+
 __all__ = ["ChipConfig", "OUTPUT_LATENCY", "QUEUE_SLACK", "JOBS_SLACK", "PREFIX_STAGES", "WORD_FIFO_DEPTH",
            "REQUANT_LATENCY"]
 
@@ -57,6 +59,10 @@ def _bits_for(n):
 
 @dataclass(frozen=True)
 class ChipConfig:
+    """One chip: PEs, widths and memory depths (the module's docstring gives each field's meaning). Every
+    field is checked here, so RTL, encoder, reference and performance model can trust it; a bad value raises
+    `EieError` (also a ValueError or TypeError). `ChipConfig.standard(pes)` is the chip models are compressed
+    for; `replace(**changes)` another like it."""
     pes: int = 16
     queue_depth: int = 8
     jobs_depth: int = 16
@@ -101,19 +107,19 @@ class ChipConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"ChipConfig.{f.name} must be an int, not {type(value).__name__}")
+                raise ConfigTypeError(f"ChipConfig.{f.name} must be an int, not {type(value).__name__}")
             lo, hi = self._RANGES[f.name]
             if not lo <= value <= hi:
-                raise ValueError(f"ChipConfig.{f.name} must be in {lo}..{hi}, not {value}")
+                raise ConfigValueError(f"ChipConfig.{f.name} must be in {lo}..{hi}, not {value}")
         for name in self._POWERS_OF_TWO:
             value = getattr(self, name)
             if value & (value - 1):
-                raise ValueError(f"ChipConfig.{name} must be a power of two, not {value}")
+                raise ConfigValueError(f"ChipConfig.{name} must be a power of two, not {value}")
         if self.acts_per_cycle > 1 and self.cols_per_ptr_word < 2:
-            raise ValueError("ChipConfig.acts_per_cycle=2 pairs columns that share a pointer word: "
+            raise ConfigValueError("ChipConfig.acts_per_cycle=2 pairs columns that share a pointer word: "
                              "it needs cols_per_ptr_word >= 2")
         if self.acc_bits < self.act_bits + self.weight_bits:
-            raise ValueError(f"ChipConfig.acc_bits ({self.acc_bits}) must hold a full product: "
+            raise ConfigValueError(f"ChipConfig.acc_bits ({self.acc_bits}) must hold a full product: "
                              f"at least act_bits + weight_bits = {self.act_bits + self.weight_bits}")
 
     # -- derived widths -----------------------------------------------------------------------------------
@@ -169,7 +175,7 @@ class ChipConfig:
 
     @classmethod
     def for_user(cls, **fields):
-        """Like the constructor, but a bad parameter is an `EieError` (a one-line message for the CLI)."""
+        """Like the constructor, but an unknown field name is an `EieError` too (a one-line message)."""
         from eie.errors import EieError
         try:
             return cls(**fields)
@@ -202,7 +208,7 @@ class ChipConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown ChipConfig field(s): {', '.join(unknown)}")
+            raise ConfigValueError(f"unknown ChipConfig field(s): {', '.join(unknown)}")
         return cls(**d)
 
     def key(self):

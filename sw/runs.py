@@ -2,6 +2,8 @@
 earlier command left there unless asked to (--force). `report.json` is shared: each command merges its own
 keys into it, and `report.md` is rebuilt from the merged result."""
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -16,14 +18,21 @@ def atomic_write(path, write, binary=True):
     """Call `write(file)` on a temporary file beside `path`, then rename it over `path`: readers see the old
     file or the new one, never half of one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if not path.parent.is_dir():
+        raise EieError(f"cannot write {path}: folder {path.parent} does not exist; create it or choose another")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise EieError(f"cannot write {path}: {e.strerror or e}; choose a folder you can write to") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; a file the user writes gets their umask
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise EieError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 
@@ -62,6 +71,30 @@ class RunFolder:
 
     def has(self, name):
         return (self.path / name).is_file()
+
+    def check_writable(self):
+        """Refuse a folder this command could not write its results into, before the work that makes them."""
+        probe = self.output(".eie-write-probe")
+        atomic_write(probe, lambda f: None)
+        probe.unlink()
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the folder for one command: a second command on it is refused rather than silently overwriting
+        the first one's results (an advisory lock on `.eie.lock`, released when the process ends)."""
+        try:
+            fd = os.open(self.output(".eie.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise EieError(f"cannot write into run folder {self.path}: {e.strerror}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EieError(f"run folder {self.path} is in use by another eie command; wait for it to finish "
+                               "or use another folder") from None
+            yield self
+        finally:
+            os.close(fd)
 
     def write_text(self, name, text):
         atomic_write(self.output(name), lambda f: f.write(text), binary=False)

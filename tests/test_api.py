@@ -130,3 +130,25 @@ def test_inputs_on_another_scale_are_refused_or_warned(flow, tmp_path):
         cm.predict(data.x_test)             # the test set is on the training data's scale: not a word
     cm.save(tmp_path / "run")
     assert eie.load(tmp_path / "run").input_range == (0.0, 1.0)
+
+
+def test_bad_calls_are_one_line_errors(flow):
+    """Each of these was a ValueError, RuntimeError, AttributeError or FileNotFoundError from deep inside."""
+    data, model, _, _, cm = flow
+    cases = [
+        (lambda: cm.predict(np.zeros((0, 64), np.float32)), r"shape \(0, 64\) hold no values"),
+        (lambda: cm.predict(data.x_test[0].flatten().numpy()), r"shape \(64,\) have no samples axis.*x\[None\]"),
+        (lambda: cm.predict(np.array([["a"]])), "inputs must be numbers"),
+        (lambda: eie.ChipConfig(pes=-1), "ChipConfig.pes must be in 1..64, not -1"),
+        (lambda: eie.ChipConfig(pes=2.0), "ChipConfig.pes must be an int"),
+        (lambda: eie.compress("hello", data), "model must be a torch nn.Module .*not str"),
+        (lambda: eie.prune(model, "digits"), "data must be a data set from eie.load_data"),
+        (lambda: eie.train(None, data), "not NoneType"),
+        (lambda: cm.verilog("/no/such/dir/x.v"), "cannot write /no/such/dir/x.v: folder /no/such/dir does not exist"),
+        (lambda: cm.simulate(data.x_test[:3], waves="w.vcd", waves_sample=5), "waves_sample must be one of the 3"),
+    ]
+    for call, message in cases:
+        with pytest.raises(eie.EieError, match=message):
+            call()
+    x = data.x_test[:4].clone().requires_grad_(True)      # straight from a training loop
+    assert np.array_equal(cm.predict(x), cm.predict(data.x_test[:4]))

@@ -1,6 +1,7 @@
 """`eie run` end to end on a tiny pruned and compressed model (digits), and its refusals."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -159,3 +160,40 @@ def test_inputs_outside_the_calibrated_range_are_refused_unless_allowed(run_dir,
     assert "% of the input values lie outside [0, 0.5]" in err and "--allow-out-of-range" in err
     assert main(["run", str(narrow), "--samples", "10", "--allow-out-of-range", "--json"]) == 0
     assert "warning: " in capsys.readouterr().err
+
+
+def test_run_refuses_before_the_simulation_rather_than_lose_its_results(run_dir, tmp_path, monkeypatch, capsys):
+    """A folder it cannot write, a folder another command holds, a waveform sample or sample count beyond the
+    test set, a predictions file that exists: each refused in one line before any simulation."""
+    import fcntl
+    import shutil
+    import tempfile
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    monkeypatch.setattr(eie.CompressedModel, "simulate", lambda *a, **k: pytest.fail("simulated anyway"))
+
+    def refused(*argv):
+        assert main(["run", str(run), *map(str, argv)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1, err
+        return err
+
+    assert "--waves-sample must be one of the 10 samples run, 0..9, not 5000" in refused(
+        "--samples", "10", "--waves", tmp_path / "w.vcd", "--waves-sample", "5000")
+    assert "--samples 100000: the test set has 360 images" in refused("--samples", "100000")
+    (tmp_path / "p.csv").write_text("earlier work\n")
+    assert "--predictions " + str(tmp_path / "p.csv") + " exists; pass --force" in refused(
+        "--samples", "5", "--predictions", tmp_path / "p.csv")
+    assert (tmp_path / "p.csv").read_text() == "earlier work\n"
+    with open(run / ".eie.lock", "w") as held:          # another `eie run` on the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert "is in use by another eie command" in refused("--samples", "5")
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):           # root writes anywhere: stand in for a read-only folder
+        if dir is not None and Path(dir) == run:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    err = refused("--samples", "5")
+    assert f"cannot write {run}" in err and "Permission denied" in err
