@@ -213,6 +213,19 @@ class Chip(wiring.Component):
             m.d.sync += [host.cycles.eq(host.cycles + 1), layer_count.eq(layer_count + 1)]
 
         rows_per_word = c.outputs_per_cycle * n     # rows one request covers
+
+        def begin_layer():
+            """A layer's first cycle: the detector starts, the PEs forget their accumulators, the next table row
+            becomes the current one. In SETUP after IDLE, or in the last cycle of the layer before's output
+            pass (its last request is in O1 then, which reads the layer's registers before they change)."""
+            with m.If(~first):       # the layer before, recorded here off the exit path
+                m.d.sync += layer_cycles[layer].eq(layer_count)
+            m.d.comb += clear.eq(1)
+            m.d.sync += [layer.eq(layer_next), desc.eq(desc_next), rnd.eq(rounding(desc_next.shift, c)),
+                         layer_next.eq(layer_next + 1), desc_next.eq(table[(layer_next + 1)[:len(layer)]]),
+                         more.eq(layer_next + 1 < n_layers), layer_count.eq(1), first.eq(0)]
+            m.next = "RUN"
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(start):
@@ -221,14 +234,7 @@ class Chip(wiring.Component):
                                  layer_next.eq(0), desc_next.eq(table[0]), first.eq(1)]
                     m.next = "SETUP"
             with m.State("SETUP"):
-                # the layer before (its last cycle was the one before this) is recorded here, off the exit path
-                with m.If(~first):
-                    m.d.sync += layer_cycles[layer].eq(layer_count)
-                m.d.comb += clear.eq(1)
-                m.d.sync += [layer.eq(layer_next), desc.eq(desc_next), rnd.eq(rounding(desc_next.shift, c)),
-                             layer_next.eq(layer_next + 1), desc_next.eq(table[(layer_next + 1)[:len(layer)]]),
-                             more.eq(layer_next + 1 < n_layers), layer_count.eq(1), first.eq(0)]
-                m.next = "RUN"
+                begin_layer()
             with m.State("RUN"):
                 with m.If(nzd.settled & all_quiet):
                     m.d.sync += [out_en.eq(1), out_left.eq(desc.rows), out_cycles.eq(0),
@@ -236,18 +242,19 @@ class Chip(wiring.Component):
                     ask(Const(0, len(out_row)))
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
-                # one request per cycle; a next layer starts once the first output word is written, so its
-                # detector never reads a word before the output pass has written it
+                # one request per cycle; a next layer starts once its last request is in O1 and the first
+                # output word is written, so that its detector never reads a word before the pass has written it
                 done_asking = ~out_en | out_last
-                m.d.sync += out_cycles.eq(out_cycles + 1)
+                with m.If(out_cycles != OUTPUT_LATENCY + 1):
+                    m.d.sync += out_cycles.eq(out_cycles + 1)
                 with m.If(out_en):
                     m.d.sync += [out_left.eq(out_left - rows_per_word),
                                  out_last.eq(at_most(out_left, 2 * rows_per_word))]
                     ask(out_row + c.outputs_per_cycle)
                     with m.If(out_last):
                         m.d.sync += out_en.eq(0)
-                with m.If(done_asking & more & (out_cycles + 1 >= OUTPUT_LATENCY + 1)):
-                    m.next = "SETUP"
+                with m.If(done_asking & more & (out_cycles == OUTPUT_LATENCY + 1)):
+                    begin_layer()
                 with m.Elif(done_asking & ~more):
                     m.d.sync += drain.eq(OUTPUT_LATENCY)
                     m.next = "DRAIN"

@@ -220,7 +220,10 @@ def predict_cycles(act_counts, word_fill, rows, config, last=True):
         sent.append(emit is not None)
         cycle += 1
     out = output_cycles(rows, config)
-    return cycle + 1 + (out + OUTPUT_LATENCY if last else max(out, OUTPUT_LATENCY + 1))
+    # the layer's first cycle (SETUP, or the last of the output pass before), RUN, then the output pass: the
+    # last layer's until its last word is written, another's until the next layer's first cycle, which waits
+    # for its first word to be written
+    return cycle + 1 + (out + OUTPUT_LATENCY if last else max(out - 1, OUTPUT_LATENCY + 1))
 
 
 def pipeline_fill(rows, config, last=True):
