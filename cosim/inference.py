@@ -57,8 +57,7 @@ def run_command(args):
     cm = cm.relayout(**chip_changes(args))
     if cm.config.pes != stored.pes:
         _log(f"laid out for {cm.config.pes} PEs (the model was compressed for {stored.pes})")
-    if args.data_dir is not None:
-        cm.data = {**(cm.data or {"name": "mnist"}), "data_dir": str(args.data_dir)}
+    cm.data = _data_set(cm.data, args)
     if args.predictions is not None and args.predictions.exists() and not args.force:
         raise EieError(f"--predictions {args.predictions} exists; pass --force to replace it or name another file")
     folder = RunFolder(args.run)
@@ -71,6 +70,18 @@ def run_command(args):
     else:
         print_summary(results)
     return 0 if not results["mismatches"] else 1
+
+
+def _data_set(recorded, args):
+    """The data set `eie run` uses: the one the run folder records, unless --data / --data-dir say otherwise."""
+    data = dict(recorded or {})
+    if args.data is not None and args.data != data.get("name"):
+        data = {"name": args.data, "data_dir": None}
+    if args.data_dir is not None:
+        data = {"name": data.get("name", "mnist"), "data_dir": str(args.data_dir)}
+    if not data:
+        raise EieError(f"{args.run} does not record its data set (no report.json): pass --data NAME")
+    return data
 
 
 @contextlib.contextmanager
@@ -212,7 +223,7 @@ def register(sub):
                                    "the one the model was compressed for; any chip flag given changes that field "
                                    "(memory depths not given are the standard chip's, or fitted to the model when it "
                                    "does not fit that). The data set is the one the "
-                                   "run folder records. Every output is compared with the bit-exact reference; the "
+                                   "run folder records, unless --data names one. Every output is compared with the bit-exact reference; the "
                                    "first mismatch is traced to its layer and row and written as a VCD. The results "
                                    "are merged into the run folder's report.json / report.md. Exit status 1 on any "
                                    "mismatch.")
@@ -225,6 +236,9 @@ def register(sub):
     p.add_argument("--predictions", type=Path, metavar="FILE.csv",
                    help="write every image's chip outputs (and label, chip and reference class) as CSV")
     p.add_argument("--force", action="store_true", help="replace the --predictions file if it exists")
+    p.add_argument("--data", metavar="NAME",
+                   help="data set whose test images to run: fashion-mnist, mnist or digits (default: the one the run "
+                        "folder records)")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="folder of MNIST-format IDX files, when the one the run folder records has moved")
     p.add_argument("--allow-out-of-range", action="store_true",

@@ -178,7 +178,8 @@ class CompressedModel:
     def dataset(self):
         """The data set this model was compressed with (as recorded)."""
         if not self.data:
-            raise EieError("this model does not record its data set: give the data to use explicitly")
+            raise EieError("this model does not record its data set: load one with eie.load_data(...) and pass "
+                           "its images")
         return load_data(self.data["name"], self.data.get("data_dir"))
 
     # -- the input contract and the reference --------------------------------------------------------------
@@ -331,7 +332,7 @@ class CompressedModel:
         from eie.sw import models
         from eie.sw.host import save_front
         from eie.sw.runs import RunFolder, atomic_write
-        run = RunFolder(run_dir, ["image.npz", "host.npz", "compressed.pt"], force)
+        run = RunFolder(run_dir, ["image.npz", "host.npz", "compressed.pt"], force, "save(..., force=True)")
         self.image.save(run.output("image.npz"))
         if self.host_ops:
             atomic_write(run.output("host.npz"), lambda f: f.write(save_front(self.host_ops, self.in_frac)))

@@ -13,8 +13,12 @@ COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands", "eie.c
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the project's error style: one line naming the problem (and `--help` for the rest), exit 2.
-    Subcommand parsers are of the same class."""
+    """argparse with the project's error style: one line naming the problem (and `--help` for the rest), exit 2;
+    options are never abbreviated. Subcommand parsers are of the same class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)   # `--data` must never be taken for `--data-dir`
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

@@ -31,10 +31,11 @@ def _common(p, training=True):
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (default 1: networks this small gain little from more, a busy "
                         "machine loses a lot, and a fixed count gives the same numbers on every machine)")
+    p.add_argument("--model", metavar="NAME|SIZES",
+                   help="lenet-300-100 (default), lenet-5, or hidden layer sizes such as 500-200 (a ReLU "
+                        "perceptron; the data set gives inputs and classes)" if training else
+                        "the architecture a --checkpoint state dict belongs to (names as for eie prune)")
     if training:
-        p.add_argument("--model", metavar="NAME|SIZES",
-                       help="lenet-300-100 (default), lenet-5, or hidden layer sizes such as 500-200 (a ReLU "
-                            "perceptron; the data set gives inputs and classes)")
         p.add_argument("--checkpoint", type=Path, metavar="FILE",
                        help="trained dense network to start from instead of training one: an eie checkpoint, "
                             "torch.save() of an nn.Sequential (Linear/ReLU/Dropout/Flatten, Conv2d/MaxPool2d), "
@@ -122,7 +123,8 @@ def register(sub):
                     "from the run folder; the data set is the one recorded there unless given.")
     _common(p, training=False)
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
-                   help="pruned network to compress instead of the run folder's pruned.pt")
+                   help="pruned network to compress instead of the run folder's pruned.pt: an eie checkpoint, "
+                        "torch.save() of an nn.Sequential, or a state dict of --model")
     p.add_argument("--init", default="linear", metavar="linear|density|random",
                    help="centroid initialization (default linear, the paper's best)")
     p.add_argument("--finetune-epochs", type=int, default=2, help="centroid fine-tuning epochs (default 2)")
@@ -293,13 +295,15 @@ def prune_command(args):
     return 0
 
 
-def _pruned_network(run, checkpoint):
-    """The network `eie compress` compresses: `checkpoint`, whose architecture must be the run's, or the run
-    folder's pruned.pt. Returns (model with its pruning masks applied, architecture name or None)."""
+def _pruned_network(run, checkpoint, model_name, data):
+    """The network `eie compress` compresses: `checkpoint` (a state dict of `model_name`), whose architecture
+    must be the run's, or the run folder's pruned.pt. Returns (model with its pruning masks applied,
+    architecture name or None)."""
     from eie.sw import models, prune
     if checkpoint is None and not run.has("pruned.pt"):
         raise EieError(f"no pruned network in {run.path}: run 'eie prune {run.path}' first, or give --checkpoint")
-    model, masks, meta = models.load_checkpoint(checkpoint or run / "pruned.pt")
+    expect = models.spec(models.build(model_name, data.input_shape, data.classes)) if model_name else None
+    model, masks, meta = models.load_checkpoint(checkpoint or run / "pruned.pt", expect)
     if checkpoint is not None:
         for existing in ("pruned.pt", "baseline.pt"):
             if run.has(existing):
@@ -307,7 +311,7 @@ def _pruned_network(run, checkpoint):
                                           checkpoint)
                 break
     prune.apply_masks(model, masks)
-    return model, meta.get("arch") or run.report().get("model")
+    return model, meta.get("arch") or model_name or run.report().get("model")
 
 
 def compress_command(args):
@@ -320,7 +324,7 @@ def compress_command(args):
     finetuning = Training(epochs=args.finetune_epochs, lr=args.finetune_lr, l2=0.0, seed=args.seed)
     run = RunFolder(args.run, ["compressed.pt", "image.npz", "host.npz"], args.force)
     data = load_data(run, args.data, args.data_dir)
-    model, arch = _pruned_network(run, args.checkpoint)
+    model, arch = _pruned_network(run, args.checkpoint, args.model, data)
     cm = compress(model, data, config, args.init, finetuning, args.calibration, args.placement, log=_log)
     cm.save(run.path, force=args.force)
     figures = run.update_report(**_identity(arch, data), timings={"compress": round(time.perf_counter() - started, 1)})

@@ -152,20 +152,22 @@ def load_dataset(name, data_dir=None):
     the default location (for "mnist" it is required, or set $EIE_DATA_DIR)."""
     if name not in DATASETS:
         raise EieError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)} "
-                       "(or any MNIST-format folder with --data-dir)")
+                       "(mnist takes any MNIST-format folder)")
     if name == "digits":
         if data_dir is not None:
-            raise EieError("the digits data set ships with scikit-learn; drop --data-dir or pick another data set")
+            raise EieError("the digits data set ships with scikit-learn: give no data folder (data_dir), or "
+                              "pick another data set")
         return _load_digits()
     if data_dir is not None:
         if not Path(data_dir).is_dir():
-            raise EieError(f"--data-dir {data_dir} is not a folder")
-        return _load_idx(name, data_dir, "point --data-dir at a folder of MNIST-format IDX files")
+            raise EieError(f"data folder {data_dir} is not a folder")
+        return _load_idx(name, data_dir, "give a folder of MNIST-format IDX files")
     if name == "fashion-mnist":
         return _load_idx(name, FASHION_MNIST_DIR, f"install it with '{FASHION_MNIST_FIX}'")
     env = os.environ.get(DATA_DIR_ENV)
     if not env:
-        raise EieError(f"the mnist data set needs a folder of IDX files: pass --data-dir DIR or set {DATA_DIR_ENV}")
+        raise EieError(f"the mnist data set needs a folder of IDX files: give its folder (data_dir) or "
+                       f"set {DATA_DIR_ENV}")
     return _load_idx(name, env, f"fix {DATA_DIR_ENV} to point at a folder of MNIST-format IDX files")
 
 

@@ -82,7 +82,7 @@ def check_index_matrix(w_index, config, what="layer", layout=True):
         raise EieError(f"{what}: empty matrix {w.shape}")
     if layout and (rows > config.max_dim or cols > config.max_dim):
         raise EieError(f"{what}: {rows}x{cols} exceeds this chip's {config.max_dim} rows/columns "
-                       f"(act_depth {config.act_depth} x {config.pes} PEs): use more PEs or a larger --act-depth")
+                       f"(act_depth {config.act_depth} x {config.pes} PEs): use more PEs or a larger act_depth")
     return w.astype(INDEX_DTYPE, copy=False)
 
 
@@ -102,7 +102,7 @@ def check_paired(rows, config, what="layer"):
         raise EieError(f"{what}: pairing PEs needs an even number of PEs, not {config.pes}; place it unpaired")
     if not fits_pairs(rows, config):
         raise EieError(f"{what}: paired, {rows} rows need {paired_rows(rows, config)} accumulators per PE but "
-                       f"the chip has {config.act_depth}: place it unpaired or use a larger --act-depth")
+                       f"the chip has {config.act_depth}: place it unpaired or use a larger act_depth")
 
 
 def _pair_split(row, col, n_pes):
@@ -174,7 +174,7 @@ def encode_layer(w_index, config, what="layer", paired=False):
         k, j = np.unravel_index(int(np.argmax(counts)), counts.shape)
         raise EieError(f"{what}: column {j} holds {worst} entries in PE {k} (padding included) but "
                        f"count_bits={config.count_bits} holds at most {config.max_count}: "
-                       f"use more PEs or a larger --count-bits")
+                       f"use more PEs or a larger count_bits")
     return EncodedLayer(rows, cols, pes, paired)
 
 

@@ -234,7 +234,7 @@ def build_image(layers, config, placement="interleaved", calibration=None, pairs
         raise EieError("a chip image needs at least one layer")
     if len(layers) > config.max_layers:
         raise EieError(f"{len(layers)} layers but the chip's layer table holds {config.max_layers}: "
-                       f"use a larger --max-layers")
+                       f"use a chip with max_layers >= {len(layers)}")
     c = config
     descs, entries, bases, counts = [], [[] for _ in range(c.pes)], [], []
     codebooks = np.zeros((len(layers), c.codebook_size), np.int64)
@@ -274,10 +274,10 @@ def build_image(layers, config, placement="interleaved", calibration=None, pairs
         ptr_base += words
     if entry_base > c.matrix_words:
         raise EieError(f"model needs {entry_base} sparse-matrix words per PE (its busiest PE's share) but the "
-                       f"chip has {c.matrix_words}: use more PEs or --matrix-words {entry_base}")
+                       f"chip has {c.matrix_words}: use more PEs or matrix_words >= {entry_base}")
     if ptr_base > c.ptr_words:
         raise EieError(f"model needs {ptr_base} pointer words per PE but the chip has {c.ptr_words}: "
-                       f"use --ptr-words {ptr_base}")
+                       f"use ptr_words >= {ptr_base}")
     return ChipImage(c, descs,
                      [np.concatenate(e) for e in entries],
                      np.concatenate(bases, axis=1), np.concatenate(counts, axis=1),
@@ -313,9 +313,12 @@ def fit_config(layers, config, keep=(), exact=False, placement="interleaved", pa
     for this model". act_depth, matrix_words and ptr_words become the depths the model needs and count_bits
     grows if a column needs more; fields named in `keep` stay as they are. Depths are rounded up to powers of
     two unless `exact` (storage accounting wants the model's own sizes; simulators want few distinct chips,
-    so few Verilator builds). `placement` and `pairs` are the image's (`build_image`: they move padding)."""
+    so few Verilator builds); the layer table grows to the model's layers. `placement` and `pairs` are the
+    image's (`build_image`: they move padding)."""
     grow = (lambda n: max(1, int(n))) if exact else _pow2
     fields = config.to_dict()
+    if "max_layers" not in keep:
+        fields["max_layers"] = max(config.max_layers, len(layers))
     if "act_depth" not in keep:
         dim = max(max(layer.rows, layer.cols) for layer in layers)
         fields["act_depth"] = grow(-(-dim // config.pes))

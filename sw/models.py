@@ -228,10 +228,14 @@ def load_checkpoint(path, expect=None):
         with torch.serialization.safe_globals(allowed):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; all mean the same to the user
-        lines = [line.strip() for line in str(e).splitlines() if "Unsupported global" in line]
-        why = lines[0] if lines else (str(e).splitlines() or [type(e).__name__])[0]
-        raise EieError(f"cannot load checkpoint {path}: {why[:200]} (save an nn.Sequential of "
-                       f"{', '.join(_BY_NAME)}, or its state_dict with --model)") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise EieError(f"cannot load checkpoint {path}: it holds a {found.group(1).rsplit('.', 1)[-1]} "
+                           f"({found.group(1)}), which the chip does not run; supported layers are "
+                           f"{', '.join(_BY_NAME)}") from None
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise EieError(f"cannot load checkpoint {path}: {why[:200]} (expected torch.save() of an eie checkpoint, "
+                       f"of an nn.Sequential of {', '.join(_BY_NAME)}, or of its state_dict)") from None
     masks, meta = {}, {}
     if isinstance(data, nn.Module):   # torch.save(model): fold any reparametrization away into a plain copy
         layers = spec(data)
@@ -244,7 +248,8 @@ def load_checkpoint(path, expect=None):
         _load_state(model, data["state"], path)
     elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
         if expect is None:
-            raise EieError(f"{path} is a bare state dict; name its architecture with --model")
+            raise EieError(f"{path} is a bare state dict, which does not say what network it belongs to: "
+                           "name the architecture (--model)")
         layers = expect
         model = from_spec(layers)
         state, masks = _fold_pruning(data)

@@ -44,19 +44,20 @@ def _umask():
 
 class RunFolder:
     """The folder a command writes into. `outputs` are the file names this command creates; if any is
-    already there the command refuses to start, unless `force`, which replaces only those files. The folder
+    already there the command refuses to start, unless `force`, which replaces only those files (the refusal
+    says `how_to_force`: the flag for a command, the argument for the API). The folder
     itself appears with the first file written, so a command refused for bad input leaves nothing behind."""
 
     REPORT = "report.json"
 
-    def __init__(self, path, outputs=(), force=False):
+    def __init__(self, path, outputs=(), force=False, how_to_force="pass --force"):
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise EieError(f"{self.path} exists and is not a folder; choose another run folder")
         clash = [name for name in outputs if (self.path / name).exists()]
         if clash and not force:
             raise EieError(f"run folder {self.path} already has {', '.join(clash)}; "
-                           "pick a new folder or pass --force to replace those files")
+                           f"pick a new folder or {how_to_force} to replace those files")
 
     def __truediv__(self, name):
         return self.path / name

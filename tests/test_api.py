@@ -152,3 +152,31 @@ def test_bad_calls_are_one_line_errors(flow):
             call()
     x = data.x_test[:4].clone().requires_grad_(True)      # straight from a training loop
     assert np.array_equal(cm.predict(x), cm.predict(data.x_test[:4]))
+
+
+def test_five_layers_compress_onto_a_chip_with_a_larger_layer_table(flow):
+    """The standard chip's table holds 4 layers; a deeper model gets a chip sized to it, not an error after
+    fine-tuning naming a flag that `eie compress` lacks."""
+    data = flow[0]
+    model = eie.build_model("24-20-16-12", data)
+    eie.train(model, data, eie.Training(epochs=2, lr=0.05))
+    cm = eie.compress(model, data, eie.ChipConfig(pes=2), finetuning=eie.Training(epochs=0, lr=1e-4),
+                      calibration=100, log=lambda s: None)
+    assert len(cm.layers) == 5 and cm.config.max_layers == 5
+    assert len(cm.simulate(data.x_test[:4]).mismatches) == 0
+
+
+def test_api_errors_name_no_command_line_flags(flow, tmp_path):
+    data, _, _, _, cm = flow
+    cm.save(tmp_path / "run")
+    with pytest.raises(eie.EieError, match=r"pick a new folder or save\(..., force=True\) to replace") as refused:
+        cm.save(tmp_path / "run")
+    bare = eie.CompressedModel(cm.image, cm.host_ops, cm.in_frac)
+    with pytest.raises(eie.EieError, match=r"load one with eie.load_data") as refused_data:
+        bare.dataset()
+    with pytest.raises(eie.EieError) as refused_jobs:
+        cm.simulate(data.x_test[:2], jobs=0)
+    with pytest.raises(eie.EieError) as refused_digits:
+        eie.load_data("digits", data_dir="/tmp")
+    for e in (refused, refused_data, refused_jobs, refused_digits):
+        assert "--" not in str(e.value), e.value

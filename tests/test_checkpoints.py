@@ -64,7 +64,8 @@ def test_a_wrong_architecture_is_one_line_naming_both(torch_pruned, tmp_path):
     folder, _ = torch_pruned
     with pytest.raises(EieError, match=r"another architecture: \[1.weight 32x64, 3.weight 10x32\], expected \[.*Linear\(64->20\)"):
         cli("prune", tmp_path / "a", "--checkpoint", folder / "state.pt", "--model", "20", *PRUNE)
-    with pytest.raises(EieError, match="bare state dict; name its architecture with --model"):
+    with pytest.raises(EieError, match=r"bare state dict, which does not say what network it belongs to: name "
+                                        r"the architecture \(--model\)"):
         cli("prune", tmp_path / "b", "--checkpoint", folder / "state.pt", *PRUNE)
 
 
@@ -91,3 +92,29 @@ def test_perceptron_by_sizes():
     assert [m.out_features for m in net if isinstance(m, nn.Linear)] == [200, 50, 10]
     with pytest.raises(EieError, match="hidden layer sizes such as 500-200"):
         models.build("200-0x", (1, 8, 8), 10)
+
+
+def test_compress_takes_a_state_dict_with_its_architecture(torch_pruned, tmp_path):
+    """`eie compress --checkpoint state.pt` used to say "name its architecture with --model", which compress lacked."""
+    folder, mask = torch_pruned
+    run = tmp_path / "run"
+    assert cli("compress", run, "--data", "digits", "--checkpoint", folder / "state.pt", "--model", "32",
+               "--finetune-epochs", "0", "--calibration", "100", "--pes", "2") == 0
+    assert json.loads((run / "report.json").read_text())["model"] == "32"
+
+
+def test_an_unsupported_layer_is_named_with_the_supported_ones(tmp_path):
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Tanh()), tmp_path / "tanh.pt")
+    with pytest.raises(EieError) as refused:
+        cli("prune", tmp_path / "run", "--checkpoint", tmp_path / "tanh.pt", *PRUNE)
+    message = str(refused.value)
+    assert "holds a Tanh (torch.nn.modules.activation.Tanh), which the chip does not run; supported layers are " \
+           "Linear, Conv2d, ReLU, Dropout, Flatten, MaxPool2d" in message and "--model" not in message
+
+
+def test_options_are_never_abbreviated(tmp_path, capsys):
+    """`eie run RUN --data digits` once meant --data-dir: argparse's prefix matching is off."""
+    from eie.cli import main
+    with pytest.raises(SystemExit):
+        main(["prune", str(tmp_path / "run"), "--dat", "digits"])
+    assert "unrecognized arguments: --dat digits" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_missing_data_names_the_fix(tmp_path, monkeypatch):
     with pytest.raises(EieError, match="apt-get install dataset-fashion-mnist"):
         data.load_dataset("fashion-mnist")
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
-    with pytest.raises(EieError, match="--data-dir"):
+    with pytest.raises(EieError, match=r"give its folder \(data_dir\)"):
         data.load_dataset("mnist")
     with pytest.raises(EieError, match="unknown data set 'cifar'"):
         data.load_dataset("cifar")

@@ -197,3 +197,14 @@ def test_run_refuses_before_the_simulation_rather_than_lose_its_results(run_dir,
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     err = refused("--samples", "5")
     assert f"cannot write {run}" in err and "Permission denied" in err
+
+
+def test_run_takes_the_data_set_where_the_folder_records_none(run_dir, tmp_path, capsys):
+    import shutil
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "report.json").unlink()
+    assert main(["run", str(bare), "--samples", "5"]) == 2
+    assert "does not record its data set (no report.json): pass --data NAME" in capsys.readouterr().err
+    assert main(["run", str(bare), "--samples", "5", "--data", "digits", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mismatches"] == 0
