@@ -180,31 +180,32 @@ def print_summary(r):
 
 def demo_command(args):
     """The whole flow through the Python API (`eie.api`), into one run folder: train, prune, compress, then
-    the test set on the chip with its Verilog written beside the results."""
-    import torch
+    the test set on the chip with its Verilog written beside the results. The dense and pruned networks are
+    kept as `eie prune` keeps them (baseline.pt, pruned.pt), so that `eie compare` can use the folder."""
     import eie.api as eie
+    from eie.sw import models
     from eie.sw.runs import RunFolder
-    torch.set_num_threads(1)       # as the other commands' default: the same numbers on every machine
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run = Path(args.run_dir or Path("runs") / (f"demo-quick-{stamp}" if args.quick else f"demo-{stamp}"))
-    RunFolder(run, ["image.npz"])            # refuse a folder that already holds a model, before any work
+    folder = RunFolder(run, ["image.npz", "baseline.pt", "pruned.pt"])   # refused before any work
     t0 = time.perf_counter()
     data = eie.load_data("digits" if args.quick else "fashion-mnist")
     model = eie.build_model("lenet-300-100", data)
     print(f"== train LeNet-300-100 on {data.name}", flush=True)
-    eie.train(model, data, eie.Training(epochs=20, lr=0.05))
+    training = eie.Training(epochs=20, lr=0.05)
+    eie.train(model, data, training)
+    models.save_checkpoint(folder.output("baseline.pt"), model, arch="lenet-300-100", data=data.name,
+                           training=training.__dict__)
     print("== prune (Han et al. 2015)", flush=True)
     quick = dict(quality=1.0, iterations=2, final_epochs=4, retraining=eie.Training(epochs=2, lr=0.02, l2=5e-4))
     figures = eie.prune(model, data, arch="lenet-300-100", **(quick if args.quick else {}))
-    RunFolder(run).update_report(model="lenet-300-100", data=data.identity(), **figures,
-                                 timings={"prune": round(time.perf_counter() - t0, 1)})
+    models.save_checkpoint(folder.output("pruned.pt"), model, arch="lenet-300-100", data=data.name,
+                           quality=figures["prune"]["quality"])
     print("== compress (Deep Compression)", flush=True)
-    t1 = time.perf_counter()
     cm = eie.compress(model, data, eie.ChipConfig(pes=args.pes),
                       finetuning=eie.Training(epochs=1 if args.quick else 2, lr=1e-4, l2=0.0),
                       calibration=500 if args.quick else 2000)
-    cm.save(run)
-    RunFolder(run).update_report(timings={"compress": round(time.perf_counter() - t1, 1)})
+    cm.save(run)          # the pruning and compression figures, as eie prune and eie compress write them
     print(f"== the test set on the {args.pes}-PE chip", flush=True)
     from eie.cosim.campaign import cores
     results = chip_run(cm, data, run, args.samples or (100 if args.quick else None), verilog=run / "eie_chip.v",

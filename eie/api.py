@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import sys
 import time
+import weakref
 
 import numpy as np
 
@@ -31,6 +32,11 @@ __all__ = ["load_data", "build_model", "Training", "train", "prune", "compress",
 
 def _stderr(message):
     print(message, file=sys.stderr, flush=True)
+
+
+# What `prune` did to a model, for the `CompressedModel` that `compress` makes of it, so that `save` writes the
+# pruning figures as `eie prune` does. Weak: the entry goes with the model.
+_PRUNED = weakref.WeakKeyDictionary()
 
 
 def _check_model(model, data=None):
@@ -59,44 +65,61 @@ def build_model(arch, data, seed=0):
     return models.build(arch, data.input_shape, data.classes)
 
 
-def train(model, data, training=None, desc="train"):
-    """Train `model` on `data` in place; returns the test accuracy in percent."""
+def train(model, data, training=None, desc="train", threads=1, log=_stderr):
+    """Train `model` on `data` in place, on `threads` torch threads (as the commands' default); returns the test
+    accuracy in percent. Progress: a bar on a terminal, else one line per epoch to `log`."""
     from eie.sw import train as _train
     _check_model(model, data)
-    (training or Training(epochs=20, lr=0.05)).fit(model, data, desc)
-    return _train.evaluate(model, data.x_test, data.y_test)
+    with _train.torch_threads(threads):
+        (training or Training(epochs=20, lr=0.05)).fit(model, data, desc, log=log or _quiet)
+        return _train.evaluate(model, data.x_test, data.y_test)
+
+
+def _quiet(message):
+    """`log=None`: say nothing."""
 
 
 def prune(model, data, quality=None, iterations=5, retraining=None, final_epochs=15, remove_dead=True,
-          arch=None, log=_stderr):
+          arch=None, log=_stderr, threads=1):
     """Han et al. 2015 on a trained `model`, in place: `iterations` steps of magnitude pruning (threshold =
     quality x std of each layer's dense weights, ramped up) with retraining, then `final_epochs` of retraining.
     Pruned weights stay masked as `torch.nn.utils.prune` leaves them. `quality`: one number, {layer: number},
-    or None for the tuned defaults of `arch`. Returns the figures (Table 2 of the paper, the schedule)."""
+    or None for the tuned defaults of `arch`. Returns the figures (Table 2 of the paper, the schedule); the
+    `CompressedModel` that `compress` makes of `model` keeps them for `save`."""
     from eie.sw.pipeline import prune_network
+    from eie.sw.train import torch_threads
     _check_model(model, data)
     retraining = retraining or Training(epochs=5, lr=0.02, l2=5e-4)
-    return prune_network(model, data, quality, iterations, retraining, final_epochs, remove_dead, arch, log)
+    started = time.perf_counter()
+    with torch_threads(threads):
+        figures = prune_network(model, data, quality, iterations, retraining, final_epochs, remove_dead, arch,
+                                log or _quiet)
+    _PRUNED[model] = {**figures, "model": arch, "timings": {"prune": round(time.perf_counter() - started, 1)}}
+    return figures
 
 
 def compress(model, data, config=None, init="linear", finetuning=None, calibration=2000, placement="balanced",
-             log=_stderr):
+             log=_stderr, threads=1):
     """Deep Compression on a pruned (or dense) `model`: weight sharing with a codebook of
     2^config.weight_index_bits entries (entry 0 is zero), centroid fine-tuning, the chip's fixed point and
     the chip image for `config`'s PE count and widths: the standard chip (`ChipConfig.standard`, memories fixed,
     one simulator build for every model that fits), else one whose memories are fitted to the model.
     `placement`: "balanced" places each layer's rows on the PEs to even out their work, pairing PEs on layers
     with few rows per PE (`eie.sw.placement`), "interleaved" keeps EIE's row i -> PE i mod N. `model` itself is
-    left as it is. Returns a `CompressedModel`."""
+    left as it is. Returns a `CompressedModel`, with the pruning figures where `prune` made `model`."""
     from eie.sw import models
     from eie.sw.pipeline import compress_network
+    from eie.sw.train import torch_threads
     _check_model(model, data)
+    started = time.perf_counter()
+    log = log or _quiet
     config = config or ChipConfig()
     if not isinstance(config, ChipConfig):
         raise EieError(f"config must be a ChipConfig, not {type(config).__name__}")
     finetuning = finetuning or Training(epochs=2, lr=1e-4, l2=0.0)
-    network, ops, in_frac, layers, figures = compress_network(models.clone(model), data, config, init,
-                                                              finetuning, calibration, log, placement)
+    with torch_threads(threads):
+        network, ops, in_frac, layers, figures = compress_network(models.clone(model), data, config, init,
+                                                                  finetuning, calibration, log, placement)
     from eie.sw.image import chip_image
     image, standard = chip_image(layers, config, placement=placement)
     if not standard:
@@ -105,6 +128,9 @@ def compress(model, data, config=None, init="linear", finetuning=None, calibrati
     accuracy = cm.accuracy(data.x_test, data.y_test)
     figures["fixed_point_accuracy"] = accuracy
     log(f"fixed point (as the chip computes) {accuracy:.2f}%")
+    if model in _PRUNED:
+        cm.pruning = _PRUNED[model]
+    figures["timings"] = {"compress": round(time.perf_counter() - started, 1)}
     return cm
 
 
@@ -149,14 +175,16 @@ class ChipRun:
 class CompressedModel:
     """A compressed network as the chip runs it: the chip image (`image`, for `config`), the host's fixed-point
     convolutions when the network has a convolutional front (`host_ops`, at input scale `in_frac`), the
-    weight-shared float network (`network`, for its float accuracy), the data set it was made with and the
-    compression figures."""
+    weight-shared float network (`network`, for its float accuracy), the data set it was made with, the
+    compression figures and, where `eie.prune` made the model in this session, the pruning figures (`pruning`,
+    which `save` writes as `eie prune` does)."""
     image: object
     host_ops: list
     in_frac: int
     network: object = None
     data: dict = None
     figures: dict = field(default_factory=dict)
+    pruning: dict = None
 
     @property
     def config(self):
@@ -235,7 +263,8 @@ class CompressedModel:
             return self
         keep = [f for f in SIZED_FIELDS if f in changes]
         image, _ = chip_image(self.image.model_layers(), config, keep, placement=self.placement)
-        return CompressedModel(image, self.host_ops, self.in_frac, self.network, self.data, self.figures)
+        return CompressedModel(image, self.host_ops, self.in_frac, self.network, self.data, self.figures,
+                               self.pruning)
 
     def estimate(self, x, model_samples=100):
         """Cycles, utilization and energy from the performance model (no simulator). The cycle model steps
@@ -341,11 +370,21 @@ class CompressedModel:
         if self.network is not None:
             models.save_checkpoint(run.output("compressed.pt"), self.network, data=(self.data or {}).get("name"))
         figures = dict(self.figures)
+        pruning = dict(self.pruning or {})
+        timings = {**pruning.pop("timings", {}), **figures.pop("timings", {})}
         layers = figures.pop("layers", {})
-        dense_bytes = 4 * (run.report().get("dense_parameters") or figures.get("dense_parameters", 0))
+        pruned_layers = pruning.pop("layers", {})
+        layers = {n: {**pruned_layers.get(n, {}), **layers.get(n, {})} for n in {**pruned_layers, **layers}}
+        # a dense model's size is the one before pruning removed dead neurons, as `eie prune` records it
+        dense_parameters = (pruning.get("dense_parameters") or run.report().get("dense_parameters")
+                            or figures.get("dense_parameters", 0))
+        dense_bytes = 4 * dense_parameters
         own = figures.get("storage_bytes", {}).get(f"{self.config.index_bits}-bit", {})
         ratio = {n: round(dense_bytes / s["total"], 2) for n, s in own.items()}
-        entries = {"compress": {**figures, "chip": self.config.to_dict(), "image": "image.npz"}, "layers": layers}
+        entries = {**{k: v for k, v in pruning.items() if v is not None},
+                   "compress": {**figures, "chip": self.config.to_dict(), "image": "image.npz"}, "layers": layers}
+        if timings:
+            entries["timings"] = timings
         if "fixed_point_accuracy" in figures:
             entries["compressed_accuracy"] = figures["fixed_point_accuracy"]
         if ratio:

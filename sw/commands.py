@@ -199,13 +199,13 @@ def dense_network(run, data, model_name, checkpoint, seed):
     return model, model_name or meta.get("arch"), source
 
 
-def _baseline(run, data, model, arch, source, training):
+def _baseline(run, data, model, arch, source, training, threads):
     """Train `model` unless it came from a file, keep it as the run's baseline.pt, return its accuracy %."""
     from eie.api import train
     from eie.sw import models
     from eie.sw.train import evaluate
     if source is None:
-        accuracy = train(model, data, training, f"train {arch}")
+        accuracy = train(model, data, training, f"train {arch}", threads=threads, log=_log)
     else:
         _log(f"baseline: {source}")
         accuracy = evaluate(model, data.x_test, data.y_test)
@@ -228,7 +228,7 @@ def sensitivity_command(args):
     training = _baseline_training(args)
     model, arch, source = dense_network(run, data, args.model, args.checkpoint, training.seed)
     _refuse_pruned(model, source)
-    base = _baseline(run, data, model, arch, source, training)
+    base = _baseline(run, data, model, arch, source, training, args.threads)
     rows = sensitivity(model, data, fractions)
     suggested = suggest_quality(rows, base, args.tolerance)
     run.write_json("sensitivity.json", {"baseline_accuracy": round(base, 2), "tolerance": args.tolerance,
@@ -280,10 +280,10 @@ def prune_command(args):
     data = load_data(run, args.data, args.data_dir)
     model, arch, source = dense_network(run, data, args.model, args.checkpoint, training.seed)
     quality = _sensitivity_quality(run, model) if args.quality == "sensitivity" else args.quality
-    _baseline(run, data, model, arch, source, training)
+    _baseline(run, data, model, arch, source, training, args.threads)
     before = weights_by_layer(model)
     figures = prune(model, data, quality, args.iterations, retraining, args.final_epochs, not args.keep_dead,
-                    arch, log=_log)
+                    arch, log=_log, threads=args.threads)
     run.save_figure("weights.png", report.histogram_figure(before, weights_by_layer(model)))
     models.save_checkpoint(run.output("pruned.pt"), model, arch=arch, data=data.name,
                            quality=figures["prune"]["quality"])
@@ -325,7 +325,8 @@ def compress_command(args):
     run = RunFolder(args.run, ["compressed.pt", "image.npz", "host.npz"], args.force)
     data = load_data(run, args.data, args.data_dir)
     model, arch = _pruned_network(run, args.checkpoint, args.model, data)
-    cm = compress(model, data, config, args.init, finetuning, args.calibration, args.placement, log=_log)
+    cm = compress(model, data, config, args.init, finetuning, args.calibration, args.placement, log=_log,
+                  threads=args.threads)
     cm.save(run.path, force=args.force)
     figures = run.update_report(**_identity(arch, data), timings={"compress": round(time.perf_counter() - started, 1)})
     print(f"fixed-point accuracy {figures['compressed_accuracy']}%, storage ratio {figures['storage_ratio']}x "

@@ -54,10 +54,10 @@ class Training:
             if not (math.isfinite(value) and value >= 0):
                 raise EieError(f"{name} must be a non-negative number, not {value}")
 
-    def fit(self, model, data, desc, parameters=None, seed_offset=0):
+    def fit(self, model, data, desc, parameters=None, seed_offset=0, log=None):
         return train.fit(model, data.x_train, data.y_train, epochs=self.epochs, lr=self.lr, l2=self.l2,
                          l1=self.l1, momentum=self.momentum, batch_size=self.batch_size,
-                         seed=self.seed + seed_offset, parameters=parameters, desc=desc)
+                         seed=self.seed + seed_offset, parameters=parameters, desc=desc, log=log)
 
 
 def resolve_quality(text, layer_names, arch=None):
@@ -140,7 +140,7 @@ def prune_schedule(model, data, quality, iterations, retraining, final_epochs, l
             prune.prune_by_std(layer, quality[name] * k / iterations, stds[name], name)
         before = train.evaluate(model, data.x_test, data.y_test)
         rescaled = prune.adjust_dropout(model, dropout)
-        retraining.fit(model, data, f"retrain {k}/{iterations}", seed_offset=k)
+        retraining.fit(model, data, f"retrain {k}/{iterations}", seed_offset=k, log=log)
         counts = prune.kept(model)
         steps.append({"step": k, "quality": {n: round(quality[n] * k / iterations, 4) for n in quality},
                       "kept_percent": {n: round(100 * a / b, 2) for n, (a, b) in counts.items()},
@@ -151,7 +151,7 @@ def prune_schedule(model, data, quality, iterations, retraining, final_epochs, l
              f"{steps[-1]['accuracy_retrained']:.2f}% retrained")
     if final_epochs:
         final = Training(**{**retraining.__dict__, "epochs": final_epochs})
-        final.fit(model, data, "final retrain", seed_offset=iterations + 1)
+        final.fit(model, data, "final retrain", seed_offset=iterations + 1, log=log)
     return steps
 
 
@@ -291,7 +291,7 @@ def compress_network(model, data, config, init, finetuning, calibration_size, lo
     log(f"weight sharing ({config.codebook_size - 1} values + zero, {init} init): "
         f"{pruned_accuracy:.2f}% -> {shared_accuracy:.2f}%")
     if finetuning.epochs:
-        finetuning.fit(model, data, "fine-tune centroids")
+        finetuning.fit(model, data, "fine-tune centroids", log=log)
     tuned_accuracy = train.evaluate(model, data.x_test, data.y_test)
     calibration = data.x_train[torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(
         finetuning.seed))[:calibration_size]]

@@ -180,3 +180,38 @@ def test_api_errors_name_no_command_line_flags(flow, tmp_path):
         eie.load_data("digits", data_dir="/tmp")
     for e in (refused, refused_data, refused_jobs, refused_digits):
         assert "--" not in str(e.value), e.value
+
+
+def test_the_api_and_the_commands_write_the_same_run(tmp_path, monkeypatch, capfd):
+    """The same settings through the API (one torch thread, as the commands' default, then restored; `log`
+    silencing every line) and through `eie prune` + `eie compress`: the same figures in report.json, pruning
+    figures and the dense size before dead neurons were removed included, and a wall time."""
+    import json
+    import torch
+    from conftest import cli
+    from eie.sw import train as train_module
+    threads, fit = [], train_module.fit
+    monkeypatch.setattr(train_module, "fit", lambda *a, **k: threads.append(torch.get_num_threads()) or fit(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    data = eie.load_data("digits")
+    model = eie.build_model("lenet-300-100", data)
+    eie.train(model, data, eie.Training(epochs=3, lr=0.05), log=None)
+    figures = eie.prune(model, data, quality=1.7, iterations=1, retraining=eie.Training(epochs=1, lr=0.02, l2=5e-4),
+                        final_epochs=1, arch="lenet-300-100", log=lambda s: None)
+    cm = eie.compress(model, data, eie.ChipConfig(pes=2), finetuning=eie.Training(epochs=1, lr=1e-4, l2=0.0),
+                      calibration=300, log=lambda s: None)
+    assert threads == [1, 1, 1, 1] and torch.get_num_threads() == 2
+    torch.set_num_threads(before)
+    assert capfd.readouterr().err == "", "log= silences the per-epoch lines too"
+    assert figures["prune"]["dead_removed"], "this setting removes dead neurons (what made the ratios differ)"
+    api = cm.save(tmp_path / "api")
+    assert cli("prune", tmp_path / "cli", "--data", "digits", "--epochs", 3, "--quality", 1.7, "--iterations", 1,
+               "--retrain-epochs", 1, "--final-epochs", 1) == 0
+    assert cli("compress", tmp_path / "cli", "--finetune-epochs", 1, "--calibration", 300, "--pes", 2) == 0
+    command = json.loads((tmp_path / "cli" / "report.json").read_text())
+    for key in ("model", "data", "dense_parameters", "dense_bytes", "storage_ratio", "storage_ratio_by_pes",
+                "pruning_ratio", "pruned_accuracy", "baseline_accuracy", "kept_weights", "compressed_accuracy",
+                "layers"):
+        assert api[key] == command[key], key
+    assert api["wall_seconds"] > 0 and set(api["timings"]) == {"prune", "compress"}

@@ -119,8 +119,8 @@ def test_quick_demo_runs_the_whole_flow_into_a_readable_log(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "mismatches 0" in out.stdout and "demo finished" in out.stdout
     assert "\r" not in out.stderr and "epoch 20/20" in out.stderr
-    for name in ("eie_chip.v", "image.npz", "predictions.csv", "report.md"):
-        assert (tmp_path / "demo" / name).exists(), name
+    for name in ("eie_chip.v", "image.npz", "predictions.csv", "report.md", "baseline.pt", "pruned.pt"):
+        assert (tmp_path / "demo" / name).exists(), name     # the two networks: `eie compare` can use the folder
     assert "On the chip" in (tmp_path / "demo" / "report.md").read_text()
 
 
