@@ -223,8 +223,8 @@ def register(sub):
                                    "them (host.npz, e.g. LeNet-5) run on the host in the same fixed point. The chip is "
                                    "the one the model was compressed for; any chip flag given changes that field "
                                    "(memory depths not given are the standard chip's, or fitted to the model when it "
-                                   "does not fit that). The data set is the one the "
-                                   "run folder records, unless --data names one. Every output is compared with the bit-exact reference; the "
+                                   "does not fit that). The data set is the one the run folder records, unless "
+                                   "--data names one. Every output is compared with the bit-exact reference; the "
                                    "first mismatch is traced to its layer and row and written as a VCD. The results "
                                    "are merged into the run folder's report.json / report.md. Exit status 1 on any "
                                    "mismatch.")

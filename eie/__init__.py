@@ -2,7 +2,8 @@
 
 The Python API (`eie.api`, documented in the README): `load_data`, `build_model`, `Training`, `train`,
 `prune`, `compress` -> `CompressedModel` (`predict`, `estimate`, `simulate`, `verilog`, `save`), `load`;
-and `compare` (`eie.sw.compare`: pruning against the alternatives on a run folder's baseline).
+and `compare` (`eie.sw.compare`: pruning against the alternatives on a run folder's baseline); `from_sklearn` and
+`from_onnx` (`eie.sw.imports`: networks made elsewhere, into the same flow).
 They are imported on first use, so that `import eie` and the `eie` command start without torch.
 """
 
@@ -12,6 +13,7 @@ from eie.errors import EieError, InputRangeWarning
 _API = {name: "eie.api" for name in ("load_data", "build_model", "Training", "train", "prune", "compress", "load",
                                      "CompressedModel", "ChipRun")}
 _API["compare"] = "eie.sw.compare"
+_API.update(from_sklearn="eie.sw.imports", from_onnx="eie.sw.imports")
 __all__ = ["ChipConfig", "EieError", "InputRangeWarning", *_API]
 __version__ = "0.1.0"
 

@@ -49,6 +49,14 @@ def _check_model(model, data=None):
         raise EieError(f"data must be a data set from eie.load_data(...), not {type(data).__name__}")
 
 
+def _chain(model):
+    """`model` as the nn.Sequential the flow works on: itself, or the chain of layers its forward runs,
+    sharing them (so pruning it prunes `model`)."""
+    from eie.sw.imports import as_sequential
+    from eie.sw.models import LAYER_TYPES
+    return as_sequential(model, LAYER_TYPES)
+
+
 def load_data(name="fashion-mnist", data_dir=None):
     """A data set: "fashion-mnist" (Debian's package), "mnist" (any MNIST-format IDX folder, `data_dir`) or
     "digits" (scikit-learn's 8x8 digits). Fields x_train, y_train, x_test, y_test (torch tensors), classes."""
@@ -92,8 +100,8 @@ def prune(model, data, quality=None, iterations=5, retraining=None, final_epochs
     retraining = retraining or Training(epochs=5, lr=0.02, l2=5e-4)
     started = time.perf_counter()
     with torch_threads(threads):
-        figures = prune_network(model, data, quality, iterations, retraining, final_epochs, remove_dead, arch,
-                                log or _quiet)
+        figures = prune_network(_chain(model), data, quality, iterations, retraining, final_epochs, remove_dead,
+                                arch, log or _quiet)
     _PRUNED[model] = {**figures, "model": arch, "timings": {"prune": round(time.perf_counter() - started, 1)}}
     return figures
 
@@ -118,7 +126,7 @@ def compress(model, data, config=None, init="linear", finetuning=None, calibrati
         raise EieError(f"config must be a ChipConfig, not {type(config).__name__}")
     finetuning = finetuning or Training(epochs=2, lr=1e-4, l2=0.0)
     with torch_threads(threads):
-        network, ops, in_frac, layers, figures = compress_network(models.clone(model), data, config, init,
+        network, ops, in_frac, layers, figures = compress_network(models.clone(_chain(model)), data, config, init,
                                                                   finetuning, calibration, log, placement)
     from eie.sw.image import chip_image
     image, standard = chip_image(layers, config, placement=placement)
@@ -289,8 +297,9 @@ class CompressedModel:
         compare every output with the reference. Returns a `ChipRun`. Up to `jobs` simulator processes (default:
         the cores) share the samples on a Dask local cluster, one per 2,000 samples, as fewer do not repay a
         process's start (`eie.cosim.campaign.workers_for`); works from a script without a `__main__` guard. Or
-        the workers of the Dask cluster at `scheduler`. The results are those of one process. `waves` writes a VCD of sample `waves_sample`; on a mismatch, the first one is
-        traced to its layer and row (recorded in `mismatch_waves` if given)."""
+        the workers of the Dask cluster at `scheduler`. The results are those of one process. `waves` writes a
+        VCD of sample `waves_sample`; on a mismatch, the first one is traced to its layer and row (recorded in
+        `mismatch_waves` if given)."""
         from eie.cosim.build import build
         from eie.cosim.sim import simulate
         from eie.sw.perf import network_figures

@@ -125,6 +125,9 @@ def register(sub):
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
                    help="pruned network to compress instead of the run folder's pruned.pt: an eie checkpoint, "
                         "torch.save() of an nn.Sequential, or a state dict of --model")
+    p.add_argument("--onnx", type=Path, metavar="FILE.onnx",
+                   help="compress an ONNX network instead (a chain of Gemm or MatMul+Add, Relu and Flatten nodes; "
+                        "pip install 'eie[onnx]'), with --data naming the data set it takes")
     p.add_argument("--init", default="linear", metavar="linear|density|random",
                    help="centroid initialization (default linear, the paper's best)")
     p.add_argument("--finetune-epochs", type=int, default=2, help="centroid fine-tuning epochs (default 2)")
@@ -324,7 +327,13 @@ def compress_command(args):
     finetuning = Training(epochs=args.finetune_epochs, lr=args.finetune_lr, l2=0.0, seed=args.seed)
     run = RunFolder(args.run, ["compressed.pt", "image.npz", "host.npz"], args.force)
     data = load_data(run, args.data, args.data_dir)
-    model, arch = _pruned_network(run, args.checkpoint, args.model, data)
+    if args.onnx is not None:
+        if args.checkpoint is not None:
+            raise EieError("give --onnx or --checkpoint, not both")
+        from eie.sw.imports import from_onnx
+        model, arch = from_onnx(args.onnx), f"onnx:{args.onnx.name}"
+    else:
+        model, arch = _pruned_network(run, args.checkpoint, args.model, data)
     cm = compress(model, data, config, args.init, finetuning, args.calibration, args.placement, log=_log,
                   threads=args.threads)
     cm.save(run.path, force=args.force)

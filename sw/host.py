@@ -17,7 +17,8 @@ from eie.errors import EieError, InputRangeWarning
 from eie.sw.quant import frac_for, to_fixed
 from eie.sw.reference import requantize, wrap
 
-__all__ = ["QuantConv", "MaxPool", "OUT_OF_RANGE_LIMIT", "input_record", "as_images", "check_range", "chip_inputs", "quantize_front", "front_forward", "save_front", "load_front"]
+__all__ = ["QuantConv", "MaxPool", "OUT_OF_RANGE_LIMIT", "input_record", "as_images", "check_range", "chip_inputs",
+           "quantize_front", "front_forward", "save_front", "load_front"]
 
 
 @dataclass

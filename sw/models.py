@@ -16,7 +16,7 @@ from torch.nn.utils import prune as torch_prune
 
 from eie.errors import EieError
 
-__all__ = ["ARCHITECTURES", "lenet_300_100", "lenet5", "perceptron", "build", "spec", "from_spec", "describe",
+__all__ = ["ARCHITECTURES", "LAYER_TYPES", "lenet_300_100", "lenet5", "perceptron", "build", "spec", "from_spec", "describe",
            "check_input", "check_same_network", "clone", "front", "fully_connected", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "eie-checkpoint-1"
@@ -31,6 +31,7 @@ _LAYERS = {
     nn.MaxPool2d: ("kernel_size", "stride"),
 }
 _BY_NAME = {cls.__name__: cls for cls in _LAYERS}
+LAYER_TYPES = tuple(_LAYERS)     # what a network may be made of
 
 
 def lenet_300_100(input_shape=(1, 28, 28), classes=10):
