@@ -138,7 +138,8 @@ def build(config, waves=False, log=None):
         try:
             t0 = time.time()
             if log:
-                log(f"building the {config.pes}-PE simulator with Verilator (cached afterwards) ...")
+                log(f"building the {config.pes}-PE simulator with Verilator, once for this chip configuration "
+                    "(usually 15-60 s; cached afterwards) ...")
             _verilate(config, waves, tmp, failed_log=sim_dir() / f"{key}.build-failed.log")
             write_manifest(tmp, key, config, time.time() - t0, [BINARY, RAW_BINARY])
             os.rename(tmp, entry)

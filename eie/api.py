@@ -162,12 +162,26 @@ def load(run_dir):
     return CompressedModel(image, ops, in_frac, network, report.get("data"), report.get("compress", {}))
 
 
-@dataclass
+@dataclass(repr=False)
 class ChipRun:
-    """What `CompressedModel.simulate` returns: the chip's outputs beside the reference's, and the figures."""
+    """What `CompressedModel.simulate` returns: the chip's outputs beside the reference's, and the figures.
+    `outputs` are the integers the chip computes, `predict()`'s values times 2**out_frac; `scores` are those
+    values."""
     outputs: np.ndarray     # (samples, classes) integer outputs of the chip's last layer, in the model's order
     reference: np.ndarray   # the same from the bit-exact reference
     figures: dict           # cycles, per-layer figures, energy, SRAM, speed (JSON-able)
+    out_frac: int = 0       # fraction bits of `outputs`
+
+    def __repr__(self):
+        f = self.figures
+        return (f"ChipRun({len(self.outputs)} samples on a {f.get('chip', {}).get('pes')}-PE chip, "
+                f"{len(self.mismatches)} mismatches, {f.get('cycles_per_image')} cycles per image)")
+
+    @property
+    def scores(self):
+        """The chip's outputs as floats, as `CompressedModel.predict` gives them."""
+        from eie.sw.quant import from_fixed
+        return from_fixed(self.outputs, self.out_frac)
 
     @property
     def mismatches(self):
@@ -179,7 +193,7 @@ class ChipRun:
         return self.outputs.argmax(axis=1)
 
 
-@dataclass
+@dataclass(repr=False)
 class CompressedModel:
     """A compressed network as the chip runs it: the chip image (`image`, for `config`), the host's fixed-point
     convolutions when the network has a convolutional front (`host_ops`, at input scale `in_frac`), the
@@ -193,6 +207,15 @@ class CompressedModel:
     data: dict = None
     figures: dict = field(default_factory=dict)
     pruning: dict = None
+
+    def __repr__(self):
+        sizes = "-".join(str(n) for n in [self.layers[0].cols, *(q.rows for q in self.layers)])
+        accuracy = self.figures.get("fixed_point_accuracy")
+        return (f"CompressedModel({len(self.layers)} layers {sizes}{', host convolutions' if self.host_ops else ''}"
+                f" on a {self.config.pes}-PE chip, {self.config.index_bits}-bit indices, "
+                f"{self.config.codebook_size}-entry codebooks"
+                + (f", fixed-point accuracy {accuracy}%" if accuracy is not None else "")
+                + (f", data {self.data['name']}" if self.data else "") + ")")
 
     @property
     def config(self):
@@ -309,7 +332,7 @@ class CompressedModel:
             raise EieError(f"waves_sample must be one of the {len(x_int)} samples, 0..{len(x_int) - 1}, "
                            f"not {waves_sample}")
         refs = self.reference(x_int)
-        build(self.config, log=log)       # outside the timing: once per configuration
+        build(self.config, log=log or _stderr)       # outside the timing: once per configuration, said when it runs
         t0 = time.perf_counter()
         with _progress(len(x_int), f"chip ({self.config.pes} PEs)") as bar:
             parts = _chip_chunks(self.image, x_int, jobs, scheduler, log, bar.update)
@@ -323,7 +346,7 @@ class CompressedModel:
                    "sim_cycles_per_s": round(sim_cycles / sim_s) if sim_s else None,
                    "images_per_s": round(len(x_int) / wall, 1), "sim_wall_seconds": round(wall, 1),
                    "sram": sram(self.image)}
-        run = ChipRun(self.image.unpermute(outputs), self.image.unpermute(refs[-1]), figures)
+        run = ChipRun(self.image.unpermute(outputs), self.image.unpermute(refs[-1]), figures, self.layers[-1].out_frac)
         figures["mismatches"] = len(run.mismatches)
         if len(run.mismatches):
             found = self.trace_mismatch(x_int, refs, int(run.mismatches[0]), mismatch_waves, log)

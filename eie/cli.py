@@ -30,6 +30,8 @@ def build_parser():
         prog="eie",
         description="Prune and compress PyTorch networks and run them bit-exact on a simulated "
                     "EIE-style sparse accelerator (Amaranth -> Verilog -> Verilator/cocotb).")
+    from eie import __version__
+    parser.add_argument("--version", action="version", version=f"eie {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

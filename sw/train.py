@@ -7,7 +7,7 @@ import sys
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from eie.errors import EieError
 
@@ -46,8 +46,10 @@ def _weights(model):
 
 
 def progress(total, desc, unit="batch"):
-    """A progress bar on stderr when it is a terminal; off otherwise, so that logs hold no redraws."""
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+    """A progress bar on stderr when it is a terminal, a widget in a notebook (tqdm.auto); off otherwise, so
+    that logs hold no redraws (they get one line per epoch instead)."""
+    shown = sys.stderr.isatty() or "ipykernel" in sys.modules
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not shown, leave=False)
 
 
 def fit(model, x, y, *, epochs, lr, momentum=0.9, l2=0.0, l1=0.0, batch_size=128, seed=0,

@@ -215,3 +215,27 @@ def test_the_api_and_the_commands_write_the_same_run(tmp_path, monkeypatch, capf
                 "layers"):
         assert api[key] == command[key], key
     assert api["wall_seconds"] > 0 and set(api["timings"]) == {"prune", "compress"}
+
+
+def test_short_reprs_and_scores(flow):
+    """A notebook prints a model or a run in one line, not its whole image; `scores` are the chip's outputs
+    as `predict` gives them (the integers are those times 2**out_frac)."""
+    data, _, _, _, cm = flow
+    assert repr(cm).startswith("CompressedModel(3 layers 64-") and "2-PE chip" in repr(cm) and len(repr(cm)) < 200
+    run = cm.simulate(data.x_test[:6])
+    assert repr(run) == f"ChipRun(6 samples on a 2-PE chip, 0 mismatches, {run.figures['cycles_per_image']} " \
+                        "cycles per image)"
+    assert np.array_equal(run.scores, cm.predict(data.x_test[:6]))
+    assert eie.ChipConfig.__doc__ and "EieError" in eie.ChipConfig.__doc__
+
+
+def test_progress_shows_in_a_notebook(monkeypatch):
+    """A notebook's stderr is no terminal, yet it shows bars (tqdm.auto's widget); a log file gets none."""
+    import sys
+    import types
+    from eie.sw.train import progress
+    assert progress(3, "x").disable, "no terminal, no notebook: no redraws in a log"
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    bar = progress(3, "x")
+    assert not bar.disable
+    bar.close()

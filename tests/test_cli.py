@@ -83,3 +83,10 @@ def test_bad_input_is_one_line(tmp_path):
         assert out.returncode == 2, (args, out.stderr)
         assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_version_and_doctor_checks_the_compiler_and_cache():
+    import eie as package
+    assert eie("--version").stdout.strip() == f"eie {package.__version__}"
+    out = eie("doctor").stdout
+    assert "C++ compiler" in out and "build cache" in out
