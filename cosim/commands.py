@@ -7,7 +7,7 @@ from pathlib import Path
 from eie.config import ChipConfig
 from eie.errors import EieError
 
-__all__ = ["register", "add_chip_args", "chip_changes", "chip_config", "fit_image"]
+__all__ = ["register", "add_chip_args", "chip_changes", "chip_config"]
 
 
 def add_chip_args(p, sized=False, from_image=False):
@@ -56,13 +56,6 @@ def chip_changes(args):
 def chip_config(args, base=ChipConfig()):
     """The ChipConfig the arguments name, on top of `base`."""
     return base.replace(**chip_changes(args))
-
-
-def fit_image(layers, args):
-    """Chip image for `layers` on the chip the arguments name; memory depths left unset are fitted."""
-    from eie.sw.image import SIZED_FIELDS, fit_image as fit
-    changes = chip_changes(args)
-    return fit(layers, chip_config(args), keep=[f for f in SIZED_FIELDS if f in changes])
 
 
 # -- eie verilog ----------------------------------------------------------------------------------------------
@@ -124,21 +117,26 @@ def _workload(args):
     return w, x
 
 
-def _calibrated_image(layer, args):
-    """The layer's image with its rows balanced by the inputs of `--calibrate` (samples x cols, or one vector;
-    floats at the measured input's fixed-point scale): each column weighs by how often its input is non-zero.
-    Only this file calibrates: the measured input does not, unless it is the same file."""
+def _spmv_image(layer, args):
+    """The layer's image, its rows placed by --placement (balanced, as `eie compress` places them, or EIE's
+    interleaving); with `--calibrate` (samples x cols, or one vector; floats at the measured input's fixed-point
+    scale) balanced placement weighs each column by how often its input is non-zero there. Only this file
+    calibrates: the measured input does not, unless it is the same file."""
     import numpy as np
     from eie.sw.image import SIZED_FIELDS, build_image, fit_config
     from eie.sw.quant import to_fixed
-    config = chip_config(args)
+    config, placement = chip_config(args), args.placement
+    keep = [f for f in SIZED_FIELDS if f in chip_changes(args)]
+    if args.calibrate is None:
+        return build_image([layer], fit_config([layer], config, keep, placement=placement), placement)
+    if placement != "balanced":
+        raise EieError("--calibrate weighs the columns for balanced placement: drop --placement interleaved")
     calib = _load_array(args.calibrate, "--calibrate")
     if calib.ndim not in (1, 2) or calib.shape[-1] != layer.cols or not calib.size:
         raise EieError(f"--calibrate must hold inputs of {layer.cols} values (samples x {layer.cols}, or one "
                        f"vector), got shape {calib.shape}")
     if np.issubdtype(calib.dtype, np.floating):
         calib = to_fixed(calib, layer.in_frac, config.act_bits)
-    keep = [f for f in SIZED_FIELDS if f in chip_changes(args)]
     return build_image([layer], fit_config([layer], config, keep, placement="balanced"), "balanced", calib)
 
 
@@ -151,11 +149,9 @@ def spmv_command(args):
 
     w, x = _workload(args)
     layer, x_int = layer_from_matrix(w, x, chip_config(args), relu=args.relu)
-    if args.calibrate is None:
-        image, placement = fit_image([layer], args), "interleaved"
-    else:
-        image = _calibrated_image(layer, args)
-        placement = f"balanced, calibrated on {args.calibrate}" + (", PEs paired" if image.layers[0].paired else "")
+    image = _spmv_image(layer, args)
+    placement = (args.placement + (f", calibrated on {args.calibrate}" if args.calibrate else "")
+                 + (", PEs paired" if image.layers[0].paired else ""))
     config = image.config
     log = None if args.json else (lambda s: print(s, flush=True))
     result = simulate(image, x_int[None, :], stats=True, waves=args.waves, log=log)
@@ -218,6 +214,9 @@ def register(sub):
     g.add_argument("--matrix", type=Path, metavar="W.npy", help="weight matrix, rows x cols")
     g.add_argument("--input", type=Path, metavar="x.npy", help="input vector, cols")
     p.add_argument("--relu", action="store_true", help="apply ReLU to the outputs")
+    p.add_argument("--placement", choices=("balanced", "interleaved"), default="balanced",
+                   help="rows on PEs: balanced to even out the PEs' work, pairing PEs on layers with few rows per PE "
+                        "(default, as eie compress), or EIE's interleaving (row i -> PE i mod N)")
     p.add_argument("--calibrate", type=Path, metavar="X.npy",
                    help="place rows to balance the PEs' work, each column weighed by how often its input is "
                         "non-zero in these inputs (samples x cols; default: EIE's interleaving)")

@@ -90,3 +90,14 @@ def test_version_and_doctor_checks_the_compiler_and_cache():
     assert eie("--version").stdout.strip() == f"eie {package.__version__}"
     out = eie("doctor").stdout
     assert "C++ compiler" in out and "build cache" in out
+
+
+def test_spmv_places_rows_as_compress_does(capsys):
+    """`eie spmv` balances the rows by default, as `eie compress` does; --placement interleaved is EIE's."""
+    flags = ["spmv", "--rows", "48", "--cols", "40", "--density", "0.2", "--json", *chip_flags(test_chip(4))]
+    assert main(flags) == 0
+    balanced = json.loads(capsys.readouterr().out)
+    assert main([*flags, "--placement", "interleaved"]) == 0
+    interleaved = json.loads(capsys.readouterr().out)
+    assert balanced["placement"].startswith("balanced") and interleaved["placement"] == "interleaved"
+    assert balanced["mismatches"] == interleaved["mismatches"] == 0

@@ -231,7 +231,7 @@ def _skewed(tmp_path):
 
 def test_spmv_calibrated_placement_balances_the_measured_inputs(tmp_path, capsys):
     argv = _skewed(tmp_path)
-    assert cli(*argv) == 0
+    assert cli(*argv, "--placement", "interleaved") == 0
     plain = json.loads(capsys.readouterr().out)
     assert cli(*argv, "--calibrate", tmp_path / "calib.npy") == 0
     calibrated = json.loads(capsys.readouterr().out)
