@@ -13,8 +13,13 @@ __all__ = ["sram", "OneWord"]
 
 
 def sram(shape, depth):
-    """A memory of `depth` words of `shape`, empty (zero) at start, with `memory.Memory`'s port methods."""
-    return memory.Memory(shape=shape, depth=depth, init=[]) if depth > 1 else OneWord(shape)
+    """A memory of `depth` words of `shape`, empty (zero) at start, with `memory.Memory`'s port methods.
+
+    ``no_rw_check``: the chip never reads a word in the cycle another port writes it (loads precede runs; the
+    next layer's detector reads an output word the cycle after it is written at the earliest), so synthesis
+    need not build the logic that settles such a collision between a block RAM's ports."""
+    return (memory.Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1}) if depth > 1
+            else OneWord(shape))
 
 
 class OneWord(Elaboratable):
