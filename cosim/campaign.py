@@ -8,11 +8,15 @@ A worker that dies takes its tasks with it; Dask runs them again on another work
 Local workers are spawned processes, and a spawned process re-runs the parent's main script unless it sits
 under ``if __name__ == "__main__":``. A notebook-style script has no such guard, so `cluster` hides the main
 script from the workers it starts (`_main_hidden`): the tasks are library functions and need none of it.
+The workers start with Ctrl-C ignored (`_sigint_ignored`): it stops the parent, which closes the cluster,
+rather than printing every worker's traceback.
 """
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
 from eie.errors import EieError
@@ -62,6 +66,20 @@ def _main_hidden():
 
 
 @contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while worker processes start: they inherit it, so Python installs no KeyboardInterrupt
+    handler in them. The parent's handler comes back at once. Only the main thread may change signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@contextlib.contextmanager
 def cluster(workers=None, scheduler=None):
     """A Dask client: connected to `scheduler` (e.g. "tcp://10.0.0.5:8786") or to a new local cluster of
     `workers` single-threaded processes (default: the cores)."""
@@ -80,9 +98,10 @@ def cluster(workers=None, scheduler=None):
                                "with 'dask scheduler' or drop --scheduler to run on this machine") from None
         else:
             stack.enter_context(_main_hidden())   # for the cluster's life: a dead worker's replacement too
-            client = Client(stack.enter_context(LocalCluster(
-                n_workers=workers or cores(), threads_per_worker=1, processes=True, dashboard_address=":0",
-                silence_logs=50)))
+            with _sigint_ignored():
+                local = LocalCluster(n_workers=workers or cores(), threads_per_worker=1, processes=True,
+                                     dashboard_address=":0", silence_logs=50)
+            client = Client(stack.enter_context(local))
         with client:
             yield client
 

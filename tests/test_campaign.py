@@ -40,6 +40,20 @@ def test_tasks_survive_a_dead_worker_and_failures_are_reported(tmp_path):
     assert list(failed) == [5] and "task five is broken" in failed[5]
 
 
+def _ignores_ctrl_c(_):
+    import signal
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_workers_leave_ctrl_c_to_the_parent():
+    """Ctrl-C once printed every worker's KeyboardInterrupt traceback; now the parent alone stops and closes the
+    cluster, and its own handler is back."""
+    import signal
+    results, failed = run_tasks(_ignores_ctrl_c, [0, 1], workers=2)
+    assert results == [True, True] and not failed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_an_unreachable_scheduler_is_one_line():
     with pytest.raises(eie.EieError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         run_tasks(abs, [1], scheduler="tcp://127.0.0.1:9")
