@@ -1,4 +1,5 @@
-"""A fixed-width left shifter.
+"""Arithmetic helpers of the gateware: a fixed-width left shifter, comparisons with constants that stay legal
+Verilog at any width, powers of two and address widths.
 
 Amaranth widens a left shift by a signal to cover every possible amount (a 40-bit value shifted by a 6-bit
 amount becomes 103 bits), which costs area and makes Verilator fall back to multi-word arithmetic on every
@@ -8,7 +9,7 @@ concatenation no wider than the result. A right shift keeps its operand's width 
 
 from amaranth import Cat, Const, Mux
 
-__all__ = ["shift_left", "above", "at_most", "pow2"]
+__all__ = ["shift_left", "above", "at_most", "pow2", "log2", "addr_bits"]
 
 
 def shift_left(x, amount, width):
@@ -37,3 +38,13 @@ def at_most(x, k):
 def pow2(n):
     """The power of two at or above `n` (a FIFO that deep wraps its pointers by itself)."""
     return 1 << (n - 1).bit_length()
+
+
+def log2(n):
+    """The base-2 logarithm of a power of two `n`."""
+    return n.bit_length() - 1
+
+
+def addr_bits(depth):
+    """Address width for `depth` words (at least one bit, so single-word memories still have a port)."""
+    return max(1, (depth - 1).bit_length())

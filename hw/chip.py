@@ -17,8 +17,8 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from eie.config import OUTPUT_LATENCY, ChipConfig
-from eie.hw.arith import at_most
-from eie.hw.pe import ROOM_BITS, PeSignature, ProcessingElement, _addr_bits
+from eie.hw.arith import addr_bits, at_most
+from eie.hw.pe import ROOM_BITS, PeSignature, ProcessingElement
 from eie.hw.requant import rounding
 from eie.hw.scanner import NonZeroDetector
 from eie.hw.sram import sram
@@ -53,14 +53,14 @@ def layer_layout(config):
     c = config
     return data.StructLayout({
         "rows": unsigned(c.dim_bits), "cols": unsigned(c.dim_bits),
-        "ptr_base": unsigned(_addr_bits(c.ptr_words)),
+        "ptr_base": unsigned(addr_bits(c.ptr_words)),
         "shift": unsigned(c.shift_bits), "relu": unsigned(1), "paired": unsigned(1),
     })
 
 
 def host_widths(config):
     c = config
-    addr = _addr_bits(max(c.matrix_words, c.ptr_words, c.act_depth * c.max_layers,
+    addr = addr_bits(max(c.matrix_words, c.ptr_words, c.act_depth * c.max_layers,
                           c.codebook_size * c.max_layers, c.max_layers, c.pes))
     data_bits = max(c.matrix_word_bits, c.ptr_word_bits, c.pes * c.act_bits, layer_layout(c).size)
     return addr, data_bits, max(c.pes * c.act_bits, 64)
@@ -72,10 +72,10 @@ class HostSignature(wiring.Signature):
     def __init__(self, config):
         addr, data_bits, rdata = host_widths(config)
         super().__init__({
-            "we": Out(1), "target": Out(3), "pe": Out(_addr_bits(config.pes)),
+            "we": Out(1), "target": Out(3), "pe": Out(addr_bits(config.pes)),
             "addr": Out(addr), "data": Out(data_bits),
             "rtarget": Out(2), "raddr": Out(addr), "rdata": In(rdata),
-            "start": Out(1), "n_layers": Out(_addr_bits(config.max_layers + 1)),
+            "start": Out(1), "n_layers": Out(addr_bits(config.max_layers + 1)),
             "done": In(1), "cycles": In(32),
         })
 
@@ -163,7 +163,7 @@ class Chip(wiring.Component):
         # -- control ---------------------------------------------------------------------------------------
         # The current row of the layer table and its rounding constant (every PE reads them), copied in SETUP from
         # the next row, which was read ahead: a layer starts with register copies enabled by a state bit.
-        layer, layer_next = Signal(_addr_bits(c.max_layers)), Signal(_addr_bits(c.max_layers))
+        layer, layer_next = Signal(addr_bits(c.max_layers)), Signal(addr_bits(c.max_layers))
         desc, desc_next = Signal(layout), Signal(layout)
         rnd = Signal(c.acc_bits)
         more = Signal()                          # a layer follows this one
@@ -175,10 +175,10 @@ class Chip(wiring.Component):
         clear = Signal()
         new_run = Signal()
         out_en = Signal()
-        out_row = Signal(_addr_bits(c.act_depth))
+        out_row = Signal(addr_bits(c.act_depth))
         # the accumulators of the rows asked for (row r's own, 2r when paired); with outputs_per_cycle=2, the
         # next row's too (a row past the last is read in range and not used): registers, once for all PEs
-        out_slots = [Signal(_addr_bits(c.act_depth), name=f"out_slot{lane}") for lane in ("", "_b")]
+        out_slots = [Signal(addr_bits(c.act_depth), name=f"out_slot{lane}") for lane in ("", "_b")]
 
         def ask(row):
             m.d.sync += out_row.eq(row)

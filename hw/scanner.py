@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from eie.config import QUEUE_SLACK, WORD_FIFO_DEPTH, ChipConfig
 from eie.hw.arith import above, at_most, pow2
-from eie.hw.pe import ROOM_BITS
+from eie.hw.spans import ROOM_BITS
 
 __all__ = ["NonZeroDetector"]
 

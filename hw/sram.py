@@ -7,9 +7,10 @@ memory keeps its contents and its read registers through reset, and so does this
 """
 
 from amaranth import Elaboratable, Module, Signal
-from amaranth.lib import memory
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["sram", "OneWord"]
+__all__ = ["sram", "OneWord", "CombReadSignature", "connect_comb_read"]
 
 
 def sram(shape, depth):
@@ -20,6 +21,21 @@ def sram(shape, depth):
     need not build the logic that settles such a collision between a block RAM's ports."""
     return (memory.Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1}) if depth > 1
             else OneWord(shape))
+
+
+class CombReadSignature(wiring.Signature):
+    """An asynchronous read as its reader sees it: an address out, the word in the same cycle (a LUT RAM's).
+    `memory.ReadPort.Signature` cannot stand for it: its enable is constant on an asynchronous port."""
+
+    def __init__(self, addr_width, shape):
+        super().__init__({"addr": Out(addr_width), "data": In(shape)})
+
+
+def connect_comb_read(m, reader, mem):
+    """A new asynchronous read port of `mem` serving `reader` (a `CombReadSignature` interface)."""
+    port = mem.read_port(domain="comb")
+    m.d.comb += [port.addr.eq(reader.addr), reader.data.eq(port.data)]
+    return port
 
 
 class OneWord(Elaboratable):
