@@ -413,6 +413,7 @@ class CompressedModel:
         dense_bytes = 4 * dense_parameters
         own = figures.get("storage_bytes", {}).get(f"{self.config.index_bits}-bit", {})
         ratio = {n: round(dense_bytes / s["total"], 2) for n, s in own.items()}
+        huffman = {n: round(dense_bytes / s["total_huffman"], 2) for n, s in own.items() if "total_huffman" in s}
         entries = {**{k: v for k, v in pruning.items() if v is not None},
                    "compress": {**figures, "chip": self.config.to_dict(), "image": "image.npz"}, "layers": layers}
         if timings:
@@ -421,6 +422,8 @@ class CompressedModel:
             entries["compressed_accuracy"] = figures["fixed_point_accuracy"]
         if ratio:
             entries.update(dense_bytes=dense_bytes, storage_ratio=ratio.get("1"), storage_ratio_by_pes=ratio)
+        if huffman:
+            entries.update(storage_ratio_huffman=huffman.get("1"), storage_ratio_huffman_by_pes=huffman)
         if self.data:
             entries["data"] = self.data
         return run.update_report(**entries)

@@ -119,7 +119,8 @@ def register(sub):
         description="Share each fully connected layer's weights through a k-means codebook (entry 0 fixed at "
                     "zero), fine-tune the centroids, convert to the chip's fixed point and write image.npz (the "
                     "fully connected layers), host.npz (convolutions before them, run by the host), compressed.pt and "
-                    "storage tables (4- and 5-bit indices; 1, 16 and 64 PEs) into report.md. Reads pruned.pt "
+                    "storage tables (4- and 5-bit indices; 1, 16 and 64 PEs; fixed-width as the chip holds them and "
+                    "with the entries Huffman-coded for off-chip storage) into report.md. Reads pruned.pt "
                     "from the run folder; the data set is the one recorded there unless given.")
     _common(p, training=False)
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
@@ -339,5 +340,6 @@ def compress_command(args):
     cm.save(run.path, force=args.force)
     figures = run.update_report(**_identity(arch, data), timings={"compress": round(time.perf_counter() - started, 1)})
     print(f"fixed-point accuracy {figures['compressed_accuracy']}%, storage ratio {figures['storage_ratio']}x "
-          f"(1 PE); image {run / 'image.npz'}; see {run / 'report.md'}")
+          f"(1 PE; {figures['storage_ratio_huffman']}x with Huffman-coded entries off-chip); image "
+          f"{run / 'image.npz'}; see {run / 'report.md'}")
     return 0

@@ -18,7 +18,10 @@ low-bit integers) need no indices; float32 values, biases, factors and per-row s
 matrices are stored in the chip's relative-index encoding (`eie.sw.encode`, 1 PE, 4-bit z, units ordered
 densest first as `eie compress` does): each entry its value and index, padding entries, pointers, biases, and
 for weight-shared models the codebooks, as `eie.sw.storage.storage` counts them (which it computes for
-Deep Compression); pruned float models store 32-bit values and biases in the same encoding.
+Deep Compression); pruned float models store 32-bit values and biases in the same encoding. Deep Compression's
+points also give "bytes_huffman": the same model with its entries Huffman-coded for off-chip storage (its third
+stage, `eie.sw.storage`); the other forms store no codebook indices to code, and the verdict and plots use the
+fixed-width bytes every form has.
 """
 
 import math
@@ -203,12 +206,13 @@ class _Measure:
             size = low_bit_bytes(model, extra["bits"])
         elif form == "shared":
             size = extra.pop("bytes")
+            extra["bytes_huffman"] = round(extra["bytes_huffman"], 1)
         else:
             size = dense_bytes(model)
         row = {"method": method, "budget": budget, "form": form, "accuracy": round(accuracy, 2),
                "weights": weights, "parameters": weights + biases,
                "kept_fraction": round(weights / self.dense_weights, 5), "bytes": round(size, 1),
-               "train_epochs": epochs}
+               "bytes_huffman": None, "train_epochs": epochs}
         sparse = form in ("sparse", "shared")
         row["cpu"] = self.cpu(layers, sparse)
         if form == "shared":
@@ -223,8 +227,9 @@ class _Measure:
         row["seconds"] = round(time.perf_counter() - started, 1)
         label = f"{method}" + (f" @ {budget:g}" if budget is not None else "")
         cpu = row["cpu"]["1"]
+        huffman = f" ({row['bytes_huffman']:.0f} Huffman-coded)" if row["bytes_huffman"] else ""
         _log(f"{label}: accuracy {row['accuracy']:.2f}%, {weights} weights ({100 * row['kept_fraction']:.1f}%), "
-             f"{row['bytes']:.0f} bytes, {1e6 * cpu['seconds']:.0f} us/image at batch 1 ({cpu['best']}), "
+             f"{row['bytes']:.0f} bytes{huffman}, {1e6 * cpu['seconds']:.0f} us/image at batch 1 ({cpu['best']}), "
              f"{row['seconds']} s")
         return row
 
@@ -394,8 +399,10 @@ def _deep_compression(pruned, data, measure, pes, finetune_epochs, seed, budget,
                                                                         seed=seed), 2000, log=lambda m: None)
     estimate = cm.estimate(data.x_test, model_samples=measure.chip_samples)
     chip = _chip_summary(estimate, cm.config, estimate["model_samples"], estimate["samples"])
+    parts = storage(cm.layers, STORAGE_CHIP)
     return measure.point("deep-compression", budget, cm.network, "shared", cm.accuracy(data.x_test, data.y_test),
-                         epochs + finetune_epochs, started, bytes=storage(cm.layers, STORAGE_CHIP)["total"], chip=chip)
+                         epochs + finetune_epochs, started, bytes=parts["total"], bytes_huffman=parts["total_huffman"],
+                         chip=chip)
 
 
 # -- verdict, tables, plots ----------------------------------------------------------------------------------
@@ -463,13 +470,16 @@ def markdown(results):
              f"of calls per figure), {c['threads']} thread(s), torch {c['torch']}. Chip: {results['chip']['pes']} PEs, "
              f"cycles from the performance model on {results['chip']['cycle_samples']} test images, energy on all "
              f"of them. Total wall time {results.get('wall_seconds', '?')} s.", "",
-             "| method | budget | kept % | parameters | bytes | accuracy % | CPU b=1 (us) | CPU b=64 (us/image) "
-             "| chip cycles/image | chip energy (nJ/image) |", "|" + "---|" * 10]
+             "Bytes: fixed-width, as the chip holds the model (the verdict and plots use these); bytes Huffman: "
+             "Deep Compression's entries Huffman-coded for off-chip storage, code tables included.", "",
+             "| method | budget | kept % | parameters | bytes | bytes Huffman | accuracy % | CPU b=1 (us) "
+             "| CPU b=64 (us/image) | chip cycles/image | chip energy (nJ/image) |", "|" + "---|" * 11]
     for p in results["points"]:
         b1, b64 = p["cpu"]["1"], p["cpu"]["64"]
         chip = p["chip"]
         lines.append(f"| {p['method']} | {'-' if p['budget'] is None else p['budget']} | "
-                     f"{100 * p['kept_fraction']:.2f} | {p['parameters']} | {p['bytes']:.0f} | {p['accuracy']:.2f} | "
+                     f"{100 * p['kept_fraction']:.2f} | {p['parameters']} | {p['bytes']:.0f} | "
+                     f"{'-' if p.get('bytes_huffman') is None else round(p['bytes_huffman'])} | {p['accuracy']:.2f} | "
                      f"{_us(b1['seconds'])} ({b1['best']}) | {_us(b64['seconds'])} ({b64['best']}) | "
                      f"{chip['cycles_per_image'] if chip else '-'} | {chip['energy_nj_per_image'] if chip else '-'} |")
     lines += ["", "## CPU kernels (us per inference)", "",

@@ -65,6 +65,7 @@ def markdown(report):
                ("compressed accuracy, fixed point as the chip computes (%)", report.get("compressed_accuracy")),
                ("pruning ratio (dense / kept weights)", report.get("pruning_ratio")),
                ("storage ratio (32-bit dense / compressed bytes, 1 PE)", report.get("storage_ratio")),
+               ("storage ratio with Huffman-coded entries (off-chip, 1 PE)", report.get("storage_ratio_huffman")),
                ("wall time (s)", report.get("wall_seconds"))]
     out += [_table(["", "value"], [(k, v) for k, v in summary if v is not None]), ""]
     timings = report.get("timings", {})
@@ -131,11 +132,15 @@ def markdown(report):
 def _storage_markdown(report):
     dense = report["dense_bytes"]
     tables = report["compress"]["storage_bytes"]
+    columns = list(tables)
+    huffman = "total_huffman" in tables[columns[0]]["1"]   # reports written before it have no Huffman figures
     out = ["## Storage", "",
            f"Dense: {dense} bytes (32-bit weights and biases). Compressed, one PE (the model's own storage), "
-           "by part in bytes; no entropy coding. Pointers are the chip's format (a base per word of columns "
-           "plus a per-column count); EIE's 16-bit pointer per column is shown for comparison.", ""]
-    columns = list(tables)
+           "by part in bytes, as the chip holds it (fixed-width entries). Pointers are the chip's format (a base "
+           "per word of columns plus a per-column count); EIE's 16-bit pointer per column is shown for comparison."
+           + (" With Huffman: for off-chip storage and transfer, each layer's entries (weights, indices, padding) "
+              "Huffman-coded, code tables included (Deep Compression's third stage, `eie.sw.storage`), the rest as "
+              "stored; the chip is loaded with the fixed-width entries they decode to." if huffman else ""), ""]
     rows = []
     for part in [p for p in STORAGE_PARTS + ("host_convs", "total") if p in tables[columns[0]]["1"]]:
         rows.append([part] + [f"{tables[c]['1'][part]:.0f}" for c in columns])
@@ -146,11 +151,18 @@ def _storage_markdown(report):
     eie_total = {c: tables[c]["1"]["total"] - tables[c]["1"]["pointers"] + tables[c]["1"]["eie_pointers"]
                  for c in columns}
     rows.append(["with EIE 16-bit pointers"] + [f"{dense / eie_total[c]:.1f}x" for c in columns])
+    if huffman:
+        rows.append(["entries Huffman-coded (weights + indices + padding)"]
+                    + [f"{tables[c]['1']['huffman_entries']:.0f}" for c in columns])
+        rows.append(["total with Huffman"] + [f"{tables[c]['1']['total_huffman']:.0f}" for c in columns])
+        rows.append(["ratio with Huffman"] + [f"{dense / tables[c]['1']['total_huffman']:.1f}x" for c in columns])
     out += [_table(["part (bytes)"] + [f"{c} indices" for c in columns], rows), ""]
     pes = list(tables[columns[0]])
+    rows = [[c] + [f"{dense / tables[c][p]['total']:.1f}x" for p in pes] for c in columns]
+    if huffman:
+        rows += [[f"{c}, Huffman"] + [f"{dense / tables[c][p]['total_huffman']:.1f}x" for p in pes] for c in columns]
     out += ["Storage ratio by number of PEs (pointers repeat per PE):", "",
-            _table(["indices"] + [f"{p} PE" for p in pes],
-                   [[c] + [f"{dense / tables[c][p]['total']:.1f}x" for p in pes] for c in columns]), ""]
+            _table(["indices"] + [f"{p} PE" for p in pes], rows), ""]
     return out
 
 

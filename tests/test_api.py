@@ -211,7 +211,7 @@ def test_the_api_and_the_commands_write_the_same_run(tmp_path, monkeypatch, capf
     assert cli("compress", tmp_path / "cli", "--finetune-epochs", 1, "--calibration", 300, "--pes", 2) == 0
     command = json.loads((tmp_path / "cli" / "report.json").read_text())
     for key in ("model", "data", "dense_parameters", "dense_bytes", "storage_ratio", "storage_ratio_by_pes",
-                "pruning_ratio", "pruned_accuracy", "baseline_accuracy", "kept_weights", "compressed_accuracy",
+                "storage_ratio_huffman", "pruning_ratio", "pruned_accuracy", "baseline_accuracy", "kept_weights", "compressed_accuracy",
                 "layers"):
         assert api[key] == command[key], key
     assert api["wall_seconds"] > 0 and set(api["timings"]) == {"prune", "compress"}

@@ -48,6 +48,9 @@ def test_every_method_and_budget_is_measured(results):
         assert {(method, b) for b in budgets} <= seen, method
     for p in results["points"]:
         assert 0 <= p["accuracy"] <= 100 and p["bytes"] > 0
+        # Huffman-coded entries: Deep Compression's points only, and smaller
+        assert (p["bytes_huffman"] is not None) == (p["form"] == "shared"), p["method"]
+        assert p["form"] != "shared" or p["bytes_huffman"] < p["bytes"]
         assert set(p["cpu"]) == {"1", "64"} and all(v["threads"] == 1 for v in p["cpu"].values())
         assert (p["chip"] is not None) == (p["form"] in ("dense", "sparse", "shared")), p["method"]
         if p["budget"] is None:

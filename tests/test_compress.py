@@ -107,15 +107,18 @@ def test_pipeline_writes_the_run_folder(compressed_run):
             "sensitivity.json", "sensitivity.png", "weights.png"} <= files
     report = json.loads((compressed_run / "report.json").read_text())
     for key in ("baseline_accuracy", "pruned_accuracy", "compressed_accuracy", "pruning_ratio",
-                "storage_ratio", "storage_ratio_by_pes", "layers", "wall_seconds"):
+                "storage_ratio", "storage_ratio_by_pes", "storage_ratio_huffman", "storage_ratio_huffman_by_pes",
+                "layers", "wall_seconds"):
         assert key in report, key
-    assert set(report["storage_ratio_by_pes"]) == {"1", "16", "64"}
+    assert set(report["storage_ratio_by_pes"]) == set(report["storage_ratio_huffman_by_pes"]) == {"1", "16", "64"}
+    assert report["storage_ratio_huffman"] > report["storage_ratio"]
     assert report["pruning_ratio"] > 1.5 and report["storage_ratio"] > 5
     assert abs(report["compressed_accuracy"] - report["pruned_accuracy"]) < 10
     assert set(report["layers"]) == {"fc1", "fc2", "fc3"}
     assert {"kept_percent", "activation_percent", "flop_percent", "shift"} <= set(report["layers"]["fc1"])
     md = (compressed_run / "report.md").read_text()
     assert "weights kept %" in md and "5-bit indices" in md and "## Sensitivity" in md
+    assert "| ratio with Huffman |" in md and "| 4-bit, Huffman |" in md
 
 
 def test_image_decodes_to_the_fixed_point_model(compressed_run):
