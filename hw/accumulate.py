@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
 from eie.hw.arith import addr_bits
+from eie.hw.component import ChipComponent
 from eie.hw.entries import entry_layout
 from eie.hw.sram import CombReadSignature
 
@@ -38,14 +39,10 @@ class AccumulateSignature(wiring.Signature):
         })
 
 
-class Accumulator(wiring.Component):
+class Accumulator(ChipComponent):
     """See the module. Parameters: a `ChipConfig`."""
 
-    def __init__(self, config: ChipConfig):
-        if not isinstance(config, ChipConfig):
-            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
-        self.config = config
-        super().__init__(AccumulateSignature(config))
+    signature_type = AccumulateSignature
 
     def elaborate(self, platform):
         c = self.config

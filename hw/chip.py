@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from eie.config import OUTPUT_LATENCY, ChipConfig
 from eie.hw.arith import addr_bits, at_most
+from eie.hw.component import ChipComponent
 from eie.hw.pe import ROOM_BITS, PeSignature, ProcessingElement
 from eie.hw.requant import rounding
 from eie.hw.scanner import NonZeroDetector
@@ -88,14 +89,16 @@ class HostRegisters:
             setattr(self, name, Signal(member.shape, name=f"host_{name}_q"))
 
 
-class PeInstance(wiring.Component):
+class PeInstance(ChipComponent):
     """A PE as an instance of the Verilog module `module`, written once from `ProcessingElement` (ports named
     as Amaranth names a component's: ``act_valid``, ``load__addr``, ``clk``, ``rst``). Verilog generation then
     processes one PE instead of N identical copies, which took minutes at 64 PEs."""
 
-    def __init__(self, config, module):
+    signature_type = PeSignature
+
+    def __init__(self, config: ChipConfig, module: str):
         self.module = module
-        super().__init__(PeSignature(config))
+        super().__init__(config)
 
     def elaborate(self, platform):
         ports = {("i_" if member.flow == In else "o_") + "__".join(map(str, path)): value
@@ -105,16 +108,13 @@ class PeInstance(wiring.Component):
         return m
 
 
-class Chip(wiring.Component):
+class Chip(ChipComponent):
     """The chip of `config`. With `pe_module`, the PEs are instances of that Verilog module (`PeInstance`),
     for Verilog generation; without it they are elaborated here, as Amaranth's simulator needs."""
 
-    def __init__(self, config, pe_module=None):
-        if not isinstance(config, ChipConfig):
-            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
-        self.config = config
+    def __init__(self, config: ChipConfig, pe_module: str | None = None):
         self.pe_module = pe_module
-        super().__init__({"clk": In(1), "rst": In(1), "host": In(HostSignature(config))})
+        super().__init__(config, {"clk": In(1), "rst": In(1), "host": In(HostSignature(config))})
 
     def elaborate(self, platform):
         c = self.config

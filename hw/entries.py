@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
 from eie.hw.arith import addr_bits, log2
+from eie.hw.component import ChipComponent
 from eie.hw.spans import job_layout, span_layout
 from eie.hw.sram import CombReadSignature
 
@@ -47,14 +48,10 @@ class EntrySignature(wiring.Signature):
         })
 
 
-class EntryReader(wiring.Component):
+class EntryReader(ChipComponent):
     """See the module. Parameters: a `ChipConfig`."""
 
-    def __init__(self, config: ChipConfig):
-        if not isinstance(config, ChipConfig):
-            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
-        self.config = config
-        super().__init__(EntrySignature(config))
+    signature_type = EntrySignature
 
     def elaborate(self, platform):
         m = Module()

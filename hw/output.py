@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from eie.config import ChipConfig
 from eie.hw.arith import addr_bits
+from eie.hw.component import ChipComponent
 from eie.hw.requant import Requantizer, row_params
 from eie.hw.sram import CombReadSignature
 
@@ -55,14 +56,10 @@ class OutputSignature(wiring.Signature):
         })
 
 
-class OutputPass(wiring.Component):
+class OutputPass(ChipComponent):
     """See the module. Parameters: a `ChipConfig`."""
 
-    def __init__(self, config: ChipConfig):
-        if not isinstance(config, ChipConfig):
-            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
-        self.config = config
-        super().__init__(OutputSignature(config))
+    signature_type = OutputSignature
 
     def elaborate(self, platform):
         c = self.config

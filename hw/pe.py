@@ -38,9 +38,9 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from eie.config import ChipConfig
 from eie.hw.accumulate import Accumulator
 from eie.hw.arith import addr_bits
+from eie.hw.component import ChipComponent
 from eie.hw.entries import EntryReader
 from eie.hw.output import OutputPass
 from eie.hw.spans import ROOM_BITS, SpanUnit
@@ -93,7 +93,7 @@ class PeSignature(wiring.Signature):
         })
 
 
-class ProcessingElement(wiring.Component):
+class ProcessingElement(ChipComponent):
     """Parameters: a `ChipConfig`. Ports:
 
     * ``act_*``: a broadcast non-zero activation (column, value), from the chip's broadcast register; with
@@ -114,11 +114,7 @@ class ProcessingElement(wiring.Component):
     * ``entries``/``macs``: entries read and multiplies done since ``new_run``.
     """
 
-    def __init__(self, config: ChipConfig):
-        if not isinstance(config, ChipConfig):
-            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
-        self.config = config
-        super().__init__(PeSignature(config))
+    signature_type = PeSignature
 
     def elaborate(self, platform):
         c = self.config

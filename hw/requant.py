@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from eie.config import REQUANT_LATENCY as LATENCY, ChipConfig
 from eie.hw.arith import shift_left
+from eie.hw.component import ChipComponent
 
 __all__ = ["Requantizer", "RequantSignature", "LATENCY", "row_params", "rounding", "saturate"]
 
@@ -58,15 +59,11 @@ class RequantSignature(wiring.Signature):
         })
 
 
-class Requantizer(wiring.Component):
+class Requantizer(ChipComponent):
     """See the module. The row's shift, rounding constant and ReLU travel with it through the stages, so the
     inputs may change every cycle (the next layer's rows follow the last ones of this layer)."""
 
-    def __init__(self, config: ChipConfig):
-        if not isinstance(config, ChipConfig):
-            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
-        self.config = config
-        super().__init__(RequantSignature(config))
+    signature_type = RequantSignature
 
     def elaborate(self, platform):
         c = self.config

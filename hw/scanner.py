@@ -18,18 +18,19 @@ j + 1 more broadcasts two cycles ago) is compared with the broadcasts sent since
 """
 
 from amaranth import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import data, fifo
 from amaranth.lib.wiring import In, Out
 
 from eie.config import QUEUE_SLACK, WORD_FIFO_DEPTH, ChipConfig
 from eie.hw.arith import above, at_most, pow2
+from eie.hw.component import ChipComponent
 from eie.hw.spans import ROOM_BITS
 
 __all__ = ["NonZeroDetector"]
 
 
 
-class NonZeroDetector(wiring.Component):
+class NonZeroDetector(ChipComponent):
     """Ports: ``start`` (pulse, with ``cols`` stable for the layer); ``addr``/``read`` -> ``word``, the source
     bank read (``word`` is the data at ``addr`` of two cycles before: the RAM's read and its output register);
     the broadcast register ``valid``/``col``/``value`` (with ``acts_per_cycle=2`` also ``col_b``/``value_b``,
@@ -38,10 +39,8 @@ class NonZeroDetector(wiring.Component):
     broadcast is in a queue that the PEs' ``quiet`` (two cycles late) has seen."""
 
     def __init__(self, config: ChipConfig):
-        if not isinstance(config, ChipConfig):
-            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
-        self.config = c = config
-        super().__init__({
+        c = config
+        super().__init__(config, {
             "start": In(1), "cols": In(c.dim_bits), "running": Out(1), "settled": Out(1),
             "addr": Out(max(1, (c.act_depth - 1).bit_length())), "read": Out(1), "word": In(c.pes * c.act_bits),
             "room": In(ROOM_BITS),

@@ -17,6 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from eie.config import JOBS_SLACK, PREFIX_STAGES, QUEUE_SLACK, ChipConfig
 from eie.hw.arith import addr_bits, log2, pow2
+from eie.hw.component import ChipComponent
 
 __all__ = ["SpanUnit", "SpanSignature", "broadcast_layout", "span_layout", "job_layout", "ROOM_BITS"]
 
@@ -63,14 +64,10 @@ class SpanSignature(wiring.Signature):
         })
 
 
-class SpanUnit(wiring.Component):
+class SpanUnit(ChipComponent):
     """See the module. Parameters: a `ChipConfig`."""
 
-    def __init__(self, config: ChipConfig):
-        if not isinstance(config, ChipConfig):
-            raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
-        self.config = config
-        super().__init__(SpanSignature(config))
+    signature_type = SpanSignature
 
     def elaborate(self, platform):
         c = self.config
