@@ -87,12 +87,16 @@ def _quiet(message):
     """`log=None`: say nothing."""
 
 
-def prune(model, data, quality=None, iterations=5, retraining=None, final_epochs=15, remove_dead=True,
-          arch=None, log=_stderr, threads=1):
-    """Han et al. 2015 on a trained `model`, in place: `iterations` steps of magnitude pruning (threshold =
-    quality x std of each layer's dense weights, ramped up) with retraining, then `final_epochs` of retraining.
-    Pruned weights stay masked as `torch.nn.utils.prune` leaves them. `quality`: one number, {layer: number},
-    or None for the tuned defaults of `arch`. Returns the figures (Table 2 of the paper, the schedule); the
+def prune(model, data, quality=None, iterations=5, retraining=None, final_epochs=None, remove_dead=True,
+          arch=None, log=_stderr, threads=1, method="magnitude", sparsity=None, calibration=None):
+    """Prune a trained `model` in place. `method` "magnitude" (the default) is Han et al. 2015: `iterations`
+    steps of magnitude pruning (threshold = quality x std of each layer's dense weights, ramped up) with
+    retraining, then `final_epochs` (default 15) of retraining; `quality`: one number, {layer: number}, or None
+    for the tuned defaults of `arch`. "wanda" removes `sparsity` (default 0.5) of each row's weights, lowest
+    |W| x input norm first, the norms measured on `calibration` (images shaped as `data`'s, or a number of
+    training images; default 512); "2:4" (any "N:M") keeps the N largest of every M consecutive inputs of a
+    row. Wanda and N:M retrain `final_epochs` (default 0, as published). Pruned weights stay masked as
+    `torch.nn.utils.prune` leaves them. Returns the figures (Table 2 of the paper, the schedule or method); the
     `CompressedModel` that `compress` makes of `model` keeps them for `save`."""
     from eie.sw.pipeline import prune_network
     from eie.sw.train import torch_threads
@@ -101,7 +105,7 @@ def prune(model, data, quality=None, iterations=5, retraining=None, final_epochs
     started = time.perf_counter()
     with torch_threads(threads):
         figures = prune_network(_chain(model), data, quality, iterations, retraining, final_epochs, remove_dead,
-                                arch, log or _quiet)
+                                arch, log or _quiet, method, sparsity, calibration)
     _PRUNED[model] = {**figures, "model": arch, "timings": {"prune": round(time.perf_counter() - started, 1)}}
     return figures
 

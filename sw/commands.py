@@ -87,21 +87,33 @@ def register(sub):
     p.set_defaults(func=sensitivity_command)
 
     p = sub.add_parser(
-        "prune", help="iterative magnitude pruning with retraining (Han et al. 2015)",
-        description="Train (or load) a dense network, then prune and retrain it in steps: each layer drops "
-                    "weights below quality x std of its dense weights, masks keep them at zero, survivors "
-                    "retrain from their current values at a reduced learning rate. Writes baseline.pt, "
-                    "pruned.pt, weights.png and report.json / report.md (a table like Table 2 of the paper).")
+        "prune", help="iterative magnitude pruning with retraining (Han et al. 2015), or Wanda, or N:M",
+        description="Train (or load) a dense network, then prune it. By default (--method magnitude) in steps "
+                    "with retraining: each layer drops weights below quality x std of its dense weights, masks "
+                    "keep them at zero, survivors retrain from their current values at a reduced learning rate. "
+                    "--method wanda removes --sparsity of each row's weights, lowest |W| x the input's L2 norm "
+                    "over --calibration training images first (Sun et al. 2023), no retraining; --method 2:4 "
+                    "(any N:M) keeps the N largest of every M consecutive inputs of a row; both retrain "
+                    "--final-epochs (default 0). Writes baseline.pt, pruned.pt, weights.png and report.json / "
+                    "report.md (a table like Table 2 of the paper).")
     _common(p)
     g = p.add_argument_group("pruning")
+    g.add_argument("--method", default="magnitude", metavar="magnitude|wanda|N:M",
+                   help="pruning method (default magnitude; N:M such as 2:4, M dividing every layer's inputs)")
+    g.add_argument("--sparsity", type=float, metavar="F",
+                   help="wanda: the fraction of each layer's weights removed, per output row (default 0.5)")
+    g.add_argument("--calibration", type=int, metavar="N",
+                   help="wanda: training images whose activations weigh the weights (default 512)")
     g.add_argument("--quality", metavar="Q|LAYER=Q,...|sensitivity",
                    help="quality parameters: one number for every layer, per layer (fc1=2,fc2=1.8; unnamed "
                         "layers keep their defaults), or 'sensitivity' to use the run folder's sensitivity "
                         "analysis (defaults: tuned per architecture; 1.0 for other networks)")
     g.add_argument("--iterations", type=int, default=5,
-                   help="prune/retrain steps; the threshold ramps up linearly over them (default 5)")
-    g.add_argument("--retrain-epochs", type=int, default=5, help="retraining epochs per step (default 5)")
-    g.add_argument("--final-epochs", type=int, default=15, help="retraining epochs after the last step (default 15)")
+                   help="magnitude: prune/retrain steps; the threshold ramps up linearly over them (default 5)")
+    g.add_argument("--retrain-epochs", type=int, default=5,
+                   help="magnitude: retraining epochs per step (default 5)")
+    g.add_argument("--final-epochs", type=int,
+                   help="retraining epochs after the last step (default 15 for magnitude, 0 for wanda and N:M)")
     g.add_argument("--retrain-lr", type=float, default=0.02,
                    help="retraining learning rate (default 0.02; the paper retrains at a tenth of the original "
                         "rate, here each retraining decays its rate to zero on a cosine and the defaults were "
@@ -111,7 +123,8 @@ def register(sub):
                         "needs under the threshold, so later steps prune them at little cost)")
     g.add_argument("--l1", type=float, default=0.0, help="L1 regularization while retraining (default 0)")
     g.add_argument("--keep-dead", action="store_true",
-                   help="keep neurons left with no inputs or no outputs (default: remove them; exact)")
+                   help="keep neurons left with no inputs or no outputs (default: remove them; exact; N:M never "
+                        "removes them, as that would shift its groups of inputs)")
     p.set_defaults(func=prune_command)
 
     p = sub.add_parser(
@@ -278,8 +291,10 @@ def prune_command(args):
                           lr=args.retrain_lr, l2=args.retrain_l2)
     if args.iterations < 1:
         raise EieError(f"--iterations must be at least 1, not {args.iterations}")
-    if args.final_epochs < 0:
+    if args.final_epochs is not None and args.final_epochs < 0:
         raise EieError(f"--final-epochs must be >= 0, not {args.final_epochs}")
+    from eie.sw.pipeline import check_method
+    check_method(args.method, args.quality, args.sparsity, args.calibration)   # refused before any training
     run = RunFolder(args.run, ["pruned.pt", "weights.png"], args.force)
     data = load_data(run, args.data, args.data_dir)
     model, arch, source = dense_network(run, data, args.model, args.checkpoint, training.seed)
@@ -287,10 +302,11 @@ def prune_command(args):
     _baseline(run, data, model, arch, source, training, args.threads)
     before = weights_by_layer(model)
     figures = prune(model, data, quality, args.iterations, retraining, args.final_epochs, not args.keep_dead,
-                    arch, log=_log, threads=args.threads)
+                    arch, log=_log, threads=args.threads, method=args.method, sparsity=args.sparsity,
+                    calibration=args.calibration)
     run.save_figure("weights.png", report.histogram_figure(before, weights_by_layer(model)))
     models.save_checkpoint(run.output("pruned.pt"), model, arch=arch, data=data.name,
-                           quality=figures["prune"]["quality"])
+                           quality=figures["prune"]["quality"], method=figures["prune"]["method"])
     figures["prune"]["baseline_training"] = training.__dict__
     figures = run.update_report(**_identity(arch, data), **figures,
                                 timings={"prune": round(time.perf_counter() - started, 1)})

@@ -7,6 +7,8 @@ Methods (each point gets the same retraining budget, `epochs`):
   oneshot-l2/-l1        one magnitude prune, then retraining with L2 / L1 regularization
   oneshot-l2/-l1-noretrain  the same prunes before retraining (with the next four: Fig. 5 of Han et al. 2015)
   obd                   Optimal Brain Damage: saliency h_ii w_i^2 / 2, iterative schedule's steps and epochs
+  wanda                 Wanda: |W| x input L2 norm on calibration images, each row to the budget, no retraining
+  2:4, 2:4-noretrain    2:4 structured sparsity (half the weights, one point each), retrained or not
   svd                   each Linear layer as a truncated-SVD pair at the budget's parameter count, fine-tuned
   int8, int4            uniform per-row weights, quantization-aware fine-tuning, no pruning (one point each)
   deep-compression      the iterative model weight-shared (16-entry codebooks) and in the chip's fixed point
@@ -37,8 +39,8 @@ __all__ = ["METHODS", "DEFAULT_BUDGETS", "OUTPUTS", "L1_STRENGTH", "parse_budget
            "sparse_bytes", "dense_bytes", "low_bit_bytes", "chip_config", "chip_figures", "pareto_front", "compare",
            "markdown"]
 
-METHODS = ("iterative", "oneshot-l2", "oneshot-l1", "oneshot-l2-noretrain", "oneshot-l1-noretrain", "obd", "svd",
-           "int8", "int4", "deep-compression")
+METHODS = ("iterative", "oneshot-l2", "oneshot-l1", "oneshot-l2-noretrain", "oneshot-l1-noretrain", "obd", "wanda",
+           "svd", "int8", "int4", "2:4-noretrain", "2:4", "deep-compression")
 PROJECT_METHODS = ("iterative", "deep-compression")
 FIG5 = (("oneshot-l1-noretrain", "L1, no retraining"), ("oneshot-l2-noretrain", "L2, no retraining"),
         ("oneshot-l1", "L1, retrained"), ("oneshot-l2", "L2, retrained"), ("iterative", "L2, iterative prune+retrain"))
@@ -292,6 +294,8 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
     torch.set_num_threads(threads)
     data = load_data(run, data, data_dir)
     base, meta = _baseline(run, data)
+    if {"2:4", "2:4-noretrain"} & set(methods):
+        shrink.check_nm(base, 2, 4)
     arch = meta.get("arch") or run.report().get("model")
     names = [n for n, _ in prune.layers(base)]
     base_quality = pipeline.resolve_quality(None, names, arch)
@@ -344,6 +348,11 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
             model = models.clone(base)
             shrink.obd_schedule(model, data, budget, iterations, step, final_epochs, hessian_images)
             points.append(measure.point("obd", budget, model, "sparse", None, epochs, t))
+        if "wanda" in methods:
+            t = timed(f"Wanda to {budget:g}")
+            model = models.clone(base)
+            shrink.wanda_prune(model, shrink.calibration_images(data, seed=seed), 1 - budget)
+            points.append(measure.point("wanda", budget, model, "sparse", None, 0, t))
         if "svd" in methods:
             t = timed(f"truncated SVD to {budget:g}")
             model = shrink.low_rank(base, budget)
@@ -360,6 +369,16 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
             retrain.fit(model, data, f"{bits}-bit QAT")
             shrink.fix_quantized(model)
             points.append(measure.point(f"int{bits}", None, model, "lowbit", None, epochs, t, bits=bits))
+    if {"2:4", "2:4-noretrain"} & set(methods):
+        t = timed("2:4 structured sparsity")
+        model = models.clone(base)
+        shrink.nm_prune(model, 2, 4)
+        if "2:4-noretrain" in methods:
+            points.append(measure.point("2:4-noretrain", None, model, "sparse", None, 0, t))
+            t = time.perf_counter()
+        if "2:4" in methods:
+            retrain.fit(model, data, "2:4 retrain")
+            points.append(measure.point("2:4", None, model, "sparse", None, epochs, t))
     results = {
         "model": arch, "data": data.name, "baseline_accuracy": round(base_accuracy, 2),
         "dense_weights": dense_weights, "budgets": list(budgets), "methods": list(methods),
@@ -367,6 +386,7 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
                      "epochs_per_step": step_epochs, "final_epochs": final_epochs, "lr": lr, "l2": l2, "l1": l1,
                      "l1_dense_epochs": epochs if l1_base is not None else 0,
                      "centroid_finetune_epochs": finetune_epochs, "hessian_images": hessian_images,
+                     "wanda_calibration_images": shrink.WANDA_CALIBRATION,
                      "quality_ratios": base_quality},
         "cpu": {"threads": threads, "batches": list(BATCHES), "min_run_time_s": min_run_time,
                 "torch": torch.__version__},
@@ -465,7 +485,9 @@ def markdown(results):
              f"L1); iterative pruning and OBD: {t['iterations']} steps of {t['epochs_per_step']} epochs, then "
              f"{t['final_epochs']}; Deep Compression adds {t['centroid_finetune_epochs']} epochs of centroid "
              f"fine-tuning. OBD's Hessian diagonal on {t['hessian_images']} training images per step. "
-             f"Baseline training: {t['baseline']}.", "",
+             + (f"Wanda: {t['wanda_calibration_images']} calibration images, no retraining; 2:4: half of every "
+                "row's weights, retrained as the one-shot methods or not. " if "wanda_calibration_images" in t else "")
+             + f"Baseline training: {t['baseline']}.", "",
              f"CPU: per inference, the fastest block of torch.utils.benchmark blocked_autorange ({c['min_run_time_s']} s "
              f"of calls per figure), {c['threads']} thread(s), torch {c['torch']}. Chip: {results['chip']['pes']} PEs, "
              f"cycles from the performance model on {results['chip']['cycle_samples']} test images, energy on all "
@@ -548,7 +570,7 @@ def _scatter(ax, points, x, y, lines=True):
     """One series per method, in the same colour in every plot (the dense baseline in black); `lines` joins a
     method's points in budget order (where the x axis follows the budget)."""
     from matplotlib import colormaps
-    colours = {"dense": "black", **{m: colormaps["tab10"](i) for i, m in enumerate(METHODS)}}
+    colours = {"dense": "black", **{m: colormaps["tab20"](i) for i, m in enumerate(METHODS)}}
     for method in dict.fromkeys(p["method"] for p in points):
         mine = [p for p in points if p["method"] == method]
         ax.plot([x(p) for p in mine], [y(p) for p in mine], marker="o", linestyle="-" if lines and len(mine) > 1 else "",

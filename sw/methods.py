@@ -1,7 +1,10 @@
 """The ways of shrinking a network that `eie compare` sets against the project's iterative magnitude pruning:
 one-shot magnitude pruning, Optimal Brain Damage (LeCun et al. 1990), low-rank truncated SVD (Denton et al.
-2014) and uniform low-bit weights with quantization-aware training. Each works in place on a fully connected
+2014), uniform low-bit weights with quantization-aware training, and the pruning methods made for large
+models: Wanda (Sun et al. 2023: |W| x the input's L2 norm, per output row, no retraining) and N:M structured
+sparsity (N of every M consecutive inputs of a row, e.g. 2:4). Each works in place on a fully connected
 `nn.Sequential` and leaves a model of the requested size; training is the caller's (`eie.sw.pipeline.Training`).
+Wanda and N:M are also `eie prune --method`'s (`parse_method`).
 """
 
 import math
@@ -18,7 +21,8 @@ from eie.sw import prune
 __all__ = ["prunable_weights", "kept_weights", "scaled_quality", "prune_to_quality", "iterative_to_budget",
            "hessian_diagonal",
            "obd_prune", "obd_schedule", "svd_factors", "svd_ranks", "low_rank", "UniformQuant", "quantize_weights",
-           "fix_quantized"]
+           "fix_quantized", "PRUNE_METHODS", "WANDA_CALIBRATION", "parse_method", "method_name", "wanda_prune",
+           "check_nm", "nm_prune", "calibration_images", "check_calibration"]
 
 
 def prunable_weights(model):
@@ -267,3 +271,112 @@ def fix_quantized(model):
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
     return scales
 
+
+
+# -- Wanda and N:M ----------------------------------------------------------------------------------------
+
+PRUNE_METHODS = ("magnitude", "wanda", "N:M")
+WANDA_CALIBRATION = 512     # training images whose activations Wanda weighs the weights by (when none are given)
+
+
+def parse_method(method: "str | tuple") -> "str | tuple":
+    """"magnitude", "wanda", or (n, m) for N:M sparsity, from a name such as "2:4" (or an (n, m) pair)."""
+    if method in ("magnitude", "wanda"):
+        return method
+    try:
+        n, m = (int(v) for v in (method.split(":") if isinstance(method, str) else method))
+    except (TypeError, ValueError):
+        n = m = None
+    if n is None or not 0 < n < m:
+        raise EieError(f"unknown pruning method {method!r}: choose magnitude, wanda or N:M with 0 < N < M "
+                       "(e.g. 2:4)")
+    return n, m
+
+
+def method_name(method: "str | tuple") -> str:
+    """The name of a `parse_method` result, as reports and checkpoints record it."""
+    return method if isinstance(method, str) else f"{method[0]}:{method[1]}"
+
+
+def _prunable_linears(model, method):
+    """The Linear layers Wanda prunes (it needs each input column's activations); convolutions are refused."""
+    convs = [n for n, layer in prune.layers(model) if not isinstance(layer, nn.Linear)]
+    if convs:
+        raise EieError(f"{method} prunes fully connected (Linear) layers only; this network has convolutions "
+                       f"({', '.join(convs)}): use magnitude pruning")
+    return prune.layers(model)
+
+
+def calibration_images(data, count: int = WANDA_CALIBRATION, seed: int = 0) -> torch.Tensor:
+    """`count` training images of `data` drawn with `seed`: Wanda's calibration when none are given."""
+    if not isinstance(count, int) or count < 1:
+        raise EieError(f"wanda calibration needs at least 1 image, not {count}")
+    pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:count]
+    return data.x_train[pick]
+
+
+def check_calibration(x: torch.Tensor, input_shape: tuple) -> torch.Tensor:
+    """Calibration images `x` as a float tensor, refused in one line unless shaped (samples, *input_shape)."""
+    x = torch.as_tensor(x)
+    if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape) or len(x) == 0:
+        expected = ", ".join(str(d) for d in ("N", *input_shape))
+        raise EieError(f"wanda calibration: expected images of shape ({expected}) as the data set's, "
+                       f"got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise EieError(f"wanda calibration: images must be floats as the data set's, not {x.dtype}")
+    return x.float()
+
+
+def _row_mask(score, keep):
+    """Mask keeping the `keep` highest scores of each row (ties: the earlier column)."""
+    order = score.argsort(dim=1, descending=True, stable=True)
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    mask.scatter_(1, order[:, :keep], True)
+    return mask
+
+
+@torch.no_grad()
+def wanda_prune(model: nn.Module, x: torch.Tensor, sparsity: float) -> dict:
+    """Wanda: remove at least the `sparsity` fraction of every Linear layer's weights (whole weights), row by row
+    (each output keeps the same count, at least one), lowest |W_ij| x ||X_j||_2 first, X_j being input j of the layer over the calibration images
+    `x`. The layers are pruned in order, each seeing the activations of the ones pruned before it, as Wanda
+    does. No retraining; masks as `torch.nn.utils.prune` leaves them. Returns {layer: input norms}."""
+    if not (isinstance(sparsity, (int, float)) and 0 < sparsity < 1):
+        raise EieError(f"sparsity {sparsity} is out of range: the pruned fraction of each layer must lie strictly "
+                       "between 0 and 1, like 0.5")
+    norms = {}
+    model.eval()
+    for name, layer in _prunable_linears(model, "wanda"):
+        seen = []
+        handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+        try:
+            model(x)
+        finally:
+            handle.remove()
+        norms[name] = seen[0].reshape(-1, layer.in_features).double().norm(dim=0)
+        score = layer.weight.detach().abs().double() * norms[name][None, :]
+        keep = max(1, math.floor((1 - sparsity) * layer.in_features + 1e-9))
+        torch_prune.custom_from_mask(layer, "weight", _row_mask(score, keep) & (layer.weight.detach() != 0))
+    return norms
+
+
+def check_nm(model: nn.Module, n: int, m: int) -> None:
+    """Refuse in one line an N:M pattern whose M does not divide every prunable layer's inputs."""
+    widths = {name: layer.weight[0].numel() for name, layer in prune.layers(model)}
+    if any(w % m for w in widths.values()):
+        raise EieError(f"{n}:{m} sparsity needs M={m} to divide every layer's inputs, but the layers have "
+                       + ", ".join(f"{k} {w}" for k, w in widths.items())
+                       + ": choose an M that divides them all (2:4 does for LeNet-300-100)")
+
+
+@torch.no_grad()
+def nm_prune(model: nn.Module, n: int, m: int) -> None:
+    """N:M structured sparsity: in every group of `m` consecutive inputs of every row (a convolution's row being
+    its flattened kernel), keep the `n` weights of largest magnitude (ties: the earlier input). Every row
+    then holds exactly n/m of its weights. `m` must divide every layer's input count."""
+    check_nm(model, n, m)
+    for name, layer in prune.layers(model):
+        w = layer.weight.detach()
+        groups = w.abs().reshape(-1, m)
+        mask = _row_mask(groups, n).reshape(w.shape)
+        torch_prune.custom_from_mask(layer, "weight", mask & (w != 0))

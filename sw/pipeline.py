@@ -16,8 +16,8 @@ from eie.errors import EieError
 from eie.sw import compress, models, prune, train
 
 __all__ = ["Training", "DEFAULT_QUALITY", "SENSITIVITY_FRACTIONS", "resolve_quality", "sensitivity",
-           "suggest_quality", "prune_schedule", "layer_figures", "weights_by_layer", "prune_network", "share",
-           "to_chip", "compress_network"]
+           "suggest_quality", "prune_schedule", "layer_figures", "weights_by_layer", "check_method", "prune_network",
+           "share", "to_chip", "compress_network"]
 
 # Quality parameters per layer. LeNet-300-100's were tuned on Fashion-MNIST with the default schedule
 # (14x, -0.14 points); LeNet-5's aim at the paper's Table 3 fractions. Other networks get one value for all.
@@ -190,20 +190,76 @@ def weights_by_layer(model):
     return {n: l.weight.detach().flatten().numpy().copy() for n, l in prune.layers(model)}
 
 
-def prune_network(model, data, quality, iterations, retraining, final_epochs, remove_dead=True, arch=None,
-                  log=_log):
-    """Prune and retrain `model` in place (see `prune_schedule`), then remove dead neurons unless told not to.
-    Returns the figures: accuracies, weights kept per layer (Table 2 of the paper), the schedule."""
+def check_method(method, quality=None, sparsity=None, calibration=None):
+    """The pruning method (`methods.parse_method`), refused in one line with settings that belong to another
+    (before any training is spent)."""
+    from eie.sw import methods
+    method = methods.parse_method(method)
+    name = methods.method_name(method)
+    if method == "magnitude" and (sparsity is not None or calibration is not None):
+        raise EieError("magnitude pruning takes quality parameters, not a sparsity or calibration images "
+                       "(those are wanda's)")
+    if method != "magnitude" and quality is not None:
+        raise EieError(f"quality parameters are magnitude pruning's; {name} takes "
+                       + ("a sparsity" if method == "wanda" else "none"))
+    if isinstance(method, tuple) and (sparsity is not None or calibration is not None):
+        raise EieError(f"{name} sparsity fixes the pruned fraction ({1 - method[0] / method[1]:g}) and needs no "
+                       "calibration images; give neither")
+    return method
+
+
+def _one_shot(model, data, method, sparsity, calibration, retraining, final_epochs, log):
+    """Wanda or N:M (`method` as `methods.parse_method` gives it) on `model`, then `final_epochs` of retraining
+    (none: the method as published for Wanda, N:M without retraining). Returns the schedule's record."""
+    from eie.sw import methods
+    record = {"method": methods.method_name(method), "final_epochs": final_epochs}
+    if method == "wanda":
+        sparsity = 0.5 if sparsity is None else sparsity
+        if isinstance(calibration, int):
+            calibration = methods.calibration_images(data, calibration, retraining.seed)
+        x = methods.check_calibration(calibration, data.input_shape)
+        methods.wanda_prune(model, x, sparsity)
+        record.update(sparsity=sparsity, calibration_images=len(x))
+    else:
+        methods.nm_prune(model, *method)
+    log(f"{record['method']}: kept {_kept_text(prune.kept(model))}; accuracy "
+        f"{train.evaluate(model, data.x_test, data.y_test):.2f}% before retraining")
+    if final_epochs:
+        Training(**{**retraining.__dict__, "epochs": final_epochs}).fit(model, data, "retrain", log=log)
+        record["retraining"] = retraining.__dict__
+    return record
+
+
+def prune_network(model, data, quality, iterations, retraining, final_epochs=None, remove_dead=True, arch=None,
+                  log=_log, method="magnitude", sparsity=None, calibration=None):
+    """Prune `model` in place by `method`, then remove dead neurons unless told not to. "magnitude": Han et al.'s
+    iterative pruning and retraining (see `prune_schedule`; `final_epochs` default 15); "wanda": Wanda at
+    `sparsity` per layer (default 0.5) weighed by the activations of `calibration` (images shaped as the data
+    set's, or a count of training images, default `methods.WANDA_CALIBRATION`); "N:M" such as "2:4": N:M
+    structured sparsity, whose layout removing dead neurons would break, so none are removed. Wanda and N:M
+    retrain `final_epochs` (default 0). Returns the figures: accuracies, weights kept per layer (Table 2 of
+    the paper), the schedule or method."""
+    from eie.sw import methods
+    method = check_method(method, quality, sparsity, calibration)
     if iterations < 1:
         raise EieError(f"iterations must be at least 1, not {iterations}")
+    final_epochs = (15 if method == "magnitude" else 0) if final_epochs is None else final_epochs
     if final_epochs < 0:
         raise EieError(f"final epochs must be >= 0, not {final_epochs}")
     names = [n for n, _ in prune.layers(model)]
-    quality = resolve_quality(quality, names, arch)
     base = train.evaluate(model, data.x_test, data.y_test)
     dense_counts = {n: w for n, (_, w) in prune.kept(model).items()}
     dense_parameters = sum(p.numel() for p in model.parameters())
-    steps = prune_schedule(model, data, quality, iterations, retraining, final_epochs, log)
+    if method == "magnitude":
+        quality = resolve_quality(quality, names, arch)
+        steps = prune_schedule(model, data, quality, iterations, retraining, final_epochs, log)
+        record = {"method": "magnitude", "quality": quality, "iterations": iterations,
+                  "retraining": retraining.__dict__, "final_epochs": final_epochs, "steps": steps}
+    else:
+        record = {"quality": None, **_one_shot(model, data, method, sparsity,
+                                               methods.WANDA_CALIBRATION if calibration is None else calibration,
+                                               retraining, final_epochs, log)}
+        remove_dead = remove_dead and method == "wanda"
     accuracy = train.evaluate(model, data.x_test, data.y_test)
     dead = prune.dead_neurons(model)
     removed = prune.remove_dead_neurons(model) if remove_dead else {}
@@ -222,8 +278,7 @@ def prune_network(model, data, quality, iterations, retraining, final_epochs, re
     return {"baseline_accuracy": round(base, 2), "pruned_accuracy": round(accuracy, 2),
             "pruning_ratio": round(dense / kept, 2), "dense_weights": dense, "kept_weights": kept,
             "dense_parameters": dense_parameters, "layers": layers,
-            "prune": {"quality": quality, "iterations": iterations, "retraining": retraining.__dict__,
-                      "final_epochs": final_epochs, "steps": steps, "dead_neurons": dead, "dead_removed": removed}}
+            "prune": {**record, "dead_neurons": dead, "dead_removed": removed}}
 
 
 # -- compression --------------------------------------------------------------------------------------------

@@ -98,15 +98,10 @@ def markdown(report):
         out += [_table(["layer", "weights", "weights kept %", "act %", "FLOP %",
                         "dead: no inputs / no outputs / removed"], rows), ""]
         p = report["prune"]
-        out += [f"Schedule: {p['iterations']} prune/retrain steps, quality parameters "
-                + ", ".join(f"{n} {q}" for n, q in p["quality"].items())
-                + f" (threshold = quality x std of the dense weights, ramped linearly over the steps); "
-                f"retraining {p['retraining']['epochs']} epochs per step at lr {p['retraining']['lr']}, "
-                f"L2 {p['retraining']['l2']}, L1 {p['retraining']['l1']}; final retraining {p['final_epochs']} epochs.",
-                "", _table(["step", "kept %", "accuracy pruned", "accuracy retrained"],
-                           [(s["step"], ", ".join(f"{n} {v}" for n, v in s["kept_percent"].items()),
-                             s["accuracy_pruned"], s["accuracy_retrained"]) for s in p["steps"]]),
-                "", "![weights before and after pruning](weights.png)", ""]
+        if p.get("method", "magnitude") == "magnitude":
+            out += _schedule_markdown(p)
+        else:
+            out += [_one_shot_text(p), "", "![weights before and after pruning](weights.png)", ""]
 
     comp = report.get("compress")
     if comp:
@@ -127,6 +122,32 @@ def markdown(report):
     if report.get("run"):
         out += _run_markdown(report["run"])
     return "\n".join(out).rstrip() + "\n"
+
+
+def _schedule_markdown(p):
+    """Magnitude pruning's schedule: its settings and a row per prune/retrain step."""
+    return [f"Schedule: {p['iterations']} prune/retrain steps, quality parameters "
+            + ", ".join(f"{n} {q}" for n, q in p["quality"].items())
+            + f" (threshold = quality x std of the dense weights, ramped linearly over the steps); "
+            f"retraining {p['retraining']['epochs']} epochs per step at lr {p['retraining']['lr']}, "
+            f"L2 {p['retraining']['l2']}, L1 {p['retraining']['l1']}; final retraining {p['final_epochs']} epochs.",
+            "", _table(["step", "kept %", "accuracy pruned", "accuracy retrained"],
+                       [(s["step"], ", ".join(f"{n} {v}" for n, v in s["kept_percent"].items()),
+                         s["accuracy_pruned"], s["accuracy_retrained"]) for s in p["steps"]]),
+            "", "![weights before and after pruning](weights.png)", ""]
+
+
+def _one_shot_text(p):
+    """Wanda's or N:M's settings in one line: what was removed, and the retraining after it."""
+    if p["method"] == "wanda":
+        what = (f"Wanda (Sun et al. 2023): {p['sparsity']:g} of each layer's weights removed per output row, "
+                f"lowest |W| x the input's L2 norm over {p['calibration_images']} calibration images first")
+    else:
+        n, m = p["method"].split(":")
+        what = f"{p['method']} structured sparsity: the {n} largest weights of every {m} consecutive inputs of a row kept"
+    retrain = p.get("retraining")
+    return what + (f"; then {p['final_epochs']} epochs of retraining at lr {retrain['lr']}, L2 {retrain['l2']}."
+                   if p["final_epochs"] else "; no retraining.")
 
 
 def _storage_markdown(report):

@@ -44,7 +44,7 @@ def test_every_method_and_budget_is_measured(results):
     assert dense == 64 * 300 + 300 * 100 + 100 * 10
     seen = {(p["method"], p["budget"]) for p in results["points"]}
     for method in cmp.METHODS:
-        budgets = [None] if method in ("int8", "int4") else [0.25, 0.1]
+        budgets = [None] if method in ("int8", "int4", "2:4", "2:4-noretrain") else [0.25, 0.1]
         assert {(method, b) for b in budgets} <= seen, method
     for p in results["points"]:
         assert 0 <= p["accuracy"] <= 100 and p["bytes"] > 0
@@ -54,12 +54,12 @@ def test_every_method_and_budget_is_measured(results):
         assert set(p["cpu"]) == {"1", "64"} and all(v["threads"] == 1 for v in p["cpu"].values())
         assert (p["chip"] is not None) == (p["form"] in ("dense", "sparse", "shared")), p["method"]
         if p["budget"] is None:
-            assert p["weights"] == dense
+            assert p["weights"] == (dense // 2 if p["method"].startswith("2:4") else dense), p["method"]
             continue
-        # pruned: exactly the budget's weights (ties aside); SVD: at most the budget
+        # pruned: exactly the budget's weights (ties aside; Wanda in whole weights per row); SVD: at most the budget
         assert p["weights"] <= p["budget"] * dense, p
         if p["form"] != "lowrank":
-            assert p["weights"] >= p["budget"] * dense - 3, p
+            assert p["weights"] >= p["budget"] * dense - (300 + 100 + 10 if p["method"] == "wanda" else 3), p
 
 
 def _count(model):
@@ -367,7 +367,7 @@ def test_full_comparison_on_fashion_mnist(tmp_path):
     r = cmp.compare(run)
     assert time.perf_counter() - started < 20 * 60
     by = {(p["method"], p["budget"]): p for p in r["points"]}
-    assert len(by) == 1 + 8 * 4 + 2
+    assert len(by) == 1 + 9 * 4 + 4
     # Deep Compression keeps the pruned accuracy within a point and stores under a tenth of the dense bytes
     for b in cmp.DEFAULT_BUDGETS:
         assert by[("deep-compression", b)]["accuracy"] > by[("iterative", b)]["accuracy"] - 1
