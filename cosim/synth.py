@@ -452,6 +452,8 @@ def absorb_dsp_registers(netlist: dict) -> dict:
             for i, enable in enumerate(enables):
                 conn[f"CE{i}"] = [enable]
             conn["RST0"] = ["0"]
+            directions = dsp.setdefault("port_directions", {})
+            directions.update({pin: "input" for pin in ("CLK0", "RST0", *(f"CE{i}" for i in range(len(enables))))})
             for param, (enable, _, _, ffs) in stages.items():
                 params.update({f"REG_{param}_CLK": "CLK0", f"REG_{param}_CE": f"CE{enables.index(enable)}",
                                f"REG_{param}_RST": "RST0"})

@@ -525,6 +525,7 @@ def test_the_registers_around_a_multiply_move_into_the_dsp():
         for what, value in (("CLK", "CLK0"), ("CE", "CE0"), ("RST", "RST0"))}
     c = mul["connections"]
     assert c["CLK0"] == [CLK] and c["CE0"] == [CE] and c["RST0"] == ["0"]
+    assert all(mul["port_directions"][p] == "input" for p in ("CLK0", "CE0", "RST0"))   # nextpnr needs them
     assert [c[f"A{i}"] for i in (0, 15, 16, 17)] == [[600], [615], [615], [615]]   # operands' D nets, sign repeated
     assert c["B3"] == [803] and c["P0"] == [1000] and c["P31"] == [1031]           # P drives what Q drove
     assert not [n for n, cell in cells.items() if cell["type"] == "TRELLIS_FF"]
