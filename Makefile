@@ -63,6 +63,13 @@ bench: modules
 mutants: modules
 	$(PY) tests/mutants.py
 
+# Every formal proof of the blocks (issue 23: SymbiYosys from the dev extra's wheels) within a time budget; a
+# table of block, property, engine, depth, PASS/FAIL/UNKNOWN and seconds; traces (VCD) in runs/formal. The fast
+# subset runs in `make test` (tests/test_formal.py); `python tests/mutants.py --tier formal` runs them on mutants.
+.PHONY: formal
+formal: modules
+	$(PY) -m eie.cosim.formal --budget 840 --out runs/formal
+
 # The 2-PE and the 16-PE chip placed and routed on an ECP5 at 150 MHz (eie synth --ecp5 --freq 150; work
 # folders in runs/synth), beside the issue's targets: 2 PEs >= 150 MHz, 16 PEs >= 100 MHz (aim 150) and the
 # 16-PE flow under 20 minutes. Every target is printed PASS or FAIL; the target fails if any did.

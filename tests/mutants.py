@@ -4,6 +4,7 @@ a test tier on the copy, and print whether the mutant was caught (a test failed)
     python tests/mutants.py               # the fast tier: no Verilator build (about a minute per mutant)
     python tests/mutants.py --tier full   # `make test`'s selection (Verilator builds per RTL mutant: slow)
     python tests/mutants.py -k bypass     # only mutants whose name contains "bypass"
+    python tests/mutants.py --tier formal # the RTL mutants against the fast formal proofs (no covers)
 
 Exits 1 if any mutant survived (or the unmutated copy fails). The copy holds the tracked and untracked,
 not ignored files of the working tree. The full tier shares the build cache: builds are keyed by the
@@ -144,8 +145,28 @@ def copy_tree(dest):
             shutil.copy2(src, dest / f)
 
 
+# The formal tier: the fast subset of `eie.cosim.formal`'s proofs (bmc and k-induction, no covers; the ones
+# `make test` runs), fastest first, stopping at the first that fails; only mutants of the RTL (hw/) apply.
+FORMAL_ARGS = ["--fast", "--modes", "bmc,prove", "--first-fail", "--budget", "600"]
+
+
+def run_formal(tree):
+    """(0 if every proof passes, 1 if one fails, 2 if the flow could not run; the failing proof or a note;
+    seconds; output) for the formal proofs on `tree`."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "eie.cosim.formal", *FORMAL_ARGS, "--out", str(tree / "runs/formal")],
+                         cwd=tree, env=env, capture_output=True, text=True)
+    failed = re.search(r"^\| ([^|]+) \| ([^|]+) \| \w+ \| [^|]+ \| \d+ \| FAIL \|", out.stdout, re.M)
+    rc = 1 if failed else (0 if out.returncode == 0 else 2)
+    note = f"{failed.group(1)}: {failed.group(2)}" if failed else (out.stdout + out.stderr).strip()[-300:] * (rc == 2)
+    return rc, note, time.perf_counter() - t0, out.stdout + out.stderr
+
+
 def run_tests(tree, tier):
     """(pytest exit code, first failing test or '', seconds) for the tests of `tier` on `tree`."""
+    if tier == "formal":
+        return run_formal(tree)
     if tier == "fast":
         args = [*FAST_TESTS, "-k", FAST_DESELECT]
     else:
@@ -160,10 +181,11 @@ def run_tests(tree, tier):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tier", choices=["fast", "full"], default="fast")
+    p.add_argument("--tier", choices=["fast", "full", "formal"], default="fast")
     p.add_argument("-k", dest="only", default="", help="only mutants whose name contains this")
     args = p.parse_args(argv)
-    mutants = [m for m in MUTANTS if args.only.lower() in m[0].lower()]
+    mutants = [m for m in MUTANTS if args.only.lower() in m[0].lower()
+               and (args.tier != "formal" or m[1].startswith("hw/"))]
     with tempfile.TemporaryDirectory(prefix="eie-mutants-") as tmp:
         tree = Path(tmp) / "tree"
         tree.mkdir()
@@ -173,8 +195,10 @@ def main(argv=None):
             print(f"the unmutated tree fails the {args.tier} tier ({failed or f'pytest exit {rc}'}):\n{log[-3000:]}")
             return 1
         print(f"unmutated tree: {args.tier} tier passes in {secs:.0f} s\n")
-        print("| mutant | file | result | first failing test | s |\n| --- | --- | --- | --- | --- |")
+        what = "first failing proof" if args.tier == "formal" else "first failing test"
+        print(f"| mutant | file | result | {what} | s |\n| --- | --- | --- | --- | --- |")
         survived = 0
+        caught_by = {}
         for name, rel, old, new in mutants:
             path = tree / rel
             original = path.read_text()
@@ -190,7 +214,11 @@ def main(argv=None):
             result = {0: "SURVIVED", 1: "caught"}.get(rc, f"error (pytest exit {rc})")
             survived += rc != 1
             print(f"| {name} | {rel} | {result} | {failed.split('::')[-1]} | {secs:.0f} |", flush=True)
+            if args.tier == "formal" and rc == 1:
+                caught_by.setdefault(failed, []).append(name)
         print(f"\n{len(mutants) - survived} of {len(mutants)} mutants caught by the {args.tier} tier")
+        for proof, names in caught_by.items():
+            print(f"  {proof}: {len(names)}")
         return 1 if survived else 0
 
 

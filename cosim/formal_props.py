@@ -1,0 +1,536 @@
+"""The formal harnesses of `eie.cosim.formal`: per block of `eie.hw`, free inputs under the block's input
+contract (``Assume``), its properties (``Assert``) and their reachability (``Cover``), and `PROOFS`, the list
+`make formal` runs.
+
+The harnesses reach into a block only through its ports, its submodules (the FIFOs) and, where a property is
+about one stage, internal signals found by name (`_internal`): a renamed signal makes the proof an ERROR that
+names it, never a silent pass.
+"""
+
+from functools import partial
+
+from amaranth import Array, Cat, ClockDomain, Const, Module, Mux, Signal, signed
+from amaranth.asserts import AnyConst, AnySeq
+from amaranth.hdl import Assert, Assume, Cover, Fragment
+
+from eie.config import ChipConfig
+
+__all__ = ["PROOFS", "requantizer", "requant_spec"]
+
+
+def _module() -> Module:
+    """A harness's module: one clock, no reset (registers start at their init values, as after reset)."""
+    m = Module()
+    m.domains.sync = domain = ClockDomain("sync", reset_less=True)
+    m.formal_clk = domain.clk          # the one port (`eie.cosim.formal` drives it; undriven it would be 0)
+    return m
+
+
+def _delay(m, value, n, name):
+    """`value` as it was `n` cycles ago (its init value before that)."""
+    for i in range(n):
+        q = Signal.like(value, name=f"{name}_d{i + 1}")
+        m.d.sync += q.eq(value)
+        value = q
+    return value
+
+
+# -- output pass: the Requantizer against a re-statement of `eie.sw.reference` --------------------------------------
+
+def requant_spec(m, acc, partner, bias, shift, relu, config: ChipConfig, max_shift: int | None = None):
+    """`reference.requantize(wrap(acc + partner + (bias << shift), acc_bits), shift, relu)` in gates, with Python's
+    unbounded integers as a width that cannot overflow for shifts up to `max_shift`: the definition the
+    Requantizer must equal."""
+    c = config
+    wide = c.acc_bits + 2 + max(0, (max_shift if max_shift is not None else (1 << c.shift_bits)) - c.acc_bits)
+    total = Signal(signed(c.acc_bits), name="spec_total")       # wrap(..., acc_bits): the assignment truncates
+    m.d.comb += total.eq(acc + partner + (bias.as_signed() << shift))
+    half = Signal(signed(wide), name="spec_half")
+    m.d.comb += half.eq(Mux(shift == 0, 0, Const(1, signed(wide)) << (shift - 1)[:len(shift)]))
+    shifted = Signal(signed(wide), name="spec_shifted")
+    m.d.comb += shifted.eq((total + half) >> shift)
+    clipped = Signal(signed(c.act_bits), name="spec_clipped")
+    m.d.comb += clipped.eq(Mux(shifted > c.act_max, c.act_max, Mux(shifted < c.act_min, c.act_min, shifted)))
+    y = Signal(signed(c.act_bits), name="spec_y")
+    m.d.comb += y.eq(Mux(relu & (clipped < 0), 0, clipped))
+    return y, shifted
+
+
+def requantizer(config: ChipConfig | None = None, *, all_shifts: bool = False):
+    """Every row (any 40-bit accumulator and partner share, any bias, any legal shift, ReLU or not, a row every
+    cycle or with gaps) leaves the Requantizer `LATENCY` cycles later equal to `requant_spec`. Shifts are the
+    legal ones (``shift < acc_bits - act_bits``, `eie.sw.quant`), or every one up to ``acc_bits``."""
+    from eie.hw.requant import LATENCY, Requantizer
+    c = config or ChipConfig()
+    m = _module()
+    m.submodules.dut = rq = Requantizer(c)
+    valid, shift, relu = AnySeq(1), AnySeq(c.shift_bits), AnySeq(1)
+    acc, partner, bias = AnySeq(signed(c.acc_bits)), AnySeq(signed(c.acc_bits)), AnySeq(signed(c.act_bits))
+    limit = c.acc_bits + 1 if all_shifts else c.acc_bits - c.act_bits
+    m.d.comb += Assume(shift < limit)
+    half = Signal(c.acc_bits, name="half")      # the port's contract: half of 1 << shift, 0 for shift 0
+    m.d.comb += half.eq(Mux(shift == 0, 0, Const(1, c.acc_bits + 1) << (shift - 1)[:len(shift)]))
+    m.d.comb += [rq.valid.eq(valid), rq.acc.eq(acc), rq.partner.eq(partner), rq.bias.eq(bias),
+                 rq.shift.eq(shift), rq.rounding.eq(half), rq.relu.eq(relu)]
+    y, shifted = requant_spec(m, acc, partner, bias, shift, relu, c, limit - 1)
+    valid_out, y_out = _delay(m, valid, LATENCY, "valid"), _delay(m, y, LATENCY, "y")
+    m.d.comb += Assert(~valid_out | (rq.y == y_out))
+    relu_out, shifted_out = _delay(m, relu, LATENCY, "relu"), _delay(m, shifted, LATENCY, "shifted")
+    m.d.comb += [Cover(valid_out & (shifted_out > c.act_max) & (rq.y == c.act_max)),
+                 Cover(valid_out & ~relu_out & (shifted_out < c.act_min) & (rq.y == c.act_min)),
+                 Cover(valid_out & relu_out & (shifted_out < 0) & (rq.y == 0)),
+                 Cover(valid_out & (rq.y == 1) & (_delay(m, acc, LATENCY, "acc") == 1)
+                       & (_delay(m, shift, LATENCY, "shift") == 1))]      # 0.5 rounds up to 1
+    return m
+
+
+
+# -- non-zero detector ----------------------------------------------------------------------------------------------
+
+# A chip small enough to prove things about in seconds, with every structure of the large one: 2 PEs (two lanes
+# per source word), 4-word banks (8 columns), 4-bit values, 2-deep queues (5 places with the slack).
+TINY = dict(pes=2, act_bits=4, weight_bits=4, acc_bits=8, act_depth=4, queue_depth=2, jobs_depth=2, index_bits=2,
+            weight_index_bits=2, entries_per_word=2, matrix_words=2, cols_per_ptr_word=2, count_bits=2, ptr_words=1,
+            max_layers=1)
+
+
+def tiny(**changes) -> ChipConfig:
+    """The formal proofs' chip (`TINY`), with `changes`."""
+    return ChipConfig(**{**TINY, **changes})
+
+
+def detector(config: ChipConfig | None = None, *, check: str = "order"):
+    """The detector over a source bank of arbitrary contents (``AnyConst``), read as the chip reads it (a RAM read
+    and its output register), layers started whenever the contract allows (``start`` while settled, ``cols``
+    held during a layer), and a consumer queue popped at will whose fill the detector sees two cycles late, as
+    through the PEs' ``act_room`` and the chip's AND of them.
+
+    ``check="order"``: every broadcast is a non-zero activation of the layer, with its value, the lowest column
+    not yet sent (so each is sent once, in column order); once settled, none is left. ``check="room"``: the
+    queue never holds more than ``queue_depth + QUEUE_SLACK``. Covers: a layer completes after two broadcasts in
+    a row, the queue is full, the last column is sent."""
+    from eie.config import QUEUE_SLACK
+    from eie.hw.scanner import NonZeroDetector
+    if check not in ("order", "complete", "room"):
+        raise ValueError(f"detector check must be order, complete or room, not {check!r}")
+    c = config or tiny(act_bits=2)      # values -2..1: as many zero/non-zero patterns, a smaller problem
+    n, cols_max = c.pes, c.act_depth * c.pes
+    m = _module()
+    m.submodules.nzd = nzd = NonZeroDetector(c)
+    bank = Array(AnyConst(n * c.act_bits) for _ in range(c.act_depth))
+    r1, r2 = Signal(n * c.act_bits), Signal(n * c.act_bits)
+    m.d.sync += [r1.eq(bank[nzd.addr]), r2.eq(r1)]
+    m.d.comb += nzd.word.eq(r2)
+    # the layer: start while settled, never two cycles running; cols at most the banks' and held in the layer
+    start, cols = AnySeq(1), AnySeq(len(nzd.cols))
+    layer_cols = Signal.like(nzd.cols)
+    started = Signal()
+    m.d.comb += [nzd.start.eq(start), nzd.cols.eq(Mux(start, cols, layer_cols)),
+                 Assume(~start | (nzd.settled & (cols <= cols_max) & ~_delay(m, start, 1, "start")))]
+    with m.If(start):
+        m.d.sync += [layer_cols.eq(cols), started.eq(1)]
+    # the consumer: a queue of the PEs' depth plus slack, popped at will; its room registered twice
+    depth = c.queue_depth + QUEUE_SLACK
+    level = Signal(range(depth + 8))
+    pop = AnySeq(1)
+    m.d.comb += Assume(~pop | (level != 0))
+    m.d.sync += level.eq(level + nzd.valid - pop)
+    room_pe, room_chip = Signal(len(nzd.room)), Signal(len(nzd.room))
+    m.d.sync += [room_pe.eq(Cat(level <= depth - 1 - j for j in range(len(nzd.room)))), room_chip.eq(room_pe)]
+    m.d.comb += nzd.room.eq(room_chip)
+
+    values = [bank[k // n].word_select(k % n, c.act_bits).as_signed() for k in range(cols_max)]
+    nz = Cat((values[k] != 0) & (k < layer_cols) for k in range(cols_max))
+    expect = Signal(range(cols_max + 1))     # the lowest column not sent yet
+    with m.If(start):
+        m.d.sync += expect.eq(0)
+    with m.Elif(nzd.valid):
+        m.d.sync += expect.eq(nzd.col + 1)
+    col_ok = Signal()
+    m.d.comb += col_ok.eq((nzd.col >= expect) & (nzd.col < layer_cols) & nz.bit_select(nzd.col, 1)
+                          & (Array(values)[nzd.col] == nzd.value)
+                          & ~Cat(nz[k] & (k >= expect) & (k < nzd.col) for k in range(cols_max)).any())
+    left = Cat(nz[k] & (k >= expect) for k in range(cols_max)).any()
+    if check == "order":
+        m.d.comb += Assert(~nzd.valid | (started & col_ok))
+    elif check == "complete":
+        m.d.comb += Assert(~(started & nzd.settled & ~start) | ~left)
+    else:
+        m.d.comb += Assert(level <= depth)
+    back_to_back = _delay(m, nzd.valid & _delay(m, nzd.valid, 1, "v"), 4, "vv")
+    m.d.comb += [Cover(started & nzd.settled & (expect >= 2) & back_to_back),
+                 Cover(level == depth),
+                 Cover(nzd.valid & (nzd.col == cols_max - 1))]
+    return m
+
+
+# -- processing element: its stage components ---------------------------------------------------------------------
+
+def _internal(fragment, *names):
+    """Signals of `fragment`'s own statements by name; a missing one is an error that names it (the harness no
+    longer fits the RTL), never a property quietly left out."""
+    found = {}
+    for stmts in fragment.statements.values():
+        for stmt in stmts:
+            try:
+                signals = stmt._lhs_signals() | stmt._rhs_signals()
+            except NotImplementedError:      # ``ClockSignal().eq(...)``: no signal of interest
+                continue
+            for sig in signals:
+                found.setdefault(sig.name, sig)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise LookupError(f"signal(s) {', '.join(missing)} not found in the block: the harness needs updating")
+    return [found[n] for n in names]
+
+
+
+def _open(component):
+    """`component` elaborated here, so that its submodules (the FIFOs) can be reached; the Module to add."""
+    component._MustUse__silence = True      # its Module is what the harness adds
+    return component.elaborate(None)
+
+
+def _sync_read(m, port, words, name):
+    """A block RAM's read port (data the cycle after the address, while enabled) over constant `words`."""
+    q = Signal(len(port.data), name=f"{name}_q")
+    with m.If(port.en):
+        m.d.sync += q.eq(Array(words)[port.addr])
+    m.d.comb += port.data.eq(q)
+
+
+def _stable_stream(m, stream_in, name):
+    """A stream's rule for its sender: once valid, valid and payload hold until taken."""
+    held = Signal(name=f"{name}_held")
+    payload_q = Signal.like(stream_in.payload.as_value(), name=f"{name}_payload_q")
+    m.d.sync += [held.eq(stream_in.valid & ~stream_in.ready), payload_q.eq(stream_in.payload.as_value())]
+    m.d.comb += Assume(~held | (stream_in.valid & (stream_in.payload.as_value() == payload_q)))
+
+
+def _ghost_fifo(m, layout, slots, name):
+    """A harness FIFO of `layout` records: (array, head, tail, count) registers."""
+    arr = Array(Signal(layout, name=f"{name}{i}") for i in range(slots))
+    return arr, Signal(range(slots), name=f"{name}_head"), Signal(range(slots), name=f"{name}_tail"), \
+        Signal(range(slots + 1), name=f"{name}_count")
+
+
+def _at_most(m, event, n, name):
+    """Assume `event` happens at most `n` times in a trace (a bound that keeps a solver's problem small)."""
+    seen = Signal(range(n + 1), name=f"{name}_seen")
+    m.d.sync += seen.eq(seen + event)
+    m.d.comb += Assume(~event | (seen < n))
+
+
+def span_of(m, config: ChipConfig, words, col):
+    """(start, count) of column `col` in a PE's pointer memory `words`, as the image defines them: the word's
+    base plus the counts of the columns before it in the word."""
+    c = config
+    K = c.cols_per_ptr_word
+    lane = col[:(K - 1).bit_length()] if K > 1 else Const(0, 1)
+    word = Array(words)[col >> (K - 1).bit_length()]
+    base = word[:c.entry_addr_bits]
+    counts = [word[c.entry_addr_bits + i * c.count_bits:][:c.count_bits] for i in range(K)]
+    start = Signal(c.entry_addr_bits, name="ghost_start")
+    m.d.comb += start.eq(base + sum(Mux(lane > i, counts[i], 0) for i in range(K - 1)))
+    return start, Array(counts)[lane]
+
+
+def span_unit(config: ChipConfig | None = None, *, check: str = "fifos", max_broadcasts: int | None = None):
+    """The PE's front end (`eie.hw.spans.SpanUnit`: activation queue with its bypass, P0..P4, jobs FIFO) over a
+    pointer memory of any contents, fed broadcasts as the detector sends them (at most what ``room``,
+    registered once more as by the chip, allows with the last three cycles' broadcasts in flight), its jobs
+    taken whenever the reader likes.
+
+    ``check="fifos"``: neither FIFO is written full, a take is of the queue's head or of the arriving broadcast
+    (the bypass), and neither FIFO holds more than it is sized for (``queue_depth + QUEUE_SLACK``,
+    ``jobs_depth + JOBS_SLACK``). ``check="spans"``: the jobs leaving are, in broadcast order, exactly the
+    non-empty spans of the broadcast columns (start = base + the counts before the column in its word) with
+    the activation's value; none is left once the unit is idle. Covers: both FIFOs hold three, a span of
+    more than one entry leaves. `max_broadcasts` bounds the broadcasts of a trace ("spans" unbounded at depth
+    20 took the solver over two minutes)."""
+    from eie.config import JOBS_SLACK, QUEUE_SLACK
+    from eie.hw.spans import SpanUnit, span_layout
+    if check not in ("fifos", "spans"):
+        raise ValueError(f"span_unit check must be fifos or spans, not {check!r}")
+    c = config or tiny(ptr_words=2)
+    m = _module()
+    su = SpanUnit(c)
+    m.submodules.spans = sm = _open(su)
+    queue, jobs = sm.submodules.queue, sm.submodules.jobs
+    words = [AnyConst(c.ptr_word_bits) for _ in range(c.ptr_words)]
+    _sync_read(m, su.ptr_rd, words, "ptr")
+    # broadcasts: the detector's flow control, restated
+    emit, col, value = AnySeq(1), AnySeq(c.dim_bits), AnySeq(signed(c.act_bits))
+    act = su.act
+    room = Signal(len(su.room))
+    m.d.sync += room.eq(su.room)
+    in_flight = Signal(range(4))
+    m.d.comb += in_flight.eq(act.valid + _delay(m, act.valid, 1, "act") + _delay(m, act.valid, 2, "act"))
+    m.d.comb += [Assume(~emit | room.bit_select(in_flight, 1)), Assume(col < c.cols_per_ptr_word * c.ptr_words)]
+    m.d.sync += [act.valid.eq(emit), act.payload.col.eq(col), act.payload.value.eq(value)]
+    m.d.comb += [su.ptr_base.eq(0), su.jobs.ready.eq(AnySeq(1))]
+    if max_broadcasts is not None:
+        _at_most(m, emit, max_broadcasts, "broadcasts")
+    qmax, jmax = c.queue_depth + QUEUE_SLACK, c.jobs_depth + JOBS_SLACK
+    if check == "fifos":
+        m.d.comb += [Assert(queue.level <= qmax), Assert(~queue.w_en | queue.w_rdy),
+                     Assert(~queue.r_en | queue.r_rdy | act.valid),
+                     Assert(jobs.level <= jmax), Assert(~jobs.w_en | jobs.w_rdy)]
+    # the expected spans, in order: pushed at each broadcast whose column has entries here
+    layout = span_layout(c)
+    ghost, head, tail, count_in = _ghost_fifo(m, layout, 16, "ghost_span")
+    start, count = span_of(m, c, words, act.payload.col)
+    push = act.valid & (count != 0)
+    taken = su.jobs.valid & su.jobs.ready
+    with m.If(push):
+        m.d.sync += [ghost[tail].start.eq(start), ghost[tail].count.eq(count), ghost[tail].value.eq(act.payload.value),
+                     tail.eq(tail + 1)]
+    with m.If(taken):
+        m.d.sync += head.eq(head + 1)
+    m.d.sync += count_in.eq(count_in + push - taken)
+    out = su.jobs.payload
+    if check == "spans":
+        expect = ghost[head]
+        m.d.comb += [Assert(~taken | ((count_in != 0) & (out.start == expect.start) & (out.count == expect.count)
+                                      & (out.value == expect.value))),
+                     Assert(su.busy | act.valid | (count_in == 0))]
+    m.d.comb += [Cover(queue.level >= 3), Cover(jobs.level >= 3), Cover(taken & (out.count > 1))]
+    return m
+
+
+def entry_reader(config: ChipConfig | None = None, *, max_jobs: int | None = None):
+    """The PE's sparse-matrix reader and index decoder (`eie.hw.entries.EntryReader`: S, D0..D2) over a matrix
+    memory and codebook of any contents, fed any non-empty jobs (held until taken, as a stream's sender must).
+
+    The entries leaving are, in order, exactly the real entries of the jobs' spans as the image defines them:
+    an entry's row is the previous row of its span plus its zeros plus one (the first: its zeros), its weight
+    the codebook's value of its index, its activation the job's; an entry of index 0 is padding and never
+    leaves (so never reaches an accumulator); none is left once the reader is idle. Covers: a padding entry
+    between two real ones of a span, two jobs' entries back to back. `max_jobs` bounds the jobs of a trace
+    (unbounded, depth 20 took the solver over two minutes)."""
+    from eie.hw.entries import EntryReader, entry_layout
+    c = config or tiny()
+    m = _module()
+    er = EntryReader(c)
+    m.submodules.reader = _open(er)
+    matrix = [AnyConst(c.matrix_word_bits) for _ in range(c.matrix_words)]
+    codebook = [AnyConst(signed(c.weight_bits)) for _ in range(c.max_layers * c.codebook_size)]
+    _sync_read(m, er.mat_rd, matrix, "mat")
+    m.d.comb += [er.codebook.data.eq(Array(codebook)[er.codebook.addr]), er.layer.eq(0)]
+    jobs = er.jobs
+    m.d.comb += [jobs.valid.eq(AnySeq(1)), jobs.payload.eq(AnySeq(len(jobs.payload.as_value())))]
+    # a job as the span unit makes them: never empty, within the matrix memory (the image's spans are)
+    m.d.comb += Assume(~jobs.valid | ((jobs.payload.count != 0)
+                                      & (jobs.payload.start + jobs.payload.count <= c.matrix_words * c.entries_per_word)))
+    _stable_stream(m, jobs, "jobs")
+    if max_jobs is not None:
+        _at_most(m, jobs.valid & jobs.ready, max_jobs, "jobs")
+    # the expected entries of a job taken, pushed in order (padding skipped)
+    E, eb = c.entries_per_word, (c.entries_per_word - 1).bit_length()
+    rb = max(1, (c.act_depth - 1).bit_length())
+    layout = entry_layout(c)
+    ghost, head, tail, count_in = _ghost_fifo(m, layout, 8, "ghost_entry")   # S..D2 and out hold at most 5
+    taken = jobs.valid & jobs.ready
+    job = jobs.payload
+    prev, pushed = None, Const(0, 3)
+    for k in range(c.max_count):
+        addr = Signal(c.entry_addr_bits, name=f"ghost_addr{k}")
+        m.d.comb += addr.eq(job.start + k)
+        word = Array(matrix)[addr >> eb] if c.matrix_words > 1 else matrix[0]
+        entry = word.word_select(addr[:eb], c.entry_bits) if E > 1 else word
+        v, z = entry[:c.weight_index_bits], entry[c.weight_index_bits:c.entry_bits]
+        row = Signal(rb, name=f"ghost_row{k}")
+        m.d.comb += row.eq(z if prev is None else prev + z + 1)
+        prev = row
+        real = Signal(name=f"ghost_real{k}")
+        m.d.comb += real.eq((k < job.count) & (v != 0))
+        slot = (tail + pushed)[:len(tail)]
+        with m.If(taken & real):
+            m.d.sync += [ghost[slot].row.eq(row), ghost[slot].weight.eq(Array(codebook)[v]),
+                         ghost[slot].value.eq(job.value)]
+        pushed = pushed + real
+    n_pushed = Signal(3, name="ghost_pushed")
+    m.d.comb += n_pushed.eq(Mux(taken, pushed, 0))
+    out = er.entries
+    m.d.sync += [tail.eq(tail + n_pushed), count_in.eq(count_in + n_pushed - out.valid)]
+    with m.If(out.valid):
+        m.d.sync += head.eq(head + 1)
+    expect = ghost[head]
+    idle = ~(er.busy | taken | out.valid)
+    drained = idle & _delay(m, idle, 1, "idle") & _delay(m, idle, 2, "idle") & _delay(m, idle, 3, "idle")
+    m.d.comb += [Assert(~out.valid | ((count_in != 0) & (out.payload.row == expect.row)
+                                      & (out.payload.weight == expect.weight) & (out.payload.value == expect.value))),
+                 Assert(~drained | (count_in == 0))]
+    v_of = [Array(matrix)[(job.start + k)[:c.entry_addr_bits] >> eb]
+            .word_select((job.start + k)[:eb], c.entry_bits)[:c.weight_index_bits] for k in range(3)]
+    m.d.comb += [Cover(taken & (job.count == 3) & (v_of[0] != 0) & (v_of[1] == 0) & (v_of[2] != 0)),
+                 Cover(out.valid & _delay(m, out.valid & (count_in == 1) & taken, 1, "b2b"))]
+    return m
+
+
+def accumulator(config: ChipConfig | None = None, *, check: str = "write", max_entries: int | None = None):
+    """The PE's accumulate stages (`eie.hw.accumulate.Accumulator`: M, A, W) over accumulators of any stale
+    contents, fed any entry (row, weight, activation) in any cycle, ``clear`` (a new layer) between entries.
+
+    ``check="write"``: the writes are, in entry order, to each entry's row, of the sum of the products of the
+    entries of that row since ``clear`` up to and including it: read-after-write through the bypass, whatever
+    the pipeline depth. ``check="sums"``: two cycles after the last entry (when the chip's output pass may read
+    them), every accumulator, read as the output pass does (untouched rows as 0), is that sum. Covers: the
+    bypass case (two entries of one row back to back), a row touched, cleared and touched again.
+    `max_entries` bounds the entries of a trace ("sums" unbounded at depth 20 took the solver minutes)."""
+    from eie.hw.accumulate import Accumulator
+    if check not in ("write", "sums"):
+        raise ValueError(f"accumulator check must be write or sums, not {check!r}")
+    c = config or tiny(act_bits=2, weight_bits=2, acc_bits=4)   # routing, not width: 4-bit sums keep it fast
+    m = _module()
+    ac = Accumulator(c)
+    m.submodules.accum = _open(ac)
+    A = signed(c.acc_bits)
+    rb = max(1, (c.act_depth - 1).bit_length())
+    # the accumulator memory: stale (any) contents until written
+    stale = [AnyConst(A) for _ in range(c.act_depth)]
+    mem = [Signal(A, name=f"acc{r}") for r in range(c.act_depth)]
+    fresh = Signal(c.act_depth)
+    value_of = [Mux(fresh[r], mem[r], stale[r]) for r in range(c.act_depth)]
+    m.d.comb += ac.acc_rd.data.eq(Array(value_of)[ac.acc_rd.addr])
+    wr = ac.acc_wr
+    for r in range(c.act_depth):
+        with m.If(wr.en & (wr.addr == r)):
+            m.d.sync += [mem[r].eq(wr.data), fresh[r].eq(1)]
+    e = ac.entries
+    m.d.comb += [e.valid.eq(AnySeq(1)), e.payload.eq(AnySeq(len(e.payload.as_value())))]
+    if max_entries is not None:
+        _at_most(m, e.valid, max_entries, "entries")
+    recent = e.valid | _delay(m, e.valid, 1, "entry") | _delay(m, e.valid, 2, "entry")
+    clear = AnySeq(1)
+    m.d.comb += [ac.clear.eq(clear), Assume(~clear | ~recent)]
+    # the sums since clear, per row, as each entry arrives
+    sums = Array(Signal(A, name=f"ghost_sum{r}") for r in range(c.act_depth))
+    after = Signal(A, name="ghost_after")
+    m.d.comb += after.eq(sums[e.payload.row] + e.payload.weight * e.payload.value)
+    with m.If(clear):
+        m.d.sync += [s_.eq(0) for s_ in sums]
+    with m.Elif(e.valid):
+        m.d.sync += sums[e.payload.row].eq(after)
+    if check == "write":
+        layout = {"row": rb, "sum": A}
+        from amaranth.lib import data
+        ghost, head, tail, count_in = _ghost_fifo(m, data.StructLayout(layout), 8, "ghost_write")
+        with m.If(e.valid):
+            m.d.sync += [ghost[tail].row.eq(e.payload.row), ghost[tail].sum.eq(after), tail.eq(tail + 1)]
+        with m.If(wr.en):
+            m.d.sync += head.eq(head + 1)
+        m.d.sync += count_in.eq(count_in + e.valid - wr.en)
+        expect = ghost[head]
+        m.d.comb += [Assert(~wr.en | ((count_in != 0) & (wr.addr == expect.row) & (wr.data == expect.sum))),
+                     Assert(recent | (count_in == 0))]
+    else:
+        r = AnyConst(rb)
+        m.d.comb += Assert(recent | (Mux(ac.touched.bit_select(r, 1), Array(value_of)[r], 0) == sums[r]))
+    row_q = _delay(m, e.payload.row, 1, "row")
+    m.d.comb += [Cover(e.valid & _delay(m, e.valid, 1, "v") & (e.payload.row == row_q)),
+                 Cover(e.valid & (e.payload.row == 1) & _delay(m, ac.touched[1] & clear, 2, "tc"))]
+    return m
+
+
+# -- host port and control ------------------------------------------------------------------------------------------
+
+def chip_control(config: ChipConfig | None = None, *, check: str = "loads"):
+    """The whole tiny chip behind its host port, every host input free (AnySeq) but ``start``, which the host
+    pulses only while no chain runs (before the first or after ``done``), with 1..max_layers layers.
+
+    ``check="loads"``: a PE's matrix, pointer or bias memory is written only after a host write to that memory
+    of that PE (within four cycles: the port's registers and the PE's load register). ``check="done"``:
+    ``done`` rises once per chain (one rise per start) and only when no work is in flight: every PE quiet, the
+    detector settled and no output word left to write. Covers: a chain completes; a PE's matrix is loaded."""
+    from eie.config import OUTPUT_LATENCY
+    from eie.hw.chip import Chip, Target
+    if check not in ("loads", "done"):
+        raise ValueError(f"chip_control check must be loads or done, not {check!r}")
+    c = config or tiny(pes=2 if check == "loads" else 1)
+    m = Module()
+    m.formal_clk = clk = Signal(name="clk")
+    chip = Chip(c)
+    chip._MustUse__silence = True
+    cm = chip.elaborate(None)
+    pes = [cm.submodules[f"pe{k}"] for k in range(c.pes)]
+    nzd = cm.submodules.nzd
+    frag = Fragment.get(cm, None)
+    m.submodules.chip = frag
+    m.d.comb += [chip.clk.eq(clk), chip.rst.eq(0)]
+    host = chip.host
+    for name in ("we", "target", "pe", "addr", "data", "rtarget", "raddr", "n_layers"):
+        port = getattr(host, name)
+        m.d.comb += port.eq(AnySeq(len(port)))
+    start = AnySeq(1)
+    m.d.comb += host.start.eq(start)
+    # chains: started by the host, ended by a rise of done
+    outstanding = Signal(2)
+    done_q = Signal()
+    m.d.sync += done_q.eq(host.done)
+    rose = host.done & ~done_q
+    m.d.sync += outstanding.eq(outstanding + start - rose)
+    m.d.comb += Assume(~start | ((outstanding == 0) & (host.n_layers >= 1) & (host.n_layers <= c.max_layers)
+                                 & ~_delay(m, start, 1, "start") & ~_delay(m, start, 2, "start")))
+    chains = Signal(2)
+    with m.If(rose & (chains != 3)):
+        m.d.sync += chains.eq(chains + 1)
+    if check == "loads":
+        for k, pe in enumerate(pes):
+            for mem, target in ((pe.matrix, Target.MATRIX), (pe.pointers, Target.POINTER), (pe.bias, Target.BIAS)):
+                addressed = host.we & (host.target == target) & (host.pe == k)
+                recent = Cat(_delay(m, addressed, d, f"addressed{k}_{target.name.lower()}") for d in range(1, 5))
+                m.d.comb += Assert(~mem._write_ports[0].en | recent.any())
+        m.d.comb += Cover(pes[-1].matrix._write_ports[0].en)
+    else:
+        writes = _internal(frag, *(f"write{k}" for k in range(OUTPUT_LATENCY)))
+        pending = Cat(w[0] for w in writes).any()     # the en bit of each stage of the output word write line
+        quiet = Cat(pe.quiet for pe in pes).all()
+        m.d.comb += [Assert(~rose | ((outstanding == 1) & quiet & nzd.settled & ~pending)),
+                     Assert(outstanding <= 1)]
+    m.d.comb += Cover(rose)
+    return m
+
+PROOFS = []
+
+from eie.cosim.formal import Proof  # noqa: E402  (the list below needs it; formal imports this module lazily)
+
+PROOFS += [   # fastest first (the mutant tier stops at the first that fails); covers last
+    Proof("requantizer", "equals reference.requantize, all 40-bit inputs, legal shifts", requantizer,
+          mode="prove", depth=6, fast=True),
+    Proof("host port", "loads write only the PE addressed", partial(chip_control, check="loads"), mode="bmc",
+          depth=20, fast=True),
+    Proof("control", "done rises once per chain, with no work in flight", partial(chip_control, check="done"),
+          mode="bmc", depth=32, fast=True),
+    Proof("detector", "the consumers' queues never overfill", partial(detector, check="room"), mode="bmc", depth=24,
+          fast=True),
+    Proof("pe queue + jobs FIFO", "never written full, within their sizes; takes only what arrived",
+          partial(span_unit, check="fifos"), mode="bmc", depth=20, fast=True),
+    Proof("pe accumulate + bypass", "each write is its row's sum so far (read-after-write)",
+          partial(accumulator, check="write"), mode="bmc", depth=20, fast=True),
+    Proof("pe index decoder", "entries are the spans' real entries, rows decoded; padding never leaves (2 jobs)",
+          partial(entry_reader, max_jobs=2), mode="bmc", depth=12, fast=True),
+    Proof("pe accumulate + bypass", "accumulators equal the sums when the output pass reads (2 entries)",
+          partial(accumulator, check="sums", max_entries=2), mode="bmc", depth=12, fast=True),
+    Proof("pe pointer/span stage", "jobs are the broadcast columns' spans, in order (6 broadcasts)",
+          partial(span_unit, check="spans", max_broadcasts=6), mode="bmc", depth=20),
+    Proof("pe accumulate + bypass", "accumulators equal the sums when the output pass reads (3 entries)",
+          partial(accumulator, check="sums", max_entries=3), mode="bmc", depth=20),
+    Proof("pe index decoder", "entries are the spans' real entries, rows decoded; padding never leaves (2 jobs)",
+          partial(entry_reader, max_jobs=2), mode="bmc", depth=20),
+    Proof("requantizer", "equals reference.requantize, every shift up to acc_bits",
+          partial(requantizer, all_shifts=True), mode="prove", depth=6),
+    Proof("detector", "none left once settled", partial(detector, check="complete"), mode="bmc", depth=20),
+    Proof("detector", "each broadcast is the next non-zero, in column order", partial(detector, check="order"),
+          mode="bmc", depth=20),
+    Proof("requantizer", "saturation, ReLU, rounding reached", requantizer, mode="cover", depth=8, fast=True),
+    Proof("detector", "layer completes, queue full, last column sent", detector, mode="cover", depth=24),
+    Proof("pe queue + jobs FIFO", "both hold three, a span of several entries leaves", span_unit, mode="cover",
+          depth=30),
+    Proof("pe index decoder", "padding inside a span, two jobs back to back", entry_reader, mode="cover", depth=20),
+    Proof("pe accumulate + bypass", "bypass case, a row cleared and touched again", accumulator, mode="cover",
+          depth=12, fast=True),
+    Proof("host port", "a PE's matrix is loaded", partial(chip_control, check="loads"), mode="cover", depth=20),
+    Proof("control", "a chain completes (done rises)", partial(chip_control, check="done"), mode="cover", depth=32,
+          fast=True),
+]
