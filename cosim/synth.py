@@ -380,16 +380,16 @@ def _dsp_stage(group, pins, cells, loads, drivers, dsp_name):
             if len(loads[bit]) != 1:
                 return "product bit with more than one load"
             ff, ff_pin = loads[bit][0]
-            if not (ff and cells[ff]["type"] == "TRELLIS_FF" and ff_pin == "DI"):
-                return "product read by logic, not a flip-flop"
+            if not (ff and ff in cells and cells[ff]["type"] == "TRELLIS_FF" and ff_pin == "DI"):
+                return "product read by logic, not a flip-flop"   # (or by one another DSP has taken)
         else:
             if bit == "0":
                 continue                     # a register of a constant 0 stays 0
             if not isinstance(bit, int):
                 return "operand pin tied to 1"
             ff, ff_pin = drivers.get(bit, (None, None))
-            if not (ff and cells[ff]["type"] == "TRELLIS_FF" and ff_pin == "Q"):
-                return "operand not driven by a flip-flop"
+            if not (ff and ff in cells and cells[ff]["type"] == "TRELLIS_FF" and ff_pin == "Q"):
+                return "operand not driven by a flip-flop"          # (or by one another DSP has taken)
             if any(name != dsp_name or not (p.startswith(group) and p[1:].isdigit()) for name, p in loads[bit]):
                 return "operand flip-flop read elsewhere too"
         problem = _plain_ff_problem(cells[ff])

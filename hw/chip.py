@@ -112,9 +112,13 @@ class Chip(ChipComponent):
     """The chip of `config`. With `pe_module`, the PEs are instances of that Verilog module (`PeInstance`),
     for Verilog generation; without it they are elaborated here, as Amaranth's simulator needs."""
 
+    @staticmethod
+    def signature_type(config: ChipConfig) -> dict:
+        return {"clk": In(1), "rst": In(1), "host": In(HostSignature(config))}
+
     def __init__(self, config: ChipConfig, pe_module: str | None = None):
         self.pe_module = pe_module
-        super().__init__(config, {"clk": In(1), "rst": In(1), "host": In(HostSignature(config))})
+        super().__init__(config)
 
     def elaborate(self, platform):
         c = self.config
@@ -161,14 +165,14 @@ class Chip(ChipComponent):
                          *(getattr(pe.load, name).eq(s) for name, s in strobes.items())]
 
         # -- control ---------------------------------------------------------------------------------------
-        # The current row of the layer table and its rounding constant (every PE reads them), copied in SETUP from
-        # the next row, which was read ahead: a layer starts with register copies enabled by a state bit.
+        # The current row of the layer table and its rounding constant (every PE reads them), copied from the next
+        # row, which was read ahead, in a layer's first cycle (`begin_layer`): a layer starts with register copies.
         layer, layer_next = Signal(addr_bits(c.max_layers)), Signal(addr_bits(c.max_layers))
         desc, desc_next = Signal(layout), Signal(layout)
         rnd = Signal(c.acc_bits)
         more = Signal()                          # a layer follows this one
-        first = Signal()                         # the run's first SETUP: no layer before it to record
-        layer_count = Signal(32)                 # cycles since the layer's SETUP
+        first = Signal()                         # the run's first layer: no layer before it to record
+        layer_count = Signal(32)                 # cycles since the layer's first cycle
         layer_cycles = Array(Signal(32, name=f"layer{l}_cycles") for l in range(c.max_layers))
         n_layers = Signal.like(host.n_layers)
         src = layer[0]
@@ -308,7 +312,7 @@ class Chip(ChipComponent):
             m.d.comb += [scan_rd.addr.eq(nzd.addr), host_rd.addr.eq(host.raddr)]
             banks.append((scan_rd, host_rd))
         # each bank's word registered as it leaves the RAM (its output register), then the source picked
-        # (a word read in SETUP arrives two cycles later, when `layer` is already the coming layer's)
+        # (a word read in a layer's first cycle arrives two cycles later, when `layer` is already that layer's)
         scan_q = [Signal(n * c.act_bits, name=f"scan{b}_q", reset_less=True) for b in (0, 1)]
         m.d.sync += [q.eq(rd.data) for q, (rd, _) in zip(scan_q, banks)]
         m.d.comb += nzd.word.eq(Mux(src, scan_q[1], scan_q[0]))

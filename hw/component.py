@@ -9,13 +9,14 @@ __all__ = ["ChipComponent"]
 
 
 class ChipComponent(wiring.Component):
-    """A `wiring.Component` of `config`'s chip. A subclass names its signature class in `signature_type` (built
-    from the config), or passes a signature to ``__init__``."""
+    """A `wiring.Component` of `config`'s chip. A subclass names in `signature_type` what builds its signature
+    from the config (a `wiring.Signature` class, or a function returning one or a dict of members), so that the
+    config is checked before anything reads it."""
 
-    signature_type: type | None = None
+    signature_type = None
 
-    def __init__(self, config: ChipConfig, signature: wiring.Signature | dict | None = None):
+    def __init__(self, config: ChipConfig):
         if not isinstance(config, ChipConfig):
             raise TypeError(f"config must be a ChipConfig, not {type(config).__name__}")
         self.config = config
-        super().__init__(self.signature_type(config) if signature is None else signature)
+        super().__init__(type(self).signature_type(config))

@@ -10,7 +10,8 @@ memories and joins four stage components, each with its own signature and tests:
 Compute pipeline, one entry per cycle at steady state (stage: what happens between its registers)::
 
     queue   activation queue (broadcasts land here one cycle after the chip's broadcast register)
-    P0      pointer-word read (block RAM) of the queue head's column, if the jobs FIFO has a free place
+    P0      pointer-word read (block RAM) of the queue head's column, or of the activation arriving at an
+            empty queue (EIE's queue bypass), if the jobs FIFO has a free place
     P1      the pointer word registered (the RAM's output register)
     P2..P4  start = base + the counts of the columns before the lane in the word: an adder tree, one level
             per stage; P4 writes the span into the jobs FIFO (spans without entries here are dropped)
@@ -101,8 +102,9 @@ class ProcessingElement(ChipComponent):
       ``act_room`` (registered): bit j is high while the queue has room for j + 1 more broadcasts. The chip
       sees it two cycles late and knows what it sent since, so it never overfills the queue.
     * layer parameters (``layer``, ``ptr_base``, ``paired``), stable during a layer; output-pass parameters
-      (``shift``, ``rounding`` = `rounding` of ``shift``, ``relu``), stable from the start of a layer's output
-      pass until its last row leaves; ``clear`` forgets the accumulators (start of a layer).
+      (``shift``, ``rounding`` = `rounding` of ``shift``, ``relu``), read as each row is asked for (the row
+      carries them through the later stages); ``clear`` forgets the accumulators (a layer's first cycle, which
+      may be the one in which the layer before asks for its last row).
     * ``quiet`` (registered): nothing in the queue, P stages, jobs FIFO, S, D0 or D1, so every entry is written
       back by the time the chip, seeing ``quiet`` of all PEs two cycles later, starts the output pass.
     * output pass: ``out_en``/``out_slot`` ask for the local row whose accumulator is ``out_slot``; ``out_data``

@@ -22,7 +22,7 @@ from amaranth.lib import data, fifo
 from amaranth.lib.wiring import In, Out
 
 from eie.config import QUEUE_SLACK, WORD_FIFO_DEPTH, ChipConfig
-from eie.hw.arith import above, at_most, pow2
+from eie.hw.arith import above, addr_bits, at_most, pow2
 from eie.hw.component import ChipComponent
 from eie.hw.spans import ROOM_BITS
 
@@ -38,15 +38,15 @@ class NonZeroDetector(ChipComponent):
     activation has been sent, and ``settled``: not running and nothing sent in the last three cycles, so every
     broadcast is in a queue that the PEs' ``quiet`` (two cycles late) has seen."""
 
-    def __init__(self, config: ChipConfig):
-        c = config
-        super().__init__(config, {
+    @staticmethod
+    def signature_type(c: ChipConfig) -> dict:
+        return {
             "start": In(1), "cols": In(c.dim_bits), "running": Out(1), "settled": Out(1),
-            "addr": Out(max(1, (c.act_depth - 1).bit_length())), "read": Out(1), "word": In(c.pes * c.act_bits),
+            "addr": Out(addr_bits(c.act_depth)), "read": Out(1), "word": In(c.pes * c.act_bits),
             "room": In(ROOM_BITS),
             "valid": Out(1), "col": Out(c.dim_bits), "value": Out(signed(c.act_bits)),
             **({"col_b": Out(c.dim_bits), "value_b": Out(signed(c.act_bits))} if c.acts_per_cycle > 1 else {}),
-        })
+        }
 
     def elaborate(self, platform):
         c = self.config

@@ -256,3 +256,15 @@ def test_output_pass_requantizes_each_row(paired):
     _run(m, bench)
     assert [g for g, _ in got] == [e for _, e in got] and len(got) > 40
     assert [g for g, _ in shares] == [e for _, e in shares]
+
+
+def test_every_component_refuses_anything_but_a_chip_config():
+    """The check comes before any signature reads the config: one TypeError, not an AttributeError inside."""
+    from eie.hw.chip import Chip, PeInstance
+    from eie.hw.pe import ProcessingElement
+    from eie.hw.requant import Requantizer
+    from eie.hw.scanner import NonZeroDetector
+    for make in (Chip, ProcessingElement, Requantizer, NonZeroDetector, SpanUnit, EntryReader, Accumulator,
+                 OutputPass, lambda config: PeInstance(config, "eie_pe")):
+        with pytest.raises(TypeError, match="config must be a ChipConfig, not dict"):
+            make(CONFIG.to_dict())

@@ -552,3 +552,22 @@ def test_multiply_registers_that_cannot_move_stay():
     netlist["modules"]["top"]["cells"]["spy"] = {"type": "LUT4", "parameters": {}, "connections": {"A": [703], "Z": [9]},
                                                  "port_directions": {"A": "input", "Z": "output"}}
     assert synth.absorb_dsp_registers(netlist)["refused"] == {"operand flip-flop read elsewhere too": ["mul INPUTB"]}
+
+
+def test_a_register_between_two_multiplies_moves_into_one_of_them_only():
+    """The first DSP's product register feeds the second's operand: it becomes the first one's output
+    register, and the second keeps an unregistered operand (it must not find the flip-flop gone)."""
+    netlist = _mult_netlist()
+    cells = netlist["modules"]["top"]["cells"]
+    second = copy.deepcopy(cells["mul"])
+    for i in range(18):
+        second["connections"][f"A{i}"] = [1000 + min(i, 15)]      # the first product's flip-flops, Q 1000..
+        second["connections"][f"B{i}"] = ["0"]
+    for i in range(36):
+        second["connections"][f"P{i}"] = [2000 + i]
+    for i in range(32):
+        del cells[f"p_LUT4_{i}"]
+    cells["mul2"] = second
+    result = synth.absorb_dsp_registers(netlist)
+    assert result["refused"] == {"operand not driven by a flip-flop": ["mul2 INPUTA"]}
+    assert cells["mul"]["parameters"]["REG_OUTPUT_CLK"] == "CLK0" and cells["mul2"]["connections"]["A0"] == [1000]
