@@ -9,6 +9,7 @@ layer and row and recorded as a waveform.
 import contextlib
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,20 @@ def _write_predictions(path, run, labels):
     atomic_write(path, write, binary=False)
 
 
+def _writable(folder):
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _check_output_folder(flag, path):
+    """Refuse, before the simulation, a file `eie run` could not write when it is done (its results would be lost)."""
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise EieError(f"{flag} {path}: folder {folder} {what}; create it or name a file in another folder")
+    if not _writable(folder):
+        raise EieError(f"{flag} {path}: folder {folder} is not writable; name a file in a folder you can write to")
+
+
 def run_command(args):
     from eie.api import load
     from eie.sw.runs import RunFolder
@@ -60,6 +75,9 @@ def run_command(args):
     cm.data = _data_set(cm.data, args)
     if args.predictions is not None and args.predictions.exists() and not args.force:
         raise EieError(f"--predictions {args.predictions} exists; pass --force to replace it or name another file")
+    for flag, path in (("--predictions", args.predictions), ("--verilog", args.verilog)):
+        if path is not None:
+            _check_output_folder(flag, path)
     folder = RunFolder(args.run)
     with folder.locked(), _input_range(args.allow_out_of_range):
         folder.check_writable()      # before the simulation, whose results go there

@@ -199,6 +199,30 @@ def test_run_refuses_before_the_simulation_rather_than_lose_its_results(run_dir,
     assert f"cannot write {run}" in err and "Permission denied" in err
 
 
+def test_run_refuses_output_files_in_folders_it_cannot_write_before_simulating(run_dir, tmp_path, monkeypatch,
+                                                                               capsys):
+    """--predictions / --verilog in a missing or unwritable folder: refused in one line before the simulation,
+    not after it (atomic_write would fail there, losing the results)."""
+    from eie.cosim import inference
+    monkeypatch.setattr(eie.CompressedModel, "simulate", lambda *a, **k: pytest.fail("simulated anyway"))
+
+    def refused(*argv):
+        assert main(["run", str(run_dir), "--samples", "5", *map(str, argv)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1, err
+        return err
+
+    missing = tmp_path / "missing"
+    for flag in ("--predictions", "--verilog"):
+        err = refused(flag, missing / "out.txt")
+        assert f"{flag} {missing / 'out.txt'}: folder {missing} does not exist; create it" in err
+    (tmp_path / "file").write_text("")
+    assert f"folder {tmp_path / 'file'} is not a folder" in refused("--verilog", tmp_path / "file" / "chip.v")
+    monkeypatch.setattr(inference, "_writable", lambda folder: folder != tmp_path)   # root writes anywhere
+    err = refused("--predictions", tmp_path / "p.csv")
+    assert f"folder {tmp_path} is not writable; name a file in a folder you can write to" in err
+
+
 def test_run_takes_the_data_set_where_the_folder_records_none(run_dir, tmp_path, capsys):
     import shutil
     bare = tmp_path / "bare"
