@@ -118,15 +118,19 @@ def _input_range(allow):
         _log(f"warning: {w.message}")
 
 
+def _check_samples(samples, data):
+    if samples is not None and samples > len(data.x_test):
+        raise EieError(f"--samples {samples}: the test set has {len(data.x_test)} images; give at most that many "
+                       "or leave --samples out for all of them")
+
+
 def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilog=None, predictions=None,
              started=None, jobs=1, scheduler=None):
     """`eie run`'s work: the first `samples` test images of `data` on the chip, checked; the figures merged
     into the run folder's report (section "run") and returned. A mismatch is traced and recorded as a VCD."""
     from eie.sw.runs import RunFolder
     started = started or time.perf_counter()
-    if samples is not None and samples > len(data.x_test):
-        raise EieError(f"--samples {samples}: the test set has {len(data.x_test)} images; give at most that many "
-                       "or leave --samples out for all of them")
+    _check_samples(samples, data)
     n = len(data.x_test) if samples is None else samples
     if waves is not None and not 0 <= waves_sample < n:
         raise EieError(f"--waves-sample must be one of the {n} samples run, 0..{n - 1}, not {waves_sample}")
@@ -208,6 +212,7 @@ def demo_command(args):
     folder = RunFolder(run, ["image.npz", "baseline.pt", "pruned.pt"])   # refused before any work
     t0 = time.perf_counter()
     data = eie.load_data("digits" if args.quick else "fashion-mnist")
+    _check_samples(args.samples, data)       # before training, pruning and compressing, not after them
     model = eie.build_model("lenet-300-100", data)
     print(f"== train LeNet-300-100 on {data.name}", flush=True)
     training = eie.Training(epochs=20, lr=0.05)

@@ -124,6 +124,15 @@ def test_quick_demo_runs_the_whole_flow_into_a_readable_log(tmp_path):
     assert "On the chip" in (tmp_path / "demo" / "report.md").read_text()
 
 
+def test_demo_refuses_more_samples_than_the_test_set_before_training(tmp_path, monkeypatch, capsys):
+    import eie.api
+    monkeypatch.setattr(eie.api, "train", lambda *a, **k: pytest.fail("trained anyway"))
+    assert main(["demo", "--quick", "--samples", "100000", "--run-dir", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert "--samples 100000: the test set has 360 images; give at most that many" in err
+
+
 def test_compress_records_data_and_chip_so_run_needs_neither(run_dir, tmp_path, capsys):
     """`eie compress NEW --data digits --checkpoint F --index-bits 5`, then a bare `eie run NEW`: the data set,
     the 5-bit indices and the PE count come from the run folder; results land in report.json and the CSV."""
