@@ -28,8 +28,9 @@ def register(sub):
                    help="run folder holding baseline.pt (from 'eie prune'); not needed with --kernels")
     p.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS), metavar="F,F,...",
                    help="kept fractions of the weights, each in (0, 1) (default 0.25,0.1,0.08,0.05)")
-    p.add_argument("--methods", default=",".join(METHODS), metavar="M,M,...",
-                   help=f"methods to run (default all: {', '.join(METHODS)})")
+    p.add_argument("--methods", metavar="M,M,...",
+                   help=f"methods to run (default all: {', '.join(METHODS)}; 2:4 left out, with a log line, "
+                        "where 4 does not divide a layer's inputs)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs per point, every method alike (default 8)")
     p.add_argument("--iterations", type=int, default=3,
                    help="prune/retrain steps of the iterative methods (iterative, obd; default 3)")

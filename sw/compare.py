@@ -42,6 +42,7 @@ __all__ = ["METHODS", "DEFAULT_BUDGETS", "OUTPUTS", "L1_STRENGTH", "parse_budget
 METHODS = ("iterative", "oneshot-l2", "oneshot-l1", "oneshot-l2-noretrain", "oneshot-l1-noretrain", "obd", "wanda",
            "svd", "int8", "int4", "2:4-noretrain", "2:4", "deep-compression")
 PROJECT_METHODS = ("iterative", "deep-compression")
+NM_METHODS = ("2:4-noretrain", "2:4")
 FIG5 = (("oneshot-l1-noretrain", "L1, no retraining"), ("oneshot-l2-noretrain", "L2, no retraining"),
         ("oneshot-l1", "L1, retrained"), ("oneshot-l2", "L2, retrained"), ("iterative", "L2, iterative prune+retrain"))
 DEFAULT_BUDGETS = (0.25, 0.10, 0.08, 0.05)
@@ -259,11 +260,28 @@ def _baseline(run, data):
     return model, meta
 
 
-def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iterations=3, lr=0.02, l2=5e-4,
+def _fit_nm(model, methods, explicit):
+    """`methods` for `model`: 2:4 needs 4 to divide every layer's inputs. Where it does not, the 2:4 methods are
+    dropped with a log line when they came with the default list, and refused when asked for by name."""
+    from eie.sw import prune
+    nm = [m for m in methods if m in NM_METHODS]
+    odd = [f"{name} {layer.weight[0].numel()}" for name, layer in prune.layers(model) if layer.weight[0].numel() % 4]
+    if not nm or not odd:
+        return methods
+    why = f"2:4 sparsity needs 4 to divide every layer's inputs, but this baseline has {', '.join(odd)}"
+    if explicit:
+        raise EieError(f"{why}: drop {', '.join(nm)} from --methods")
+    _log(f"skipping {', '.join(nm)}: {why}")
+    return tuple(m for m in methods if m not in NM_METHODS)
+
+
+def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterations=3, lr=0.02, l2=5e-4,
             l1=L1_STRENGTH, finetune_epochs=2, threads=1, pes=16, chip_samples=20, hessian_images=2000,
             min_run_time=0.2, seed=0, force=False, data=None, data_dir=None, chip_time=None):
     """Compare every method in `methods` at every kept fraction in `budgets` on the baseline of the run folder
-    `run_dir`; write compare.json, compare.md and the plots there and return the results dict.
+    `run_dir`; write compare.json, compare.md and the plots there and return the results dict. `methods` None:
+    every method in `METHODS`, less 2:4 (said in a log line) where 4 does not divide a layer's inputs; 2:4
+    named in `methods` on such a baseline is refused.
 
     Every point gets `epochs` epochs of SGD (learning rate `lr`, cosine-decayed; L2 weight decay `l2`, or L1
     `l1` for the L1 family): the iterative methods as `iterations` steps of epochs // (iterations + 1) and the
@@ -281,7 +299,8 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
     from eie.sw.commands import load_data
     from eie.sw.runs import RunFolder
     started = time.perf_counter()
-    budgets, methods = parse_budgets(budgets), parse_methods(methods)
+    explicit = methods is not None
+    budgets, methods = parse_budgets(budgets), parse_methods(METHODS if methods is None else methods)
     for name, value, low in (("epochs", epochs, iterations + 1), ("iterations", iterations, 1),
                              ("threads", threads, 1), ("chip_samples", chip_samples, 1)):
         if not isinstance(value, int) or value < low:
@@ -294,8 +313,7 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=METHODS, *, epochs=8, iter
     torch.set_num_threads(threads)
     data = load_data(run, data, data_dir)
     base, meta = _baseline(run, data)
-    if {"2:4", "2:4-noretrain"} & set(methods):
-        shrink.check_nm(base, 2, 4)
+    methods = _fit_nm(base, methods, explicit)
     arch = meta.get("arch") or run.report().get("model")
     names = [n for n, _ in prune.layers(base)]
     base_quality = pipeline.resolve_quality(None, names, arch)

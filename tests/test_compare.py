@@ -296,6 +296,35 @@ def test_bad_input_is_one_line(tmp_path, capsys, digits_run):
     _one_line_error(capsys, ["compare"], "--kernels")
 
 
+@pytest.fixture(scope="module")
+def odd_run(tmp_path_factory):
+    """A run folder whose baseline (64-30-16-10 on digits) has a layer of 30 inputs, which 4 does not divide."""
+    run = tmp_path_factory.mktemp("compare") / "odd"
+    assert main(["prune", str(run), "--data", "digits", "--model", "30-16", "--epochs", "1", "--iterations", "1",
+                 "--retrain-epochs", "0", "--final-epochs", "0"]) == 0
+    return run
+
+
+class _Stop(Exception):
+    """Raised by a stand-in to end a comparison once the part under test has run."""
+
+
+def test_default_methods_skip_2_4_where_4_does_not_divide_the_inputs(odd_run, monkeypatch, capsys):
+    """Plain `eie compare RUN`: the default list's 2:4 methods are left out with a log line saying why; named in
+    --methods, they are refused in one line that says to drop them."""
+    def stop(model):
+        raise _Stop
+    monkeypatch.setattr(methods, "prunable_weights", stop)       # called just after the methods are settled
+    with pytest.raises(_Stop):
+        main(["compare", str(odd_run)])
+    err = capsys.readouterr().err
+    assert ("skipping 2:4-noretrain, 2:4: 2:4 sparsity needs 4 to divide every layer's inputs, but this baseline "
+            "has fc2 30") in err, err
+    assert main(["compare", str(odd_run), "--methods", "iterative,2:4"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].endswith("but this baseline has fc2 30: drop 2:4 from --methods"), errors
+
+
 def test_existing_comparison_is_kept_without_force(digits_run, results, capsys):
     before = (digits_run / "compare.json").read_bytes()
     _one_line_error(capsys, ["compare", str(digits_run)], "--force")
