@@ -379,7 +379,8 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
             points.append(measure.point("svd", budget, model, "lowrank", None, epochs, t, ranks=ranks))
         if "deep-compression" in methods:
             t = timed(f"Deep Compression (iterative pruning, weight sharing, fixed point) at {budget:g}")
-            points.append(_deep_compression(iterative, data, measure, pes, finetune_epochs, seed, budget, epochs, t))
+            points.append(_deep_compression(iterative, data, measure, pes, finetune_epochs, seed, budget, epochs, t,
+                                            threads))
     for bits in (8, 4):
         if f"int{bits}" in methods:
             t = timed(f"uniform {bits}-bit weights, quantization-aware fine-tuning")
@@ -426,7 +427,7 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
     return results
 
 
-def _deep_compression(pruned, data, measure, pes, finetune_epochs, seed, budget, epochs, started):
+def _deep_compression(pruned, data, measure, pes, finetune_epochs, seed, budget, epochs, started, threads=1):
     """Deep Compression of an iteratively pruned model as `eie compress` does it (`eie.api.compress`: weight
     sharing, centroid fine-tuning, the chip's fixed point): accuracy as the chip computes, bytes by
     `eie.sw.storage.storage` on the storage rule's chip, cycles and energy from the model's own estimate."""
@@ -434,7 +435,8 @@ def _deep_compression(pruned, data, measure, pes, finetune_epochs, seed, budget,
     from eie.sw.pipeline import Training
     from eie.sw.storage import storage
     cm = compress(pruned, data, ChipConfig(pes=pes), "linear", Training(epochs=finetune_epochs, lr=1e-4, l2=0.0,
-                                                                        seed=seed), 2000, log=lambda m: None)
+                                                                        seed=seed), 2000, log=lambda m: None,
+                  threads=threads)
     estimate = cm.estimate(data.x_test, model_samples=measure.chip_samples)
     chip = _chip_summary(estimate, cm.config, estimate["model_samples"], estimate["samples"])
     parts = storage(cm.layers, STORAGE_CHIP)

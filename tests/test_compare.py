@@ -325,6 +325,20 @@ def test_default_methods_skip_2_4_where_4_does_not_divide_the_inputs(odd_run, mo
     assert len(errors) == 1 and errors[0].endswith("but this baseline has fc2 30: drop 2:4 from --methods"), errors
 
 
+def test_deep_compression_trains_at_compares_threads(odd_run, monkeypatch):
+    import eie.api
+    seen = {}
+
+    def compress(*args, threads=1, **kwargs):
+        seen["threads"] = threads
+        raise _Stop
+    monkeypatch.setattr(eie.api, "compress", compress)
+    with pytest.raises(_Stop):
+        cmp.compare(odd_run, budgets=(0.25,), methods="deep-compression", epochs=2, iterations=1, threads=2,
+                    force=True)
+    assert seen == {"threads": 2}
+
+
 def test_existing_comparison_is_kept_without_force(digits_run, results, capsys):
     before = (digits_run / "compare.json").read_bytes()
     _one_line_error(capsys, ["compare", str(digits_run)], "--force")
