@@ -294,11 +294,13 @@ def prune_command(args):
     if args.final_epochs is not None and args.final_epochs < 0:
         raise EieError(f"--final-epochs must be >= 0, not {args.final_epochs}")
     from eie.sw.pipeline import check_method
-    check_method(args.method, args.quality, args.sparsity, args.calibration)   # refused before any training
+    method = check_method(args.method, args.quality, args.sparsity, args.calibration)   # before any training
     run = RunFolder(args.run, ["pruned.pt", "weights.png"], args.force)
     data = load_data(run, args.data, args.data_dir)
     model, arch, source = dense_network(run, data, args.model, args.checkpoint, training.seed)
     quality = _sensitivity_quality(run, model) if args.quality == "sensitivity" else args.quality
+    from eie.sw.methods import check_network
+    check_network(model, method)          # Wanda's convolutions, N:M's widths: refused before the baseline's training
     _baseline(run, data, model, arch, source, training, args.threads)
     before = weights_by_layer(model)
     figures = prune(model, data, quality, args.iterations, retraining, args.final_epochs, not args.keep_dead,

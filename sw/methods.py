@@ -22,7 +22,7 @@ __all__ = ["prunable_weights", "kept_weights", "scaled_quality", "prune_to_quali
            "hessian_diagonal",
            "obd_prune", "obd_schedule", "svd_factors", "svd_ranks", "low_rank", "UniformQuant", "quantize_weights",
            "fix_quantized", "PRUNE_METHODS", "WANDA_CALIBRATION", "parse_method", "method_name", "wanda_prune",
-           "check_nm", "nm_prune", "calibration_images", "check_calibration"]
+           "check_nm", "check_sparsity", "check_network", "nm_prune", "calibration_images", "check_calibration"]
 
 
 def prunable_weights(model):
@@ -307,6 +307,22 @@ def _prunable_linears(model, method):
     return prune.layers(model)
 
 
+def check_sparsity(sparsity) -> None:
+    """Refuse in one line a Wanda sparsity (pruned fraction) outside (0, 1)."""
+    if not (isinstance(sparsity, (int, float)) and 0 < sparsity < 1):
+        raise EieError(f"sparsity {sparsity} is out of range: the pruned fraction of each layer must lie strictly "
+                       "between 0 and 1, like 0.5")
+
+
+def check_network(model: nn.Module, method: "str | tuple") -> None:
+    """Refuse in one line a network `method` (as `parse_method` gives it) cannot prune, before any training:
+    Wanda's convolutions, an N:M whose M does not divide every layer's inputs."""
+    if method == "wanda":
+        _prunable_linears(model, "wanda")
+    elif isinstance(method, tuple):
+        check_nm(model, *method)
+
+
 def calibration_images(data, count: int = WANDA_CALIBRATION, seed: int = 0) -> torch.Tensor:
     """`count` training images of `data` drawn with `seed`: Wanda's calibration when none are given."""
     if not isinstance(count, int) or count < 1:
@@ -341,9 +357,7 @@ def wanda_prune(model: nn.Module, x: torch.Tensor, sparsity: float) -> dict:
     (each output keeps the same count, at least one), lowest |W_ij| x ||X_j||_2 first, X_j being input j of the layer over the calibration images
     `x`. The layers are pruned in order, each seeing the activations of the ones pruned before it, as Wanda
     does. No retraining; masks as `torch.nn.utils.prune` leaves them. Returns {layer: input norms}."""
-    if not (isinstance(sparsity, (int, float)) and 0 < sparsity < 1):
-        raise EieError(f"sparsity {sparsity} is out of range: the pruned fraction of each layer must lie strictly "
-                       "between 0 and 1, like 0.5")
+    check_sparsity(sparsity)
     norms = {}
     model.eval()
     for name, layer in _prunable_linears(model, "wanda"):

@@ -205,6 +205,8 @@ def check_method(method, quality=None, sparsity=None, calibration=None):
     if isinstance(method, tuple) and (sparsity is not None or calibration is not None):
         raise EieError(f"{name} sparsity fixes the pruned fraction ({1 - method[0] / method[1]:g}) and needs no "
                        "calibration images; give neither")
+    if method == "wanda" and sparsity is not None:
+        methods.check_sparsity(sparsity)
     return method
 
 
