@@ -91,6 +91,9 @@ def from_onnx(path):
         if data != [current]:
             raise EieError(f"{where} does not take the previous node's output alone: eie imports a plain chain")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type in ("Gemm", "MatMul") and node.input[0] != current:
+            raise EieError(f"{where} takes its weights as input 0 (W @ x): eie imports x @ W, the data first "
+                           "and the weight initializer second")
         if node.op_type == "Gemm":
             if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
                 raise EieError(f"{where}: only Gemm with transA=0, alpha=1, beta=1 is imported")

@@ -120,6 +120,20 @@ def test_onnx_refusals_name_the_node(trained_onnx):
         eie.from_onnx(folder / "missing.onnx")
 
 
+def test_onnx_weights_first_is_refused_naming_the_node(tmp_path):
+    """A Gemm or MatMul with the weight initializer as input 0 (W @ x) passes the chain check; it is refused in
+    one line naming the node, not with a KeyError."""
+    w = numpy_helper.from_array(np.ones((3, 64), np.float32), "w")
+    for op in ("Gemm", "MatMul"):
+        nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+                 helper.make_node(op, ["w", "flat"], ["y"], name="wx")]
+        graph = helper.make_graph(nodes, "wx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 8, 8])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, None])], [w])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "wx.onnx"))
+        with pytest.raises(eie.EieError, match=rf"node 1 \({op} 'wx'\) takes its weights as input 0 \(W @ x\)"):
+            eie.from_onnx(tmp_path / "wx.onnx")
+
+
 def test_compress_command_takes_onnx(trained_onnx, tmp_path):
     gemm, _, _, _ = trained_onnx
     run = tmp_path / "run"
