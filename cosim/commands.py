@@ -123,12 +123,12 @@ def _spmv_image(layer, args):
     scale) balanced placement weighs each column by how often its input is non-zero there. Only this file
     calibrates: the measured input does not, unless it is the same file."""
     import numpy as np
-    from eie.sw.image import SIZED_FIELDS, build_image, fit_config
+    from eie.sw.image import SIZED_FIELDS, build_image, fit_config, fit_image
     from eie.sw.quant import to_fixed
     config, placement = chip_config(args), args.placement
     keep = [f for f in SIZED_FIELDS if f in chip_changes(args)]
     if args.calibrate is None:
-        return build_image([layer], fit_config([layer], config, keep, placement=placement), placement)
+        return fit_image([layer], config, keep, placement)
     if placement != "balanced":
         raise EieError("--calibrate weighs the columns for balanced placement: drop --placement interleaved")
     calib = _load_array(args.calibrate, "--calibrate")
@@ -219,7 +219,8 @@ def register(sub):
                         "(default, as eie compress), or EIE's interleaving (row i -> PE i mod N)")
     p.add_argument("--calibrate", type=Path, metavar="X.npy",
                    help="place rows to balance the PEs' work, each column weighed by how often its input is "
-                        "non-zero in these inputs (samples x cols; default: EIE's interleaving)")
+                        "non-zero in these inputs (samples x cols; default: balanced placement with every column "
+                        "weighed alike)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--waves", type=Path, metavar="FILE.vcd", help="write a VCD waveform of the run (GTKWave, Surfer)")
     add_chip_args(p, sized=True)
