@@ -53,7 +53,7 @@ def storage(layers, config, host_ops=(), per_pe=False, placement="interleaved"):
                 for part, bits in parts.items():
                     pe[part] += bits / 8
         for pe in out:
-            pe["total"] = sum(v for k, v in pe.items() if k != "eie_pointers")
+            pe["total"] = sum(v for k, v in pe.items() if k not in NOT_IN_TOTAL)
         return out
     parts = {}
     for enc in encoded:
