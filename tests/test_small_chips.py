@@ -1,6 +1,7 @@
 """The smallest chips and shapes on the Verilator-simulated chip, bit-exact: one-word memories (a 1x1 layer,
 8 or fewer columns, rows and columns at most the PE count), rows or columns below the PE count, 1 PE and
-64 PEs. Memory depths come from `fit_image`, as `eie spmv` sizes them, so the chips are the ones users get."""
+64 PEs. Memory depths come from `fit_image` with EIE's interleaved placement, as `eie spmv --placement interleaved`
+sizes them (spmv places rows balanced by default), so the chips are the ones users get."""
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def test_smallest_chip_runs_1x1_layers_bit_exact(rng):
 
 
 def fitted(cases, base):
-    """The chip `eie spmv` would size for the largest of `cases` (fit_image on each, the deepest of each)."""
+    """The chip `eie spmv --placement interleaved` would size for the largest of `cases` (fit_image on each, the deepest of each)."""
     sized = ("act_depth", "matrix_words", "ptr_words", "count_bits")
     fits = [fit_image(layers, base).config for _, layers, _ in cases]
     return ChipConfig(**{**base.to_dict(), **{f: max(getattr(c, f) for c in fits) for f in sized}})
