@@ -64,7 +64,8 @@ def test_smallest_chip_runs_1x1_layers_bit_exact(rng):
 
 
 def fitted(cases, base):
-    """The chip `eie spmv --placement interleaved` would size for the largest of `cases` (fit_image on each, the deepest of each)."""
+    """The chip `eie spmv --placement interleaved` would size for the largest of `cases` (fit_image on each, the
+    deepest of each)."""
     sized = ("act_depth", "matrix_words", "ptr_words", "count_bits")
     fits = [fit_image(layers, base).config for _, layers, _ in cases]
     return ChipConfig(**{**base.to_dict(), **{f: max(getattr(c, f) for c in fits) for f in sized}})
