@@ -11,7 +11,7 @@ Flow control needs no ready path back to the chip: the queue reports, registered
 it has room for (``room``), and the chip's detector counts what it sent since (`eie.hw.scanner`).
 """
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -75,13 +75,15 @@ class SpanUnit(ChipComponent):
         K = c.cols_per_ptr_word
         dual = c.acts_per_cycle > 1
         lane_bits = addr_bits(K)
-        # a queued activation: its pointer word's address (computed on arrival, so that P0's read address comes
-        # straight from the queue) and its lane in that word
-        act_layout = data.StructLayout({"ptr": addr_bits(c.ptr_words), "lane": lane_bits, "value": signed(c.act_bits),
-                                        **({"lane_b": lane_bits, "value_b": signed(c.act_bits)} if dual else {})})
         # a lane travels with its thermometer code (bit i: the lane is past column i of the word), so that P2
         # masks the counts before it without a comparator
         before = max(K - 1, 1)
+        # a queued activation: its pointer word's address and its lane's thermometer code, both computed on
+        # arrival, so that P0's read address and P1's registers come straight from the queue (or the bypass)
+        act_layout = data.StructLayout({"ptr": addr_bits(c.ptr_words), "lane": lane_bits, "before": before,
+                                        "value": signed(c.act_bits),
+                                        **({"lane_b": lane_bits, "before_b": before, "value_b": signed(c.act_bits)}
+                                           if dual else {})})
         lane_layout = data.StructLayout({"lane": lane_bits, "before": before, "value": signed(c.act_bits),
                                          **({"lane_b": lane_bits, "before_b": before, "value_b": signed(c.act_bits)}
                                             if dual else {})})
@@ -92,9 +94,12 @@ class SpanUnit(ChipComponent):
         m.submodules.queue = queue = fifo.SyncFIFO(width=act_layout.size, depth=pow2(depth))
         act = self.act.payload
         incoming = act_layout(queue.w_data)
-        m.d.comb += [incoming.ptr.eq(self.ptr_base + (act.col >> log2(K))),
-                     incoming.lane.eq(act.col[:log2(K)] if K > 1 else 0), incoming.value.eq(act.value),
-                     *([incoming.lane_b.eq(act.lane_b), incoming.value_b.eq(act.value_b)] if dual else [])]
+        lane = act.col[:log2(K)] if K > 1 else Const(0, 1)
+        m.d.comb += [incoming.ptr.eq(self.ptr_base + (act.col >> log2(K))), incoming.lane.eq(lane),
+                     incoming.before.eq(Cat(lane > i for i in range(before))), incoming.value.eq(act.value)]
+        if dual:
+            m.d.comb += [incoming.lane_b.eq(act.lane_b), incoming.value_b.eq(act.value_b),
+                         incoming.before_b.eq(Cat(act.lane_b > i for i in range(before)))]
         m.d.sync += self.room.eq(Cat(queue.level <= depth - 1 - j for j in range(ROOM_BITS)))
 
         jobs_depth = c.jobs_depth + JOBS_SLACK
@@ -105,14 +110,16 @@ class SpanUnit(ChipComponent):
         # jobs FIFO places not taken by a span in it or in P1..P4: a span leaves the queue only into a free one
         credit = Signal(range(jobs_depth + 1), init=jobs_depth)
         # P0 takes the queue's head, or, past an empty queue, the activation arriving (EIE's queue bypass: a
-        # cycle less of fill per layer)
-        take, bypass = Signal(), Signal()
+        # cycle less of fill per layer). `filled` is the queue's `r_rdy` (level != 0) as a register of its own,
+        # so that the choice starts at flip-flops
+        take, bypass, filled = Signal(), Signal(), Signal()
         head = Signal(act_layout)
-        m.d.comb += [bypass.eq(self.act.valid & ~queue.r_rdy & (credit != 0)),
-                     take.eq(bypass | (queue.r_rdy & (credit != 0))),
+        m.d.comb += [bypass.eq(self.act.valid & ~filled & (credit != 0)),
+                     take.eq(bypass | (filled & (credit != 0))),
                      queue.w_en.eq(self.act.valid & ~bypass), queue.r_en.eq(take),
                      head.eq(Mux(bypass, queue.w_data, queue.r_data)),
                      self.ptr_rd.addr.eq(head.ptr)]
+        m.d.sync += filled.eq(queue.w_en | (queue.level >= 2) | ((queue.level == 1) & ~queue.r_en))
 
         # P0 -> P1: the lane(s) travel beside the pointer read; P1 registers the word
         p1_valid = Signal()
@@ -121,11 +128,9 @@ class SpanUnit(ChipComponent):
         # simulator nothing, and a flip-flop's enable costs the FPGA nothing.
         m.d.sync += p1_valid.eq(take)
         with m.If(take):
-            m.d.sync += [p1.lane.eq(head.lane), p1.value.eq(head.value),
-                         p1.before.eq(Cat(head.lane > i for i in range(before)))]
+            m.d.sync += [p1.lane.eq(head.lane), p1.value.eq(head.value), p1.before.eq(head.before)]
             if dual:
-                m.d.sync += [p1.lane_b.eq(head.lane_b), p1.value_b.eq(head.value_b),
-                             p1.before_b.eq(Cat(head.lane_b > i for i in range(before)))]
+                m.d.sync += [p1.lane_b.eq(head.lane_b), p1.value_b.eq(head.value_b), p1.before_b.eq(head.before_b)]
         p2_valid = Signal()
         p2 = Signal(lane_layout, reset_less=True)
         word = Signal(c.ptr_word_bits, reset_less=True)
@@ -154,7 +159,7 @@ class SpanUnit(ChipComponent):
                          jobs.w_en.eq(last & (count != 0))]
         # a place comes back when S takes a span, or when P4 drops one
         m.d.sync += credit.eq(credit - take + popped + (last & ~jobs.w_en))
-        m.d.comb += self.busy.eq(queue.r_rdy | Cat(*p_valid).any() | jobs.r_rdy)
+        m.d.comb += self.busy.eq(filled | Cat(*p_valid).any() | jobs.r_rdy)
         return m
 
     def _prefix_tree(self, m, valid, p2, word):
