@@ -305,7 +305,8 @@ def entry_reader(config: ChipConfig | None = None, *, max_jobs: int | None = Non
     The entries leaving are, in order, exactly the real entries of the jobs' spans as the image defines them:
     an entry's row is the previous row of its span plus its zeros plus one (the first: its zeros), its weight
     the codebook's value of its index, its activation the job's; an entry of index 0 is padding and never
-    leaves (so never reaches an accumulator); none is left once the reader is idle. Covers: a padding entry
+    leaves (so never reaches an accumulator); none is left once the reader is idle, and none leaves later than
+    two cycles after ``busy`` (which the PE reports as ``quiet``) was last high. Covers: a padding entry
     between two real ones of a span, two jobs' entries back to back (their activations differ). `max_jobs` bounds the jobs of a trace
     (unbounded, depth 20 took the solver over two minutes)."""
     from eie.hw.entries import EntryReader, entry_layout
@@ -360,7 +361,10 @@ def entry_reader(config: ChipConfig | None = None, *, max_jobs: int | None = Non
     drained = idle & _delay(m, idle, 1, "idle") & _delay(m, idle, 2, "idle") & _delay(m, idle, 3, "idle")
     m.d.comb += [Assert(~out.valid | ((count_in != 0) & (out.payload.row == expect.row)
                                       & (out.payload.weight == expect.weight) & (out.payload.value == expect.value))),
-                 Assert(~drained | (count_in == 0))]
+                 Assert(~drained | (count_in == 0)),
+                 # ``busy`` is what the PE's ``quiet`` reports: an entry leaves at most two cycles after it
+                 # (the chip's output pass reads the accumulators two cycles after quiet, and M, A take two)
+                 Assert(~out.valid | _delay(m, er.busy, 2, "busy"))]
     v_of = [Array(matrix)[(job.start + k)[:c.entry_addr_bits] >> eb]
             .word_select((job.start + k)[:eb], c.entry_bits)[:c.weight_index_bits] for k in range(3)]
     m.d.comb += [Cover(taken & (job.count == 3) & (v_of[0] != 0) & (v_of[1] == 0) & (v_of[2] != 0)),
