@@ -517,6 +517,8 @@ PROOFS += [   # fastest first (the mutant tier stops at the first that fails); c
           partial(entry_reader, max_jobs=2), mode="bmc", depth=12, fast=True),
     Proof("pe accumulate + bypass", "accumulators equal the sums when the output pass reads (2 entries)",
           partial(accumulator, check="sums", max_entries=2), mode="bmc", depth=12, fast=True),
+    Proof("pe pointer/span stage", "jobs are the broadcast columns' spans, in order (2 broadcasts)",
+          partial(span_unit, check="spans", max_broadcasts=2), mode="bmc", depth=14, fast=True),
     Proof("pe pointer/span stage", "jobs are the broadcast columns' spans, in order (4 broadcasts)",
           partial(span_unit, check="spans", max_broadcasts=4), mode="bmc", depth=20),
     Proof("pe accumulate + bypass", "accumulators equal the sums when the output pass reads (3 entries)",

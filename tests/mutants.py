@@ -159,9 +159,14 @@ def run_formal(tree):
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "eie.cosim.formal", *FORMAL_ARGS, "--out", str(tree / "runs/formal")],
                          cwd=tree, env=env, capture_output=True, text=True)
-    failed = re.search(r"^\| ([^|]+) \| ([^|]+) \| \w+ \| [^|]+ \| \d+ \| FAIL \|", out.stdout, re.M)
+    row = r"^\| ([^|]+) \| ([^|]+) \| \w+ \| [^|]+ \| \d+ \| {} \|"
+    failed = re.search(row.format("FAIL"), out.stdout, re.M)
     rc = 1 if failed else (0 if out.returncode == 0 else 2)
-    note = f"{failed.group(1)}: {failed.group(2)}" if failed else (out.stdout + out.stderr).strip()[-300:] * (rc == 2)
+    # an ERROR is a harness that no longer fits the mutated RTL (a signal gone): named, not counted as caught
+    other = re.search(row.format("(?:ERROR|UNKNOWN)"), out.stdout, re.M)
+    note = (f"{failed.group(1)}: {failed.group(2)}" if failed else
+            f"{other.group(1)}: {other.group(2)} (ERROR or UNKNOWN)" if other and rc == 2 else
+            ((out.stdout + out.stderr).strip().splitlines() or [""])[-1][:200] if rc == 2 else "")
     return rc, note, time.perf_counter() - t0, out.stdout + out.stderr
 
 
