@@ -438,6 +438,54 @@ def accumulator(config: ChipConfig | None = None, *, check: str = "write", max_e
     return m
 
 
+def output_pass(config: ChipConfig | None = None):
+    """A PE's output pass (`eie.hw.output.OutputPass`: O1, O2 and the Requantizer) over accumulators and biases
+    of any contents, rows asked for in any cycle with any layer parameters (the rounding constant by its
+    contract), any touched bits, any partner share.
+
+    Each row's activation, `OUTPUT_LATENCY` cycles after it was asked for, is `requant_spec` of its accumulator
+    (0 if untouched), the partner's share (arriving the cycle after the ask, registered by the partner), and
+    its bias (layer ``layer``, row ``slot``) with the shift and ReLU of the cycle it was asked for. The share
+    handed to the partner, the cycle after the ask, is accumulator ``slot | 1`` in a paired layer where that
+    row was touched, else 0. Covers: a paired row with a partner share, a row whose parameters changed behind
+    it."""
+    from eie.config import OUTPUT_LATENCY
+    from eie.hw.output import OutputPass
+    c = config or tiny(max_layers=2)
+    m = _module()
+    op = OutputPass(c)
+    m.submodules.out = _open(op)
+    A = signed(c.acc_bits)
+    lane = op.a
+    accs = [AnyConst(A) for _ in range(c.act_depth)]
+    biases = [AnyConst(signed(c.act_bits)) for _ in range(c.max_layers * c.act_depth)]
+    m.d.comb += lane.share_rd.data.eq(Array(accs)[lane.share_rd.addr])
+    _sync_read(m, lane.bias_rd, biases, "bias")
+    ask, slot, layer = AnySeq(1), AnySeq(len(lane.slot)), AnySeq(len(op.layer))
+    shift, relu, paired, touched = AnySeq(c.shift_bits), AnySeq(1), AnySeq(1), AnySeq(c.act_depth)
+    acc_in, partner = AnySeq(A), AnySeq(A)
+    m.d.comb += [Assume(shift < c.acc_bits - c.act_bits), Assume(layer < c.max_layers)]
+    half = Signal(c.acc_bits, name="half")
+    m.d.comb += half.eq(Mux(shift == 0, 0, Const(1, c.acc_bits + 1) << (shift - 1)[:len(shift)]))
+    m.d.comb += [op.out_en.eq(ask), lane.slot.eq(slot), op.layer.eq(layer), op.shift.eq(shift), op.relu.eq(relu),
+                 op.rounding.eq(half), op.paired.eq(paired), op.touched.eq(touched), lane.acc.eq(acc_in),
+                 lane.partner.eq(partner)]
+    own = Mux(touched.bit_select(slot, 1), acc_in, 0)
+    bias = Array(biases)[layer * c.act_depth + slot]
+    # the partner's share comes a cycle after the ask: the spec takes it from there
+    L = OUTPUT_LATENCY
+    own_d, bias_d = _delay(m, own, 1, "own"), _delay(m, bias, 1, "bias")
+    shift_d, relu_d = _delay(m, shift, 1, "shift"), _delay(m, relu, 1, "relu")
+    y, _ = requant_spec(m, own_d, partner, bias_d, shift_d, relu_d, c, c.acc_bits - c.act_bits - 1)
+    asked = _delay(m, ask, L, "ask")
+    m.d.comb += Assert(~asked | (lane.y == _delay(m, y, L - 1, "y")))
+    share = Mux(paired & touched.bit_select(slot | 1, 1), Array(accs)[slot | 1], 0)
+    m.d.comb += Assert(~_delay(m, ask, 1, "ask") | (lane.share == _delay(m, share, 1, "share")))
+    m.d.comb += [Cover(asked & (_delay(m, paired & (share != 0), L, "ps") != 0) & (lane.y != 0)),
+                 Cover(asked & _delay(m, ask & (shift != _delay(m, shift, 1, "sh")), L - 1, "chg"))]
+    return m
+
+
 # -- host port and control ------------------------------------------------------------------------------------------
 
 def chip_control(config: ChipConfig | None = None, *, check: str = "loads"):
@@ -530,7 +578,11 @@ PROOFS += [   # fastest first (the mutant tier stops at the first that fails); c
     Proof("detector", "none left once settled", partial(detector, check="complete"), mode="bmc", depth=20),
     Proof("detector", "each broadcast is the next non-zero, in column order", partial(detector, check="order"),
           mode="bmc", depth=20),
+    Proof("pe output pass", "each row's activation and partner share, with the parameters it was asked with",
+          output_pass, mode="prove", depth=10, fast=True),
     Proof("requantizer", "saturation, ReLU, rounding reached", requantizer, mode="cover", depth=8, fast=True),
+    Proof("pe output pass", "a paired row with a partner share, parameters changed behind a row", output_pass,
+          mode="cover", depth=12),
     Proof("detector", "layer completes, queue full, last column sent", detector, mode="cover", depth=24),
     Proof("pe queue + jobs FIFO", "both hold three, a span of several entries leaves", span_unit, mode="cover",
           depth=30),
