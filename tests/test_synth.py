@@ -41,7 +41,8 @@ def test_blocks_hold_the_memories_the_configuration_names(capsys):
     c = ChipConfig(**TINY)
     r = synth_json(capsys, "--cycles", "1600")
     blocks = r["blocks"]
-    assert {"chip", "nzd", "pe", "pe.jobs", "pe.queue", "reset_sync"} <= set(blocks)
+    assert {"chip", "nzd", "pe", "pe.spans", "pe.spans.jobs", "pe.spans.queue", "pe.reader", "pe.accum",
+            "pe.outpass", "reset_sync"} <= set(blocks)
     assert blocks["pe"]["instances"] == c.pes and blocks["nzd"]["instances"] == 1
     pe = {"matrix": (c.matrix_words, c.matrix_word_bits), "pointers": (c.ptr_words, c.ptr_word_bits),
           "codebook": (c.max_layers * c.codebook_size, c.weight_bits),
@@ -49,7 +50,7 @@ def test_blocks_hold_the_memories_the_configuration_names(capsys):
     assert blocks["pe"]["memories"] == {m: f"{d}x{w}" for m, (d, w) in pe.items()}
     assert blocks["pe"]["memory_bits"] == c.pes * sum(d * w for d, w in pe.values())
     assert blocks["chip"]["memories"] == {f"act{b}": f"{c.act_depth}x{c.pes * c.act_bits}" for b in (0, 1)}
-    for fifo, depth in (("pe.queue", c.queue_depth), ("pe.jobs", c.jobs_depth)):   # at least the named depth
+    for fifo, depth in (("pe.spans.queue", c.queue_depth), ("pe.spans.jobs", c.jobs_depth)):   # at least as named
         assert int(blocks[fifo]["memories"]["storage"].split("x")[0]) >= depth
     for key in ("cells", "flip_flops", "memory_bits"):
         assert r["total"][key] == sum(b[key] for b in blocks.values())
@@ -382,7 +383,9 @@ def _fake_ecp5(fmax_mhz):
         return {"device": synth.ECP5_DEVICES[device][0], "speed": speed, "router": router, "lut4": 1, "comb_cells": 1,
                 "flip_flops": 1, "block_rams": 0, "block_rams_available": 208, "lutram_cells": 0, "multipliers": 0,
                 "blocks": blocks, "absorbed": {"ram_ports": 0, "flip_flops_removed": 0, "flip_flops_added": 0,
-                                                 "luts_retimed": 0, "refused": {}},
+                                                 "luts_retimed": 0, "refused": {},
+                                                 "dsp": {"dsps": 1, "registers": 3, "flip_flops_removed": 64,
+                                                         "refused": {}}},
                 "fmax_mhz": fmax_mhz, "target_mhz": freq, "seeds": len(seeds),
                 "best_seed": 1, "fmax_by_seed": [fmax_mhz],
                 "fmax_spread": dict.fromkeys(["min", "median", "max"], fmax_mhz),
@@ -407,6 +410,7 @@ def test_a_clock_below_the_target_exits_2_and_keeps_the_log(fake_tools, capsys):
     assert main(["synth", *FLAGS, "--ecp5", "--freq", "150"]) == 2
     out, err = capsys.readouterr()
     assert "Fmax 42.0 MHz (target 150 MHz)" in out and "Fmax recorded in" in out
+    assert "multiplier registers (MULT18X18D REG_INPUTA/B, REG_OUTPUT): 3 stages of 1 DSPs moved in" in out
     line = err.strip().splitlines()[-1]
     assert line.startswith("timing not met: 42.0 MHz < target 150 MHz (log: ") and line.endswith("nextpnr-seed1.log)")
     log = line.split("(log: ")[1][:-1]
