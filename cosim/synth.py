@@ -431,7 +431,7 @@ def absorb_dsp_registers(netlist: dict) -> dict:
             if any(_text(dsp["parameters"].get(f"REG_{r}_CLK", "NONE")) != "NONE"
                    for r in ("INPUTA", "INPUTB", "INPUTC", "PIPELINE", "OUTPUT")):
                 continue
-            stages, orphan_di = {}, {}
+            stages = {}
             for group, param in (("A", "INPUTA"), ("B", "INPUTB"), ("P", "OUTPUT")):
                 verdict = _dsp_stage(group, [f"{group}{i}" for i in range(36 if group == "P" else 18)],
                                      cells, loads, drivers, name)
@@ -457,18 +457,15 @@ def absorb_dsp_registers(netlist: dict) -> dict:
             for param, (enable, _, _, ffs) in stages.items():
                 params.update({f"REG_{param}_CLK": "CLK0", f"REG_{param}_CE": f"CE{enables.index(enable)}",
                                f"REG_{param}_RST": "RST0"})
+                # a product bit takes the net its flip-flop drove, an operand pin the net its flip-flop read
+                # (one flip-flop may feed several operand pins: the sign bit)
+                takes = {ff: cells[ff]["connections"]["Q" if param == "OUTPUT" else "DI"] for ff in set(ffs.values())}
                 for pin, ff in ffs.items():
-                    cell = cells.pop(ff, None)
-                    if cell is None:                 # an operand flip-flop feeding several pins (sign bits)
-                        cell = {"connections": {"DI": [orphan_di[ff]]}}
-                    if param == "OUTPUT":
-                        orphans.add(conn[pin][0])
-                        conn[pin] = list(cell["connections"]["Q"])
-                    else:
-                        orphan_di[ff] = cell["connections"]["DI"][0]
-                        orphans.add(conn[pin][0])
-                        conn[pin] = [orphan_di[ff]]
-                removed += len(set(ffs.values()))
+                    orphans.add(conn[pin][0])
+                    conn[pin] = list(takes[ff])
+                for ff in takes:
+                    del cells[ff]
+                removed += len(takes)
                 stages_moved += 1
             dsps += 1
         for net in module.get("netnames", {}).values():   # the nets the removed flip-flops drove or read are gone
