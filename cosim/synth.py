@@ -40,8 +40,8 @@ from pathlib import Path
 from eie.errors import EieError
 
 __all__ = ["tool_versions", "parse_version", "synthesize", "absorb_output_registers", "absorb_dsp_registers",
-           "ecp5_resources", "block_of", "critical_path_summary", "worst_endpoints", "choose_router", "register", "ECP5_DEVICES",
-           "ROUTERS", "EIE_CLOCK_MHZ"]
+           "ecp5_resources", "block_of", "critical_path_summary", "worst_endpoints", "choose_router", "register",
+           "ECP5_DEVICES", "ROUTERS", "EIE_CLOCK_MHZ"]
 
 EIE_CLOCK_MHZ = 800          # EIE (ISCA 2016), 45 nm; see eie.cosim.fmax.EIE_REFERENCE
 TOP = "eie_chip"

@@ -150,8 +150,8 @@ class Chip(ChipComponent):
         wr_sel = Signal(n, name="write_sel")
         start = Signal()
         m.d.sync += [*(strobe[t].eq(host.we & (host.target == t)) for t in Target), wr_addr.eq(host.addr),
-                     wr_data.eq(host.data), wr_sel.eq(Cat((host.pe == k) | (host.target == Target.CODEBOOK) for k in range(n))),
-                     start.eq(host.start)]
+                     wr_data.eq(host.data), start.eq(host.start),
+                     wr_sel.eq(Cat((host.pe == k) | (host.target == Target.CODEBOOK) for k in range(n)))]
         layout = layer_layout(c)
         table = Array(Signal(layout, name=f"layer{l}") for l in range(c.max_layers))
         with m.If(strobe[Target.LAYER]):
