@@ -1,0 +1,164 @@
+"""An LSTM on the chip (issue 22): the host's fixed-point cell, the refusals, and the quick flow on the Verilator
+chip with every step compared; beside each check, a perturbed run showing that the check catches a wrong answer.
+The full Fashion-MNIST run is the slow test."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import cli, test_chip
+from eie.errors import EieError
+from eie.sw.image import SIZED_FIELDS
+from eie.sw.lstm import LSTMClassifier, check_fits, from_torch
+from eie.sw.reference import ACTIVATIONS, activation_table, lstm_cell, pwl, state_frac
+
+CONFIG = test_chip(2)    # the 2-PE build the other system tests use
+
+
+def table_error(name, table, config=CONFIG):
+    """Largest |pwl - the function| over every 16-bit input, at a few input scales."""
+    x = np.arange(config.act_min, config.act_max + 1)
+    return max(float(np.abs(pwl(x, frac, table, config) / 2.0 ** state_frac(config)
+                            - ACTIVATIONS[name](x / 2.0 ** frac)).max()) for frac in (4, 8, 10, 13))
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation_tables_are_the_functions(name):
+    table = activation_table(name, CONFIG)
+    assert table_error(name, table) < 5e-4
+    wrong = table.copy()
+    wrong[len(wrong) // 2 + 3] += 10          # one knot off by 10 LSB (6e-4)
+    assert table_error(name, wrong) > 5e-4
+
+
+def float_cell(z, c):
+    i, f, g, o = np.split(z, 4, axis=1)
+    sig = ACTIVATIONS["sigmoid"]
+    c = sig(f) * c + sig(i) * np.tanh(g)
+    return sig(o) * np.tanh(c), c
+
+
+def test_fixed_point_cell_follows_the_float_cell(rng):
+    s, z_frac, c_frac = state_frac(CONFIG), 10, 11
+    z = rng.integers(-12 << z_frac, 12 << z_frac, (64, 4 * 8))
+    c = rng.integers(-3 << c_frac, 3 << c_frac, (64, 8))
+    h, c2 = lstm_cell(z, c, z_frac, c_frac, CONFIG)
+    h_f, c_f = float_cell(z / 2.0 ** z_frac, c / 2.0 ** c_frac)
+    assert np.abs(h / 2.0 ** s - h_f).max() < 2e-3 and np.abs(c2 / 2.0 ** c_frac - c_f).max() < 2e-3
+    wrong = lstm_cell(z, c, z_frac, c_frac - 1, CONFIG)[1]      # the cell read at the wrong scale
+    assert np.abs(wrong / 2.0 ** c_frac - c_f).max() > 0.1
+
+
+def test_from_torch_computes_what_nn_lstm_does():
+    torch.manual_seed(0)
+    lstm, head = nn.LSTM(5, 7, batch_first=True), nn.Linear(7, 3)
+    x = torch.randn(4, 6, 5)
+    expected = head(lstm(x)[0][:, -1])
+    model = from_torch(lstm, head)
+    torch.testing.assert_close(model(x), expected)
+    with torch.no_grad():
+        lstm.bias_hh_l0[:7] += 1.0                  # the input gates' bias: from_torch must add both biases
+    assert not torch.allclose(from_torch(lstm, head)(x), expected)
+
+
+@pytest.mark.parametrize("module, what", [
+    (nn.GRU(5, 7), "a GRU cell"), (nn.RNN(5, 7), "a RNN cell"), (nn.LSTM(5, 7, num_layers=2), "2 layers"),
+    (nn.LSTM(5, 7, bidirectional=True), "bidirectional"), (nn.LSTM(5, 7, proj_size=3), "proj_size=3"),
+])
+def test_unsupported_recurrent_networks_are_refused_in_one_line(module, what):
+    with pytest.raises(EieError) as e:
+        from_torch(module, nn.Linear(7, 3))
+    message = str(e.value)
+    assert "\n" not in message and what in message and "single-layer, unidirectional LSTM" in message
+
+
+def test_unsupported_variants_and_unfitting_steps_refused_by_the_command(tmp_path):
+    with pytest.raises(EieError, match="a gru cell.*single-layer, unidirectional LSTM"):
+        cli("lstm", "--quick", "--cell", "gru", "--run-dir", tmp_path / "r")
+    with pytest.raises(EieError, match="bidirectional"):
+        cli("lstm", "--quick", "--bidirectional", "--run-dir", tmp_path / "r")
+    # 16 hidden units: 64 gate rows; 1 PE x 32 activations cannot hold them (refused before any training)
+    with pytest.raises(EieError, match="64 gate rows.*holds 32"):
+        cli("lstm", "--quick", "--pes", "1", "--act-depth", "32", "--run-dir", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_check_fits_counts_the_stacked_input_and_the_gates():
+    check_fits(28, 128, CONFIG.replace(pes=1, act_depth=512))
+    with pytest.raises(EieError, match="156 stacked inputs"):
+        check_fits(28, 128, CONFIG.replace(pes=1, act_depth=511))
+    with pytest.raises(EieError):
+        check_fits(200, 32, CONFIG.replace(pes=1, act_depth=231))     # the stacked input is the larger
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """The `--quick` flow (digits, 16 hidden, the 2-PE chip), through the library the command calls."""
+    from eie.cosim.lstm import lstm_flow
+    results, cl = lstm_flow(tmp_path_factory.mktemp("lstm") / "run", quick=True, config=CONFIG, keep=SIZED_FIELDS,
+                            log=lambda m: None)
+    return results, cl
+
+
+def test_quick_flow_is_bit_exact_every_step(quick):
+    r, cl = quick
+    run = r["run"]
+    assert run["samples"] == 40 and run["steps"] == 8 and run["steps_compared"] == 320
+    assert run["mismatched_steps"] == 0 and run["head_mismatches"] == 0
+    assert r["chip_accuracy"] == r["reference_accuracy"] > 50
+    assert run["model_equals_rtl"]
+    assert run["model_cycles_per_sequence"] == run["rtl_cycles_per_sequence_on_model_samples"]
+    assert r["weights_kept_fraction"] < 0.5 and r["storage_ratio"] > 1
+
+
+def first_sequences(cl, n=6):
+    from eie.sw.data import load_dataset
+    return load_dataset("digits").x_test[:n]
+
+
+def test_a_wrong_weight_on_the_chip_is_caught_at_a_step(quick):
+    _, cl = quick
+    from dataclasses import replace
+    image = cl.gates
+    entries = [e.copy() for e in image.entries]
+    k = int(np.argmax([np.count_nonzero(e[:, 0]) for e in entries]))
+    real = np.flatnonzero(entries[k][:, 0])
+    e = real[len(real) // 2]
+    entries[k][e, 0] = 1 if entries[k][e, 0] != 1 else cl.config.codebook_size - 1   # one weight, another value
+    run = cl.simulate(first_sequences(cl), images=(replace(image, entries=entries), cl.head), log=lambda m: None)
+    assert run.figures["mismatched_steps"] > 0 and "first_mismatch" in run.figures
+
+
+def test_a_wrong_host_table_entry_is_caught_at_a_step(quick):
+    _, cl = quick
+    x = first_sequences(cl)
+    tables = {n: activation_table(n, cl.config) for n in ACTIVATIONS}
+    table = tables["sigmoid"].copy()
+    table[len(table) // 2] += 50                 # sigmoid(0), the knot the gates pass most often
+    run = cl.simulate(x, images=None, tables={**tables, "sigmoid": table}, log=lambda m: None)
+    assert run.figures["mismatched_steps"] > 0
+    assert run.figures["first_mismatch"]["step"] >= 1      # the chip's step 0 is right; the host's h is not
+
+
+def test_a_wrong_cycle_model_is_caught(quick, monkeypatch):
+    _, cl = quick
+    from eie.sw import perf
+    monkeypatch.setattr(perf, "OUTPUT_LATENCY", perf.OUTPUT_LATENCY + 1)
+    run = cl.simulate(first_sequences(cl, 2), log=lambda m: None)
+    assert not run.figures["model_equals_rtl"] and run.figures["mismatched_steps"] == 0
+
+
+@pytest.mark.slow
+def test_full_fashion_mnist_lstm_on_16_pes(tmp_path):
+    """The issue's targets: the whole test set bit-exact on the 16-PE chip, >= 8x fewer weights, accuracy within
+    1 pp of dense float, cycles per sequence from the RTL equal to the model's."""
+    from eie.cosim.lstm import lstm_flow
+    r, _ = lstm_flow(tmp_path / "run")
+    run = r["run"]
+    assert run["samples"] == 10000 and run["steps"] == 28 and run["chip"]["pes"] == 16
+    assert run["mismatched_steps"] == 0 and run["head_mismatches"] == 0
+    assert r["chip_accuracy"] == r["reference_accuracy"]
+    assert r["pruning_ratio"] >= 8
+    assert r["dense_float_accuracy"] - r["chip_accuracy"] <= 1.0
+    assert run["model_equals_rtl"]
