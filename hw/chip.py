@@ -200,10 +200,14 @@ class Chip(ChipComponent):
                      room.eq(Cat(Cat(pe.act_room[j] for pe in pes).all() for j in range(ROOM_BITS)))]
 
         m.d.comb += [nzd.cols.eq(Mux(clear, desc_next.cols, desc.cols)), nzd.start.eq(clear), nzd.room.eq(room)]
+        # what reaches every PE leaves a flip-flop: the PEs forget their accumulators and counters a cycle after
+        # the FSM decides it, long before the layer's first entry reaches them
+        pe_clear, pe_new_run = Signal(), Signal()
+        m.d.sync += [pe_clear.eq(clear), pe_new_run.eq(new_run)]
         for k, pe in enumerate(pes):
             m.d.comb += [pe.layer.eq(layer), pe.ptr_base.eq(desc.ptr_base),
-                         pe.shift.eq(desc.shift), pe.rounding.eq(rnd), pe.relu.eq(desc.relu), pe.clear.eq(clear),
-                         pe.new_run.eq(new_run), pe.paired.eq(desc.paired),
+                         pe.shift.eq(desc.shift), pe.rounding.eq(rnd), pe.relu.eq(desc.relu), pe.clear.eq(pe_clear),
+                         pe.new_run.eq(pe_new_run), pe.paired.eq(desc.paired),
                          pe.out_en.eq(out_en), pe.out_slot.eq(out_slots[0]),
                          *([pe.out_slot_b.eq(out_slots[1])] if c.outputs_per_cycle > 1 else [])]
             # PEs k and k + N/2 are partners (`eie.sw.encode`; a paired layer needs an even number of PEs)
@@ -279,14 +283,14 @@ class Chip(ChipComponent):
                      line[0].bank.eq(~src)]
         m.d.sync += [later.eq(earlier) for earlier, later in zip(line, line[1:])]
         w = line[-1]
-        left_rows = w.left
 
         def output_word(first, data):
-            """The output word of global rows base + first ..., lanes past the layer's rows zero."""
+            """The output word of global rows base + first ..., lanes past the layer's rows zero (which lanes,
+            compared a cycle ahead: only a multiplexer sits between a PE's output register and the bank)."""
             valid = Signal(n, name=f"lanes_valid{first}")
             word = Signal(n * c.act_bits, name=f"out_word{first}")
-            m.d.comb += [valid.eq(Cat(left_rows > first + k for k in range(n))),
-                         word.eq(Cat(Mux(valid[k], d, 0) for k, d in enumerate(data)))]
+            m.d.sync += valid.eq(Cat(line[-2].left > first + k for k in range(n)))
+            m.d.comb += word.eq(Cat(Mux(valid[k], d, 0) for k, d in enumerate(data)))
             return valid, word
 
         _, out_word = output_word(0, [pe.out_data for pe in pes])
@@ -306,16 +310,17 @@ class Chip(ChipComponent):
                 wp_b = bank.write_port()
                 m.d.comb += [wp_b.en.eq(out_we & lanes_valid_b[0]), wp_b.addr.eq(w.row + 1),
                              wp_b.data.eq(out_word_b)]
-            scan_rd = bank.read_port()
-            host_rd = bank.read_port()
-            # both banks' words are read every cycle (no enable to decode); the layer's source picks one
-            m.d.comb += [scan_rd.addr.eq(nzd.addr), host_rd.addr.eq(host.raddr)]
-            banks.append((scan_rd, host_rd))
-        # each bank's word registered as it leaves the RAM (its output register), then the source picked
-        # (a word read in a layer's first cycle arrives two cycles later, when `layer` is already that layer's)
-        scan_q = [Signal(n * c.act_bits, name=f"scan{b}_q", reset_less=True) for b in (0, 1)]
-        m.d.sync += [q.eq(rd.data) for q, (rd, _) in zip(scan_q, banks)]
-        m.d.comb += nzd.word.eq(Mux(src, scan_q[1], scan_q[0]))
+            # one read port serves the detector during a run and the host between runs: a second port would
+            # double the bank's block RAMs (a 64-word bank of 16 PEs takes 8, as wide as it is)
+            rd = bank.read_port()
+            m.d.comb += rd.addr.eq(Mux(running, nzd.addr, host.raddr))
+            banks.append(rd)
+        # both banks' words are read every cycle (no enable to decode), each registered as it leaves the RAM (its
+        # output register), then the layer's source picked (a word read in a layer's first cycle arrives two
+        # cycles later, when `layer` is already that layer's)
+        bank_q = [Signal(n * c.act_bits, name=f"bank{b}_q", reset_less=True) for b in (0, 1)]
+        m.d.sync += [q.eq(rd.data) for q, rd in zip(bank_q, banks)]
+        m.d.comb += nzd.word.eq(Mux(src, bank_q[1], bank_q[0]))
 
         # -- broadcast: the detector's broadcast register drives every PE ------------------------------------
         for pe in pes:
@@ -328,10 +333,10 @@ class Chip(ChipComponent):
         # (two register stages each: a bank's output register, then the register after the select)
         read_cycles, read_stats = [Signal(32), Signal(32)], [Signal(64), Signal(64)]
         rtarget = [Signal.like(host.rtarget), Signal.like(host.rtarget)]
-        read_banks = [Signal(n * c.act_bits, name=f"read{b}_q", reset_less=True) for b in (0, 1)]
+        read_banks = bank_q
         m.d.sync += [read_cycles[0].eq(layer_cycles[host.raddr]), read_stats[0].eq(stats[host.raddr]),
                      rtarget[0].eq(host.rtarget), read_cycles[1].eq(read_cycles[0]), read_stats[1].eq(read_stats[0]),
-                     rtarget[1].eq(rtarget[0]), *(q.eq(rd.data) for q, (_, rd) in zip(read_banks, banks))]
+                     rtarget[1].eq(rtarget[0])]
         read_cycles, read_stats, rtarget = read_cycles[1], read_stats[1], rtarget[1]
         with m.Switch(rtarget):
             with m.Case(ReadTarget.ACT0):

@@ -1,7 +1,8 @@
 """A PE's output pass: accumulators become activations, one local row (two with ``outputs_per_cycle=2``) per
 cycle, `OUTPUT_LATENCY` = 7 stages (O1..O7 of `eie.hw.pe`).
 
-    O1      accumulator (read by the PE), partner-share and bias reads of the row; its touched bits looked up
+    O1      accumulator pair (read by the PE: the row's and the partner share's) and bias reads of the row; its
+            touched bits looked up
     O2      bias registered (the RAM's output register); the share crosses to the partner PE, registered there
     O3..O7  `eie.hw.requant.Requantizer`: shifted bias, sums, rounding, right shift, saturate and ReLU
 
@@ -17,23 +18,21 @@ from eie.config import ChipConfig
 from eie.hw.arith import addr_bits
 from eie.hw.component import ChipComponent
 from eie.hw.requant import Requantizer, row_params
-from eie.hw.sram import CombReadSignature
 
 __all__ = ["OutputPass", "OutputSignature", "OutputLaneSignature"]
 
 
 class OutputLaneSignature(wiring.Signature):
-    """One row a cycle: its accumulator ``slot`` and that accumulator's word ``acc`` (read by the PE, whose
-    port the accumulate stage shares); reads of the share (accumulator ``slot | 1``) and of the bias; the
-    partner's share in, this PE's share out (zero until touched and in unpaired layers), and the activation
-    ``y``, `OUTPUT_LATENCY` cycles after the row was asked for."""
+    """One row a cycle: its accumulator ``slot``, that accumulator's word ``acc`` and accumulator ``slot | 1``'s
+    word ``share_acc`` (the PE reads the pair of accumulators ``slot`` belongs to, through the ports the
+    accumulate stage shares); the bias read; the partner's share in, this PE's share out (zero until touched and
+    in unpaired layers), and the activation ``y``, `OUTPUT_LATENCY` cycles after the row was asked for."""
 
     def __init__(self, config: ChipConfig):
         c = config
         rows, A = addr_bits(c.act_depth), signed(c.acc_bits)
         super().__init__({
-            "slot": In(rows), "acc": In(A),
-            "share_rd": Out(CombReadSignature(rows, A)),
+            "slot": In(rows), "acc": In(A), "share_acc": In(A),
             "bias_rd": In(memory.ReadPort.Signature(addr_width=addr_bits(c.max_layers * c.act_depth),
                                                     shape=signed(c.act_bits))),
             "partner": In(A), "share": Out(A), "y": Out(signed(c.act_bits)),
@@ -82,19 +81,18 @@ class OutputPass(ChipComponent):
         return m
 
     def _lane(self, m, lane, rq, o2_valid, name):
-        """O1: the share and bias reads of the lane's row, the touched bits looked up beside them; O2: their
+        """O1: the bias read of the lane's row, the touched bits looked up beside the accumulators; O2: their
         registers, the own row's touched bit applied before the Requantizer's input register, the share's
         before it crosses to the partner."""
         c = self.config
         A = signed(c.acc_bits)
-        m.d.comb += [lane.share_rd.addr.eq(lane.slot | 1),
-                     lane.bias_rd.addr.eq(self.layer * c.act_depth + lane.slot)]
+        m.d.comb += lane.bias_rd.addr.eq(self.layer * c.act_depth + lane.slot)
         acc2 = Signal(A, name=f"{name}2_acc", reset_less=True)
         share2 = Signal(A, name=f"{name}2_share", reset_less=True)
         touched2, share_touched2 = Signal(name=f"{name}2_touched"), Signal(name=f"{name}2_share_touched")
         with m.If(self.out_en):
             m.d.sync += [acc2.eq(lane.acc), touched2.eq(self.touched.bit_select(lane.slot, 1)),
-                         share2.eq(lane.share_rd.data),
+                         share2.eq(lane.share_acc),
                          share_touched2.eq(self.paired & self.touched.bit_select(lane.slot | 1, 1))]
         m.d.comb += lane.share.eq(Mux(share_touched2, share2, 0))
         # O2's registers (reset-less, so that the bias's can be the RAM's own output register)

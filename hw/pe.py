@@ -103,8 +103,8 @@ class ProcessingElement(ChipComponent):
       sees it two cycles late and knows what it sent since, so it never overfills the queue.
     * layer parameters (``layer``, ``ptr_base``, ``paired``), stable during a layer; output-pass parameters
       (``shift``, ``rounding`` = `rounding` of ``shift``, ``relu``), read as each row is asked for (the row
-      carries them through the later stages); ``clear`` forgets the accumulators (a layer's first cycle, which
-      may be the one in which the layer before asks for its last row).
+      carries them through the later stages); ``clear`` forgets the accumulators (the cycle after a layer's first,
+      which may be the one in which the layer before asks for its last row).
     * ``quiet`` (registered): nothing in the queue, P stages, jobs FIFO, S, D0 or D1, so every entry is written
       back by the time the chip, seeing ``quiet`` of all PEs two cycles later, starts the output pass.
     * output pass: ``out_en``/``out_slot`` ask for the local row whose accumulator is ``out_slot``; ``out_data``
@@ -139,24 +139,35 @@ class ProcessingElement(ChipComponent):
         connect_comb_read(m, reader.codebook, self.codebook)
         m.d.comb += reader.layer.eq(self.layer)
         wiring.connect(m, reader.entries, acc.entries)
-        wiring.connect(m, acc.acc_wr, self.accs.write_port())
         m.d.comb += acc.clear.eq(self.clear)
+        # the accumulators in two memories, even rows and odd rows, so that one read of each gives a pair (a
+        # paired layer's row and its partner's share) and each memory needs one LUT-RAM copy per pair read
+        wr = acc.acc_wr
+        for parity, mem in enumerate(self.accs):
+            wp = mem.write_port()
+            m.d.comb += [wp.en.eq(wr.en & (wr.addr[0] == parity)), wp.addr.eq(wr.addr >> 1), wp.data.eq(wr.data)]
 
-        # one accumulator read port serves M and, while the PE is quiet, the output pass's lane a
-        acc_rd = self.accs.read_port(domain="comb")
-        m.d.comb += [acc_rd.addr.eq(Mux(self.out_en, self.out_slot, acc.acc_rd.addr)), acc.acc_rd.data.eq(acc_rd.data)]
+        def read_pair(row):
+            """The accumulator of `row` and the odd one of its pair, read asynchronously."""
+            even, odd = (mem.read_port(domain="comb") for mem in self.accs)
+            m.d.comb += [even.addr.eq(row >> 1), odd.addr.eq(row >> 1)]
+            return Mux(row[0], odd.data, even.data), odd.data
+
+        # one pair read serves M and, while the PE is quiet, the output pass's lane a
+        row = Signal.like(self.out_slot, name="acc_row")
+        m.d.comb += row.eq(Mux(self.out_en, self.out_slot, acc.acc_rd.addr))
+        acc_word, odd_word = read_pair(row)
+        m.d.comb += acc.acc_rd.data.eq(acc_word)
         m.d.comb += [out.out_en.eq(self.out_en), out.layer.eq(self.layer), out.paired.eq(self.paired),
                      out.shift.eq(self.shift), out.rounding.eq(self.rounding), out.relu.eq(self.relu),
                      out.touched.eq(acc.touched)]
-        lanes = [(out.a, self.out_slot, acc_rd, self.out_data, self.share, self.partner)]
+        lanes = [(out.a, self.out_slot, (acc_word, odd_word), self.out_data, self.share, self.partner)]
         if c.outputs_per_cycle > 1:
-            acc_rd_b = self.accs.read_port(domain="comb")
-            m.d.comb += acc_rd_b.addr.eq(self.out_slot_b)
-            lanes.append((out.b, self.out_slot_b, acc_rd_b, self.out_data_b, self.share_b, self.partner_b))
-        for lane, slot, port, y, share, partner in lanes:
-            m.d.comb += [lane.slot.eq(slot), lane.acc.eq(port.data), lane.partner.eq(partner), share.eq(lane.share),
-                         y.eq(lane.y)]
-            connect_comb_read(m, lane.share_rd, self.accs)
+            lanes.append((out.b, self.out_slot_b, read_pair(self.out_slot_b), self.out_data_b, self.share_b,
+                          self.partner_b))
+        for lane, slot, (word, odd), y, share, partner in lanes:
+            m.d.comb += [lane.slot.eq(slot), lane.acc.eq(word), lane.share_acc.eq(odd), lane.partner.eq(partner),
+                         share.eq(lane.share), y.eq(lane.y)]
             wiring.connect(m, lane.bias_rd, self.bias.read_port())
 
         m.d.sync += self.quiet.eq(~(spans.busy | reader.busy))
@@ -173,7 +184,8 @@ class ProcessingElement(ChipComponent):
         m.submodules.pointers = self.pointers = sram(unsigned(c.ptr_word_bits), c.ptr_words)
         m.submodules.codebook = self.codebook = sram(signed(c.weight_bits), c.max_layers * c.codebook_size)
         m.submodules.bias = self.bias = sram(signed(c.act_bits), c.max_layers * c.act_depth)
-        m.submodules.accumulators = self.accs = sram(signed(c.acc_bits), c.act_depth)
+        self.accs = [sram(signed(c.acc_bits), max((c.act_depth + 1 - parity) // 2, 1)) for parity in (0, 1)]
+        m.submodules.accumulators_even, m.submodules.accumulators_odd = self.accs
         # The load bus reaches every PE across the chip: each PE registers it on arrival (write strobes decoded
         # with `sel`), so the long wires end in flip-flops and the fan-out to the memories stays local.
         ld = self.load

@@ -223,9 +223,7 @@ def test_output_pass_requantizes_each_row(paired):
     touched = rng.getrandbits(c.act_depth)
     m = Module()
     m.submodules.outpass = dut = OutputPass(c)
-    m.submodules.accs = acc_mem = _rom(signed(c.acc_bits), accs, c.act_depth)
     m.submodules.bias = bias_mem = _rom(signed(c.act_bits), bias, c.max_layers * c.act_depth)
-    connect_comb_read(m, dut.a.share_rd, acc_mem)
     wiring.connect(m, dut.a.bias_rd, bias_mem.read_port())
     asked, got, shares = [], [], []
     wrap = lambda v: (v + (1 << 39)) % (1 << 40) - (1 << 39)
@@ -240,7 +238,8 @@ def test_output_pass_requantizes_each_row(paired):
             partner = rng.randrange(-(1 << 21), 1 << 21)
             ctx.set(dut.out_en, ask)
             ctx.set(dut.a.slot, slot)
-            ctx.set(dut.a.acc, accs[slot])       # the PE's accumulator read of the slot, this cycle
+            ctx.set(dut.a.acc, accs[slot])       # the PE's accumulator pair read of the slot, this cycle
+            ctx.set(dut.a.share_acc, accs[slot | 1])
             asked.append((ask, slot))
             if t >= 1 and asked[t - 1][0]:       # the share of the row asked a cycle ago, as the partner sees it
                 s = asked[t - 1][1] | 1

@@ -46,7 +46,8 @@ def test_blocks_hold_the_memories_the_configuration_names(capsys):
     assert blocks["pe"]["instances"] == c.pes and blocks["nzd"]["instances"] == 1
     pe = {"matrix": (c.matrix_words, c.matrix_word_bits), "pointers": (c.ptr_words, c.ptr_word_bits),
           "codebook": (c.max_layers * c.codebook_size, c.weight_bits),
-          "bias": (c.max_layers * c.act_depth, c.act_bits), "accumulators": (c.act_depth, c.acc_bits)}
+          "bias": (c.max_layers * c.act_depth, c.act_bits), "accumulators_even": ((c.act_depth + 1) // 2, c.acc_bits),
+          "accumulators_odd": (c.act_depth // 2, c.acc_bits)}
     assert blocks["pe"]["memories"] == {m: f"{d}x{w}" for m, (d, w) in pe.items()}
     assert blocks["pe"]["memory_bits"] == c.pes * sum(d * w for d, w in pe.values())
     assert blocks["chip"]["memories"] == {f"act{b}": f"{c.act_depth}x{c.pes * c.act_bits}" for b in (0, 1)}
