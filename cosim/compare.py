@@ -8,6 +8,7 @@ from pathlib import Path
 from eie.cosim import timing
 from eie.errors import EieError
 from eie.sw.compare import DEFAULT_BUDGETS, METHODS, _log, compare
+from eie.sw.image import SIZED_FIELDS
 
 __all__ = ["register", "compare_command"]
 
@@ -36,6 +37,12 @@ def register(sub):
                    help="prune/retrain steps of the iterative methods (iterative, obd; default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training and CPU timing (default 1)")
     p.add_argument("--pes", type=int, default=16, help="PEs of the chip whose cycles and energy are reported (default 16)")
+    for flag, what in (("matrix-words", "sparse-matrix SRAM words per PE"), ("ptr-words", "pointer SRAM words per PE"),
+                       ("count-bits", "bits of each column's entry count"),
+                       ("act-depth", "activations per PE and bank")):
+        p.add_argument(f"--{flag}", type=int, metavar="N",
+                       help=f"{what} of the chip (default: fitted to each point; give a synthesized chip's memories, "
+                            "e.g. --matrix-words 2048 --ptr-words 512 --count-bits 6, for times at its measured Fmax)")
     p.add_argument("--chip-samples", type=int, default=20,
                    help="test images the cycle model steps through per point (default 20; energy uses all)")
     p.add_argument("--timing-seconds", type=float, default=0.2,
@@ -67,7 +74,8 @@ def compare_command(args):
     results = compare(args.run, args.budgets, args.methods, epochs=args.epochs, iterations=args.iterations,
                       threads=args.threads, pes=args.pes, chip_samples=args.chip_samples,
                       min_run_time=args.timing_seconds, seed=args.seed, force=args.force, data=args.data,
-                      data_dir=args.data_dir, chip_time=chip_time)
+                      data_dir=args.data_dir, chip_time=chip_time,
+                      chip={f: getattr(args, f) for f in SIZED_FIELDS if getattr(args, f) is not None})
     v = results["verdict"]
     print(f"{len(results['points'])} points in {results['wall_seconds']:.0f} s; best accuracy per byte: "
           f"{v['best_accuracy_per_kb']['point']}; see {args.run / 'compare.md'}")

@@ -125,22 +125,29 @@ def low_bit_bytes(model, bits):
 
 # -- chip -----------------------------------------------------------------------------------------------------
 
-def chip_config(matrices, pes=16):
+def chip_config(matrices, pes=16, fixed=None):
     """The `pes`-PE chip fitted to a network (`matrices`: one per layer, non-zero where a weight is stored), as
-    `chip_figures` runs it."""
+    `chip_figures` runs it. `fixed`: chip fields held as given instead of fitted (the memories of a chip that
+    was synthesized, so that its measured Fmax applies); a network they cannot hold gets a fitted chip."""
     from eie.sw.image import fit_config
-    return fit_config(_pattern_layers(matrices), ChipConfig(pes=pes))
+    layers = _pattern_layers(matrices)
+    if fixed:
+        try:
+            return fit_config(layers, ChipConfig(pes=pes).replace(**fixed), keep=tuple(fixed))
+        except EieError:
+            pass
+    return fit_config(layers, ChipConfig(pes=pes))
 
 
-def chip_figures(matrices, inputs, relus=None, pes=16, samples=20):
+def chip_figures(matrices, inputs, relus=None, pes=16, samples=20, fixed=None):
     """Cycles per image (the performance model on the first `samples` images: it steps every cycle in Python)
     and energy per image (all of `inputs`) of a network on a `pes`-PE chip fitted to it, as `eie compress`
     fits one. `matrices`: one per layer, non-zero where a weight is stored; `inputs`: each layer's input
-    activations (samples x cols; only which are non-zero matters)."""
+    activations (samples x cols; only which are non-zero matters). `fixed`: see `chip_config`."""
     from eie.sw.encode import encode_layer
     from eie.sw.perf import layer_perf, network_figures
     layers = _pattern_layers(matrices, relus)
-    config = chip_config(matrices, pes)
+    config = chip_config(matrices, pes, fixed)
     perfs = [layer_perf(encode_layer(q.w_index, config), np.asarray(x), config, model_samples=samples,
                         last=l == len(layers) - 1) for l, (q, x) in enumerate(zip(layers, inputs))]
     return _chip_summary(network_figures(perfs, config), config, min(samples, len(inputs[0])), len(inputs[0]))
@@ -182,9 +189,9 @@ def _float_inputs(layers, x):
 class _Measure:
     """Measures points the same way for every method (the settings `compare` was given)."""
 
-    def __init__(self, data, dense_weights, threads, pes, chip_samples, min_run_time):
+    def __init__(self, data, dense_weights, threads, pes, chip_samples, min_run_time, fixed):
         self.data, self.dense_weights, self.threads = data, dense_weights, threads
-        self.pes, self.chip_samples, self.min_run_time = pes, chip_samples, min_run_time
+        self.pes, self.chip_samples, self.min_run_time, self.fixed = pes, chip_samples, min_run_time, fixed
 
     def cpu(self, layers, sparse):
         from eie.sw.cputime import KERNELS, time_network
@@ -223,7 +230,7 @@ class _Measure:
         elif form in ("sparse", "dense"):
             matrices = [w if form == "sparse" else np.ones(w.shape) for w, _, _ in layers]
             row["chip"] = chip_figures(matrices, _float_inputs(layers, self.data.x_test), [r for _, _, r in layers],
-                                       self.pes, self.chip_samples)
+                                       self.pes, self.chip_samples, self.fixed)
         else:
             row["chip"] = None
         row.update(extra)
@@ -277,7 +284,7 @@ def _fit_nm(model, methods, explicit):
 
 def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterations=3, lr=0.02, l2=5e-4,
             l1=L1_STRENGTH, finetune_epochs=2, threads=1, pes=16, chip_samples=20, hessian_images=2000,
-            min_run_time=0.2, seed=0, force=False, data=None, data_dir=None, chip_time=None):
+            min_run_time=0.2, seed=0, force=False, data=None, data_dir=None, chip_time=None, chip=None):
     """Compare every method in `methods` at every kept fraction in `budgets` on the baseline of the run folder
     `run_dir`; write compare.json, compare.md and the plots there and return the results dict. `methods` None:
     every method in `METHODS`, less 2:4 (said in a log line) where 4 does not divide a layer's inputs; 2:4
@@ -288,7 +295,9 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
     rest as a final retraining; Deep Compression adds `finetune_epochs` of centroid fine-tuning as `eie
     compress` does. Training and CPU timing run torch at `threads` threads; CPU times are per inference at
     batches 1 and 64 (`min_run_time` seconds of repeated calls per figure); chip figures are on a
-    `pes`-PE chip, cycles predicted on the first `chip_samples` test images.
+    `pes`-PE chip, cycles predicted on the first `chip_samples` test images; its memories fitted to each point,
+    except the fields named in `chip` (e.g. {"matrix_words": 2048, "ptr_words": 512}: a synthesized chip's,
+    whose measured Fmax then applies), held wherever the point fits them.
 
     `chip_time(config, cycles_per_image) -> dict` states a point's chip cycles as time (its "time" entry, beside
     the CPU's times in compare.md): the command passes `eie.cosim.timing.entry` (the chip's measured Fmax where
@@ -307,7 +316,8 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
             raise EieError(f"{name.replace('_', '-')} must be an integer of at least {low}, not {value}"
                            + (" (each iterative step needs an epoch, and so does the final retraining)"
                               if name == "epochs" else ""))
-    ChipConfig.for_user(pes=pes)            # a bad PE count is refused before any work
+    chip = dict(chip or {})
+    ChipConfig.for_user(pes=pes, **chip)    # a bad PE count or chip field is refused before any work
     run = RunFolder(run_dir, OUTPUTS, force)
     _check_run(run)
     torch.set_num_threads(threads)
@@ -323,7 +333,7 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
     retrain = pipeline.Training(epochs=epochs, lr=lr, l2=l2, seed=seed)
     retrain_l1 = pipeline.Training(epochs=epochs, lr=lr, l2=0.0, l1=l1, seed=seed)
     step = pipeline.Training(epochs=step_epochs, lr=lr, l2=l2, seed=seed)
-    measure = _Measure(data, dense_weights, threads, pes, chip_samples, min_run_time)
+    measure = _Measure(data, dense_weights, threads, pes, chip_samples, min_run_time, chip)
     base_accuracy = train.evaluate(base, data.x_test, data.y_test)
     points = [measure.point("dense", None, base, "dense", base_accuracy, 0, time.perf_counter())]
 
@@ -409,7 +419,7 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
                      "quality_ratios": base_quality},
         "cpu": {"threads": threads, "batches": list(BATCHES), "min_run_time_s": min_run_time,
                 "torch": torch.__version__},
-        "chip": {"pes": pes, "cycle_samples": chip_samples},
+        "chip": {"pes": pes, "cycle_samples": chip_samples, "fixed": chip},
         "storage_chip": {"pes": STORAGE_CHIP.pes, "index_bits": STORAGE_CHIP.index_bits},
         "points": points,
     }
@@ -437,6 +447,11 @@ def _deep_compression(pruned, data, measure, pes, finetune_epochs, seed, budget,
     cm = compress(pruned, data, ChipConfig(pes=pes), "linear", Training(epochs=finetune_epochs, lr=1e-4, l2=0.0,
                                                                         seed=seed), 2000, log=lambda m: None,
                   threads=threads)
+    if measure.fixed:        # on the given chip's memories where they hold the model (`chip_config`)
+        try:
+            cm = cm.relayout(**measure.fixed)
+        except EieError:
+            pass
     estimate = cm.estimate(data.x_test, model_samples=measure.chip_samples)
     chip = _chip_summary(estimate, cm.config, estimate["model_samples"], estimate["samples"])
     parts = storage(cm.layers, STORAGE_CHIP)

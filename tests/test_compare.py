@@ -387,6 +387,36 @@ def test_compare_states_the_chips_time_beside_the_cpus(digits_run, tmp_path, mon
     assert f"- iterative @ 0.25: {hint}" in section
 
 
+def test_compare_runs_every_point_on_the_given_chips_memories(digits_run, tmp_path, monkeypatch):
+    """With a synthesized chip's memories given (--matrix-words ...), every point that fits them runs on that chip
+    and gets its measured Fmax; a point they cannot hold gets a chip fitted to it (no Fmax, never an error)."""
+    import shutil
+    from eie.sw import models
+    private_fmax(monkeypatch, tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("baseline.pt", "report.json"):
+        shutil.copy(digits_run / name, run / name)
+    base = models.load_checkpoint(run / "baseline.pt")[0]
+    dense_chip = cmp.chip_config([np.ones(w.shape) for w, _, _ in cmp._layers(base)], pes=4)
+    record_fmax(dense_chip, 40.0)
+    flags = ["--matrix-words", str(dense_chip.matrix_words), "--ptr-words", str(dense_chip.ptr_words),
+             "--count-bits", str(dense_chip.count_bits), "--act-depth", str(dense_chip.act_depth)]
+    common = ["--methods", "iterative", "--budgets", "0.25", "--epochs", "2", "--iterations", "1", "--pes", "4",
+              "--chip-samples", "2", "--timing-seconds", "0.002", "--force"]
+    assert main(["compare", str(run), *common, *flags]) == 0
+    points = json.loads((run / "compare.json").read_text())["points"]
+    assert [p["chip"]["config"] for p in points] == [dense_chip.to_dict()] * 2       # the pruned point too
+    assert all(p["chip"]["time"]["clocks"]["fmax"]["mhz"] == 40 for p in points)
+    # memories too small for the dense point: it falls back to a fitted chip, the pruned one stays
+    small = {**dict(zip(flags[::2], flags[1::2])), "--matrix-words": str(dense_chip.matrix_words // 2)}
+    assert main(["compare", str(run), *common, *(x for kv in small.items() for x in kv)]) == 0
+    dense, pruned = json.loads((run / "compare.json").read_text())["points"]
+    assert dense["chip"]["config"] == dense_chip.to_dict()          # fitted, as without the flags
+    assert pruned["chip"]["config"]["matrix_words"] == dense_chip.matrix_words // 2
+    assert "fmax" not in pruned["chip"]["time"]["clocks"]           # that chip was not measured
+
+
 def test_sw_compare_imports_no_cosimulation():
     """The library stays software: the chip's clocks come in from the command (`eie.cosim.compare`)."""
     import ast
