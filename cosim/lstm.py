@@ -105,8 +105,8 @@ def simulate_lstm(cl, x_int, model_samples=20, log=None, images=None, tables=Non
         energy += _energy(perf, config)
         sim_s, sim_cycles = sim_s + run.sim_seconds, sim_cycles + run.sim_cycles
         h, c = lstm_cell(z, c, gates.out_frac, cl.c_frac, config, tables)     # the chip's h, closed loop
-        log(f"step {t + 1}/{steps}: {int(mismatch[:, t].sum())} of {n} sequences differ; "
-            f"{rtl[:, t].mean():.1f} cycles (model {model[:, t].mean():.1f} on {m})")
+        log(f"step {t + 1}/{steps}: {int(mismatch[:, t].sum())} of {n} sequences differ; {rtl[:, t].mean():.1f} "
+            f"cycles; on the first {m}: RTL {rtl[:m, t].mean():.1f}, model {model[:, t].mean():.1f}")
     run = simulate(head_image, h, layer_cycles=True, log=log)
     logits = head_image.unpermute(run.outputs)
     logits_ref = layer_forward(head, h_ref, config)
