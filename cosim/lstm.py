@@ -148,11 +148,12 @@ SETTINGS = {
 
 
 def lstm_flow(run_dir, quick=False, hidden=None, samples=None, config=None, keep=(), seed=0, quality=None,
-              model_samples=20, log=_log):
+              model_samples=20, force=False, log=_log):
     """The whole LSTM flow into `run_dir`: train the dense LSTM, prune it (Han et al.), compress it, then run
     `samples` test sequences (default: all; 40 with `quick`) on the simulated chip `config` (default the standard
     chip of `SETTINGS`' PEs; memory fields in `keep` as given), every step checked. Writes lstm.json and lstm.md;
-    returns (the figures, the `CompressedLSTM`). Bad settings are refused before any training."""
+    returns (the figures, the `CompressedLSTM`). Bad settings, and a folder holding an earlier lstm.json (unless
+    `force`), are refused before any training."""
     import torch
     from eie.config import ChipConfig
     from eie.sw import train
@@ -163,7 +164,7 @@ def lstm_flow(run_dir, quick=False, hidden=None, samples=None, config=None, keep
     s = dict(SETTINGS[bool(quick)])
     hidden = s["hidden"] if hidden is None else hidden
     config = config or ChipConfig(pes=s["pes"])
-    folder = RunFolder(run_dir, ["lstm.json"])        # refused before any work
+    folder = RunFolder(run_dir, ["lstm.json", "lstm.md"], force)        # refused before any work
     started = time.perf_counter()
     timings = {}
     data = load_dataset(s["data"])
@@ -258,7 +259,7 @@ def lstm_command(args):
         config, keep = config.replace(act_depth=args.act_depth), ["act_depth"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run = Path(args.run_dir or Path("runs") / (f"lstm-quick-{stamp}" if args.quick else f"lstm-{stamp}"))
-    results, _ = lstm_flow(run, args.quick, args.hidden, args.samples, config, keep, args.seed)
+    results, _ = lstm_flow(run, args.quick, args.hidden, args.samples, config, keep, args.seed, force=args.force)
     print(json.dumps(results) if args.json else summary(results) + f"\neverything is in {run} (lstm.json)")
     return 0 if not results["run"]["mismatched_steps"] and not results["run"]["head_mismatches"] else 1
 
@@ -276,6 +277,7 @@ def register(sub):
     p.add_argument("--samples", type=int, metavar="K", help="test sequences on the chip (default all; 40 with --quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialization and shuffling (default 0)")
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="run folder (default runs/lstm-<time>)")
+    p.add_argument("--force", action="store_true", help="replace the lstm.json and lstm.md an earlier run left there")
     p.add_argument("--cell", default="lstm", help="recurrent cell: only lstm runs (named to say so)")
     p.add_argument("--layers", type=int, default=1, help="recurrent layers: only 1 runs")
     p.add_argument("--bidirectional", action="store_true", help="refused: the chip runs a unidirectional LSTM")

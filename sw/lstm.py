@@ -104,7 +104,7 @@ def from_torch(lstm, head):
     `nn.Linear` on its last hidden state. GRUs, plain RNNs, stacked, bidirectional or projected LSTMs are
     refused in one line."""
     if not isinstance(lstm, nn.LSTM):
-        check_variant(type(lstm).__name__.removeprefix("nn.") if isinstance(lstm, nn.Module) else type(lstm).__name__)
+        check_variant(type(lstm).__name__)
     check_variant("lstm", lstm.num_layers, lstm.bidirectional, lstm.proj_size)
     if not isinstance(head, nn.Linear) or head.in_features != lstm.hidden_size:
         raise EieError(f"the head must be an nn.Linear of {lstm.hidden_size} inputs (the LSTM's hidden size), "
@@ -314,6 +314,21 @@ class CompressedLSTM:
         placement = self.figures.get("placement", "balanced")
         images = [chip_image([q], config, keep, placement)[0] for q in self.layers]
         return CompressedLSTM(*images, self.c_frac, self.features, self.network, self.data, self.figures)
+
+    def estimate(self, x, model_samples=20):
+        """Cycles per sequence from the performance model alone (no simulator), on the first `model_samples`
+        sequences of images `x`: every step's chip input as the reference computes it, then the head's."""
+        from eie.sw.perf import layer_perf
+        x_int = self.inputs(x)[:model_samples]
+        _, _, h = self.reference(x_int, keep=True)
+        h_prev = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
+        gates, head = self.gates.encoded_layers()[0], self.head.encoded_layers()[0]
+        steps = np.stack([layer_perf(gates, np.concatenate([x_int[:, t], h_prev[:, t]], 1), self.config).model_cycles
+                          for t in range(x_int.shape[1])], axis=1)
+        head_cycles = layer_perf(head, h[:, -1], self.config).model_cycles
+        return {"samples": len(x_int), "steps": x_int.shape[1], "cycles_from": "model",
+                "cycles_per_sequence": round(float((steps.sum(axis=1) + head_cycles).mean()), 1),
+                "cycles_per_step": round(float(steps.mean()), 1), "head_cycles": round(float(head_cycles.mean()), 1)}
 
     def storage(self):
         """Bytes by part of both matrices (`eie.sw.storage.storage`, summed), on the chip's PE count and widths."""

@@ -110,9 +110,26 @@ def test_quick_flow_is_bit_exact_every_step(quick):
     assert run["model_equals_rtl"] and run["model_samples"] == 20
     assert run["model_cycles_per_sequence"] == run["rtl_cycles_per_sequence_on_model_samples"]
     assert r["weights_kept_fraction"] < 0.5 and r["storage_ratio"] > 1
+    from eie.sw.data import load_dataset
+    estimate = cl.estimate(load_dataset("digits").x_test[:40], model_samples=20)   # no simulator
+    assert estimate["cycles_per_sequence"] == run["model_cycles_per_sequence"]
 
 
-def first_sequences(cl, n=6):
+def test_a_chip_too_small_for_a_step_is_refused_before_simulating(quick):
+    _, cl = quick
+    with pytest.raises(EieError, match="64 gate rows"):
+        cl.relayout(pes=1, act_depth=32)
+    assert cl.relayout(pes=1, act_depth=64).config.max_dim == 64
+
+
+def test_an_earlier_run_is_not_overwritten(quick, tmp_path):
+    from eie.cosim.lstm import lstm_flow
+    (tmp_path / "lstm.json").write_text("{}")
+    with pytest.raises(EieError, match="already has lstm.json"):
+        lstm_flow(tmp_path, quick=True, config=CONFIG, keep=SIZED_FIELDS, log=lambda m: None)
+
+
+def first_sequences(n=6):
     from eie.sw.data import load_dataset
     return load_dataset("digits").x_test[:n]
 
@@ -126,13 +143,13 @@ def test_a_wrong_weight_on_the_chip_is_caught_at_a_step(quick):
     real = np.flatnonzero(entries[k][:, 0])
     e = real[len(real) // 2]
     entries[k][e, 0] = 1 if entries[k][e, 0] != 1 else cl.config.codebook_size - 1   # one weight, another value
-    run = cl.simulate(first_sequences(cl), images=(replace(image, entries=entries), cl.head), log=lambda m: None)
+    run = cl.simulate(first_sequences(), images=(replace(image, entries=entries), cl.head), log=lambda m: None)
     assert run.figures["mismatched_steps"] > 0 and "first_mismatch" in run.figures
 
 
 def test_a_wrong_host_table_entry_is_caught_at_a_step(quick):
     _, cl = quick
-    x = first_sequences(cl)
+    x = first_sequences()
     tables = {n: activation_table(n, cl.config) for n in ACTIVATIONS}
     table = tables["sigmoid"].copy()
     table[len(table) // 2] += 50                 # sigmoid(0), the knot the gates pass most often
@@ -145,7 +162,7 @@ def test_a_wrong_cycle_model_is_caught(quick, monkeypatch):
     _, cl = quick
     from eie.sw import perf
     monkeypatch.setattr(perf, "OUTPUT_LATENCY", perf.OUTPUT_LATENCY + 1)
-    run = cl.simulate(first_sequences(cl, 2), log=lambda m: None)
+    run = cl.simulate(first_sequences(2), log=lambda m: None)
     assert not run.figures["model_equals_rtl"] and run.figures["mismatched_steps"] == 0
 
 
