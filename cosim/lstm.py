@@ -154,7 +154,6 @@ def lstm_flow(run_dir, quick=False, hidden=None, samples=None, config=None, keep
     chip of `SETTINGS`' PEs; memory fields in `keep` as given), every step checked. Writes lstm.json and lstm.md;
     returns (the figures, the `CompressedLSTM`). Bad settings, and a folder holding an earlier lstm.json (unless
     `force`), are refused before any training."""
-    import torch
     from eie.config import ChipConfig
     from eie.sw import train
     from eie.sw.data import load_dataset

@@ -10,7 +10,7 @@ from torch import nn
 from conftest import cli, test_chip
 from eie.errors import EieError
 from eie.sw.image import SIZED_FIELDS
-from eie.sw.lstm import LSTMClassifier, check_fits, from_torch
+from eie.sw.lstm import check_fits, from_torch
 from eie.sw.reference import ACTIVATIONS, activation_table, lstm_cell, pwl, state_frac
 
 CONFIG = test_chip(2)    # the 2-PE build the other system tests use
