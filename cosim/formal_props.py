@@ -9,11 +9,12 @@ names it, never a silent pass.
 
 from functools import partial
 
-from amaranth import Array, Cat, ClockDomain, Const, Module, Mux, Signal, signed
-from amaranth.asserts import AnyConst, AnySeq
+from amaranth import Array, Cat, ClockDomain, Const, Module, Mux, Signal, Value, signed
+from amaranth.asserts import AnyConst, AnySeq, Initial
 from amaranth.hdl import Assert, Assume, Cover, Fragment
 
 from eie.config import ChipConfig
+from eie.cosim.formal import _slug
 
 __all__ = ["PROOFS", "requantizer", "requant_spec"]
 
@@ -307,7 +308,8 @@ def entry_reader(config: ChipConfig | None = None, *, max_jobs: int | None = Non
     the codebook's value of its index, its activation the job's; an entry of index 0 is padding and never
     leaves (so never reaches an accumulator); none is left once the reader is idle, and none leaves later than
     two cycles after ``busy`` (which the PE reports as ``quiet``) was last high. Covers: a padding entry
-    between two real ones of a span, two jobs' entries back to back (their activations differ). `max_jobs` bounds the jobs of a trace
+    between two real ones of a span, two jobs' entries back to back (their activations differ). `max_jobs`
+    bounds the jobs of a trace
     (unbounded, depth 20 took the solver over two minutes)."""
     from eie.hw.entries import EntryReader, entry_layout
     c = config or tiny()
@@ -321,8 +323,9 @@ def entry_reader(config: ChipConfig | None = None, *, max_jobs: int | None = Non
     jobs = er.jobs
     m.d.comb += [jobs.valid.eq(AnySeq(1)), jobs.payload.eq(AnySeq(len(jobs.payload.as_value())))]
     # a job as the span unit makes them: never empty, within the matrix memory (the image's spans are)
-    m.d.comb += Assume(~jobs.valid | ((jobs.payload.count != 0)
-                                      & (jobs.payload.start + jobs.payload.count <= c.matrix_words * c.entries_per_word)))
+    capacity = c.matrix_words * c.entries_per_word
+    job_in = jobs.payload
+    m.d.comb += Assume(~jobs.valid | ((job_in.count != 0) & (job_in.start + job_in.count <= capacity)))
     _stable_stream(m, jobs, "jobs")
     if max_jobs is not None:
         _at_most(m, jobs.valid & jobs.ready, max_jobs, "jobs")
@@ -459,7 +462,7 @@ def output_pass(config: ChipConfig | None = None):
     lane = op.a
     accs = [AnyConst(A) for _ in range(c.act_depth)]
     biases = [AnyConst(signed(c.act_bits)) for _ in range(c.max_layers * c.act_depth)]
-    m.d.comb += lane.share_rd.data.eq(Array(accs)[lane.share_rd.addr])
+    m.d.comb += lane.share_acc.eq(Array(accs)[lane.slot | 1])     # the PE reads the slot's pair for the share
     _sync_read(m, lane.bias_rd, biases, "bias")
     ask, slot, layer = AnySeq(1), AnySeq(len(lane.slot)), AnySeq(len(op.layer))
     shift, relu, paired, touched = AnySeq(c.shift_bits), AnySeq(1), AnySeq(1), AnySeq(c.act_depth)
@@ -492,8 +495,10 @@ def chip_control(config: ChipConfig | None = None, *, check: str = "loads"):
     """The whole tiny chip behind its host port, every host input free (AnySeq) but ``start``, which the host
     pulses only while no chain runs (before the first or after ``done``), with 1..max_layers layers.
 
-    ``check="loads"``: a PE's matrix, pointer or bias memory is written only after a host write to that memory
-    of that PE (within four cycles: the port's registers and the PE's load register). ``check="done"``:
+    ``check="loads"``: a PE's matrix, pointer, bias or codebook memory is written exactly when a host write to
+    that memory of that PE (a codebook write: of any PE, it goes to every PE) was made `LOAD_LATENCY` cycles
+    before (the port's two register stages and the PE's load register), at the host's address with its data.
+    ``check="done"``:
     ``done`` rises once per chain (one rise per start) and only when no work is in flight: every PE quiet, the
     detector settled and no output word left to write. Covers: a chain completes; a PE's matrix is loaded."""
     from eie.config import OUTPUT_LATENCY
@@ -529,12 +534,19 @@ def chip_control(config: ChipConfig | None = None, *, check: str = "loads"):
     with m.If(rose & (chains != 3)):
         m.d.sync += chains.eq(chains + 1)
     if check == "loads":
+        addr_d = _delay(m, host.addr, LOAD_LATENCY, "host_addr")
+        data_d = _delay(m, host.data, LOAD_LATENCY, "host_data")
         for k, pe in enumerate(pes):
-            for mem, target in ((pe.matrix, Target.MATRIX), (pe.pointers, Target.POINTER), (pe.bias, Target.BIAS)):
-                addressed = host.we & (host.target == target) & (host.pe == k)
-                recent = Cat(_delay(m, addressed, d, f"addressed{k}_{target.name.lower()}") for d in range(1, 5))
-                m.d.comb += Assert(~mem._write_ports[0].en | recent.any())
-        m.d.comb += Cover(pes[-1].matrix._write_ports[0].en)
+            for mem, target in ((pe.matrix, Target.MATRIX), (pe.pointers, Target.POINTER), (pe.bias, Target.BIAS),
+                                (pe.codebook, Target.CODEBOOK)):
+                # a codebook write goes to every PE, every other write to the PE addressed only
+                addressed = host.we & (host.target == target) & ((host.pe == k) | (target == Target.CODEBOOK))
+                wp = mem._write_ports[0]
+                data = Value.cast(wp.data).as_unsigned()
+                m.d.comb += [Assert(wp.en == _delay(m, addressed, LOAD_LATENCY, f"addressed{k}_{target.name.lower()}")),
+                             Assert(~wp.en | ((wp.addr == addr_d[:len(wp.addr)]) & (data == data_d[:len(data)])))]
+        m.d.comb += [Cover(pes[-1].matrix._write_ports[0].en),
+                     Cover(pes[0].codebook._write_ports[0].en & pes[-1].codebook._write_ports[0].en)]
     else:
         writes = _internal(frag, *(f"write{k}" for k in range(OUTPUT_LATENCY)))
         pending = Cat(w[0] for w in writes).any()     # the en bit of each stage of the output word write line
@@ -544,6 +556,341 @@ def chip_control(config: ChipConfig | None = None, *, check: str = "loads"):
     m.d.comb += Cover(rose)
     return m
 
+
+# A host write reaches a PE memory's write port this many cycles on: the host port's two register stages and the
+# PE's load register.
+LOAD_LATENCY = 3
+
+
+def chip_flow(config: ChipConfig | None = None, *, check: str = "writes"):
+    """The whole tiny chip behind its host port, every host input free, under the host's contract: ``start``
+    only while no chain runs, with 1..max_layers layers whose rows of the table (written by the host: the
+    harness keeps its own copy) have 1..max_dim rows and at most max_dim columns; no host write while a chain
+    runs or in the three cycles before ``start``. The harness counts the layers begun (the detector's ``start``)
+    and the rows
+    the output pass asks for (``out_en``), and watches the activation banks' memory (one memory, the bank its
+    top address bit).
+
+    ``check="writes"`` (the activation write line and bank select): every output write is of a row asked for
+    exactly `OUTPUT_LATENCY` cycles before, at that row of the bank its layer does not read (layer l writes bank
+    (l + 1) % 2), of the PEs' ``out_data`` (lanes past the layer's rows zero), and every row asked for is
+    written; a layer asks for its rows 0..ceil(rows/pes)-1 once each, in order; when ``done`` rises every
+    layer has asked for all its rows and no output word is in flight. ``check="reads"`` (bank select and
+    layer overlap): every word the detector reads is the word of its layer's source bank (layer l reads bank
+    l % 2) at the address it read, and a layer after the first reads a word of the previous layer's output only
+    after that layer's pass has written it. ``check="params"`` (4 PEs: partner pairing and the layer's
+    parameters): PE k's partner input is PE (k + pes/2) % pes's share; every row asked for goes to every PE with
+    its layer's slot (2r in a paired layer), shift, rounding constant (half of 1 << shift), ReLU and layer
+    number; every broadcast reaches the PEs with its layer's pointer base and number. Covers: a chain of two
+    layers completes with a non-zero output word written; the second layer reads a word the first wrote; a
+    paired row's share crosses to its partner."""
+    from eie.config import OUTPUT_LATENCY
+    from eie.hw.arith import addr_bits
+    from eie.hw.chip import Target, layer_layout
+    if check not in ("writes", "reads", "params"):
+        raise ValueError(f"chip_flow check must be writes, reads or params, not {check!r}")
+    c = config or tiny(max_layers=2, pes=4 if check == "params" else 2)
+    n, L = c.pes, OUTPUT_LATENCY
+    m = Module()
+    chip, cm, frag = _chip(m, c)
+    pes = [cm.submodules[f"pe{k}"] for k in range(n)]
+    nzd = cm.submodules.nzd
+    host = chip.host
+    for name in ("we", "target", "pe", "addr", "data", "rtarget", "raddr", "n_layers"):
+        port = getattr(host, name)
+        m.d.comb += port.eq(AnySeq(len(port)))
+    start = AnySeq(1)
+    m.d.comb += host.start.eq(start)
+    # the host's copy of the layer table
+    layout = layer_layout(c)
+    table = Array(Signal(layout, name=f"ghost_layer{l}") for l in range(c.max_layers))
+    with m.If(host.we & (host.target == Target.LAYER) & (host.addr < c.max_layers)):
+        m.d.sync += table[host.addr[:max(1, (c.max_layers - 1).bit_length())]].eq(host.data[:layout.size])
+    # chains: one at a time, of layers with rows
+    running, done_q = Signal(name="ghost_running"), Signal(name="ghost_done_q")
+    m.d.sync += done_q.eq(host.done)
+    rose = host.done & ~done_q
+    with m.If(start):
+        m.d.sync += running.eq(1)
+    with m.Elif(rose):
+        m.d.sync += running.eq(0)
+    n_layers = Signal.like(host.n_layers, name="ghost_n_layers")
+    with m.If(start):
+        m.d.sync += n_layers.eq(host.n_layers)
+    wrote = Cat(_delay(m, host.we, d, "host_we") for d in range(1, 4)).any()
+    m.d.comb += [Assume(~start | (~running & (host.n_layers >= 1) & (host.n_layers <= c.max_layers) & ~wrote
+                                  & ~_delay(m, start, 1, "start") & ~_delay(m, start, 2, "start")
+                                  & Cat((l >= host.n_layers) | ((table[l].rows >= 1) & (table[l].rows <= c.max_dim)
+                                                                & (table[l].cols <= c.max_dim))
+                                        for l in range(c.max_layers)).all())),
+                 Assume(~host.we | (~running & ~start)),
+                 # n_layers held with start (the chip takes it a cycle after start, with its start register)
+                 Assume(~(_delay(m, start, 1, "s1") | _delay(m, start, 2, "s2")) | (host.n_layers == n_layers))]
+    # layers begun in this chain, and rows asked for in the current pass
+    clear = nzd.start            # a layer's first cycle (the PEs' clear may be registered behind it)
+    begun = Signal(range(c.max_layers + 2), name="ghost_begun")    # layers begun before this cycle
+    with m.If(start):
+        m.d.sync += begun.eq(0)
+    with m.Elif(clear):
+        m.d.sync += begun.eq(begun + 1)
+    ask = pes[0].out_en
+    ask_layer = Signal.like(begun, name="ghost_ask_layer")         # a row asked for is the layer's before a clear
+    m.d.comb += ask_layer.eq(begun - 1)
+    read_layer = Signal.like(begun, name="ghost_read_layer")
+    m.d.comb += read_layer.eq(begun - 1 + clear)
+    rb = c.dim_bits + 1
+    asked, fresh = Signal(rb, name="ghost_asked"), Signal(name="ghost_fresh")
+    row = Signal(rb, name="ghost_row")
+    m.d.comb += row.eq(Mux(fresh, 0, asked))
+    with m.If(ask):
+        m.d.sync += [asked.eq(row + 1), fresh.eq(0)]
+    with m.If(clear):
+        m.d.sync += fresh.eq(1)
+
+    def words_of(l):
+        return (table[l[:max(1, (c.max_layers - 1).bit_length())]].rows + n - 1) >> (n - 1).bit_length() \
+            if n > 1 else table[l[:max(1, (c.max_layers - 1).bit_length())]].rows
+
+    def param(l):
+        return table[l[:max(1, (c.max_layers - 1).bit_length())]]
+
+    acts = cm.submodules.act
+    wp = acts._write_ports[0]
+    rows_bits = addr_bits(c.act_depth)
+    w_bank, w_row = wp.addr[rows_bits], wp.addr[:rows_bits]
+    out_write = wp.en & running & ~wrote
+    if check == "writes":
+        req = _delay(m, ask, L, "req")
+        req_row = _delay(m, row, L, "req_row")
+        req_layer = _delay(m, ask_layer, L, "req_layer")
+        req_rows = _delay(m, param(ask_layer).rows, L, "req_rows")
+        lanes = Cat(Mux(req_row * n + k < req_rows, pe.out_data, 0) for k, pe in enumerate(pes))
+        m.d.comb += [Assert(~out_write | (req & (w_row == req_row) & (w_bank == ~req_layer[0])
+                                          & (wp.data == lanes))),
+                     Assert(~req | (wp.en & (w_row == req_row) & (w_bank == ~req_layer[0]))),
+                     Assert(~ask | (running & (ask_layer < n_layers) & (row < words_of(ask_layer)))),
+                     # a layer's first row asked for: the layer before asked for all of its
+                     Assert(~(ask & fresh & (ask_layer >= 1)) | (asked == words_of(ask_layer - 1))),
+                     Assert(~rose | ((begun == n_layers) & (asked == words_of(n_layers - 1))
+                                     & ~Cat(_delay(m, ask, d, "ask") for d in range(L)).any()))]
+        m.d.comb += Cover(rose & (n_layers == 2) & _delay(m, out_write & (wp.data != 0), 1, "nz"))
+    elif check == "reads":
+        # the banks as the memory holds them, and which words of a bank the pass writing it has written
+        shadow = Array(Signal(n * c.act_bits, name=f"ghost_act{i}") for i in range(2 << rows_bits))
+        with m.If(wp.en):
+            m.d.sync += shadow[wp.addr].eq(wp.data)
+        written = Array(Signal(c.act_depth, name=f"ghost_written{b}") for b in range(2))
+        for b in range(2):
+            with m.If(clear & (begun[0] == b)):          # layer `begun` begins: it writes bank (begun + 1) % 2
+                m.d.sync += written[1 - b].eq(0)
+            with m.Elif(out_write & (w_bank == 1 - b)):
+                m.d.sync += written[1 - b].eq(written[1 - b] | (1 << w_row))
+        bank = read_layer[0]
+        addr = nzd.addr[:rows_bits]
+        expect = _delay(m, shadow[Cat(addr, bank)], 2, "expect")
+        m.d.comb += [Assert(~_delay(m, nzd.read, 2, "read") | (nzd.word == expect)),
+                     Assert(~(nzd.read & running & (read_layer >= 1) & (addr < words_of(read_layer - 1)))
+                            | written[bank].bit_select(addr, 1))]
+        m.d.comb += Cover(nzd.read & (read_layer == 1) & _delay(m, nzd.read, 2, "read2")
+                          & (nzd.word != 0) & written[bank][0])
+    else:
+        rnd = Signal(c.acc_bits, name="ghost_rounding")
+        shift = param(ask_layer).shift
+        m.d.comb += rnd.eq(Mux(shift == 0, 0, Const(1, c.acc_bits + 1) << (shift - 1)[:len(shift)]))
+        lp = param(ask_layer)
+        for k, pe in enumerate(pes):
+            m.d.comb += [Assert(pe.partner == pes[(k + n // 2) % n].share),
+                         Assert(~ask | ((pe.out_slot == Mux(lp.paired, row << 1, row)[:len(pe.out_slot)])
+                                        & (pe.shift == lp.shift) & (pe.relu == lp.relu) & (pe.paired == lp.paired)
+                                        & (pe.rounding == rnd) & (pe.layer == ask_layer))),
+                         Assert(~(pe.act_valid & running) | ((pe.ptr_base == param(begun - 1).ptr_base)
+                                                              & (pe.layer == begun - 1)))]
+        m.d.comb += Cover(ask & lp.paired & _delay(m, pes[0].share != 0, 0, "sh") & (row == 1))
+    return m
+
+
+# -- the tiny chip end to end: a miter against the arithmetic contract -------------------------------------------
+
+# The end-to-end chip: 1 PE, layers up to 2x2 (2-word banks), 2-bit codebook indices and zero runs, 2 entries a
+# word, 4 entries in all; 2-bit activations and weights, 4-bit accumulators (the requantizer's width is proven
+# apart, at 40 bits). Larger ones were measured out of reach: 1 PE with 4x4 layers (or 2 PEs with 4x4) met a
+# solver wall at about 30 cycles into the layer (minutes a step), short of its 36-cycle bound.
+MITER = dict(pes=1, act_bits=2, weight_bits=2, acc_bits=4, act_depth=2, queue_depth=2, jobs_depth=2, index_bits=2,
+             weight_index_bits=2, entries_per_word=2, matrix_words=2, cols_per_ptr_word=2, count_bits=2, ptr_words=2,
+             max_layers=1)
+
+
+def _chip(m, c):
+    """The chip of `c` elaborated into `m` (its PEs and detector reachable), clocked by the harness's clock, its
+    reset held low (the reset synchronizer still holds the chip in reset for its first cycles)."""
+    from eie.hw.chip import Chip
+    m.formal_clk = clk = Signal(name="clk")
+    chip = Chip(c)
+    chip._MustUse__silence = True
+    cm = chip.elaborate(None)
+    frag = Fragment.get(cm, None)
+    m.submodules.chip = frag
+    m.d.comb += [chip.clk.eq(clk), chip.rst.eq(0)]
+    return chip, cm, frag
+
+
+def layer_model(m, c, image, cols, rows, shift, relu, name="model"):
+    """The arithmetic contract of one unpaired layer, in gates, from the image's words (`image`: per PE its
+    pointer words, matrix words, codebook and bias values; the activation words): for every column ``j <
+    cols`` with a non-zero activation, every real entry of its span in PE p (start = the pointer word's base
+    plus the counts before the column's lane; rows by zero runs: the first entry's zeros, then previous + zeros
+    + 1; index 0 is padding) adds ``codebook[index] * x_j`` to accumulator ``row`` of PE p (wrapping at
+    acc_bits); global row ``s * pes + p`` is `requant_spec` of accumulator s with bias slot s. Returns the
+    expected output words (one value per PE each, lanes past `rows` zero) and an `ok` signal: the image is well
+    formed (every span inside the matrix memory, every real row below ``act_depth``), which the harness
+    assumes."""
+    n, K, E = c.pes, c.cols_per_ptr_word, c.entries_per_word
+    eb = (E - 1).bit_length()
+    A = signed(c.acc_bits)
+    acts = image["acts"]
+    x = [acts[j // n].word_select(j % n, c.act_bits).as_signed() for j in range(c.act_depth * n)]
+    ok_terms, words = [], []
+    outs = [[None] * n for _ in range(c.act_depth)]
+    for p in range(n):
+        ptr, mat, cb, bias = (image[k][p] for k in ("ptr", "matrix", "codebook", "bias"))
+        terms = [[] for _ in range(c.act_depth)]
+        end = None
+        for j in range(c.act_depth * n):
+            col = Const(j, c.dim_bits)
+            start, count = span_of(m, c, ptr, col)
+            live = Signal(name=f"{name}_pe{p}_col{j}_live")
+            m.d.comb += live.eq((j < cols) & (x[j] != 0))
+            # as the image lays them out: the layer's spans one after the other, inside the matrix memory
+            ok_terms.append((j >= cols) | ((start + count <= c.matrix_words * E)
+                                           & (start == end if end is not None else 1)))
+            end = Signal(c.entry_addr_bits + 1, name=f"{name}_pe{p}_col{j}_end")
+            m.d.comb += end.eq(start + count)
+            prev = None
+            for k in range(c.max_count):
+                addr = Signal(c.entry_addr_bits + 1, name=f"{name}_pe{p}_c{j}_addr{k}")
+                m.d.comb += addr.eq(start + k)
+                word = Array(mat)[addr >> eb] if len(mat) > 1 else mat[0]
+                entry = word.word_select(addr[:eb], c.entry_bits) if E > 1 else word
+                v, z = entry[:c.weight_index_bits], entry[c.weight_index_bits:c.entry_bits]
+                row = Signal(8, name=f"{name}_pe{p}_c{j}_row{k}")
+                m.d.comb += row.eq(z if prev is None else prev + z + 1)
+                prev = row
+                real = Signal(name=f"{name}_pe{p}_c{j}_real{k}")
+                m.d.comb += real.eq(live & (k < count) & (v != 0))
+                ok_terms.append(~real | (row < c.act_depth))
+                product = Signal(A, name=f"{name}_pe{p}_c{j}_prod{k}")
+                m.d.comb += product.eq(Array(cb)[v] * x[j])
+                for r in range(c.act_depth):
+                    terms[r].append(Mux(real & (row == r), product, 0))
+        for s in range(c.act_depth):
+            acc = Signal(A, name=f"{name}_pe{p}_acc{s}")
+            m.d.comb += acc.eq(sum(terms[s]))
+            y, _ = requant_spec(m, acc, Const(0, A), bias[s], shift, relu, c, c.acc_bits - c.act_bits - 1)
+            outs[s][p] = Mux(s * n + p < rows, y, 0)
+    for s in range(c.act_depth):
+        w = Signal(n * c.act_bits, name=f"{name}_word{s}")
+        m.d.comb += w.eq(Cat(*outs[s]))
+        words.append(w)
+    ok = Signal(name=f"{name}_ok")
+    m.d.comb += ok.eq(Cat(*ok_terms).all())
+    return words, ok
+
+
+def chip_miter(config: ChipConfig | None = None, *, bound: int = 30, check: str = "outputs",
+               max_cols: int | None = None, max_shift: int | None = None):
+    """The whole tiny chip (`MITER`: 1 PE, layers up to 4x4) against `layer_model`, end to end: its memories
+    hold an image of any contents at the first step (``AnyConst`` words peeked into the memories: codebook
+    values, biases, matrix and pointer words, the input words; loading them through the host port is the
+    "host port" proof's), the host writes the layer's row of the table (any rows and cols up to the banks',
+    any legal shift and ReLU, any pointer base) and pulses ``start`` for one layer.
+
+    ``check="bound"``: ``done`` rises within `bound` cycles of ``start``, so a proof as deep as the host's
+    cycles plus `bound` covers every such layer whole. ``check="outputs"``: once ``done`` is high, every output
+    word of the destination bank that the layer writes is the model's (every lane: the requantized sum of the
+    layer's products of its row, lanes past the layer's rows zero). Cover: a 2x2 layer done with both
+    output words non-zero."""
+    from eie.hw.chip import Target, layer_layout
+    from eie.hw.arith import addr_bits
+    if check not in ("outputs", "bound"):
+        raise ValueError(f"chip_miter check must be outputs or bound, not {check!r}")
+    c = config or ChipConfig(**MITER)
+    n = c.pes
+    m = Module()
+    chip, cm, frag = _chip(m, c)
+    host = chip.host
+    peeks = []
+
+    def peek(shape, reg):
+        sig = Signal(shape, name=f"peek_{_slug(reg)}")
+        peeks.append((sig, reg))
+        return sig
+
+    layout = layer_layout(c)
+    desc = Signal(layout, name="image_layer")
+    m.d.comb += desc.as_value().eq(AnyConst(layout.size))
+    ptr_bits = (c.cols_per_ptr_word - 1).bit_length()
+    m.d.comb += Assume(~Initial() | ((desc.rows >= 1) & (desc.rows <= c.max_dim) & (desc.cols <= c.max_dim)
+                                     & (desc.cols <= (max_cols if max_cols is not None else c.max_dim))
+                                     & ~desc.paired & (desc.shift < c.acc_bits - c.act_bits)
+                                     & (desc.shift <= (max_shift if max_shift is not None else c.acc_bits))
+                                     & (desc.ptr_base + ((desc.cols + c.cols_per_ptr_word - 1) >> ptr_bits)
+                                        <= c.ptr_words)))
+    K = c.cols_per_ptr_word
+    image = {"ptr": [], "matrix": [], "codebook": [], "bias": [],
+             "acts": [AnyConst(n * c.act_bits) for _ in range(c.act_depth)]}
+    held = []                   # (AnyConst, the memory word that holds it at the first step)
+    rows_bits = addr_bits(c.act_depth)     # the banks share one memory: the bank is the top address bit
+
+    def act_word(bank, a):
+        return f"chip.act[{(bank << rows_bits) | a}]"
+    held += [(w, peek(len(w), act_word(0, a))) for a, w in enumerate(image["acts"])]
+    for p in range(n):
+        words = [AnyConst(c.ptr_word_bits) for _ in range(c.ptr_words)]
+        # the layer's pointer words, as the PE reads them: from ptr_base on
+        image["ptr"].append([Array(words)[(desc.ptr_base + i)[:addr_bits(c.ptr_words)]]
+                             for i in range(-(-c.max_dim // K))])
+        mat = [AnyConst(c.matrix_word_bits) for _ in range(c.matrix_words)]
+        bias = [AnyConst(signed(c.act_bits)) for _ in range(c.act_depth)]
+        codebook = [AnyConst(signed(c.weight_bits)) for _ in range(c.codebook_size)]
+        image["matrix"].append(mat)
+        image["bias"].append(bias)
+        image["codebook"].append(codebook)
+        for name, values, shape in (("pointers", words, c.ptr_word_bits), ("matrix", mat, c.matrix_word_bits),
+                                    ("bias", bias, signed(c.act_bits)), ("codebook", codebook, signed(c.weight_bits))):
+            held += [(v, peek(shape, f"chip.pe{p}.{name}[{a}]")) for a, v in enumerate(values)]
+    m.d.comb += Assume(~Initial() | Cat(v == mem for v, mem in held).all())
+    # the model's words, computed once: constants equal to the model at the first step only, so that the
+    # solver does not meet the model's gates again at every step it unrolls
+    model, ok = layer_model(m, c, image, desc.cols, desc.rows, desc.shift, desc.relu)
+    words = [AnyConst(len(w)) for w in model]
+    m.d.comb += Assume(~Initial() | (ok & Cat(w == x for w, x in zip(words, model)).all()))
+    # the host: the layer's row of the table as the chip comes out of reset, then start
+    step = Signal(range(4), name="host_step")
+    m.d.sync += step.eq(step + (step != 3))
+    intended = {"we": step == 0, "target": Target.LAYER, "pe": 0, "addr": 0, "data": desc.as_value(),
+                "start": step == 1, "n_layers": 1}
+    for name, value in intended.items():     # free inputs, assumed: no write port is constant, so Yosys keeps
+        port = getattr(host, name)           # every memory word a register (one never written it would drop)
+        free = AnySeq(len(port))
+        m.d.comb += [port.eq(free), Assume(free == value)]
+    since = Signal(range(bound + 2), name="since_start")
+    started = Signal(name="started")
+    with m.If(step == 1):
+        m.d.sync += started.eq(1)
+    with m.If(started & ~host.done & (since != bound + 1)):
+        m.d.sync += since.eq(since + 1)
+    out = [peek(n * c.act_bits, act_word(1, a)) for a in range(c.act_depth)]
+    finished = started & host.done
+    if check == "bound":
+        m.d.comb += Assert(since <= bound)
+    else:
+        for a in range(c.act_depth):
+            m.d.comb += Assert(~finished | (a * n >= desc.rows) | (out[a] == words[a]))
+    m.d.comb += Cover(finished & (desc.cols >= 2) & (desc.rows >= 2) & (out[1] != 0) & (out[0] != 0))
+    m.formal_peeks = peeks
+    return m
+
+
 PROOFS = []
 
 from eie.cosim.formal import Proof  # noqa: E402  (the list below needs it; formal imports this module lazily)
@@ -551,8 +898,8 @@ from eie.cosim.formal import Proof  # noqa: E402  (the list below needs it; form
 PROOFS += [   # fastest first (the mutant tier stops at the first that fails); covers last
     Proof("requantizer", "equals reference.requantize, all 40-bit inputs, legal shifts", requantizer,
           mode="prove", depth=6, fast=True),
-    Proof("host port", "loads write only the PE addressed", partial(chip_control, check="loads"), mode="bmc",
-          depth=20, fast=True),
+    Proof("host port", "each PE memory write is the host's write to that PE (codebooks: every PE), 3 cycles on",
+          partial(chip_control, check="loads"), mode="bmc", depth=20, fast=True),
     Proof("control", "done rises once per chain, with no work in flight", partial(chip_control, check="done"),
           mode="bmc", depth=32, fast=True),
     Proof("detector", "the consumers' queues never overfill", partial(detector, check="room"), mode="bmc", depth=24,
@@ -567,6 +914,16 @@ PROOFS += [   # fastest first (the mutant tier stops at the first that fails); c
           partial(accumulator, check="sums", max_entries=2), mode="bmc", depth=12, fast=True),
     Proof("pe pointer/span stage", "jobs are the broadcast columns' spans, in order (2 broadcasts)",
           partial(span_unit, check="spans", max_broadcasts=2), mode="bmc", depth=14, fast=True),
+    Proof("chip control", "partner pairing; each row asked with its layer's slot, shift, rounding, ReLU (4 PEs)",
+          partial(chip_flow, check="params"), mode="bmc", depth=30, fast=True),
+    Proof("chip write line", "each output word: the row asked L cycles before, bank not read, PEs' data; all rows",
+          partial(chip_flow, check="writes"), mode="bmc", depth=36, mutants=True),
+    Proof("chip banks", "the detector reads its layer's source bank; a next layer reads only words written",
+          partial(chip_flow, check="reads"), mode="bmc", depth=36, mutants=True),
+    Proof("tiny chip end to end", "done within 30 cycles of start: every layer up to 2x2 whole by depth 36",
+          partial(chip_miter, check="bound"), mode="bmc", depth=38),
+    Proof("tiny chip end to end", "every output word equals the arithmetic contract (any image, layers up to 2x2)",
+          chip_miter, mode="bmc", depth=38, mutants=True),
     Proof("pe pointer/span stage", "jobs are the broadcast columns' spans, in order (4 broadcasts)",
           partial(span_unit, check="spans", max_broadcasts=4), mode="bmc", depth=20),
     Proof("pe accumulate + bypass", "accumulators equal the sums when the output pass reads (3 entries)",
@@ -592,4 +949,14 @@ PROOFS += [   # fastest first (the mutant tier stops at the first that fails); c
     Proof("host port", "a PE's matrix is loaded", partial(chip_control, check="loads"), mode="cover", depth=20),
     Proof("control", "a chain completes (done rises)", partial(chip_control, check="done"), mode="cover", depth=32,
           fast=True),
+    Proof("host port", "a codebook write reaches both PEs", partial(chip_control, check="loads"), mode="cover",
+          depth=20),
+    Proof("chip control", "a paired row's share crosses to its partner", partial(chip_flow, check="params"),
+          mode="cover", depth=32),
+    Proof("chip write line", "a 2-layer chain completes with a non-zero word written",
+          partial(chip_flow, check="writes"), mode="cover", depth=36),
+    Proof("chip banks", "layer 2 reads a non-zero word layer 1 wrote", partial(chip_flow, check="reads"),
+          mode="cover", depth=30),
+    Proof("tiny chip end to end", "a 2x2 layer done with both output words non-zero", chip_miter, mode="cover",
+          depth=30),
 ]

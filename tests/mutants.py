@@ -4,7 +4,8 @@ a test tier on the copy, and print whether the mutant was caught (a test failed)
     python tests/mutants.py               # the fast tier: no Verilator build (about a minute per mutant)
     python tests/mutants.py --tier full   # `make test`'s selection (Verilator builds per RTL mutant: slow)
     python tests/mutants.py -k bypass     # only mutants whose name contains "bypass"
-    python tests/mutants.py --tier formal # the RTL mutants against the fast formal proofs (no covers)
+    python tests/mutants.py --tier formal # the RTL mutants against the formal proofs (python -m
+                                          # eie.cosim.formal --mutant-tier: bmc and k-induction, no covers)
 
 Exits 1 if any mutant survived (or the unmutated copy fails). The copy holds the tracked and untracked,
 not ignored files of the working tree. The full tier shares the build cache: builds are keyed by the
@@ -152,8 +153,9 @@ def copy_tree(dest):
 
 
 # The formal tier: the fast subset of `eie.cosim.formal`'s proofs (bmc and k-induction, no covers; the ones
-# `make test` runs), fastest first, stopping at the first that fails; only mutants of the RTL (hw/) apply.
-FORMAL_ARGS = ["--fast", "--modes", "bmc,prove", "--first-fail", "--budget", "600"]
+# `make test` runs) and the chip-level ones marked for it (write line, banks, the tiny chip end to end), in the
+# list's order, stopping at the first that fails; only mutants of the RTL (hw/) apply.
+FORMAL_ARGS = ["--mutant-tier", "--modes", "bmc,prove", "--first-fail", "--budget", "600"]
 
 
 def run_formal(tree):

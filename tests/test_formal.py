@@ -20,8 +20,8 @@ def test_bad_mode_is_refused(tmp_path):
 
 
 def test_harness_check_names_are_checked():
-    from eie.cosim.formal_props import accumulator, chip_control, detector, span_unit
-    for harness in (detector, span_unit, accumulator, chip_control):
+    from eie.cosim.formal_props import accumulator, chip_control, chip_flow, chip_miter, detector, span_unit
+    for harness in (detector, span_unit, accumulator, chip_control, chip_flow, chip_miter):
         with pytest.raises(ValueError, match="check must be"):
             harness(check="nonsense")
 
@@ -30,3 +30,29 @@ def test_harness_check_names_are_checked():
 def test_fast_proof(proof, tmp_path):
     r = formal.run_proof(proof, tmp_path, timeout=120)
     assert r.status == "PASS", f"{proof.name} ({proof.mode}): {r.status} {r.detail} {r.trace}"
+
+
+def _counter(limit):
+    """A harness whose 2-bit counter reaches 3 at step 3: ``count < limit`` fails for limit <= 3."""
+    from amaranth import Signal
+    from amaranth.hdl import Assert
+    from eie.cosim.formal_props import _module
+    m = _module()
+    count = Signal(2, name="count")
+    m.d.sync += count.eq(count + (count != 3))
+    m.d.comb += Assert(count < limit)
+    return m
+
+
+def test_counterexample_is_saved_and_replays(tmp_path):
+    """A property that fails: FAIL, its VCD and a case folder that --replay re-runs to the same failure; the same
+    property with a bound it keeps PASSes and leaves no case."""
+    bad = formal.Proof("counter", "stays below 3", lambda: _counter(3), mode="bmc", depth=6)
+    r = formal.run_proof(bad, tmp_path, timeout=60)
+    assert r.status == "FAIL" and r.trace.endswith(".vcd") and r.case
+    failed, text = formal.replay(r.case)
+    assert failed and "Assert failed" in text
+    assert formal.main(["--replay", r.case]) == 1
+    good = formal.Proof("counter", "stays below 4", lambda: _counter(4), mode="bmc", depth=6)
+    r = formal.run_proof(good, tmp_path, timeout=60)
+    assert r.status == "PASS" and not r.case
