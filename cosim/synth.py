@@ -550,7 +550,7 @@ def absorb_output_registers(netlist: dict) -> dict:
 
 # Per-block resources. Yosys's flat ECP5 netlist names each cell after the hierarchy of a net it drives or
 # reads ('pe3.acc_TRELLIS_FF_Q_2', 'nzd.$12_LUT4_Z', 'act0.0.16' ...): the first name component is the
-# block, PEs summed, the activation memories (act0, act1) one block, everything else the chip's top level.
+# block, PEs summed, the activation memory (act: both banks) one block, everything else the chip's top level.
 _BLOCKS = {"pe": "pe", "nzd": "nzd", "act": "act"}
 ECP5_CELLS = {"LUT4": "lut4", "CCU2C": "carry", "TRELLIS_FF": "flip_flops", "DP16KD": "block_rams",
               "MULT18X18D": "dsp", "ALU54B": "dsp", "TRELLIS_DPR16X4": "lutram"}

@@ -296,31 +296,33 @@ class Chip(ChipComponent):
         _, out_word = output_word(0, [pe.out_data for pe in pes])
         if c.outputs_per_cycle > 1:     # the next word, row + 1, through a second write port
             lanes_valid_b, out_word_b = output_word(n, [pe.out_data_b for pe in pes])
-        banks = []
-        for b, target in ((0, Target.ACT0), (1, Target.ACT1)):
-            bank = sram(unsigned(n * c.act_bits), c.act_depth)
-            m.submodules[f"act{b}"] = bank
-            wp = bank.write_port()
-            host_we = strobe[target]
-            out_we = w.en & (w.bank == b)
-            m.d.comb += [wp.en.eq(host_we | out_we),
-                         wp.addr.eq(Mux(out_we, w.row, wr_addr)),
-                         wp.data.eq(Mux(out_we, out_word, wr_data))]
-            if c.outputs_per_cycle > 1:
-                wp_b = bank.write_port()
-                m.d.comb += [wp_b.en.eq(out_we & lanes_valid_b[0]), wp_b.addr.eq(w.row + 1),
-                             wp_b.data.eq(out_word_b)]
-            # one read port serves the detector during a run and the host between runs: a second port would
-            # double the bank's block RAMs (a 64-word bank of 16 PEs takes 8, as wide as it is)
-            rd = bank.read_port()
-            m.d.comb += rd.addr.eq(Mux(running, nzd.addr, host.raddr))
-            banks.append(rd)
-        # both banks' words are read every cycle (no enable to decode), each registered as it leaves the RAM (its
-        # output register), then the layer's source picked (a word read in a layer's first cycle arrives two
-        # cycles later, when `layer` is already that layer's)
-        bank_q = [Signal(n * c.act_bits, name=f"bank{b}_q", reset_less=True) for b in (0, 1)]
-        m.d.sync += [q.eq(rd.data) for q, rd in zip(bank_q, banks)]
-        m.d.comb += nzd.word.eq(Mux(src, bank_q[1], bank_q[0]))
+        # Both banks in one memory, the bank the top address bit (EIE's source/destination swap is an address
+        # bit): the detector reads its layer's source bank alone, so no multiplexer stands between the banks and
+        # it, and the 64 words of both take the block RAMs one bank would (8 at 16 PEs: the RAMs are as wide as
+        # a word and far deeper than a bank).
+        rows = addr_bits(c.act_depth)
+        m.submodules.act = acts = sram(unsigned(n * c.act_bits), 2 << rows)
+        wp = acts.write_port()
+        host_we = strobe[Target.ACT0] | strobe[Target.ACT1]
+        m.d.comb += [wp.en.eq(host_we | w.en),
+                     wp.addr.eq(Mux(w.en, Cat(w.row[:rows], w.bank),
+                                    Cat(wr_addr[:rows], strobe[Target.ACT1]))),
+                     wp.data.eq(Mux(w.en, out_word, wr_data))]
+        if c.outputs_per_cycle > 1:
+            wp_b = acts.write_port()
+            m.d.comb += [wp_b.en.eq(w.en & lanes_valid_b[0]), wp_b.addr.eq(Cat((w.row + 1)[:rows], w.bank)),
+                         wp_b.data.eq(out_word_b)]
+        # one read port serves the detector during a run (the source bank; in a layer's first cycle, when the
+        # detector reads its first word, the next layer's) and the host between runs: a second port would double
+        # the block RAMs
+        rd = acts.read_port()
+        read_src = Mux(clear, layer_next[0], src)
+        m.d.comb += rd.addr.eq(Mux(running, Cat(nzd.addr[:rows], read_src),
+                                   Cat(host.raddr[:rows], host.rtarget == ReadTarget.ACT1)))
+        # the word registered as it leaves the RAM (its output register)
+        word_q = Signal(n * c.act_bits, name="act_word_q", reset_less=True)
+        m.d.sync += word_q.eq(rd.data)
+        m.d.comb += nzd.word.eq(word_q)
 
         # -- broadcast: the detector's broadcast register drives every PE ------------------------------------
         for pe in pes:
@@ -330,19 +332,16 @@ class Chip(ChipComponent):
 
         # -- host reads: every source read at `raddr` into a register, then the one `rtarget` names -------------
         stats = Array(Cat(pe.entries, pe.macs) for pe in pes)
-        # (two register stages each: a bank's output register, then the register after the select)
+        # (two register stages each: the banks' output register, then the register after the select)
         read_cycles, read_stats = [Signal(32), Signal(32)], [Signal(64), Signal(64)]
         rtarget = [Signal.like(host.rtarget), Signal.like(host.rtarget)]
-        read_banks = bank_q
         m.d.sync += [read_cycles[0].eq(layer_cycles[host.raddr]), read_stats[0].eq(stats[host.raddr]),
                      rtarget[0].eq(host.rtarget), read_cycles[1].eq(read_cycles[0]), read_stats[1].eq(read_stats[0]),
                      rtarget[1].eq(rtarget[0])]
         read_cycles, read_stats, rtarget = read_cycles[1], read_stats[1], rtarget[1]
         with m.Switch(rtarget):
-            with m.Case(ReadTarget.ACT0):
-                m.d.comb += host.rdata.eq(read_banks[0])
-            with m.Case(ReadTarget.ACT1):
-                m.d.comb += host.rdata.eq(read_banks[1])
+            with m.Case(ReadTarget.ACT0, ReadTarget.ACT1):     # the bank was the read's address bit
+                m.d.comb += host.rdata.eq(word_q)
             with m.Case(ReadTarget.LAYER_CYCLES):
                 m.d.comb += host.rdata.eq(read_cycles)
             with m.Case(ReadTarget.PE_STATS):

@@ -50,7 +50,8 @@ def test_blocks_hold_the_memories_the_configuration_names(capsys):
           "accumulators_odd": (c.act_depth // 2, c.acc_bits)}
     assert blocks["pe"]["memories"] == {m: f"{d}x{w}" for m, (d, w) in pe.items()}
     assert blocks["pe"]["memory_bits"] == c.pes * sum(d * w for d, w in pe.values())
-    assert blocks["chip"]["memories"] == {f"act{b}": f"{c.act_depth}x{c.pes * c.act_bits}" for b in (0, 1)}
+    # both banks in one memory, the bank the top address bit
+    assert blocks["chip"]["memories"] == {"act": f"{2 * c.act_depth}x{c.pes * c.act_bits}"}
     for fifo, depth in (("pe.spans.queue", c.queue_depth), ("pe.spans.jobs", c.jobs_depth)):   # at least as named
         assert int(blocks[fifo]["memories"]["storage"].split("x")[0]) >= depth
     for key in ("cells", "flip_flops", "memory_bits"):
