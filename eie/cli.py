@@ -8,7 +8,7 @@ from eie.errors import EieError
 
 # Modules with a `register(subparsers)` function, in the order `eie --help` lists them.
 COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands", "eie.cosim.inference", "eie.cosim.lstm",
-                   "eie.cosim.sweep", "eie.cosim.compare", "eie.cosim.cache", "eie.cosim.synth",
+                   "eie.cosim.decoder", "eie.cosim.sweep", "eie.cosim.compare", "eie.cosim.cache", "eie.cosim.synth",
                    "eie.cosim.verify", "eie.cosim.suite"]
 
 
