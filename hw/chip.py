@@ -331,14 +331,20 @@ class Chip(ChipComponent):
                 m.d.comb += [pe.act_lane_b.eq(nzd.col_b), pe.act_value_b.eq(nzd.value_b)]
 
         # -- host reads: every source read at `raddr` into a register, then the one `rtarget` names -------------
-        stats = Array(Cat(pe.entries, pe.macs) for pe in pes)
-        # (two register stages each: the banks' output register, then the register after the select)
-        read_cycles, read_stats = [Signal(32), Signal(32)], [Signal(64), Signal(64)]
+        # (two register stages each: the banks' output register, then the register after the select; the PEs'
+        # statistics, from across the die, are picked among each four PEs, then among the fours)
+        read_cycles = [Signal(32), Signal(32)]
         rtarget = [Signal.like(host.rtarget), Signal.like(host.rtarget)]
-        m.d.sync += [read_cycles[0].eq(layer_cycles[host.raddr]), read_stats[0].eq(stats[host.raddr]),
-                     rtarget[0].eq(host.rtarget), read_cycles[1].eq(read_cycles[0]), read_stats[1].eq(read_stats[0]),
-                     rtarget[1].eq(rtarget[0])]
-        read_cycles, read_stats, rtarget = read_cycles[1], read_stats[1], rtarget[1]
+        raddr_q = Signal.like(host.raddr)
+        fours = [Signal(64, name=f"stats{g}_q") for g in range(-(-n // 4))]
+        for g, q in enumerate(fours):
+            group = Array(Cat(pe.entries, pe.macs) for pe in pes[4 * g:4 * g + 4])
+            m.d.sync += q.eq(group[host.raddr[:2]])
+        read_stats = Signal(64)
+        m.d.sync += [read_cycles[0].eq(layer_cycles[host.raddr]), rtarget[0].eq(host.rtarget), raddr_q.eq(host.raddr),
+                     read_cycles[1].eq(read_cycles[0]), rtarget[1].eq(rtarget[0]),
+                     read_stats.eq(Array(fours)[raddr_q >> 2])]
+        read_cycles, rtarget = read_cycles[1], rtarget[1]
         with m.Switch(rtarget):
             with m.Case(ReadTarget.ACT0, ReadTarget.ACT1):     # the bank was the read's address bit
                 m.d.comb += host.rdata.eq(word_q)
