@@ -187,13 +187,13 @@ PROMPT = "Return the "
 
 def decoder_flow(run_dir, quick=False, tokens=None, config=None, keep=(), seed=0, width=None, layers=None,
                  heads=None, context=None, sparsity=None, prompt=PROMPT, temperature=0.8, harness="cocotb",
-                 force=False, log=_log):
+                 method="magnitude", force=False, log=_log):
     """The whole decoder flow into `run_dir`: the standard library's docstrings (90% to train, the last 10%
     held out), a dense decoder trained, pruned (magnitude with retraining) to `sparsity`, compressed, its
     held-out perplexity on the chip `config` (teacher-forced windows), then `tokens` characters generated after
-    `prompt` on the chip, every mat-vec compared. Writes decoder.json and decoder.md; returns (figures, the
-    `CompressedDecoder`). Bad settings, and an earlier decoder.json (unless `force`), are refused before any
-    training."""
+    `prompt` on the chip, every mat-vec compared (`method` "wanda": Wanda instead, no retraining). Writes
+    decoder.json and decoder.md; returns (figures, the `CompressedDecoder`). Bad settings, and an earlier
+    decoder.json (unless `force`), are refused before any training."""
     from eie.config import ChipConfig
     from eie.sw import decoder as dec
     from eie.sw import train
@@ -208,6 +208,8 @@ def decoder_flow(run_dir, quick=False, tokens=None, config=None, keep=(), seed=0
     dec.DecoderLM(width=s["width"], layers=s["layers"], heads=s["heads"], context=s["context"])   # refuses bad sizes
     if "act_depth" in keep:
         dec.check_fits(s["width"], 4 * s["width"], len(dec.VOCAB), config)
+    if method not in dec.METHODS:
+        raise EieError(f"unknown pruning method {method!r} for the decoder: choose {' or '.join(dec.METHODS)}")
     if not 0 < s["sparsity"] < 1:
         raise EieError(f"sparsity {s['sparsity']} is out of range: it must lie strictly between 0 and 1")
     if not isinstance(s["tokens"], int) or s["tokens"] < 2:
@@ -227,9 +229,10 @@ def decoder_flow(run_dir, quick=False, tokens=None, config=None, keep=(), seed=0
         dec.train_decoder(model, train_ids, s["steps"], s["lr"], seed=seed, log=log)
         timings["train"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
-        log("== prune every chip layer (magnitude, with retraining)")
+        log(f"== prune every chip layer ({method}{', with retraining' if method == 'magnitude' else ''})")
+        final = s["final_steps"] if method == "magnitude" else 0
         pruning = dec.prune_decoder(model, train_ids, held, s["sparsity"], s["iterations"], s["retrain_steps"],
-                                    s["final_steps"], seed=seed, log=log)
+                                    final, seed=seed, method=method, calibration=s["calibration"], log=log)
         timings["prune"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         log("== compress (Deep Compression)")
@@ -279,7 +282,8 @@ def summary(r):
         f"computes it) {p['fixed_point']} ({100 * (p['chip_over_dense'] - 1):+.1f}% over dense); on the chip, "
         f"{c['windows']} windows: {c['chip_perplexity']} = reference {c['reference_perplexity']}, "
         f"{c['mismatched_matvecs']} of {c['matvecs_compared']} mat-vecs differ",
-        f"  weights kept {r['kept_weights']} of {r['dense_weights']} ({100 * r['weights_kept_fraction']:.1f}%); "
+        f"  weights kept {r['kept_weights']} of {r['dense_weights']} ({100 * r['weights_kept_fraction']:.1f}%, "
+        f"{r['prune']['method']}); "
         f"storage {r['dense_bytes']} -> {r['storage_bytes']['total']:.0f} bytes ({r['storage_ratio']}x)",
         f"  generated {f['tokens']} characters after {r['prompt']!r} closed loop on the chip: {f['matvecs_compared']}"
         f" mat-vecs ({f['outputs_compared']} outputs) compared, {f['mismatched_matvecs']} differ; "
@@ -308,7 +312,8 @@ def decoder_command(args):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run = Path(args.run_dir or Path("runs") / (f"decoder-quick-{stamp}" if args.quick else f"decoder-{stamp}"))
     results, _ = decoder_flow(run, args.quick, args.tokens, config, keep, args.seed, args.width, args.layers,
-                              args.heads, args.context, args.sparsity, harness=args.harness, force=args.force)
+                              args.heads, args.context, args.sparsity, harness=args.harness, method=args.method,
+                              force=args.force)
     print(json.dumps(results) if args.json else summary(results) + f"\neverything is in {run} (decoder.json)")
     bad = results["run"]["mismatched_matvecs"] or results["chip_perplexity"]["mismatched_matvecs"]
     return 1 if bad or not results["run"]["model_equals_rtl"] else 0
@@ -334,6 +339,9 @@ def register(sub):
     p.add_argument("--positions", default="alibi", help="position encoding: only alibi runs (named to say so)")
     p.add_argument("--context", type=int, help="attention window in characters (default 64; 16 with --quick)")
     p.add_argument("--sparsity", type=float, help="fraction of every chip layer's weights pruned (default 0.5)")
+    p.add_argument("--method", choices=("magnitude", "wanda"), default="magnitude",
+                   help="magnitude pruning with retraining (default) or Wanda (|W| x input norm per row, no "
+                        "retraining)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialization, batches and sampling (default 0)")
     p.add_argument("--harness", choices=("cocotb", "raw"), default="cocotb",
                    help="the Verilated chip under cocotb (default) or the raw C++ harness (the same program and "

@@ -31,7 +31,7 @@ from eie.config import ChipConfig
 from eie.errors import EieError
 
 __all__ = ["SUPPORTED", "VOCAB", "LINEARS", "check_variant", "check_fits", "stdlib_corpus", "encode", "decode",
-           "alibi_bias", "DecoderLM", "train_decoder", "perplexity", "prune_decoder", "compress_decoder",
+           "alibi_bias", "DecoderLM", "train_decoder", "perplexity", "METHODS", "prune_decoder", "compress_decoder",
            "CompressedDecoder", "host_forward", "generate", "windows"]
 
 SUPPORTED = ("a pre-LN decoder of multi-head causal self-attention with as many key/value heads as query heads, "
@@ -250,18 +250,37 @@ def _kept(model):
     return layers
 
 
+METHODS = ("magnitude", "wanda")
+
+
 def prune_decoder(model, tokens, held_out, sparsity=0.5, iterations=3, steps=300, final_steps=300, lr=1e-3,
-                  seed=0, log=_log):
-    """Han et al.'s magnitude pruning with retraining on every chip layer, in place: at step k of `iterations`
-    each layer's smallest weights go until k/iterations of `sparsity` is gone (thresholds as quality x the dense
-    weights' std, `eie.sw.prune`), then `steps` of retraining; `final_steps` more at the end. Returns figures."""
+                  seed=0, method="magnitude", calibration=64, log=_log):
+    """Prune every chip layer to `sparsity`, in place. "magnitude": Han et al. with retraining: at step k of
+    `iterations` each layer's smallest weights go until k/iterations of `sparsity` is gone (thresholds as
+    quality x the dense weights' std, `eie.sw.prune`), then `steps` of retraining, `final_steps` more at the end.
+    "wanda" (Sun et al. 2023, `eie.sw.methods.wanda_mask`): each row's lowest |W| x ||X||_2 on `calibration`
+    training windows, the layers in a token's order each seeing those pruned before it, then `final_steps` of
+    retraining (0: Wanda's own, none). Returns figures."""
     from eie.sw import prune
+    if method not in METHODS:
+        raise EieError(f"unknown pruning method {method!r} for the decoder: choose {' or '.join(METHODS)}")
     if not 0 < sparsity < 1:
         raise EieError(f"sparsity {sparsity} is out of range: the pruned fraction must lie strictly between 0 and 1")
     if iterations < 1:
         raise EieError(f"pruning iterations must be >= 1, not {iterations}")
     dense = perplexity(model, held_out)
     stds = {n: layer.weight.detach().std().item() for n, layer in model.linears()}
+    if method == "wanda":
+        from eie.sw.methods import wanda_mask
+        x = torch.from_numpy(windows(tokens, model.shape["context"], calibration, seed=seed + 300)[:, :-1])
+        for name, layer in model.linears():
+            trace = {}
+            with torch.no_grad():
+                model.eval()(x, trace)
+            wanda_mask(layer, torch.cat(trace[name]), sparsity)
+        log(f"wanda: {sparsity:.0%} of every row pruned, perplexity {perplexity(model, held_out):.3f}")
+        train_decoder(model, tokens, final_steps, lr, seed=seed + 1, desc="retrain", log=log)
+        iterations = steps = 0
     for k in range(1, iterations + 1):
         for name, layer in model.linears():
             q = prune.quality_for_fraction(layer, sparsity * k / iterations, stds[name])
@@ -276,8 +295,9 @@ def prune_decoder(model, tokens, held_out, sparsity=0.5, iterations=3, steps=300
     log(f"pruned: {weights} -> {total} weights, perplexity {dense:.3f} -> {pruned:.3f}")
     return {"dense_perplexity": round(dense, 4), "pruned_perplexity": round(pruned, 4), "dense_weights": weights,
             "kept_weights": total, "layers": kept,
-            "prune": {"method": "magnitude", "sparsity": sparsity, "iterations": iterations, "steps": steps,
-                      "final_steps": final_steps, "lr": lr}}
+            "prune": {"method": method, "sparsity": sparsity, "iterations": iterations, "steps": steps,
+                      "final_steps": final_steps, "lr": lr, **({"calibration": calibration} if method == "wanda"
+                                                               else {})}}
 
 
 def _plain_copy(model):

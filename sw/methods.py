@@ -22,7 +22,8 @@ __all__ = ["prunable_weights", "kept_weights", "scaled_quality", "prune_to_quali
            "hessian_diagonal",
            "obd_prune", "obd_schedule", "svd_factors", "svd_ranks", "low_rank", "UniformQuant", "quantize_weights",
            "fix_quantized", "PRUNE_METHODS", "WANDA_CALIBRATION", "parse_method", "method_name", "wanda_prune",
-           "check_nm", "check_sparsity", "check_network", "nm_prune", "calibration_images", "check_calibration"]
+           "wanda_mask", "check_nm", "check_sparsity", "check_network", "nm_prune", "calibration_images",
+           "check_calibration"]
 
 
 def prunable_weights(model):
@@ -367,10 +368,19 @@ def wanda_prune(model: nn.Module, x: torch.Tensor, sparsity: float) -> dict:
             model(x)
         finally:
             handle.remove()
-        norms[name] = seen[0].reshape(-1, layer.in_features).double().norm(dim=0)
-        score = layer.weight.detach().abs().double() * norms[name][None, :]
-        keep = max(1, math.floor((1 - sparsity) * layer.in_features + 1e-9))
-        torch_prune.custom_from_mask(layer, "weight", _row_mask(score, keep) & (layer.weight.detach() != 0))
+        norms[name] = wanda_mask(layer, seen[0], sparsity)
+    return norms
+
+
+@torch.no_grad()
+def wanda_mask(layer: nn.Linear, inputs: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Wanda's cut of one Linear layer from its calibration `inputs` (any shape ending in its input count): each
+    row keeps its (1 - `sparsity`) x inputs highest |W_ij| x ||X_j||_2 (at least one), on top of any mask.
+    Returns the input norms. One rule for `wanda_prune` and for layers outside a Sequential (the decoder's)."""
+    norms = inputs.reshape(-1, layer.in_features).double().norm(dim=0)
+    score = layer.weight.detach().abs().double() * norms[None, :]
+    keep = max(1, math.floor((1 - sparsity) * layer.in_features + 1e-9))
+    torch_prune.custom_from_mask(layer, "weight", _row_mask(score, keep) & (layer.weight.detach() != 0))
     return norms
 
 

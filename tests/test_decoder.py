@@ -63,6 +63,27 @@ def test_the_corpus_is_the_standard_librarys_docstrings():
         dec.encode("caf\u00e9")
 
 
+def test_wanda_cuts_every_row_by_weight_times_input_norm():
+    """Wanda on every chip layer keeps half of each row; the input norms count (the cut differs from the rows'
+    own magnitude cut on the same weights)."""
+    torch.manual_seed(0)
+    model = dec.DecoderLM(width=16, layers=1, heads=2, context=8)
+    ids = dec.encode(dec.stdlib_corpus(20_000))
+    before = {n: layer.weight.detach().clone() for n, layer in model.linears()}
+    f = dec.prune_decoder(model, ids, dec.windows(ids, 8, 8), 0.5, final_steps=0, method="wanda", calibration=8,
+                          log=lambda m: None)
+    assert f["prune"]["method"] == "wanda" and f["kept_weights"] == f["dense_weights"] // 2
+    differ = 0
+    for name, layer in model.linears():
+        kept = layer.weight.detach() != 0
+        assert (kept.sum(1) == layer.in_features // 2).all()
+        by_magnitude = before[name].abs() >= before[name].abs().sort(1).values[:, layer.in_features // 2, None]
+        differ += int((kept != by_magnitude).sum())
+    assert differ > 0
+    with pytest.raises(EieError, match="magnitude or wanda"):
+        dec.prune_decoder(model, ids, dec.windows(ids, 8, 8), method="sparsegpt", log=lambda m: None)
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     """The `--quick` flow (1 layer of width 32, the 2-PE chip), through the library the command calls."""
