@@ -41,8 +41,8 @@ def synth_hint(config) -> str:
     unflagged = [f for f in fields if f not in _CHIP_FLAGS and fields[f] != default[f]]
     note = f" (and {', '.join(f'{f} {fields[f]}' for f in unflagged)}, which eie synth takes no flag for)" \
         if unflagged else ""
-    return (f"no Fmax measured for this chip and RTL: 'eie synth {synth_flags(config)} --ecp5'{note} "
-            f"records one")
+    command = " ".join(["eie synth", synth_flags(config), "--ecp5"]).replace("  ", " ")
+    return f"no Fmax measured for this chip and RTL: '{command}'{note} records one"
 
 
 def at_clock(clock, cycles_per_image, layer_cycles=None) -> dict:

@@ -34,6 +34,7 @@ def hinted_config(hint):
     """The ChipConfig that the `eie synth ...` command quoted in a hint names (parsed as `eie synth` parses it)."""
     from eie.cli import build_parser
     from eie.cosim.commands import chip_config
+    assert "  " not in hint, hint          # the default chip's command too: 'eie synth --ecp5'
     command = shlex.split(hint.split("'")[1])
     assert command[:2] == ["eie", "synth"] and "--ecp5" in command, hint
     return chip_config(build_parser().parse_args(command[1:]))
