@@ -347,9 +347,8 @@ def test_existing_comparison_is_kept_without_force(digits_run, results, capsys):
 
 # -- the chip's time beside the CPU's ---------------------------------------------------------------------------
 
-def test_compare_states_the_chips_time_beside_the_cpus(digits_run, tmp_path, monkeypatch):
-    """`eie compare` puts each chip point's time per image at its chip's measured Fmax (where one is stored; else
-    'not measured' and the command that measures it) and at EIE's 800 MHz beside the CPU's batch-1 and -64 times."""
+def _run_copy(digits_run, tmp_path, monkeypatch):
+    """A copy of the digits run's baseline (with a private Fmax store), and the 4-PE chip fitted to it dense."""
     import shutil
     from eie.sw import models
     private_fmax(monkeypatch, tmp_path)
@@ -358,7 +357,13 @@ def test_compare_states_the_chips_time_beside_the_cpus(digits_run, tmp_path, mon
     for name in ("baseline.pt", "report.json"):
         shutil.copy(digits_run / name, run / name)
     base = models.load_checkpoint(run / "baseline.pt")[0]
-    dense_chip = cmp.chip_config([np.ones(w.shape) for w, _, _ in cmp._layers(base)], pes=4)
+    return run, cmp.chip_config([np.ones(w.shape) for w, _, _ in cmp._layers(base)], pes=4)
+
+
+def test_compare_states_the_chips_time_beside_the_cpus(digits_run, tmp_path, monkeypatch):
+    """`eie compare` puts each chip point's time per image at its chip's measured Fmax (where one is stored; else
+    'not measured' and the command that measures it) and at EIE's 800 MHz beside the CPU's batch-1 and -64 times."""
+    run, dense_chip = _run_copy(digits_run, tmp_path, monkeypatch)
     record_fmax(dense_chip, 40.0)        # the dense point's chip measured; the pruned point's chip not
     assert main(["compare", str(run), "--methods", "iterative", "--budgets", "0.25", "--epochs", "2",
                  "--iterations", "1", "--pes", "4", "--chip-samples", "2", "--timing-seconds", "0.002"]) == 0
@@ -390,15 +395,7 @@ def test_compare_states_the_chips_time_beside_the_cpus(digits_run, tmp_path, mon
 def test_compare_runs_every_point_on_the_given_chips_memories(digits_run, tmp_path, monkeypatch):
     """With a synthesized chip's memories given (--matrix-words ...), every point that fits them runs on that chip
     and gets its measured Fmax; a point they cannot hold gets a chip fitted to it (no Fmax, never an error)."""
-    import shutil
-    from eie.sw import models
-    private_fmax(monkeypatch, tmp_path)
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("baseline.pt", "report.json"):
-        shutil.copy(digits_run / name, run / name)
-    base = models.load_checkpoint(run / "baseline.pt")[0]
-    dense_chip = cmp.chip_config([np.ones(w.shape) for w, _, _ in cmp._layers(base)], pes=4)
+    run, dense_chip = _run_copy(digits_run, tmp_path, monkeypatch)
     record_fmax(dense_chip, 40.0)
     flags = ["--matrix-words", str(dense_chip.matrix_words), "--ptr-words", str(dense_chip.ptr_words),
              "--count-bits", str(dense_chip.count_bits), "--act-depth", str(dense_chip.act_depth)]
