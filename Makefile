@@ -63,9 +63,11 @@ bench: modules
 mutants: modules
 	$(PY) tests/mutants.py
 
-# Every formal proof of the blocks (issue 23: SymbiYosys from the dev extra's wheels) within a time budget; a
-# table of block, property, engine, depth, PASS/FAIL/UNKNOWN and seconds; traces (VCD) in runs/formal. The fast
-# subset runs in `make test` (tests/test_formal.py); `python tests/mutants.py --tier formal` runs them on mutants.
+# Every formal proof of the blocks, the chip and the tiny chip end to end (issue 23: SymbiYosys from the dev
+# extra's wheels) within a time budget; a table of block, property, engine, depth, PASS/FAIL/UNKNOWN and seconds;
+# traces (VCD) and a failure's replayable case (python -m eie.cosim.formal --replay <case>) in runs/formal. The
+# fast subset runs in `make test` (tests/test_formal.py); `python tests/mutants.py --tier formal` runs the fast
+# subset and the chip proofs on the RTL mutants.
 .PHONY: formal
 formal: modules
 	$(PY) -m eie.cosim.formal --budget 840 --out runs/formal

