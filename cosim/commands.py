@@ -7,7 +7,7 @@ from pathlib import Path
 from eie.config import ChipConfig
 from eie.errors import EieError
 
-__all__ = ["register", "add_chip_args", "chip_changes", "chip_config"]
+__all__ = ["register", "add_chip_args", "chip_changes", "chip_config", "standard_chip", "stamped_run"]
 
 
 def add_chip_args(p, sized=False, from_image=False):
@@ -56,6 +56,23 @@ def chip_changes(args):
 def chip_config(args, base=ChipConfig()):
     """The ChipConfig the arguments name, on top of `base`."""
     return base.replace(**chip_changes(args))
+
+
+def standard_chip(args, default_pes):
+    """The standard chip (`ChipConfig.standard`) of ``--pes`` (else `default_pes`) and ``--index-bits``, with
+    ``--act-depth`` held if given: (config, the fields held) for the sequence commands (`eie lstm`, `eie decoder`)."""
+    pes = default_pes if args.pes is None else args.pes
+    config = ChipConfig.standard(pes, index_bits=args.index_bits)
+    if args.act_depth is None:
+        return config, []
+    return config.replace(act_depth=args.act_depth), ["act_depth"]
+
+
+def stamped_run(args, name):
+    """``--run-dir``, else runs/<name>[-quick]-<date and time>."""
+    import time
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(args.run_dir or Path("runs") / (f"{name}-quick-{stamp}" if args.quick else f"{name}-{stamp}"))
 
 
 # -- eie verilog ----------------------------------------------------------------------------------------------

@@ -301,16 +301,11 @@ def summary(r):
 
 
 def decoder_command(args):
-    from eie.config import ChipConfig
     from eie.sw.decoder import check_variant
     check_variant(args.attention, args.positions, args.heads or SETTINGS[args.quick]["heads"], args.kv_heads)
-    pes = SETTINGS[args.quick]["pes"] if args.pes is None else args.pes
-    config = ChipConfig.standard(pes, index_bits=args.index_bits)
-    keep = []
-    if args.act_depth is not None:
-        config, keep = config.replace(act_depth=args.act_depth), ["act_depth"]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run = Path(args.run_dir or Path("runs") / (f"decoder-quick-{stamp}" if args.quick else f"decoder-{stamp}"))
+    from eie.cosim.commands import stamped_run, standard_chip
+    config, keep = standard_chip(args, SETTINGS[args.quick]["pes"])
+    run = stamped_run(args, "decoder")
     results, _ = decoder_flow(run, args.quick, args.tokens, config, keep, args.seed, args.width, args.layers,
                               args.heads, args.context, args.sparsity, harness=args.harness, method=args.method,
                               force=args.force)

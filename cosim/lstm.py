@@ -248,16 +248,11 @@ def summary(r):
 
 
 def lstm_command(args):
-    from eie.config import ChipConfig
     from eie.sw.lstm import check_variant
     check_variant(args.cell, args.layers, args.bidirectional)
-    pes = SETTINGS[args.quick]["pes"] if args.pes is None else args.pes
-    config = ChipConfig.standard(pes, index_bits=args.index_bits)
-    keep = []
-    if args.act_depth is not None:
-        config, keep = config.replace(act_depth=args.act_depth), ["act_depth"]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run = Path(args.run_dir or Path("runs") / (f"lstm-quick-{stamp}" if args.quick else f"lstm-{stamp}"))
+    from eie.cosim.commands import stamped_run, standard_chip
+    config, keep = standard_chip(args, SETTINGS[args.quick]["pes"])
+    run = stamped_run(args, "lstm")
     results, _ = lstm_flow(run, args.quick, args.hidden, args.samples, config, keep, args.seed, force=args.force)
     print(json.dumps(results) if args.json else summary(results) + f"\neverything is in {run} (lstm.json)")
     return 0 if not results["run"]["mismatched_steps"] and not results["run"]["head_mismatches"] else 1
