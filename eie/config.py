@@ -44,7 +44,7 @@ __all__ = ["ChipConfig", "OUTPUT_LATENCY", "QUEUE_SLACK", "JOBS_SLACK", "PREFIX_
            "REQUANT_LATENCY"]
 
 # The pipeline's fixed depths, read by the RTL (`eie.hw`) and the cycle model (`eie.sw.perf`) alike.
-REQUANT_LATENCY = 5           # output arithmetic, O3..O7 (`eie.hw.requant`)
+REQUANT_LATENCY = 7           # output arithmetic, O3..O9 (`eie.hw.requant`)
 OUTPUT_LATENCY = 2 + REQUANT_LATENCY   # output pass: a row asked for at O1 is in `out_data` this much later
 QUEUE_SLACK = 3               # broadcasts in flight that the detector's view of the queues (2 cycles old) misses
 PREFIX_STAGES = 3             # P2..P4: the span's start, an adder tree over the pointer word, a level a stage

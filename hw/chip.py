@@ -152,10 +152,15 @@ class Chip(ChipComponent):
         m.d.sync += [*(strobe[t].eq(host.we & (host.target == t)) for t in Target), wr_addr.eq(host.addr),
                      wr_data.eq(host.data), start.eq(host.start),
                      wr_sel.eq(Cat((host.pe == k) | (host.target == Target.CODEBOOK) for k in range(n)))]
+        # the layer table's rows, each with its own decoded strobe (a flip-flop drives each row's enables)
         layout = layer_layout(c)
         table = Array(Signal(layout, name=f"layer{l}") for l in range(c.max_layers))
-        with m.If(strobe[Target.LAYER]):
-            m.d.sync += table[wr_addr].eq(wr_data[:layout.size])
+        row_we = Signal(c.max_layers, name="write_layer_row")
+        m.d.sync += row_we.eq(Cat(host.we & (host.target == Target.LAYER) & (host.addr == l)
+                                  for l in range(c.max_layers)))
+        for l in range(c.max_layers):
+            with m.If(row_we[l]):
+                m.d.sync += table[l].eq(wr_data[:layout.size])
         # Strobes common to every PE are shared, not one per PE: a PE whose inputs differ from its neighbours'
         # only in `sel` gets one copy of simulator code for all instances.
         strobes = {"matrix_we": strobe[Target.MATRIX], "ptr_we": strobe[Target.POINTER],
@@ -199,7 +204,10 @@ class Chip(ChipComponent):
         m.d.sync += [all_quiet.eq(Cat(pe.quiet for pe in pes).all()),
                      room.eq(Cat(Cat(pe.act_room[j] for pe in pes).all() for j in range(ROOM_BITS)))]
 
-        m.d.comb += [nzd.cols.eq(Mux(clear, desc_next.cols, desc.cols)), nzd.start.eq(clear), nzd.room.eq(room)]
+        # the detector's next layer: the table's first row while idle (a run's first layer starts two cycles after
+        # `start`), else the row read ahead, which is loaded in a layer's first cycle, long before the next one
+        idle = Signal()
+        m.d.comb += [nzd.cols.eq(Mux(idle, table[0].cols, desc_next.cols)), nzd.start.eq(clear), nzd.room.eq(room)]
         # what reaches every PE leaves a flip-flop: the PEs forget their accumulators and counters a cycle after
         # the FSM decides it, long before the layer's first entry reaches them
         pe_clear, pe_new_run = Signal(), Signal()
@@ -236,6 +244,7 @@ class Chip(ChipComponent):
 
         with m.FSM():
             with m.State("IDLE"):
+                m.d.comb += idle.eq(1)
                 with m.If(start):
                     m.d.comb += new_run.eq(1)
                     m.d.sync += [n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0), running.eq(1),

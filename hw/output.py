@@ -1,10 +1,10 @@
 """A PE's output pass: accumulators become activations, one local row (two with ``outputs_per_cycle=2``) per
-cycle, `OUTPUT_LATENCY` = 7 stages (O1..O7 of `eie.hw.pe`).
+cycle, `OUTPUT_LATENCY` = 9 stages (O1..O9 of `eie.hw.pe`).
 
     O1      accumulator pair (read by the PE: the row's and the partner share's) and bias reads of the row; its
             touched bits looked up
     O2      bias registered (the RAM's output register); the share crosses to the partner PE, registered there
-    O3..O7  `eie.hw.requant.Requantizer`: shifted bias, sums, rounding, right shift, saturate and ReLU
+    O3..O9  `eie.hw.requant.Requantizer`: left shift and right shift in two stages each, sums, rounding, saturate, ReLU
 
 In a paired layer (`eie.sw.encode`) row ``s`` is accumulator ``2s`` plus the partner PE's accumulator
 ``2s + 1``: each PE hands its partner that partial sum (``share``) and adds the partner's (``partner``).
@@ -64,7 +64,7 @@ class OutputPass(ChipComponent):
         c = self.config
         m = Module()
         # the layer's shift, rounding constant and ReLU travel with each row: the next layer may start (and the
-        # chip's layer parameters change) while this layer's last rows are still in O2..O7
+        # chip's layer parameters change) while this layer's last rows are still in O2..O9
         params = row_params(c)
         o2, o3 = Signal(params, name="o2_params", reset_less=True), Signal(params, name="o3_params", reset_less=True)
         o2_valid, o3_valid = Signal(), Signal()

@@ -5,7 +5,7 @@ memories and joins four stage components, each with its own signature and tests:
     `eie.hw.spans.SpanUnit`          queue, P0..P4, jobs FIFO: broadcast activations become column spans
     `eie.hw.entries.EntryReader`     S, D0, D1, D2: spans become decoded entries (row, weight, activation)
     `eie.hw.accumulate.Accumulator`  M, A (W): entries become accumulator updates, with EIE's bypass
-    `eie.hw.output.OutputPass`       O1..O7: accumulators become activations (`eie.hw.requant` in O3..O7)
+    `eie.hw.output.OutputPass`       O1..O9: accumulators become activations (`eie.hw.requant` in O3..O9)
 
 Compute pipeline, one entry per cycle at steady state (stage: what happens between its registers)::
 
@@ -28,11 +28,11 @@ the entry in A at that cycle; A takes its sum from W instead when the rows match
 Accumulators start at zero (lazily: an untouched row reads as 0), and the bias joins in the output pass, so
 no block-RAM read sits in front of the accumulate adder.
 
-Output pass, one local row (two with ``outputs_per_cycle=2``) per cycle, `OUTPUT_LATENCY` = 7 stages::
+Output pass, one local row (two with ``outputs_per_cycle=2``) per cycle, `OUTPUT_LATENCY` = 9 stages::
 
     O1  accumulator and partner-share reads, bias read issued
     O2  bias registered (the RAM's output register); the share crosses to the partner PE
-    O3..O7  `eie.hw.requant.Requantizer`: shifted bias, sums, rounding, right shift, saturate and ReLU
+    O3..O9  `eie.hw.requant.Requantizer`: left shift and right shift in two stages each, sums, rounding, saturate, ReLU
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned

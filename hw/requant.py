@@ -1,9 +1,14 @@
-"""The output pass's arithmetic, O3..O7 of `eie.hw.pe`: an accumulator (plus a partner PE's partial sum and the
+"""The output pass's arithmetic, O3..O9 of `eie.hw.pe`: an accumulator (plus a partner PE's partial sum and the
 row's bias) becomes an activation, one row per cycle, one carry chain or shifter per stage.
 
-    O3  bias << shift; accumulator + partner          O6  arithmetic right shift
-    O4  + shifted bias (wraps at acc_bits)             O7  saturate, ReLU
-    O5  + rounding constant (acc_bits + 1 wide, no wrap)
+    O3  bias << the shift's low bits; accumulator + partner       O7  arithmetic right shift by the low bits
+    O4  ... << its high bits (multiples of 8)                     O8  ... and by the high bits
+    O5  + shifted bias (wraps at acc_bits)                        O9  saturate, ReLU
+    O6  + rounding constant (acc_bits + 1 wide, no wrap)
+
+Each shift takes two stages of 8-way multiplexers (two LUT levels each on an ECP5) and saturation is a test
+that the bits above the activation's all equal its sign (a tree of LUTs, no carry chain), so that no stage
+holds more than about three LUT levels, as a 150 MHz clock needs.
 
 The result equals `eie.sw.reference.requantize` of ``wrap(acc + partner + (bias << shift))``: the accumulator
 contract of `eie.config`, with the bias added last (sums modulo 2**acc_bits do not depend on the order).
@@ -33,16 +38,15 @@ def rounding(shift, config):
 
 
 def saturate(m, shifted, relu, config):
-    """The shifted accumulator clamped to the activation range, then ReLU'd if `relu`."""
+    """The shifted accumulator clamped to the activation range, then ReLU'd if `relu`. It is in range when
+    every bit from the activation's sign bit up equals the sign: an AND tree of LUTs instead of two compares."""
     c = config
+    sign = shifted[-1]
+    inside = Signal()
+    m.d.comb += inside.eq((shifted[c.act_bits - 1:] == sign.replicate(len(shifted) - c.act_bits + 1)))
     y = Signal(signed(c.act_bits))
-    with m.If(shifted > c.act_max):
-        m.d.comb += y.eq(c.act_max)
-    with m.Elif(shifted < c.act_min):
-        m.d.comb += y.eq(c.act_min)
-    with m.Else():
-        m.d.comb += y.eq(shifted)
-    return Mux(relu & y[-1], 0, y)
+    m.d.comb += y.eq(Mux(inside, shifted[:c.act_bits], Mux(sign, c.act_min, c.act_max)))
+    return Mux(relu & sign, 0, y)
 
 
 class RequantSignature(wiring.Signature):
@@ -70,23 +74,32 @@ class Requantizer(ChipComponent):
         m = Module()
         A = signed(c.acc_bits)
         params = row_params(c)
-        # the parameters of the row in O4, O5, O6, O7
-        at = {k: Signal(params, name=f"o{k}_params", reset_less=True) for k in range(4, 8)}
-        valid = {3: self.valid, **{k: Signal(name=f"o{k}_valid") for k in range(4, 8)}}
-        m.d.sync += [valid[k + 1].eq(valid[k]) for k in range(3, 7)]
+        # the parameters of the row in O4..O9
+        at = {k: Signal(params, name=f"o{k}_params", reset_less=True) for k in range(4, 10)}
+        valid = {3: self.valid, **{k: Signal(name=f"o{k}_valid") for k in range(4, 10)}}
+        m.d.sync += [valid[k + 1].eq(valid[k]) for k in range(3, 9)]
 
         def stage(k, *assignments):
-            """The registers that row k's stage loads, while it holds a row."""
+            """The registers that row k's stage loads, while it holds a row; the row's parameters move along."""
             with m.If(valid[k]):
                 m.d.sync += list(assignments)
-        bias4, sum4 = Signal(A, reset_less=True), Signal(A, reset_less=True)
-        stage(3, at[4].shift.eq(self.shift), at[4].rounding.eq(self.rounding), at[4].relu.eq(self.relu),
-              bias4.eq(shift_left(self.bias, self.shift, c.acc_bits)), sum4.eq(self.acc + self.partner))
-        total5 = Signal(A, reset_less=True)
-        stage(4, at[5].eq(at[4]), total5.eq(sum4 + bias4))
-        rounded6 = Signal(signed(c.acc_bits + 1), reset_less=True)
-        stage(5, at[6].eq(at[5]), rounded6.eq(total5 + at[5].rounding))
-        shifted7 = Signal(signed(c.acc_bits + 1), reset_less=True)
-        stage(6, at[7].eq(at[6]), shifted7.eq(rounded6 >> at[6].shift))
-        stage(7, self.y.eq(saturate(m, shifted7, at[7].relu, c)))
+                if k == 3:
+                    m.d.sync += [at[4].shift.eq(self.shift), at[4].rounding.eq(self.rounding), at[4].relu.eq(self.relu)]
+                elif k + 1 in at:
+                    m.d.sync += at[k + 1].eq(at[k])
+        # shifts in two steps: by the amount's low bits, then by the rest (multiples of 8)
+        low = 3
+        bias4, sum4 = Signal(A, name="bias4", reset_less=True), Signal(A, name="sum4", reset_less=True)
+        stage(3, bias4.eq(shift_left(self.bias, self.shift[:low], c.acc_bits)), sum4.eq(self.acc + self.partner))
+        bias5, sum5 = Signal(A, name="bias5", reset_less=True), Signal(A, name="sum5", reset_less=True)
+        stage(4, bias5.eq(shift_left(bias4, at[4].shift[low:] << low, c.acc_bits)), sum5.eq(sum4))
+        total6 = Signal(A, reset_less=True)
+        stage(5, total6.eq(sum5 + bias5))
+        rounded7 = Signal(signed(c.acc_bits + 1), reset_less=True)
+        stage(6, rounded7.eq(total6 + at[6].rounding))
+        part8 = Signal(signed(c.acc_bits + 1), reset_less=True)
+        stage(7, part8.eq(rounded7 >> at[7].shift[:low]))
+        shifted9 = Signal(signed(c.acc_bits + 1), reset_less=True)
+        stage(8, shifted9.eq(part8 >> (at[8].shift[low:] << low)))
+        stage(9, self.y.eq(saturate(m, shifted9, at[9].relu, c)))
         return m

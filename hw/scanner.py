@@ -31,7 +31,7 @@ __all__ = ["NonZeroDetector"]
 
 
 class NonZeroDetector(ChipComponent):
-    """Ports: ``start`` (pulse, with ``cols`` stable for the layer); ``addr``/``read`` -> ``word``, the source
+    """Ports: ``start`` (pulse; ``cols``, the layer's columns, stable from the cycle before it); ``addr``/``read`` -> ``word``, the source
     bank read (``word`` is the data at ``addr`` of two cycles before: the RAM's read and its output register);
     the broadcast register ``valid``/``col``/``value`` (with ``acts_per_cycle=2`` also ``col_b``/``value_b``,
     ``value_b`` 0 when there is none); ``room`` from the PEs (see the module); ``running`` until every non-zero
@@ -70,9 +70,15 @@ class NonZeroDetector(ChipComponent):
         issue = Signal()
         # places for words not taken by one in flight, in the FIFO or in the head register
         credit = Signal(range(WORD_FIFO_DEPTH + 1), init=WORD_FIFO_DEPTH)
+        # what the layer's first cycle needs of `cols`, registered ahead (`cols` is stable from the cycle before
+        # `start`), so that no subtraction or comparison sits behind the chip's decision to start a layer
+        s_cols, s_left = Signal.like(self.cols, name="start_cols"), Signal.like(f_left, name="start_left")
+        s_any, s_more = Signal(name="start_any"), Signal(name="start_more")
+        m.d.sync += [s_cols.eq(self.cols), s_left.eq(self.cols - n), s_any.eq(self.cols != 0),
+                     s_more.eq(above(self.cols, n))]
         with m.If(self.start):
-            m.d.comb += [issue.eq(self.cols != 0), self.addr.eq(0)]
-            m.d.sync += [f_base.eq(n), f_addr.eq(1), f_left.eq(self.cols - n), f_more.eq(above(self.cols, n))]
+            m.d.comb += [issue.eq(s_any), self.addr.eq(0)]
+            m.d.sync += [f_base.eq(n), f_addr.eq(1), f_left.eq(s_left), f_more.eq(s_more)]
         with m.Else():
             m.d.comb += [issue.eq(f_more & (credit != 0)), self.addr.eq(f_addr)]
             with m.If(issue):
@@ -80,7 +86,7 @@ class NonZeroDetector(ChipComponent):
                              f_more.eq(above(f_left, n))]
         m.d.comb += self.read.eq(issue)
         m.d.sync += [r1_valid.eq(issue), r1_base.eq(Mux(self.start, 0, f_base)),
-                     r1_left.eq(Mux(self.start, self.cols, f_left)),
+                     r1_left.eq(Mux(self.start, s_cols, f_left)),
                      r2_valid.eq(r1_valid), r2_base.eq(r1_base), r2_last.eq(at_most(r1_left, n)),
                      r2_inside.eq(Cat(above(r1_left, k) for k in range(n)))]
         r2_word = self.word
@@ -159,7 +165,7 @@ class NonZeroDetector(ChipComponent):
             m.d.sync += [self.col_b.eq(column(second)), self.value_b.eq(Mux(pair, select(second), 0))]
 
         with m.If(self.start):
-            m.d.sync += self.running.eq(self.cols != 0)
+            m.d.sync += self.running.eq(s_any)
         with m.Elif(pop & cur.last):
             m.d.sync += self.running.eq(0)
         return m

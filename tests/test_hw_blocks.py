@@ -131,7 +131,8 @@ def test_non_zero_detector_broadcasts_in_order_and_stalls(acts):
     worst = [0]
 
     async def bench(ctx):
-        ctx.set(dut.cols, len(values))
+        ctx.set(dut.cols, len(values))      # stable from the cycle before start
+        await ctx.tick()
         ctx.set(dut.start, 1)
         reads = [None, None]     # the addresses read two cycles and one cycle ago: the RAM and its register
         level = 0
