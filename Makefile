@@ -16,7 +16,7 @@ venv: modules
 
 # A strict editable install: a tree of links under build/__editable__ that editors and static tools can
 # follow (no import hook). It lists modules, so it is redone when a module appears or disappears.
-MODULES := $(sort $(wildcard eie/*.py hw/*.py sw/*.py cosim/*.py))
+MODULES := $(sort $(wildcard eie/*.py eie/cli/*.py hw/*.py sw/*.py cosim/*.py))
 INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=strict
 
 $(STAMP): pyproject.toml

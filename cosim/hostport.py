@@ -16,15 +16,33 @@ that the testbench plays back and then replayed over the captured samples (`eie.
 runs per cycle. Whatever runs on one runs, cycle for cycle, on the other.
 """
 
+from dataclasses import dataclass
 import time
 
 import numpy as np
 
 from eie.hw.chip import RESET_CYCLES, ReadTarget, Target, layer_layout
 
-__all__ = ["ChipHost", "AmaranthPort", "simulate_in_amaranth", "pack_lanes", "unpack_lanes", "HOST_INPUTS"]
+__all__ = ["ChipHost", "AmaranthPort", "SimResult", "simulate_in_amaranth", "pack_lanes", "unpack_lanes", "HOST_INPUTS"]
 
 HOST_INPUTS = ("we", "target", "pe", "addr", "data", "rtarget", "raddr", "start", "n_layers")
+
+
+@dataclass
+class SimResult:
+    """What one simulator backend gives for one job (`eie.cosim.sim` under Verilator, `simulate_in_amaranth`)."""
+    outputs: np.ndarray       # (samples, rows of the last layer) chip outputs
+    cycles: np.ndarray        # (samples,) cycles from start to done
+    layer_cycles: np.ndarray  # (samples, layers) when stats were asked for, else empty
+    pe_stats: np.ndarray      # (samples, pes, 2) entries read and multiplies, when asked for
+    sim_seconds: float        # the simulator's time for its whole start (every job, host traffic included)
+    sim_cycles: int           # clock cycles the whole start simulated (loads, inputs, runs, reads)
+    wall_seconds: float       # everything, build check and simulator start-up included
+
+    @property
+    def sim_cycles_per_s(self):
+        """Simulation speed: every clock cycle of the start over the simulator's time."""
+        return self.sim_cycles / self.sim_seconds if self.sim_seconds else 0.0
 
 
 def pack_lanes(values, bits):
@@ -139,7 +157,7 @@ class ChipHost:
         return [(w & 0xFFFFFFFF, (w >> 32) & 0xFFFFFFFF) for w in words]
 
     async def run_job(self, image, inputs, layer_cycles=False, pe_stats=False):
-        """Load `image`, run every row of `inputs`; a dict of the chip's results (`eie.cosim.sim.SimResult`)."""
+        """Load `image`, run every row of `inputs`; a dict of the chip's results (`SimResult`)."""
         await self.load(image)
         outputs, cycles, per_layer, stats = [], [], [], []
         for x in inputs:
@@ -207,11 +225,10 @@ def _clocked(chip, domain):
 
 def simulate_in_amaranth(jobs, stats=False, gaps=None):
     """Several (image, inputs) jobs of one chip configuration through `ChipHost` in Amaranth's simulator, one
-    after another without a reset; one `eie.cosim.sim.SimResult` each. Slow per cycle, but nothing to build:
+    after another without a reset; one `SimResult` each. Slow per cycle, but nothing to build:
     for small chips and fast tests. `gaps`: a seed for random host timing."""
     from amaranth.sim import Simulator
     from eie.hw.chip import Chip
-    from eie.cosim.sim import SimResult
     if not jobs:
         return []
     config = jobs[0][0].config

@@ -62,7 +62,7 @@ def _check_output_folder(flag, path):
 
 
 def run_command(args):
-    from eie.api import load
+    from eie.sw.flow import load
     from eie.sw.runs import RunFolder
     if args.samples is not None and args.samples < 1:
         raise EieError(f"--samples must be at least 1, not {args.samples}")
@@ -201,33 +201,34 @@ def print_summary(r):
 
 
 def demo_command(args):
-    """The whole flow through the Python API (`eie.api`), into one run folder: train, prune, compress, then
-    the test set on the chip with its Verilog written beside the results. The dense and pruned networks are
+    """The whole flow through the library's functions (`eie.sw.flow`, as `eie.api` gives them), into one run
+    folder: train, prune, compress, then the test set on the chip with its Verilog written beside the results. The dense and pruned networks are
     kept as `eie prune` keeps them (baseline.pt, pruned.pt), so that `eie compare` can use the folder."""
-    import eie.api as eie
-    from eie.sw import models
+    from eie.config import ChipConfig
+    from eie.sw import flow, models
+    from eie.sw.pipeline import Training
     from eie.sw.runs import RunFolder
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run = Path(args.run_dir or Path("runs") / (f"demo-quick-{stamp}" if args.quick else f"demo-{stamp}"))
     folder = RunFolder(run, ["image.npz", "baseline.pt", "pruned.pt"])   # refused before any work
     t0 = time.perf_counter()
-    data = eie.load_data("digits" if args.quick else "fashion-mnist")
+    data = flow.load_data("digits" if args.quick else "fashion-mnist")
     _check_samples(args.samples, data)       # before training, pruning and compressing, not after them
-    model = eie.build_model("lenet-300-100", data)
+    model = flow.build_model("lenet-300-100", data)
     print(f"== train LeNet-300-100 on {data.name}", flush=True)
-    training = eie.Training(epochs=20, lr=0.05)
-    eie.train(model, data, training)
+    training = Training(epochs=20, lr=0.05)
+    flow.train(model, data, training)
     models.save_checkpoint(folder.output("baseline.pt"), model, arch="lenet-300-100", data=data.name,
                            training=training.__dict__)
     print("== prune (Han et al. 2015)", flush=True)
-    quick = dict(quality=1.0, iterations=2, final_epochs=4, retraining=eie.Training(epochs=2, lr=0.02, l2=5e-4))
-    figures = eie.prune(model, data, arch="lenet-300-100", **(quick if args.quick else {}))
+    quick = dict(quality=1.0, iterations=2, final_epochs=4, retraining=Training(epochs=2, lr=0.02, l2=5e-4))
+    figures = flow.prune(model, data, arch="lenet-300-100", **(quick if args.quick else {}))
     models.save_checkpoint(folder.output("pruned.pt"), model, arch="lenet-300-100", data=data.name,
                            quality=figures["prune"]["quality"])
     print("== compress (Deep Compression)", flush=True)
-    cm = eie.compress(model, data, eie.ChipConfig(pes=args.pes),
-                      finetuning=eie.Training(epochs=1 if args.quick else 2, lr=1e-4, l2=0.0),
-                      calibration=500 if args.quick else 2000)
+    cm = flow.compress(model, data, ChipConfig(pes=args.pes),
+                       finetuning=Training(epochs=1 if args.quick else 2, lr=1e-4, l2=0.0),
+                       calibration=500 if args.quick else 2000)
     cm.save(run)          # the pruning and compression figures, as eie prune and eie compress write them
     print(f"== the test set on the {args.pes}-PE chip", flush=True)
     from eie.cosim.campaign import cores

@@ -1,6 +1,5 @@
 """Host side of a co-simulation: build (or reuse) the simulator, hand it a job, collect what the chip did."""
 
-from dataclasses import dataclass
 import json
 import os
 import tempfile
@@ -12,26 +11,10 @@ import numpy as np
 from eie.errors import EieError
 from eie.sw.image import ChipImage
 from eie.cosim.build import RAW_BINARY, build
-from eie.cosim.hostport import ChipHost
+from eie.cosim.hostport import ChipHost, SimResult
 from eie.cosim.player import TESTBENCH, OpLayout, RecordingPort, ReplayPort, read_captures, run_sync
 
 __all__ = ["SimResult", "simulate", "simulate_many", "simulate_task", "HARNESSES"]
-
-
-@dataclass
-class SimResult:
-    outputs: np.ndarray       # (samples, rows of the last layer) chip outputs
-    cycles: np.ndarray        # (samples,) cycles from start to done
-    layer_cycles: np.ndarray  # (samples, layers) when stats were asked for, else empty
-    pe_stats: np.ndarray      # (samples, pes, 2) entries read and multiplies, when asked for
-    sim_seconds: float        # the simulator's time for its whole start (every job, host traffic included)
-    sim_cycles: int           # clock cycles the whole start simulated (loads, inputs, runs, reads)
-    wall_seconds: float       # everything, build check and simulator start-up included
-
-    @property
-    def sim_cycles_per_s(self):
-        """Simulation speed: every clock cycle of the start over the simulator's time."""
-        return self.sim_cycles / self.sim_seconds if self.sim_seconds else 0.0
 
 
 def simulate(image, inputs, stats=False, waves=None, log=None, layer_cycles=None, harness="cocotb"):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from eie.errors import EieError
+from eie.sw.bench_placement import EIE_DESIGN
 
 __all__ = ["EIE_TIME_US", "PLACEMENTS", "DESIGN", "EIE_DESIGN", "suite_layers", "suite_config", "run_suite", "targets",
            "register"]
@@ -40,7 +41,6 @@ DEFAULT = "matrix"
 # keep the PEs fed while another PE's queue is full; 5-bit indices halve the padding at 4% density; two outputs
 # per cycle halve the output pass, which is most of what is left above the busiest PE on the tall layers.
 DESIGN = {"index_bits": 5, "queue_depth": 16, "jobs_depth": 64, "acts_per_cycle": 2, "outputs_per_cycle": 2}
-EIE_DESIGN = {"index_bits": 4, "queue_depth": 8, "jobs_depth": 16, "acts_per_cycle": 1, "outputs_per_cycle": 1}
 _DESIGN_NAMES = {"index_bits": "relative index bits", "queue_depth": "activation queue depth per PE",
                  "jobs_depth": "jobs FIFO depth per PE", "acts_per_cycle": "activations broadcast per cycle",
                  "outputs_per_cycle": "outputs per PE per cycle"}

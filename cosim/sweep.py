@@ -172,7 +172,7 @@ def _values(text, name):
 
 
 def sweep_command(args):
-    from eie.api import load
+    from eie.sw.flow import load
     from eie.sw.runs import RunFolder
     if args.samples < 1:
         raise EieError(f"--samples must be at least 1, not {args.samples}")

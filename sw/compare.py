@@ -305,7 +305,6 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
     import torch
     from eie.sw import models, pipeline, prune, train
     from eie.sw import methods as shrink
-    from eie.sw.commands import load_data
     from eie.sw.runs import RunFolder
     started = time.perf_counter()
     explicit = methods is not None
@@ -321,7 +320,7 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
     run = RunFolder(run_dir, OUTPUTS, force)
     _check_run(run)
     torch.set_num_threads(threads)
-    data = load_data(run, data, data_dir)
+    data = run.data_set(data, data_dir, _log)
     base, meta = _baseline(run, data)
     methods = _fit_nm(base, methods, explicit)
     arch = meta.get("arch") or run.report().get("model")
@@ -438,10 +437,10 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
 
 
 def _deep_compression(pruned, data, measure, pes, finetune_epochs, seed, budget, epochs, started, threads=1):
-    """Deep Compression of an iteratively pruned model as `eie compress` does it (`eie.api.compress`: weight
+    """Deep Compression of an iteratively pruned model as `eie compress` does it (`eie.sw.flow.compress`: weight
     sharing, centroid fine-tuning, the chip's fixed point): accuracy as the chip computes, bytes by
     `eie.sw.storage.storage` on the storage rule's chip, cycles and energy from the model's own estimate."""
-    from eie.api import compress
+    from eie.sw.flow import compress
     from eie.sw.pipeline import Training
     from eie.sw.storage import storage
     cm = compress(pruned, data, ChipConfig(pes=pes), "linear", Training(epochs=finetune_epochs, lr=1e-4, l2=0.0,

@@ -1,6 +1,6 @@
 """The steps of Han et al. 2015 and Deep Compression on a network in memory: sensitivity, iterative pruning
-with retraining, weight sharing with fine-tuning, and the chip's fixed point. No files: `eie.api` wraps these
-for notebooks and `eie.sw.commands` for the run folders of `eie sensitivity`, `eie prune` and `eie compress`.
+with retraining, weight sharing with fine-tuning, and the chip's fixed point. No files: `eie.sw.flow` wraps these
+(the API's functions) and `eie.cli.pruning` for the run folders of `eie sensitivity`, `eie prune` and `eie compress`.
 """
 
 import copy

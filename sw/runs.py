@@ -117,6 +117,22 @@ class RunFolder:
     def report(self):
         return self.read_json(self.REPORT) if self.has(self.REPORT) else {}
 
+    def data_set(self, name=None, data_dir=None, log=None):
+        """The data set `name` (with `data_dir`), else the one this folder's report records (default
+        fashion-mnist); a name other than the recorded one is refused. `log` gets one line saying what was read."""
+        from eie.sw.data import load_dataset
+        recorded = self.report().get("data", {})
+        if name is None:
+            name, data_dir = recorded.get("name", "fashion-mnist"), data_dir or recorded.get("data_dir")
+        elif recorded and recorded.get("name") != name:
+            raise EieError(f"run folder {self.path} was made with data set {recorded['name']}, not {name}; "
+                           "use a new run folder")
+        data = load_dataset(name, None if data_dir is None else Path(data_dir))
+        if log:
+            log(f"data: {data.name} from {data.location}: {len(data.x_train)} training, {len(data.x_test)} test "
+                "images")
+        return data
+
     def update_report(self, **entries):
         """Merge `entries` into report.json (the per-layer dicts and timings merge one level down) and
         rebuild report.md from the result."""

@@ -125,8 +125,8 @@ def test_quick_demo_runs_the_whole_flow_into_a_readable_log(tmp_path):
 
 
 def test_demo_refuses_more_samples_than_the_test_set_before_training(tmp_path, monkeypatch, capsys):
-    import eie.api
-    monkeypatch.setattr(eie.api, "train", lambda *a, **k: pytest.fail("trained anyway"))
+    from eie.sw import flow
+    monkeypatch.setattr(flow, "train", lambda *a, **k: pytest.fail("trained anyway"))
     assert main(["demo", "--quick", "--samples", "100000", "--run-dir", str(tmp_path / "demo")]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1, err

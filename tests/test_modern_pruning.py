@@ -143,8 +143,9 @@ def test_eie_prune_method_2_4_and_bad_input(tmp_path, capsys):
 def test_eie_prune_refuses_what_the_method_cannot_prune_before_training_the_baseline(tmp_path, monkeypatch, capsys):
     """A Wanda sparsity outside (0, 1), Wanda on a network with convolutions, an N:M whose M does not divide a
     layer's inputs: one line, before the dense baseline is trained (or evaluated)."""
-    from eie.sw import commands, models
-    monkeypatch.setattr(commands, "_baseline", lambda *a, **k: pytest.fail("baseline trained anyway"))
+    from eie.cli import pruning
+    from eie.sw import models
+    monkeypatch.setattr(pruning, "_baseline", lambda *a, **k: pytest.fail("baseline trained anyway"))
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 10))    # digits: 1x8x8
     models.save_checkpoint(tmp_path / "conv.pt", conv, data="digits")
     for argv, words in ((["--method", "wanda", "--sparsity", "1.5"], "sparsity 1.5 is out of range"),

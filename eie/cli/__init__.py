@@ -1,5 +1,6 @@
-"""The `eie` command. Each subcommand lives beside the code it drives and registers its own parser;
-heavy imports (torch, amaranth, cocotb) happen inside the commands so `eie --help` stays fast."""
+"""The `eie` command. Each subcommand module registers its own parser: the pruning steps here
+(`eie.cli.pruning`), the chip's commands beside the code they drive in `eie.cosim`; heavy imports (torch,
+amaranth, cocotb) happen inside the commands so `eie --help` stays fast."""
 
 import argparse
 import sys
@@ -7,7 +8,7 @@ import sys
 from eie.errors import EieError
 
 # Modules with a `register(subparsers)` function, in the order `eie --help` lists them.
-COMMAND_MODULES = ["eie.doctor", "eie.sw.commands", "eie.cosim.commands", "eie.cosim.inference", "eie.cosim.lstm",
+COMMAND_MODULES = ["eie.doctor", "eie.cli.pruning", "eie.cosim.commands", "eie.cosim.inference", "eie.cosim.lstm",
                    "eie.cosim.decoder", "eie.cosim.sweep", "eie.cosim.compare", "eie.cosim.cache", "eie.cosim.synth",
                    "eie.cosim.verify", "eie.cosim.suite"]
 

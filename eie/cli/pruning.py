@@ -1,5 +1,5 @@
 """`eie sensitivity`, `eie prune` and `eie compress`: the steps of Han et al. 2015 and Deep Compression (the
-`eie.api` functions), each reading what earlier steps left in a run folder and writing its files and figures
+library's `eie.sw.flow` functions), each reading what earlier steps left in a run folder and writing its files and figures
 there. torch is imported only when a command runs.
 
 Files in a run folder: baseline.pt (the dense network, trained once and reused), sensitivity.json and .png,
@@ -13,7 +13,7 @@ import time
 
 from eie.errors import EieError
 
-__all__ = ["register", "load_data", "dense_network"]
+__all__ = ["register", "dense_network"]
 
 _RUN_HELP = ("run folder: created if missing; files from earlier steps are read, and a file this step writes "
              "that is already there stops the command unless --force")
@@ -68,7 +68,7 @@ def _torch_threads(args):
 
 
 def _baseline_training(args):
-    from eie.api import Training
+    from eie.sw.pipeline import Training
     return Training(epochs=args.epochs, lr=args.lr, l2=args.l2, batch_size=args.batch_size, seed=args.seed)
 
 
@@ -179,20 +179,6 @@ def _log(message):
 
 # -- the run folder ---------------------------------------------------------------------------------------
 
-def load_data(run, name=None, data_dir=None):
-    """The data set named on the command line, else the one recorded in the run folder's report."""
-    from eie.api import load_data as load
-    recorded = run.report().get("data", {})
-    if name is None:
-        name, data_dir = recorded.get("name", "fashion-mnist"), data_dir or recorded.get("data_dir")
-    elif recorded and recorded.get("name") != name:
-        raise EieError(f"run folder {run.path} was made with data set {recorded['name']}, not {name}; "
-                       "use a new run folder")
-    data = load(name, data_dir)
-    _log(f"data: {data.name} from {data.location}: {len(data.x_train)} training, {len(data.x_test)} test images")
-    return data
-
-
 def _identity(arch, data):
     return {"model": arch, "data": data.identity()}
 
@@ -207,7 +193,7 @@ def dense_network(run, data, model_name, checkpoint, seed):
                        "or pick a new folder")
     source = checkpoint or (run / "baseline.pt" if run.has("baseline.pt") else None)
     if source is None:
-        from eie.api import build_model
+        from eie.sw.flow import build_model
         arch = model_name or "lenet-300-100"
         return build_model(arch, data, seed), arch, None
     model, masks, meta = models.load_checkpoint(source, expect)
@@ -218,7 +204,7 @@ def dense_network(run, data, model_name, checkpoint, seed):
 
 def _baseline(run, data, model, arch, source, training, threads):
     """Train `model` unless it came from a file, keep it as the run's baseline.pt, return its accuracy %."""
-    from eie.api import train
+    from eie.sw.flow import train
     from eie.sw import models
     from eie.sw.train import evaluate
     if source is None:
@@ -241,7 +227,7 @@ def sensitivity_command(args):
     from eie.sw.runs import RunFolder
     fractions = _fractions(args.fractions)
     run = RunFolder(args.run, ["sensitivity.json", "sensitivity.png"], args.force)
-    data = load_data(run, args.data, args.data_dir)
+    data = run.data_set(args.data, args.data_dir, _log)
     training = _baseline_training(args)
     model, arch, source = dense_network(run, data, args.model, args.checkpoint, training.seed)
     _refuse_pruned(model, source)
@@ -282,7 +268,8 @@ def _sensitivity_quality(run, model):
 def prune_command(args):
     started = time.perf_counter()
     _torch_threads(args)
-    from eie.api import Training, prune
+    from eie.sw.flow import prune
+    from eie.sw.pipeline import Training
     from eie.sw import models, report
     from eie.sw.pipeline import weights_by_layer
     from eie.sw.runs import RunFolder
@@ -296,7 +283,7 @@ def prune_command(args):
     from eie.sw.pipeline import check_method
     method = check_method(args.method, args.quality, args.sparsity, args.calibration)   # before any training
     run = RunFolder(args.run, ["pruned.pt", "weights.png"], args.force)
-    data = load_data(run, args.data, args.data_dir)
+    data = run.data_set(args.data, args.data_dir, _log)
     model, arch, source = dense_network(run, data, args.model, args.checkpoint, training.seed)
     quality = _sensitivity_quality(run, model) if args.quality == "sensitivity" else args.quality
     from eie.sw.methods import check_network
@@ -339,13 +326,14 @@ def _pruned_network(run, checkpoint, model_name, data):
 def compress_command(args):
     started = time.perf_counter()
     _torch_threads(args)
-    from eie.api import Training, compress
+    from eie.sw.flow import compress
+    from eie.sw.pipeline import Training
     from eie.config import ChipConfig
     from eie.sw.runs import RunFolder
     config = ChipConfig.for_user(pes=args.pes, index_bits=args.index_bits, weight_index_bits=args.weight_index_bits)
     finetuning = Training(epochs=args.finetune_epochs, lr=args.finetune_lr, l2=0.0, seed=args.seed)
     run = RunFolder(args.run, ["compressed.pt", "image.npz", "host.npz"], args.force)
-    data = load_data(run, args.data, args.data_dir)
+    data = run.data_set(args.data, args.data_dir, _log)
     if args.onnx is not None:
         if args.checkpoint is not None:
             raise EieError("give --onnx or --checkpoint, not both")
