@@ -97,14 +97,14 @@ def sparse_bytes(matrices, value_bits=32, bias_bits=32, codebook_bits=0):
     every entry (padding included) a `value_bits` value and an index, the pointers, a bias per row and
     `codebook_bits` per layer. Entry counts and pointer widths are `eie.sw.storage.storage`'s, which with 4-bit
     values, 16-bit biases and a 16 x 16-bit codebook gives the same total (the test checks it)."""
-    from eie.sw.storage import storage
+    from eie.sw.storage import storage_bits_by_part
     config = STORAGE_CHIP
     layers = _pattern_layers(matrices)
-    parts = storage(layers, config)
-    real = parts["weights"] * 8 / config.weight_index_bits
-    padding = parts["padding"] * 8 / config.entry_bits
+    parts = storage_bits_by_part(layers, config)
+    real = parts["weights"] // config.weight_index_bits
+    padding = parts["padding"] // config.entry_bits
     rows = sum(q.rows for q in layers)
-    bits = (real + padding) * (value_bits + config.index_bits) + parts["pointers"] * 8 + rows * bias_bits \
+    bits = (real + padding) * (value_bits + config.index_bits) + parts["pointers"] + rows * bias_bits \
         + len(layers) * codebook_bits
     return bits / 8
 

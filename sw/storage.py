@@ -20,7 +20,8 @@ from eie.sw.encode import encode_layer, storage_bits
 from eie.sw.host import QuantConv
 from eie.sw.image import fit_config
 
-__all__ = ["EIE_SRAM_BYTES_PER_PE", "STORAGE_PES", "STORAGE_INDEX_BITS", "NOT_IN_TOTAL", "storage", "storage_table",
+__all__ = ["EIE_SRAM_BYTES_PER_PE", "STORAGE_PES", "STORAGE_INDEX_BITS", "NOT_IN_TOTAL", "storage", "storage_bits_by_part", "Storage",
+           "PEStorage", "storage_table",
            "sram", "HUFFMAN_WIDTH_BITS", "huffman_lengths", "huffman_codes", "huffman_table_bits", "huffman_encode",
            "huffman_decode", "huffman_bits", "huffman_entry_bits"]
 
@@ -29,45 +30,94 @@ EIE_SRAM_BYTES_PER_PE = 162 * 1024
 # The chips every compressed model's storage is reported for.
 STORAGE_PES = (1, 16, 64)
 STORAGE_INDEX_BITS = (4, 5)
-# Parts that are not summed into "total": EIE's pointers (for comparison) and the Huffman-coded alternative.
-NOT_IN_TOTAL = ("eie_pointers", "huffman_entries", "total_huffman")
+# Parts that are not summed into "total": EIE's pointers (for comparison; in "total_eie") and the Huffman-coded
+# alternative (in "total_huffman").
+NOT_IN_TOTAL = ("eie_pointers", "huffman_entries", "total_huffman", "total_eie")
 
 
-def storage(layers, config, host_ops=(), per_pe=False, placement="interleaved"):
-    """Bytes by part for QuantLayers `layers` on the smallest chip with `config`'s PE count and widths.
-    `host_ops`' convolutions count as dense fixed-point weights and biases (part "host_convs").
-    "eie_pointers" (EIE's 16-bit pointer per column and PE) is for comparison and not in "total".
-    With `per_pe`, a list with the parts each PE's SRAM holds (weights, indices, padding, pointers).
-    `placement` places the rows as the chip would (it moves padding). "huffman_entries" is the bytes of the
-    entries (weights, indices, padding) Huffman-coded, tables included (`huffman_entry_bits`), and
-    "total_huffman" the total with them in place of the fixed-width entries; neither is in "total"."""
+def storage(layers, config, host_ops=(), per_pe=False, placement="interleaved") -> "Storage | PEStorage":
+    """Whole bytes by part for QuantLayers `layers` on the smallest chip with `config`'s PE count and widths
+    (each part's bits rounded up to a byte). `host_ops`' convolutions count as dense fixed-point weights and
+    biases (part "host_convs"). Every part lies inside a total: "total" sums the chip's parts; "eie_pointers"
+    (EIE's 16-bit pointer per column and PE, for comparison) is inside "total_eie", the same model with EIE's
+    pointers in place of this chip's; "huffman_entries" (the entries, weights, indices and padding,
+    Huffman-coded with their tables, `huffman_entry_bits`) is inside "total_huffman", the model as stored or
+    sent off-chip. With `per_pe`, a list with the parts each PE's SRAM holds (weights, indices, padding,
+    pointers; "total" and "total_eie" of its own). `placement` places the rows as the chip would (it moves
+    padding). Both print as a table in a notebook."""
+    chip, encoded = _encoded(layers, config, placement)
+    if per_pe:
+        bits = [dict.fromkeys(("weights", "indices", "padding", "pointers", "eie_pointers"), 0)
+                for _ in range(chip.pes)]
+        for enc in encoded:
+            for pe, parts in zip(bits, storage_bits(enc, chip, per_pe=True)):
+                for part, n in parts.items():
+                    pe[part] += n
+        return PEStorage(_totals({part: _bytes(n) for part, n in pe.items()}) for pe in bits)
+    bits = _part_bits(chip, encoded)
+    bits["huffman_entries"] = sum(huffman_entry_bits(enc, chip) for enc in encoded)
+    convs = [op for op in host_ops if isinstance(op, QuantConv)]
+    if convs:
+        bits["host_convs"] = sum(op.weight.size * config.weight_bits + op.bias.size * config.act_bits for op in convs)
+    parts = _totals({part: _bytes(n) for part, n in bits.items()})
+    parts["total_huffman"] = parts["total"] - parts["weights"] - parts["indices"] - parts["padding"] \
+        + parts["huffman_entries"]
+    return parts
+
+
+def _encoded(layers, config, placement):
+    """The smallest chip of `config`'s PE count and widths for `layers`, and their encodings on it."""
     from eie.sw.placement import place_layers
     chip = fit_config(layers, config, exact=True, placement=placement)
     placed, _, pairs = place_layers(layers, chip, placement)
-    encoded = [encode_layer(q.w_index, chip, paired=paired) for q, paired in zip(placed, pairs)]
-    if per_pe:
-        out = [dict.fromkeys(("weights", "indices", "padding", "pointers", "eie_pointers"), 0.0)
-               for _ in range(chip.pes)]
-        for enc in encoded:
-            for pe, parts in zip(out, storage_bits(enc, chip, per_pe=True)):
-                for part, bits in parts.items():
-                    pe[part] += bits / 8
-        for pe in out:
-            pe["total"] = sum(v for k, v in pe.items() if k not in NOT_IN_TOTAL)
-        return out
-    parts = {}
+    return chip, [encode_layer(q.w_index, chip, paired=paired) for q, paired in zip(placed, pairs)]
+
+
+def _part_bits(chip, encoded) -> dict:
+    bits = {}
     for enc in encoded:
-        for part, bits in storage_bits(enc, chip).items():
-            parts[part] = parts.get(part, 0) + bits / 8
-    parts["huffman_entries"] = sum(huffman_entry_bits(enc, chip) for enc in encoded) / 8
-    convs = [op for op in host_ops if isinstance(op, QuantConv)]
-    if convs:
-        parts["host_convs"] = sum(op.weight.size * config.weight_bits + op.bias.size * config.act_bits
-                                  for op in convs) / 8
+        for part, n in storage_bits(enc, chip).items():
+            bits[part] = bits.get(part, 0) + n
+    return bits
+
+
+def storage_bits_by_part(layers, config, placement="interleaved") -> dict:
+    """The exact bits (not rounded to bytes) of weights, indices, padding, pointers and EIE's pointers that
+    `storage` counts, summed over `layers`."""
+    return _part_bits(*_encoded(layers, config, placement))
+
+
+def _bytes(bits) -> int:
+    return -(-int(bits) // 8)
+
+
+def _totals(parts: dict) -> "Storage":
+    """`parts` with "total" (the chip's parts) and "total_eie" (EIE's pointers in place of the chip's)."""
+    parts = Storage(parts)
     parts["total"] = sum(v for k, v in parts.items() if k not in NOT_IN_TOTAL)
-    parts["total_huffman"] = (parts["total"] - parts["weights"] - parts["indices"] - parts["padding"]
-                              + parts["huffman_entries"])
+    parts["total_eie"] = parts["total"] - parts["pointers"] + parts["eie_pointers"]
     return parts
+
+
+def _html_table(head: list, rows: list) -> str:
+    cells = lambda tag, values: "".join(f"<{tag}>{v}</{tag}>" for v in values)
+    return ("<table><thead><tr>" + cells("th", head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + cells("td", row) + "</tr>" for row in rows) + "</tbody></table>")
+
+
+class Storage(dict):
+    """Bytes by part (a dict, as `storage` gives it); a table in a notebook."""
+
+    def _repr_html_(self) -> str:
+        return _html_table(["part", "bytes"], [[part, f"{n:,}"] for part, n in self.items()])
+
+
+class PEStorage(list):
+    """Bytes by part per PE (a list of dicts, as `storage(..., per_pe=True)` gives it); a table in a notebook."""
+
+    def _repr_html_(self) -> str:
+        head = list(self[0]) if self else []
+        return _html_table(["PE", *head], [[pe, *(f"{parts[p]:,}" for p in head)] for pe, parts in enumerate(self)])
 
 
 def storage_table(layers, config, host_ops=(), pes=STORAGE_PES, index_bits=STORAGE_INDEX_BITS,

@@ -144,10 +144,33 @@ def test_storage_parts_and_padding():
     layer = QuantLayer(w, np.arange(16), np.zeros(300, np.int64), 8, True)
     four, five = storage([layer], ChipConfig(pes=1, index_bits=4)), storage([layer], ChipConfig(pes=1, index_bits=5))
     nonzero = np.count_nonzero(w)
-    assert four["weights"] == nonzero * 4 / 8 and five["indices"] == nonzero * 5 / 8
+    assert four["weights"] == -(-nonzero * 4 // 8) and five["indices"] == -(-nonzero * 5 // 8)
     assert four["padding"] > five["padding"] > 0      # gaps of ~20 rows often exceed 15
     assert storage([layer], ChipConfig(pes=16))["padding"] < four["padding"] / 4  # 19 local rows per PE: few long gaps
     assert four["total"] == sum(four[p] for p in ("weights", "indices", "padding", "pointers", "codebook", "bias"))
+
+
+def test_storage_is_whole_bytes_each_part_inside_a_total_and_a_table_in_a_notebook():
+    """An odd number of 4-bit entries is whole bytes; EIE's pointers are inside "total_eie", the Huffman-coded
+    entries inside "total_huffman"; the dict (and the per-PE list) print as an HTML table."""
+    from eie.sw.quant import QuantLayer
+    from eie.sw.storage import NOT_IN_TOTAL, storage
+    w = np.zeros((7, 3), np.int64)
+    w[[0, 2, 4], [0, 1, 2]] = [3, 5, 7]                  # 3 entries: 12 bits of weight indices
+    layer = QuantLayer(w, np.arange(16), np.zeros(7, np.int64), 8, True)
+    parts = storage([layer], ChipConfig(pes=1))
+    assert all(type(v) is int for v in parts.values()), parts
+    assert parts["weights"] == 2
+    assert parts["total"] == sum(v for k, v in parts.items() if k not in (*NOT_IN_TOTAL, "total"))
+    assert parts["total_eie"] == parts["total"] - parts["pointers"] + parts["eie_pointers"]
+    assert parts["total_huffman"] == (parts["total"] - parts["weights"] - parts["indices"] - parts["padding"]
+                                      + parts["huffman_entries"])
+    html = parts._repr_html_()
+    assert html.startswith("<table>") and "<td>eie_pointers</td>" in html and "<td>total_eie</td>" in html
+    per_pe = storage([layer], ChipConfig(pes=2), per_pe=True)
+    assert all(type(v) is int for pe in per_pe for v in pe.values())
+    assert all(pe["total_eie"] == pe["total"] - pe["pointers"] + pe["eie_pointers"] for pe in per_pe)
+    assert per_pe._repr_html_().count("<tr>") == 3      # the head and one row per PE
 
 
 def test_existing_files_are_kept_unless_forced(compressed_run):

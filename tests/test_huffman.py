@@ -72,8 +72,8 @@ def test_storage_counts_the_huffman_entries_by_hand():
     # code would cost 5 + 256 x 1 + 4 = 265; plus the flag bit saying which: 51 bits
     assert huffman_entry_bits(encode_layer(w, config), config) == 51
     parts = storage([layer], config)
-    assert parts["huffman_entries"] == 51 / 8
-    assert parts["total_huffman"] == parts["total"] - 4 * 8 / 8 + 51 / 8
+    assert parts["huffman_entries"] == 7                            # 51 bits in whole bytes
+    assert parts["total_huffman"] == parts["total"] - 4 * 8 // 8 + 7
     assert parts["total"] == sum(parts[p] for p in ("weights", "indices", "padding", "pointers", "codebook", "bias"))
 
 
