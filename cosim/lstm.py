@@ -148,8 +148,10 @@ SETTINGS = {
 
 
 def lstm_flow(run_dir, quick=False, hidden=None, samples=None, config=None, keep=(), seed=0, quality=None,
-              model_samples=20, force=False, log=_log):
-    """The whole LSTM flow into `run_dir`: train the dense LSTM, prune it (Han et al.), compress it, then run
+              model_samples=20, force=False, log=_log, method="magnitude", sparsity=None, final_epochs=None):
+    """The whole LSTM flow into `run_dir`: train the dense LSTM, prune it (`method`, `sparsity`: Han et al. by
+    default, or Wanda or N:M as `eie.sw.lstm.prune_lstm` does; `final_epochs` of retraining after it, default the
+    settings' for magnitude and none for the others), compress it, then run
     `samples` test sequences (default: all; 40 with `quick`) on the simulated chip `config` (default the standard
     chip of `SETTINGS`' PEs; memory fields in `keep` as given), every step checked. Writes lstm.json and lstm.md;
     returns (the figures, the `CompressedLSTM`). Bad settings, and a folder holding an earlier lstm.json (unless
@@ -169,7 +171,16 @@ def lstm_flow(run_dir, quick=False, hidden=None, samples=None, config=None, keep
     data = load_dataset(s["data"])
     features = data.input_shape[-1]
     from eie.sw.lstm import LSTMClassifier
-    LSTMClassifier(features, hidden, data.classes)     # a bad hidden size is refused here
+    probe = LSTMClassifier(features, hidden, data.classes)     # a bad hidden size is refused here
+    from eie.sw.methods import check_network, check_sparsity
+    from eie.sw.pipeline import check_method
+    if sparsity is not None:
+        check_sparsity(sparsity)
+    check_network(probe, check_method(method, None, None if method == "magnitude" else sparsity))
+    if final_epochs is None:
+        final_epochs = s["final_epochs"] if method == "magnitude" else 0
+    if not isinstance(final_epochs, int) or final_epochs < 0:
+        raise EieError(f"final epochs must be an integer >= 0, not {final_epochs!r}")
     if "act_depth" in keep:
         check_fits(features, hidden, config)
     n = s["samples"] if samples is None else samples
@@ -185,10 +196,10 @@ def lstm_flow(run_dir, quick=False, hidden=None, samples=None, config=None, keep
         log(f"dense float accuracy {dense:.2f}%")
         timings["train"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
-        log("== prune the gates (Han et al. 2015)")
+        log(f"== prune the gates ({'Han et al. 2015' if method == 'magnitude' else method})")
         pruning = prune_lstm(model, data, quality, s["iterations"],
                              Training(epochs=s["retrain_epochs"], lr=s["lr"] / 4, l2=0.0, seed=seed),
-                             s["final_epochs"], log)
+                             final_epochs, log, method, sparsity)
         timings["prune"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         log("== compress (Deep Compression)")
@@ -233,7 +244,8 @@ def summary(r):
         f"  bit-exact: {f['steps_compared']} steps ({f['outputs_compared']} outputs) compared, "
         f"{f['mismatched_steps']} steps and {f['head_mismatches']} head outputs differ",
         f"  weights kept {r['kept_weights']} of {r['dense_weights']} ({100 * r['weights_kept_fraction']:.1f}%, "
-        f"{r['pruning_ratio']}x fewer); storage {r['dense_bytes']} -> {r['storage_bytes']['total']:.0f} bytes "
+        f"{r['pruning_ratio']}x fewer; {r['prune']['method']}, {r['prune']['final_epochs']} final epochs of "
+        "retraining); storage {r['dense_bytes']} -> {r['storage_bytes']['total']:.0f} bytes "
         f"({r['storage_ratio']}x; {r['storage_ratio_huffman']}x with the entries Huffman-coded)",
         f"  cycles per sequence {f['cycles_per_sequence']} ({f['cycles_per_step']} per step, head {f['head_cycles']}); "
         f"model {f['model_cycles_per_sequence']} vs RTL {f['rtl_cycles_per_sequence_on_model_samples']} on "
@@ -253,7 +265,8 @@ def lstm_command(args):
     from eie.cosim.commands import stamped_run, standard_chip
     config, keep = standard_chip(args, SETTINGS[args.quick]["pes"])
     run = stamped_run(args, "lstm")
-    results, _ = lstm_flow(run, args.quick, args.hidden, args.samples, config, keep, args.seed, force=args.force)
+    results, _ = lstm_flow(run, args.quick, args.hidden, args.samples, config, keep, args.seed, force=args.force,
+                           method=args.method, sparsity=args.sparsity, final_epochs=args.final_epochs)
     print(json.dumps(results) if args.json else summary(results) + f"\neverything is in {run} (lstm.json)")
     return 0 if not results["run"]["mismatched_steps"] and not results["run"]["head_mismatches"] else 1
 
@@ -261,7 +274,7 @@ def lstm_command(args):
 def register(sub):
     p = sub.add_parser("lstm", help="an LSTM classifier on the chip, one sparse mat-vec per step, checked bit-exact",
                        description="Train an LSTM on Fashion-MNIST read row by row (28 steps of 28 pixels), prune its "
-                                   "gates (Han et al.), compress it and run the test set on the simulated chip: per "
+                                   "gates (Han et al., or --method wanda or 2:4), compress it and run the test set on the simulated chip: per "
                                    "step the chip computes the gates as one sparse mat-vec of [W_x W_h] over "
                                    "[x_t, h_{t-1}], the host the cell in the same fixed point; every step is compared "
                                    "with the reference. --quick: digits (8 steps of 8 pixels), 16 hidden, 2 PEs, 40 "
@@ -269,6 +282,16 @@ def register(sub):
     p.add_argument("--quick", action="store_true", help="digits, 16 hidden units, a 2-PE chip, 40 test sequences")
     p.add_argument("--hidden", type=int, help="hidden units (default 128; 16 with --quick)")
     p.add_argument("--samples", type=int, metavar="K", help="test sequences on the chip (default all; 40 with --quick)")
+    p.add_argument("--method", default="magnitude", metavar="magnitude|wanda|N:M",
+                   help="pruning method: magnitude (Han et al., iterative with retraining; default), wanda (|W| x "
+                        "the stacked input's L2 norm per row over every step of 512 training images, no retraining) "
+                        "or N:M such as 2:4 (the N largest of every M inputs of a row), as eie prune's")
+    p.add_argument("--sparsity", type=float, metavar="F",
+                   help="pruned fraction of every row (wanda; default 0.5) or of each matrix (magnitude; default "
+                        "90%% of the gates and 50%% of the head); not for N:M")
+    p.add_argument("--final-epochs", type=int, metavar="E",
+                   help="retraining epochs after pruning (default 3 for magnitude, after its steps; 0 for wanda "
+                        "and N:M)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialization and shuffling (default 0)")
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="run folder (default runs/lstm-<time>)")
     p.add_argument("--force", action="store_true", help="replace the lstm.json and lstm.md an earlier run left there")

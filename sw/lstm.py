@@ -135,32 +135,54 @@ def _kept(model):
             for n, (k, w) in prune.kept(model).items()}
 
 
-def prune_lstm(model, data, quality=None, iterations=3, retraining=None, final_epochs=2, log=_log):
-    """Han et al. 2015 on the gates (and the head), in place: `iterations` steps of magnitude pruning at a ramped
+def prune_lstm(model, data, quality=None, iterations=3, retraining=None, final_epochs=2, log=_log,
+               method="magnitude", sparsity=None, calibration=None):
+    """Prune the gates and the head in place by `method` (`eie.sw.methods.parse_method`: "magnitude", "wanda" or
+    N:M such as "2:4"). "magnitude": Han et al. 2015: `iterations` steps of magnitude pruning at a ramped
     quality x the dense weights' std, each followed by retraining, then `final_epochs` more (the flow's
-    `prune_schedule`). `quality`: {"gates": q, "head": q} (a matrix not named: 1.0), one number for both, or None
-    (`DEFAULT_QUALITY`).
-    Returns the figures: accuracies, weights kept per matrix, the schedule."""
-    from eie.sw import pipeline, prune, train
+    `prune_schedule`); `quality`: {"gates": q, "head": q} (a matrix not named: 1.0), one number for both, or
+    None: the qualities that keep `DEFAULT_KEPT`, or, with `sparsity`, that prune that fraction of each matrix.
+    "wanda" (`sparsity` of every row of both matrices, default 0.5, weighed by the stacked inputs [x_t, h_{t-1}]
+    of every step of `calibration` training images, default `methods.WANDA_CALIBRATION`) and N:M (the N largest
+    of every M consecutive inputs of each row) are the MLP's (`eie.sw.pipeline`), then `final_epochs` of
+    retraining (0: none). Returns the figures: accuracies, weights kept per matrix, the method's record."""
+    from eie.sw import methods, pipeline, prune, train
     from eie.sw.pipeline import Training
-    if quality is None:
+    if method == "magnitude" and sparsity is not None:
+        methods.check_sparsity(sparsity)
+        if quality is not None:
+            raise EieError("give magnitude pruning quality parameters or a sparsity, not both")
         stds = prune.dense_stds(model)
-        quality = {n: round(prune.quality_for_fraction(layer, 1 - DEFAULT_KEPT[n], stds[n]), 4)
+        quality = {n: round(prune.quality_for_fraction(layer, sparsity, stds[n]), 4)
                    for n, layer in prune.layers(model)}
-    else:
-        quality = pipeline.resolve_quality(quality, list(DEFAULT_KEPT))
+        sparsity = None
+    method = pipeline.check_method(method, quality, sparsity, calibration)
+    methods.check_network(model, method)
+    if final_epochs < 0:
+        raise EieError(f"final epochs must be >= 0, not {final_epochs}")
     retraining = retraining or Training(epochs=1, lr=0.05, l2=0.0)
     base = train.evaluate(model, data.x_test, data.y_test)
-    steps = pipeline.prune_schedule(model, data, quality, iterations, retraining, final_epochs, log)
+    if method == "magnitude":
+        if quality is None:
+            stds = prune.dense_stds(model)
+            quality = {n: round(prune.quality_for_fraction(layer, 1 - DEFAULT_KEPT[n], stds[n]), 4)
+                       for n, layer in prune.layers(model)}
+        else:
+            quality = pipeline.resolve_quality(quality, list(DEFAULT_KEPT))
+        steps = pipeline.prune_schedule(model, data, quality, iterations, retraining, final_epochs, log)
+        record = {"method": "magnitude", "quality": quality, "iterations": iterations,
+                  "retraining": retraining.__dict__, "final_epochs": final_epochs, "steps": steps}
+    else:
+        record = pipeline._one_shot(model, data, method, sparsity,
+                                    methods.WANDA_CALIBRATION if calibration is None else calibration,
+                                    retraining, final_epochs, log)
     accuracy = train.evaluate(model, data.x_test, data.y_test)
     kept = _kept(model)
     dense = sum(k["weights"] for k in kept.values())
     total = sum(k["kept"] for k in kept.values())
     log(f"pruned: {dense} -> {total} weights ({dense / total:.1f}x), accuracy {base:.2f}% -> {accuracy:.2f}%")
     return {"baseline_accuracy": round(base, 2), "pruned_accuracy": round(accuracy, 2), "dense_weights": dense,
-            "kept_weights": total, "pruning_ratio": round(dense / total, 2), "layers": kept,
-            "prune": {"method": "magnitude", "quality": quality, "iterations": iterations,
-                      "retraining": retraining.__dict__, "final_epochs": final_epochs, "steps": steps}}
+            "kept_weights": total, "pruning_ratio": round(dense / total, 2), "layers": kept, "prune": record}
 
 
 def _copy(model):

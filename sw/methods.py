@@ -353,23 +353,37 @@ def _row_mask(score, keep):
 
 
 @torch.no_grad()
-def wanda_prune(model: nn.Module, x: torch.Tensor, sparsity: float) -> dict:
+def wanda_prune(model: nn.Module, x: torch.Tensor, sparsity: float, layers: "list | None" = None) -> dict:
     """Wanda: remove at least the `sparsity` fraction of every Linear layer's weights (whole weights), row by row
-    (each output keeps the same count, at least one), lowest |W_ij| x ||X_j||_2 first, X_j being input j of the layer over the calibration images
-    `x`. The layers are pruned in order, each seeing the activations of the ones pruned before it, as Wanda
-    does. No retraining; masks as `torch.nn.utils.prune` leaves them. Returns {layer: input norms}."""
+    (each output keeps the same count, at least one), lowest |W_ij| x ||X_j||_2 first, X_j being input j of the
+    layer over the calibration inputs `x` (every call of the layer in `model(x)`: an LSTM's gates see each time
+    step, a decoder's layers each position). The layers are pruned in order, each seeing the activations of the
+    ones pruned before it, as Wanda does. `layers`: [(name, nn.Linear)] to prune, in that order (default the
+    Sequential's prunable layers; a model whose Linear layers are not its children, such as the decoder, names
+    them). No retraining; masks as `torch.nn.utils.prune` leaves them. Returns {layer: input norms}."""
     check_sparsity(sparsity)
     norms = {}
     model.eval()
-    for name, layer in _prunable_linears(model, "wanda"):
+    for name, layer in (_prunable_linears(model, "wanda") if layers is None else _linears(layers, "wanda")):
         seen = []
         handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
         try:
             model(x)
         finally:
             handle.remove()
-        norms[name] = wanda_mask(layer, seen[0], sparsity)
+        if not seen:
+            raise EieError(f"wanda: layer {name} was not used by the model's forward pass on the calibration inputs")
+        norms[name] = wanda_mask(layer, torch.cat([v.reshape(-1, layer.in_features) for v in seen]), sparsity)
     return norms
+
+
+def _linears(layers, method):
+    """`layers` ([(name, module)]) checked to be Linear layers, which `method` prunes."""
+    layers = list(layers)
+    other = [n for n, layer in layers if not isinstance(layer, nn.Linear)]
+    if other:
+        raise EieError(f"{method} prunes fully connected (Linear) layers only, not {', '.join(other)}")
+    return layers
 
 
 @torch.no_grad()
@@ -384,9 +398,11 @@ def wanda_mask(layer: nn.Linear, inputs: torch.Tensor, sparsity: float) -> torch
     return norms
 
 
-def check_nm(model: nn.Module, n: int, m: int) -> None:
-    """Refuse in one line an N:M pattern whose M does not divide every prunable layer's inputs."""
-    widths = {name: layer.weight[0].numel() for name, layer in prune.layers(model)}
+def check_nm(model: nn.Module, n: int, m: int, layers: "list | None" = None) -> None:
+    """Refuse in one line an N:M pattern whose M does not divide every prunable layer's inputs (`layers`:
+    [(name, layer)] instead of the Sequential's prunable layers)."""
+    named = prune.layers(model) if layers is None else list(layers)
+    widths = {name: layer.weight[0].numel() for name, layer in named}
     if any(w % m for w in widths.values()):
         raise EieError(f"{n}:{m} sparsity needs M={m} to divide every layer's inputs, but the layers have "
                        + ", ".join(f"{k} {w}" for k, w in widths.items())
@@ -394,12 +410,15 @@ def check_nm(model: nn.Module, n: int, m: int) -> None:
 
 
 @torch.no_grad()
-def nm_prune(model: nn.Module, n: int, m: int) -> None:
+def nm_prune(model: nn.Module, n: int, m: int, layers: "list | None" = None) -> None:
     """N:M structured sparsity: in every group of `m` consecutive inputs of every row (a convolution's row being
     its flattened kernel), keep the `n` weights of largest magnitude (ties: the earlier input). Every row
-    then holds exactly n/m of its weights. `m` must divide every layer's input count."""
-    check_nm(model, n, m)
-    for name, layer in prune.layers(model):
+    then holds exactly n/m of its weights. `m` must divide every layer's input count. `layers`:
+    [(name, layer)] to prune (default the Sequential's prunable layers; an LSTM's gates and head are its own,
+    the decoder names its Linear layers)."""
+    named = prune.layers(model) if layers is None else list(layers)
+    check_nm(model, n, m, named)
+    for name, layer in named:
         w = layer.weight.detach()
         groups = w.abs().reshape(-1, m)
         mask = _row_mask(groups, n).reshape(w.shape)

@@ -179,3 +179,85 @@ def test_full_fashion_mnist_lstm_on_16_pes(tmp_path):
     assert r["pruning_ratio"] >= 8
     assert r["dense_float_accuracy"] - r["chip_accuracy"] <= 1.0
     assert run["model_equals_rtl"] and run["model_samples"] == 200
+
+
+# -- the modern pruning methods on the stacked gates (issue 22) -------------------------------------------------
+
+def small_lstm():
+    from eie.sw.data import load_dataset
+    from eie.sw.lstm import build_lstm
+    data = load_dataset("digits")
+    return build_lstm(data, hidden=16, seed=0), data
+
+
+def test_wanda_weighs_the_gates_by_every_steps_stacked_input():
+    """Wanda on the LSTM keeps half of every row of the gates and the head, and weighs the gates' columns by
+    [x_t, h_{t-1}] over every step: the recurrent columns keep weights (on the first step alone h is zero,
+    which would cut every recurrent weight), and the cut is the one `wanda_mask` makes from all steps."""
+    from eie.sw import methods
+    from eie.sw.lstm import prune_lstm
+    model, data = small_lstm()
+    before = model.gates.weight.detach().clone()
+    x = methods.calibration_images(data, 32, seed=0)
+    trace = []
+    with torch.no_grad():
+        model.eval()(x, trace)
+    stacked = torch.cat([a for a, _, _ in trace])
+    expected = nn.Linear(24, 64)
+    with torch.no_grad():
+        expected.weight.copy_(before)
+    methods.wanda_mask(expected, stacked, 0.5)
+    f = prune_lstm(model, data, method="wanda", calibration=x, log=lambda m: None)
+    kept = model.gates.weight.detach() != 0
+    assert f["prune"]["method"] == "wanda" and f["kept_weights"] == f["dense_weights"] // 2
+    assert (kept.sum(1) == 12).all() and ((model.head.weight.detach() != 0).sum(1) == 8).all()
+    assert torch.equal(kept, expected.weight.detach() != 0)
+    assert int(kept[:, 8:].sum()) > 0                        # recurrent weights kept: h of later steps counted
+    first_only = nn.Linear(24, 64)
+    with torch.no_grad():
+        first_only.weight.copy_(before)
+    methods.wanda_mask(first_only, trace[0][0], 0.5)
+    assert not torch.equal(kept, first_only.weight.detach() != 0)
+
+
+def test_n_m_keeps_two_of_every_four_inputs_after_retraining_and_refusals():
+    from eie.sw.lstm import prune_lstm
+    from eie.sw.pipeline import Training
+    model, data = small_lstm()
+    f = prune_lstm(model, data, method="2:4", retraining=Training(epochs=1, lr=0.05, l2=0.0), final_epochs=1,
+                   log=lambda m: None)
+    assert f["prune"]["method"] == "2:4" and f["prune"]["final_epochs"] == 1
+    for layer in (model.gates, model.head):
+        groups = (layer.weight.detach() != 0).reshape(-1, 4).sum(1)
+        assert (groups <= 2).all() and int(groups.sum()) == layer.weight.numel() // 2
+    model, data = small_lstm()
+    with pytest.raises(EieError, match="3:5 sparsity needs M=5 to divide"):
+        prune_lstm(model, data, method="3:5", log=lambda m: None)
+    with pytest.raises(EieError, match="fixes the pruned fraction"):
+        prune_lstm(model, data, method="2:4", sparsity=0.3, log=lambda m: None)
+    with pytest.raises(EieError, match="unknown pruning method 'sparsegpt'"):
+        prune_lstm(model, data, method="sparsegpt", log=lambda m: None)
+    f = prune_lstm(model, data, sparsity=0.5, iterations=1, final_epochs=0, log=lambda m: None)  # magnitude at 50%
+    assert f["prune"]["method"] == "magnitude" and abs(f["kept_weights"] / f["dense_weights"] - 0.5) < 0.01
+
+
+def test_a_method_the_lstm_cannot_take_is_refused_by_the_command_before_training(tmp_path):
+    with pytest.raises(EieError, match="3:5 sparsity needs M=5"):
+        cli("lstm", "--quick", "--method", "3:5", "--run-dir", tmp_path / "r")
+    with pytest.raises(EieError, match="sparsity 1.5 is out of range"):
+        cli("lstm", "--quick", "--method", "wanda", "--sparsity", "1.5", "--run-dir", tmp_path / "r")
+    with pytest.raises(EieError, match="final epochs must be an integer >= 0"):
+        cli("lstm", "--quick", "--method", "2:4", "--final-epochs", "-1", "--run-dir", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_quick_flow_with_2_4_sparsity_is_bit_exact(tmp_path):
+    """The quick flow pruned 2:4 (retrained one epoch): half of each matrix kept, every step bit-exact, the
+    cycle model equal to the RTL."""
+    from eie.cosim.lstm import lstm_flow
+    r, _ = lstm_flow(tmp_path / "run", quick=True, config=CONFIG, keep=SIZED_FIELDS, method="2:4", final_epochs=1,
+                     samples=10, log=lambda m: None)
+    run = r["run"]
+    assert r["prune"]["method"] == "2:4" and r["weights_kept_fraction"] == 0.5
+    assert run["mismatched_steps"] == 0 and run["head_mismatches"] == 0 and run["model_equals_rtl"]
+    assert r["chip_accuracy"] == r["reference_accuracy"] > 50
