@@ -187,11 +187,12 @@ PROMPT = "Return the "
 
 def decoder_flow(run_dir, quick=False, tokens=None, config=None, keep=(), seed=0, width=None, layers=None,
                  heads=None, context=None, sparsity=None, prompt=PROMPT, temperature=0.8, harness="cocotb",
-                 method="magnitude", force=False, log=_log):
+                 method="magnitude", force=False, log=_log, final_steps=None):
     """The whole decoder flow into `run_dir`: the standard library's docstrings (90% to train, the last 10%
     held out), a dense decoder trained, pruned (magnitude with retraining) to `sparsity`, compressed, its
     held-out perplexity on the chip `config` (teacher-forced windows), then `tokens` characters generated after
-    `prompt` on the chip, every mat-vec compared (`method` "wanda": Wanda instead, no retraining). Writes
+    `prompt` on the chip, every mat-vec compared (`method` "wanda" or N:M such as "2:4": that instead, with
+    `final_steps` of retraining, default none; magnitude's default is the settings'). Writes
     decoder.json and decoder.md; returns (figures, the `CompressedDecoder`). Bad settings, and an earlier
     decoder.json (unless `force`), are refused before any training."""
     from eie.config import ChipConfig
@@ -199,6 +200,12 @@ def decoder_flow(run_dir, quick=False, tokens=None, config=None, keep=(), seed=0
     from eie.sw import train
     from eie.sw.runs import RunFolder
     s = dict(SETTINGS[bool(quick)])
+    method = dec.check_method(method, sparsity)
+    if final_steps is None:
+        final_steps = s["final_steps"] if method == "magnitude" else 0
+    if not isinstance(final_steps, int) or final_steps < 0:
+        raise EieError(f"final steps must be an integer >= 0, not {final_steps!r}")
+    s["final_steps"] = final_steps
     for k, v in (("width", width), ("layers", layers), ("heads", heads), ("context", context),
                  ("sparsity", sparsity), ("tokens", tokens)):
         if v is not None:
@@ -208,13 +215,16 @@ def decoder_flow(run_dir, quick=False, tokens=None, config=None, keep=(), seed=0
     dec.DecoderLM(width=s["width"], layers=s["layers"], heads=s["heads"], context=s["context"])   # refuses bad sizes
     if "act_depth" in keep:
         dec.check_fits(s["width"], 4 * s["width"], len(dec.VOCAB), config)
-    if method not in dec.METHODS:
-        raise EieError(f"unknown pruning method {method!r} for the decoder: choose {' or '.join(dec.METHODS)}")
     if not 0 < s["sparsity"] < 1:
         raise EieError(f"sparsity {s['sparsity']} is out of range: it must lie strictly between 0 and 1")
     if not isinstance(s["tokens"], int) or s["tokens"] < 2:
         raise EieError(f"tokens must be an integer of at least 2, not {s['tokens']!r}")
     dec.encode(prompt)
+    if isinstance(method, tuple):
+        from eie.sw.methods import check_nm
+        probe = dec.DecoderLM(width=s["width"], layers=s["layers"], heads=s["heads"], context=s["context"])
+        check_nm(probe, *method, probe.linears())
+        s["sparsity"] = 1 - method[0] / method[1]
     started, timings = time.perf_counter(), {}
     text = dec.stdlib_corpus(s["corpus"])
     ids = dec.encode(text)
@@ -229,10 +239,11 @@ def decoder_flow(run_dir, quick=False, tokens=None, config=None, keep=(), seed=0
         dec.train_decoder(model, train_ids, s["steps"], s["lr"], seed=seed, log=log)
         timings["train"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
-        log(f"== prune every chip layer ({method}{', with retraining' if method == 'magnitude' else ''})")
-        final = s["final_steps"] if method == "magnitude" else 0
+        name = method if isinstance(method, str) else f"{method[0]}:{method[1]}"
+        retrained = ", with retraining" if method == "magnitude" or final_steps else ""
+        log(f"== prune every chip layer ({name}{retrained})")
         pruning = dec.prune_decoder(model, train_ids, held, s["sparsity"], s["iterations"], s["retrain_steps"],
-                                    final, seed=seed, method=method, calibration=s["calibration"], log=log)
+                                    final_steps, seed=seed, method=method, calibration=s["calibration"], log=log)
         timings["prune"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         log("== compress (Deep Compression)")
@@ -308,7 +319,7 @@ def decoder_command(args):
     run = stamped_run(args, "decoder")
     results, _ = decoder_flow(run, args.quick, args.tokens, config, keep, args.seed, args.width, args.layers,
                               args.heads, args.context, args.sparsity, harness=args.harness, method=args.method,
-                              force=args.force)
+                              force=args.force, final_steps=args.final_steps)
     print(json.dumps(results) if args.json else summary(results) + f"\neverything is in {run} (decoder.json)")
     bad = results["run"]["mismatched_matvecs"] or results["chip_perplexity"]["mismatched_matvecs"]
     return 1 if bad or not results["run"]["model_equals_rtl"] else 0
@@ -318,7 +329,7 @@ def register(sub):
     p = sub.add_parser("decoder", help="a character-level transformer decoder on the chip, every linear layer per "
                                        "token, checked bit-exact",
                        description="Train a small decoder on the Python standard library's docstrings, prune every "
-                                   "linear layer (magnitude, with retraining), compress it, measure held-out "
+                                   "linear layer (magnitude with retraining, or --method wanda or 2:4), compress it, measure held-out "
                                    "perplexity on the simulated chip and generate text with QKV, the output "
                                    "projection, both MLP layers and the LM head on the chip per token (attention, "
                                    "softmax, layer norm and residuals on the host in float64); every mat-vec is "
@@ -334,9 +345,12 @@ def register(sub):
     p.add_argument("--positions", default="alibi", help="position encoding: only alibi runs (named to say so)")
     p.add_argument("--context", type=int, help="attention window in characters (default 64; 16 with --quick)")
     p.add_argument("--sparsity", type=float, help="fraction of every chip layer's weights pruned (default 0.5)")
-    p.add_argument("--method", choices=("magnitude", "wanda"), default="magnitude",
-                   help="magnitude pruning with retraining (default) or Wanda (|W| x input norm per row, no "
-                        "retraining)")
+    p.add_argument("--method", default="magnitude", metavar="magnitude|wanda|N:M",
+                   help="magnitude pruning with retraining (default), Wanda (|W| x input norm per row, no "
+                        "retraining) or N:M such as 2:4 (the N largest of every M inputs of a row; no --sparsity)")
+    p.add_argument("--final-steps", type=int, metavar="K",
+                   help="retraining steps after pruning (default 300, 100 with --quick, after magnitude's ramped "
+                        "steps; 0 for wanda and N:M)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialization, batches and sampling (default 0)")
     p.add_argument("--harness", choices=("cocotb", "raw"), default="cocotb",
                    help="the Verilated chip under cocotb (default) or the raw C++ harness (the same program and "

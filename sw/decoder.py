@@ -31,8 +31,8 @@ from eie.config import ChipConfig
 from eie.errors import EieError
 
 __all__ = ["SUPPORTED", "VOCAB", "LINEARS", "check_variant", "check_fits", "stdlib_corpus", "encode", "decode",
-           "alibi_bias", "DecoderLM", "train_decoder", "perplexity", "METHODS", "prune_decoder", "compress_decoder",
-           "CompressedDecoder", "host_forward", "generate", "windows"]
+           "alibi_bias", "DecoderLM", "train_decoder", "perplexity", "METHODS", "check_method", "prune_decoder",
+           "compress_decoder", "CompressedDecoder", "host_forward", "generate", "windows"]
 
 SUPPORTED = ("a pre-LN decoder of multi-head causal self-attention with as many key/value heads as query heads, "
              "ALiBi position biases and a ReLU MLP (attention=multi-head, positions=alibi)")
@@ -250,7 +250,18 @@ def _kept(model):
     return layers
 
 
-METHODS = ("magnitude", "wanda")
+METHODS = ("magnitude", "wanda", "N:M")
+
+
+def check_method(method, sparsity=None):
+    """The decoder's pruning method as `eie.sw.methods.parse_method` gives it ("magnitude", "wanda" or (n, m)),
+    refused in one line if unknown, or if it is N:M and a `sparsity` is given too (N:M fixes its own)."""
+    from eie.sw.methods import parse_method
+    method = parse_method(method)
+    if isinstance(method, tuple) and sparsity is not None:
+        raise EieError(f"{method[0]}:{method[1]} sparsity fixes the pruned fraction ({1 - method[0] / method[1]:g}):"
+                       " give no sparsity")
+    return method
 
 
 def prune_decoder(model, tokens, held_out, sparsity=0.5, iterations=3, steps=300, final_steps=300, lr=1e-3,
@@ -258,27 +269,28 @@ def prune_decoder(model, tokens, held_out, sparsity=0.5, iterations=3, steps=300
     """Prune every chip layer to `sparsity`, in place. "magnitude": Han et al. with retraining: at step k of
     `iterations` each layer's smallest weights go until k/iterations of `sparsity` is gone (thresholds as
     quality x the dense weights' std, `eie.sw.prune`), then `steps` of retraining, `final_steps` more at the end.
-    "wanda" (Sun et al. 2023, `eie.sw.methods.wanda_mask`): each row's lowest |W| x ||X||_2 on `calibration`
-    training windows, the layers in a token's order each seeing those pruned before it, then `final_steps` of
-    retraining (0: Wanda's own, none). Returns figures."""
-    from eie.sw import prune
-    if method not in METHODS:
-        raise EieError(f"unknown pruning method {method!r} for the decoder: choose {' or '.join(METHODS)}")
+    "wanda" (Sun et al. 2023, `eie.sw.methods.wanda_prune`): each row's lowest |W| x ||X||_2 on `calibration`
+    training windows, the layers in a token's order each seeing those pruned before it; "N:M" such as "2:4"
+    (`eie.sw.methods.nm_prune`, `sparsity` ignored: 1 - N/M): the N largest of every M consecutive inputs of a
+    row. Both then retrain `final_steps` (0: none, Wanda as published). Returns figures."""
+    from eie.sw import methods, prune
+    method = check_method(method)
+    name = methods.method_name(method)
+    if isinstance(method, tuple):
+        sparsity = 1 - method[0] / method[1]
     if not 0 < sparsity < 1:
         raise EieError(f"sparsity {sparsity} is out of range: the pruned fraction must lie strictly between 0 and 1")
     if iterations < 1:
         raise EieError(f"pruning iterations must be >= 1, not {iterations}")
     dense = perplexity(model, held_out)
     stds = {n: layer.weight.detach().std().item() for n, layer in model.linears()}
-    if method == "wanda":
-        from eie.sw.methods import wanda_mask
-        x = torch.from_numpy(windows(tokens, model.shape["context"], calibration, seed=seed + 300)[:, :-1])
-        for name, layer in model.linears():
-            trace = {}
-            with torch.no_grad():
-                model.eval()(x, trace)
-            wanda_mask(layer, torch.cat(trace[name]), sparsity)
-        log(f"wanda: {sparsity:.0%} of every row pruned, perplexity {perplexity(model, held_out):.3f}")
+    if method != "magnitude":
+        if method == "wanda":
+            x = torch.from_numpy(windows(tokens, model.shape["context"], calibration, seed=seed + 300)[:, :-1])
+            methods.wanda_prune(model, x, sparsity, model.linears())
+        else:
+            methods.nm_prune(model, *method, layers=model.linears())
+        log(f"{name}: {sparsity:.0%} of every row pruned, perplexity {perplexity(model, held_out):.3f}")
         train_decoder(model, tokens, final_steps, lr, seed=seed + 1, desc="retrain", log=log)
         iterations = steps = 0
     for k in range(1, iterations + 1):
@@ -295,8 +307,8 @@ def prune_decoder(model, tokens, held_out, sparsity=0.5, iterations=3, steps=300
     log(f"pruned: {weights} -> {total} weights, perplexity {dense:.3f} -> {pruned:.3f}")
     return {"dense_perplexity": round(dense, 4), "pruned_perplexity": round(pruned, 4), "dense_weights": weights,
             "kept_weights": total, "layers": kept,
-            "prune": {"method": method, "sparsity": sparsity, "iterations": iterations, "steps": steps,
-                      "final_steps": final_steps, "lr": lr, **({"calibration": calibration} if method == "wanda"
+            "prune": {"method": methods.method_name(method), "sparsity": sparsity, "iterations": iterations,
+                      "steps": steps, "final_steps": final_steps, "lr": lr, **({"calibration": calibration} if method == "wanda"
                                                                else {})}}
 
 

@@ -80,8 +80,45 @@ def test_wanda_cuts_every_row_by_weight_times_input_norm():
         by_magnitude = before[name].abs() >= before[name].abs().sort(1).values[:, layer.in_features // 2, None]
         differ += int((kept != by_magnitude).sum())
     assert differ > 0
-    with pytest.raises(EieError, match="magnitude or wanda"):
+    with pytest.raises(EieError, match="choose magnitude, wanda or N:M"):
         dec.prune_decoder(model, ids, dec.windows(ids, 8, 8), method="sparsegpt", log=lambda m: None)
+
+
+def test_n_m_keeps_two_of_every_four_inputs_of_every_layer_after_retraining():
+    torch.manual_seed(0)
+    model = dec.DecoderLM(width=16, layers=1, heads=2, context=8)
+    ids = dec.encode(dec.stdlib_corpus(20_000))
+    f = dec.prune_decoder(model, ids, dec.windows(ids, 8, 8), final_steps=5, method="2:4", log=lambda m: None)
+    assert f["prune"]["method"] == "2:4" and f["prune"]["sparsity"] == 0.5 and f["prune"]["final_steps"] == 5
+    for name, layer in model.linears():
+        groups = (layer.weight.detach() != 0).reshape(-1, 4).sum(1)
+        assert (groups <= 2).all() and int(groups.sum()) == layer.weight.numel() // 2, name
+    with pytest.raises(EieError, match="3:5 sparsity needs M=5 to divide"):
+        dec.prune_decoder(dec.DecoderLM(width=16, layers=1, heads=2, context=8), ids, dec.windows(ids, 8, 8),
+                          method="3:5", log=lambda m: None)
+    with pytest.raises(EieError, match="fixes the pruned fraction"):
+        dec.check_method("2:4", 0.3)
+
+
+def test_a_method_the_decoder_cannot_take_is_refused_by_the_command_before_training(tmp_path):
+    with pytest.raises(EieError, match="3:5 sparsity needs M=5"):
+        cli("decoder", "--quick", "--method", "3:5", "--run-dir", tmp_path / "r")
+    with pytest.raises(EieError, match="fixes the pruned fraction"):
+        cli("decoder", "--quick", "--method", "2:4", "--sparsity", "0.3", "--run-dir", tmp_path / "r")
+    with pytest.raises(EieError, match="unknown pruning method 'sparsegpt'"):
+        cli("decoder", "--quick", "--method", "sparsegpt", "--run-dir", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_quick_flow_with_2_4_sparsity_is_bit_exact(tmp_path):
+    """The quick flow pruned 2:4 (retrained 50 steps): half of every chip layer kept, every mat-vec bit-exact."""
+    from eie.cosim.decoder import decoder_flow
+    r, _ = decoder_flow(tmp_path / "run", quick=True, config=CONFIG, keep=SIZED_FIELDS, method="2:4", final_steps=50,
+                        log=lambda m: None)
+    run, ppl = r["run"], r["chip_perplexity"]
+    assert r["prune"]["method"] == "2:4" and r["prune"]["final_steps"] == 50 and r["weights_kept_fraction"] == 0.5
+    assert run["mismatched_matvecs"] == 0 and run["tokens_equal"] and run["model_equals_rtl"]
+    assert ppl["mismatched_matvecs"] == 0 and ppl["chip_perplexity"] == ppl["reference_perplexity"]
 
 
 @pytest.fixture(scope="module")
