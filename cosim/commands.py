@@ -1,13 +1,38 @@
 """`eie verilog`, `eie spmv`: the chip's Verilog, and one layer run on the simulated chip and checked.
 (`eie run` and `eie demo` live in `eie.cosim.inference`.) Heavy imports happen inside the commands."""
 
+import contextlib
 import json
 from pathlib import Path
+import sys
+import warnings
 
 from eie.config import ChipConfig
-from eie.errors import EieError
+from eie.errors import EieError, InputRangeWarning
 
-__all__ = ["register", "add_chip_args", "chip_changes", "chip_config", "standard_chip", "stamped_run"]
+__all__ = ["register", "add_chip_args", "chip_changes", "chip_config", "standard_chip", "stamped_run",
+           "add_range_arg", "input_range"]
+
+
+def add_range_arg(p) -> None:
+    """`--allow-out-of-range`, for the commands that run a model on images (`input_range` reads it)."""
+    p.add_argument("--allow-out-of-range", action="store_true",
+                   help="run even when more than 1%% of the input values lie outside the range the model was "
+                        "calibrated on (they saturate; refused by default)")
+
+
+@contextlib.contextmanager
+def input_range(allow: bool):
+    """Inputs outside the model's calibrated range, inside the block: refused in one line (the API only warns)
+    unless `allow` (--allow-out-of-range), then each warning one line on stderr."""
+    with warnings.catch_warnings(record=allow) as caught:
+        warnings.simplefilter("always" if allow else "error", InputRangeWarning)
+        try:
+            yield
+        except InputRangeWarning as w:
+            raise EieError(f"{w}; --allow-out-of-range runs them anyway") from None
+    for w in caught or ():
+        print(f"warning: {w.message}", file=sys.stderr, flush=True)
 
 
 def add_chip_args(p, sized=False, from_image=False):

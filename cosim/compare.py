@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from eie.cosim import timing
+from eie.cosim.commands import add_range_arg, input_range
 from eie.errors import EieError
 from eie.sw.compare import DEFAULT_BUDGETS, METHODS, _log, compare
 from eie.sw.image import SIZED_FIELDS
@@ -51,6 +52,7 @@ def register(sub):
     p.add_argument("--data", metavar="NAME", help="data set (default: the one the run folder was made with)")
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder of MNIST-format IDX files")
     p.add_argument("--force", action="store_true", help="replace an earlier comparison's files")
+    add_range_arg(p)
     p.add_argument("--kernels", action="store_true",
                    help="print the CPU micro-benchmark (dense versus sparse on Alex/VGG fc6-8 shapes, batch 1 and 64, "
                         "crossover density) instead")
@@ -71,11 +73,12 @@ def compare_command(args):
         raise EieError(f"--timing-seconds must be a positive number, not {args.timing_seconds}")
     # the chip's cycles as time, beside the CPU's: at each point's chip's measured Fmax, and at EIE's 800 MHz
     chip_time = lambda config, cycles: timing.entry(config, cycles, cycles_from="model")
-    results = compare(args.run, args.budgets, args.methods, epochs=args.epochs, iterations=args.iterations,
-                      threads=args.threads, pes=args.pes, chip_samples=args.chip_samples,
-                      min_run_time=args.timing_seconds, seed=args.seed, force=args.force, data=args.data,
-                      data_dir=args.data_dir, chip_time=chip_time,
-                      chip={f: getattr(args, f) for f in SIZED_FIELDS if getattr(args, f) is not None})
+    with input_range(args.allow_out_of_range):
+        results = compare(args.run, args.budgets, args.methods, epochs=args.epochs, iterations=args.iterations,
+                          threads=args.threads, pes=args.pes, chip_samples=args.chip_samples,
+                          min_run_time=args.timing_seconds, seed=args.seed, force=args.force, data=args.data,
+                          data_dir=args.data_dir, chip_time=chip_time,
+                          chip={f: getattr(args, f) for f in SIZED_FIELDS if getattr(args, f) is not None})
     v = results["verdict"]
     print(f"{len(results['points'])} points in {results['wall_seconds']:.0f} s; best accuracy per byte: "
           f"{v['best_accuracy_per_kb']['point']}; see {args.run / 'compare.md'}")

@@ -6,18 +6,16 @@ outputs are compared with the bit-exact reference on every sample; the first mis
 layer and row and recorded as a waveform.
 """
 
-import contextlib
 import csv
 import json
 import os
 import sys
 import time
 from pathlib import Path
-import warnings
 
 from eie.cosim import timing
-from eie.cosim.commands import add_chip_args, chip_changes
-from eie.errors import EieError, InputRangeWarning
+from eie.cosim.commands import add_chip_args, add_range_arg, chip_changes, input_range
+from eie.errors import EieError
 
 __all__ = ["register", "run_command"]
 
@@ -79,8 +77,8 @@ def run_command(args):
         if path is not None:
             _check_output_folder(flag, path)
     folder = RunFolder(args.run)
-    with folder.locked(), _input_range(args.allow_out_of_range):
-        folder.check_writable()      # before the simulation, whose results go there
+    with input_range(args.allow_out_of_range):
+        folder.check_writable()      # before the simulation, whose results go there; holds the folder
         results = chip_run(cm, cm.dataset(), args.run, args.samples, args.waves, args.waves_sample, args.verilog,
                            args.predictions, started, args.jobs, args.scheduler)
     if args.json:
@@ -100,22 +98,6 @@ def _data_set(recorded, args):
     if not data:
         raise EieError(f"{args.run} does not record its data set (no report.json): pass --data NAME")
     return data
-
-
-@contextlib.contextmanager
-def _input_range(allow):
-    """Inputs outside the model's calibrated range: refused (the API only warns) unless `allow`, then one line."""
-    with warnings.catch_warnings(record=allow) as caught:
-        if allow:
-            warnings.simplefilter("always", InputRangeWarning)
-        else:
-            warnings.simplefilter("error", InputRangeWarning)
-        try:
-            yield
-        except InputRangeWarning as w:
-            raise EieError(f"{w}; --allow-out-of-range runs them anyway") from None
-    for w in caught or ():
-        _log(f"warning: {w.message}")
 
 
 def _check_samples(samples, data):
@@ -266,9 +248,7 @@ def register(sub):
                         "folder records)")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="folder of MNIST-format IDX files, when the one the run folder records has moved")
-    p.add_argument("--allow-out-of-range", action="store_true",
-                   help="run even when more than 1%% of the input values lie outside the range the model was "
-                        "calibrated on (they saturate; refused by default)")
+    add_range_arg(p)
     p.add_argument("--jobs", type=int, default=cores(),
                    help=f"simulator processes sharing the samples, on a Dask local cluster (default: the cores, "
                         f"{cores()}; runs of fewer than {MIN_CHUNK} samples per process stay in one)")

@@ -172,6 +172,7 @@ def _values(text, name):
 
 
 def sweep_command(args):
+    from eie.cosim.commands import input_range
     from eie.sw.flow import load
     from eie.sw.runs import RunFolder
     if args.samples < 1:
@@ -184,7 +185,8 @@ def sweep_command(args):
         cm.config.replace(**p)
     x = cm.dataset().x_test[:args.samples]
     log = lambda s: print(s, file=sys.stderr, flush=True)
-    rows = sweep(cm, x, points, args.simulate, args.model_samples, args.jobs, args.scheduler, log)
+    with input_range(args.allow_out_of_range):
+        rows = sweep(cm, x, points, args.simulate, args.model_samples, args.jobs, args.scheduler, log)
     run.write_json("sweep.json", {"samples": len(x), "points": rows})
     run.write_text("sweep.md", _markdown(rows, len(x)))
     run.save_figure("sweep.png", _figure(rows))
@@ -198,6 +200,7 @@ def sweep_command(args):
 
 def register(sub):
     from eie.cosim.campaign import cores
+    from eie.cosim.commands import add_range_arg
     p = sub.add_parser("sweep", help="a compressed model over a grid of chip parameters: model, then simulation",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, metavar="RUN_DIR", help="run folder with a compressed model (image.npz)")
@@ -213,4 +216,5 @@ def register(sub):
     p.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler to run the simulations on instead")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--force", action="store_true", help="replace an earlier sweep's files")
+    add_range_arg(p)
     p.set_defaults(func=sweep_command)

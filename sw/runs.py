@@ -2,12 +2,12 @@
 earlier command left there unless asked to (--force). `report.json` is shared: each command merges its own
 keys into it, and `report.md` is rebuilt from the merged result."""
 
-import contextlib
 import fcntl
 import json
 import os
 from pathlib import Path
 import tempfile
+import weakref
 
 from eie.errors import EieError
 
@@ -42,11 +42,39 @@ def _umask():
     return mask
 
 
+class _Hold:
+    """This process's hold on a run folder: an advisory lock on its `.eie.lock`, released (the file closed)
+    when no `RunFolder` of this process uses it any more, or when the process ends."""
+
+    def __init__(self, path):
+        try:
+            fd = os.open(path / ".eie.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise EieError(f"cannot write into run folder {path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EieError(f"run folder {path} is in use by another eie command; wait for it to finish or use "
+                           "another folder") from None
+        weakref.finalize(self, os.close, fd)
+
+
+# The run folders this process holds, by resolved path: the RunFolders of one command (and the API calls it
+# makes) share one hold; another process asking for the folder is refused.
+_HELD = weakref.WeakValueDictionary()
+
+
 class RunFolder:
     """The folder a command writes into. `outputs` are the file names this command creates; if any is
     already there the command refuses to start, unless `force`, which replaces only those files (the refusal
     says `how_to_force`: the flag for a command, the argument for the API). The folder
-    itself appears with the first file written, so a command refused for bad input leaves nothing behind."""
+    itself appears with the first file written, so a command refused for bad input leaves nothing behind.
+
+    A RunFolder that writes holds the folder for its process while it lives (from its creation where it is
+    given `outputs` and the folder exists, else from its first write): every command and API call that writes
+    a run folder does so through this class, so a second process writing the same folder is refused in one line
+    rather than silently overwriting the first one's results."""
 
     REPORT = "report.json"
 
@@ -58,6 +86,16 @@ class RunFolder:
         if clash and not force:
             raise EieError(f"run folder {self.path} already has {', '.join(clash)}; "
                            f"pick a new folder or {how_to_force} to replace those files")
+        self._hold = None
+        if outputs and self.path.is_dir():
+            self._take_hold()
+
+    def _take_hold(self):
+        if self._hold is None:
+            key = self.path.resolve()
+            self._hold = _HELD.get(key)
+            if self._hold is None:
+                self._hold = _HELD[key] = _Hold(key)
 
     def __truediv__(self, name):
         return self.path / name
@@ -68,6 +106,7 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise EieError(f"cannot create run folder {self.path}: {e.strerror}") from None
+        self._take_hold()
         return self.path / name
 
     def has(self, name):
@@ -78,24 +117,6 @@ class RunFolder:
         probe = self.output(".eie-write-probe")
         atomic_write(probe, lambda f: None)
         probe.unlink()
-
-    @contextlib.contextmanager
-    def locked(self):
-        """Hold the folder for one command: a second command on it is refused rather than silently overwriting
-        the first one's results (an advisory lock on `.eie.lock`, released when the process ends)."""
-        try:
-            fd = os.open(self.output(".eie.lock"), os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise EieError(f"cannot write into run folder {self.path}: {e.strerror}") from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise EieError(f"run folder {self.path} is in use by another eie command; wait for it to finish "
-                               "or use another folder") from None
-            yield self
-        finally:
-            os.close(fd)
 
     def write_text(self, name, text):
         atomic_write(self.output(name), lambda f: f.write(text), binary=False)

@@ -171,6 +171,34 @@ def test_inputs_outside_the_calibrated_range_are_refused_unless_allowed(run_dir,
     assert "warning: " in capsys.readouterr().err
 
 
+def test_sweep_and_compare_refuse_inputs_outside_the_calibrated_range_unless_allowed(run_dir, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """As `eie run` does (one shared implementation): refused in one line naming the flag; allowed, a warning."""
+    import shutil
+    import warnings
+    from eie.cosim import compare as compare_command
+    from eie.errors import InputRangeWarning
+    narrow = tmp_path / "narrow"
+    shutil.copytree(run_dir, narrow)
+    report = json.loads((narrow / "report.json").read_text())
+    report["compress"]["input"]["max"] = 0.5
+    (narrow / "report.json").write_text(json.dumps(report))
+    sweep = ["sweep", str(narrow), "--pes", "1", "--samples", "10", "--simulate", "none", "--json"]
+
+    def compare(*args, **kwargs):      # a comparison whose model meets images outside its range
+        warnings.warn("12.5% of the input values lie outside [0, 0.5], the range the model was calibrated on",
+                      InputRangeWarning)
+        return {"points": [], "wall_seconds": 0, "verdict": {"best_accuracy_per_kb": {"point": "-"}}}
+    monkeypatch.setattr(compare_command, "compare", compare)
+    for argv in (sweep, ["compare", str(narrow)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1, err
+        assert "of the input values lie outside [0, 0.5]" in err and err.endswith("--allow-out-of-range runs them anyway\n")
+        assert main([*argv, "--allow-out-of-range", "--force"]) == 0
+        assert "warning: " in capsys.readouterr().err
+
+
 def test_run_refuses_before_the_simulation_rather_than_lose_its_results(run_dir, tmp_path, monkeypatch, capsys):
     """A folder it cannot write, a folder another command holds, a waveform sample or sample count beyond the
     test set, a predictions file that exists: each refused in one line before any simulation."""
