@@ -148,9 +148,12 @@ def chip_figures(matrices, inputs, relus=None, pes=16, samples=20, fixed=None):
     from eie.sw.perf import layer_perf, network_figures
     layers = _pattern_layers(matrices, relus)
     config = chip_config(matrices, pes, fixed)
+    from eie.sw.placement import placement_load
     perfs = [layer_perf(encode_layer(q.w_index, config), np.asarray(x), config, model_samples=samples,
                         last=l == len(layers) - 1) for l, (q, x) in enumerate(zip(layers, inputs))]
-    return _chip_summary(network_figures(perfs, config), config, min(samples, len(inputs[0])), len(inputs[0]))
+    summary = _chip_summary(network_figures(perfs, config), config, min(samples, len(inputs[0])), len(inputs[0]))
+    summary["load"] = placement_load(layers, inputs, config, samples, interleaved=perfs)   # N:M vs placement
+    return summary
 
 
 def _chip_summary(figures, config, cycle_samples, energy_samples):
@@ -546,6 +549,7 @@ def markdown(results):
         cells = [_us(k.get(name)) for k in (k1, k64) for name in ("torch-dense", "torch-csr", "scipy-csr")]
         lines.append(f"| {p['method']} | {'-' if p['budget'] is None else p['budget']} | " + " | ".join(cells) + " |")
     lines += _wall_clock(results["points"])
+    lines += _load_table(results["points"])
     v = results["verdict"]
     lines += ["", "## Verdict", "",
               f"Best accuracy per byte: **{v['best_accuracy_per_kb']['point']}**, "
@@ -561,6 +565,29 @@ def markdown(results):
     if not v["project_dominated"]:
         lines.append("No point of the project's methods is dominated by another method's.")
     return "\n".join(lines) + "\n"
+
+
+def _load_table(points):
+    """compare.md's load balance per point: the busiest PE's work over the mean PE's and the model's cycles under
+    EIE's interleaving and under balanced row placement (`eie.sw.placement.placement_load`): does a structured
+    pattern (2:4) balance the PEs better than placing unstructured sparsity of the same density?"""
+    loaded = [p for p in points if p["chip"] and "load" in p["chip"]]
+    if not loaded:
+        return []
+    out = ["", "## Load balance on the chip: busiest PE over the mean", "",
+           "| method | budget | kept % | interleaved: busiest/mean per layer | network | cycles/image "
+           "| balanced: busiest/mean per layer | network | cycles/image |", "|" + "---|" * 9]
+    for p in loaded:
+        load = p["chip"]["load"]
+        cells = [f"{', '.join(f'{r:.4f}' for r in load[k]['busiest_over_mean'])} | {load[k]['network']:.4f} | "
+                 f"{load[k]['cycles_per_image']}" for k in ("interleaved", "balanced")]
+        out.append(f"| {p['method']} | {'-' if p['budget'] is None else p['budget']} | "
+                   f"{100 * p['kept_fraction']:.2f} | {cells[0]} | {cells[1]} |")
+    out += ["", f"Work per PE (entries read, padding included) on the first {loaded[0]['chip']['load']['images']} "
+            "test images, cycles from the performance model on the chip's cycle samples; balanced: rows placed "
+            "knowing only the matrix, no pairing. Compare 2:4 with the unstructured points of the same kept "
+            "fraction (--budgets 0.5)."]
+    return out
 
 
 def _wall_clock(points):

@@ -27,7 +27,7 @@ from eie.errors import EieError
 from eie.sw.encode import check_paired, encode_layer, fits_pairs, paired_rows
 
 __all__ = ["PLACEMENTS", "column_weights", "balanced_order", "can_pair", "expected_work", "is_identity",
-           "place_layers"]
+           "place_layers", "placement_load"]
 
 PLACEMENTS = ("interleaved", "balanced")
 
@@ -261,3 +261,38 @@ def place_layers(layers, config, placement="interleaved", calibration=None, pair
         paired_layers.append(paired)
         prev = order
     return placed, orders, paired_layers
+
+
+def placement_load(layers: list, inputs: list, config, samples: int = 20, images: int = 1000,
+                   interleaved: "list | None" = None) -> dict:
+    """How evenly a network's work falls on the PEs under each placement: {placement: {"busiest_over_mean": per
+    layer, the busiest PE's work over the mean PE's (padding included, averaged over the first `images` inputs),
+    "network": the same summed over the layers, "cycles_per_image": the performance model's cycles on the first
+    `samples` inputs}} for "interleaved" and "balanced" (rows only: matrix-only `balanced_order`, no pairing, no
+    calibration). `layers`: QuantLayers of the chain (only which weights are non-zero matters); `inputs`: each
+    layer's input activations in the model's order (samples x cols, only which are non-zero matters);
+    `interleaved`: the interleaved layers' `LayerPerf`s on `inputs` where the caller has them (a layer that
+    balanced placement leaves as it is reuses them too). This is what says whether a structured pattern such as
+    N:M balances the PEs better than placement does."""
+    from eie.sw.perf import layer_perf
+    n = min(images, len(inputs[0]))
+    out = {"images": n}
+    for placement in PLACEMENTS:
+        placed, orders, _ = place_layers(layers, config, placement, pairs=False)
+        busiest, mean, cycles, prev = [], [], 0.0, None
+        for l, (q, x) in enumerate(zip(placed, inputs)):
+            if interleaved is not None and orders[l] is None and prev is None:
+                perf, m = interleaved[l], samples          # the layer as interleaving holds it
+            else:
+                x = np.asarray(x)[:n]
+                perf = layer_perf(encode_layer(q.w_index, config), x if prev is None else x[:, prev], config,
+                                  model_samples=samples, last=l == len(placed) - 1)
+                m = len(perf.model_cycles)
+            busiest.append(float(perf.work[:n].max(axis=1).mean()))
+            mean.append(float(perf.work[:n].mean(axis=1).mean()))
+            cycles += float(perf.model_cycles[:m].mean())
+            prev = orders[l]
+        out[placement] = {"busiest_over_mean": [round(b / max(m, 1e-300), 4) for b, m in zip(busiest, mean)],
+                          "network": round(sum(busiest) / max(sum(mean), 1e-300), 4),
+                          "cycles_per_image": round(cycles, 1)}
+    return out

@@ -242,6 +242,23 @@ def test_kernel_benchmark_table():
 
 # -- outputs and bad input -----------------------------------------------------------------------------------
 
+def test_every_chip_point_reports_its_load_under_both_placements(results, digits_run):
+    """Issue 22's question, N:M against balanced placement of unstructured sparsity at equal density, answered in
+    compare's output: each point run through `chip_figures` has the busiest PE over the mean per layer and the
+    model's cycles, interleaved and balanced, and compare.md has the table with the 2:4 points in it."""
+    loaded = [p for p in results["points"] if p["chip"] and "load" in p["chip"]]
+    assert {p["method"] for p in loaded} >= {"dense", "iterative", "wanda", "2:4", "2:4-noretrain"}
+    for p in loaded:
+        load = p["chip"]["load"]
+        for placement in ("interleaved", "balanced"):
+            figures = load[placement]
+            assert len(figures["busiest_over_mean"]) == 3 and all(r >= 1 for r in figures["busiest_over_mean"])
+            assert figures["network"] >= 1 and figures["cycles_per_image"] > 0
+        assert load["interleaved"]["cycles_per_image"] == p["chip"]["cycles_per_image"], p["method"]
+    text = (digits_run / "compare.md").read_text()
+    assert "## Load balance on the chip" in text and "| 2:4-noretrain | - | 50.00 |" in text
+
+
 def test_outputs_are_written(results, digits_run):
     for name in cmp.OUTPUTS:
         assert (digits_run / name).stat().st_size > 0, name

@@ -235,3 +235,30 @@ def test_paired_chain_round_trips(rng, tmp_path):
     assert (chip_outputs_unpermuted(back, x) == expect[-1]).all()
     for model, original in zip(back.model_layers(), layers):
         assert (model.w_index == original.w_index).all() and (model.bias == original.bias).all()
+
+
+def test_placement_load_shows_balanced_placement_evening_an_unbalanced_matrix():
+    """`placement_load` (eie compare's load table): a matrix whose rows on PE 0 are dense puts PE 0 far above the
+    mean when interleaved; balanced placement brings the busiest PE down, in work and in the model's cycles. A
+    matrix of equal rows (2:4) interleaved is already near the mean. Interleaved figures given by the caller are
+    the ones it would compute."""
+    from eie.sw.perf import layer_perf
+    from eie.sw.placement import placement_load
+    config = ChipConfig(pes=4, act_depth=64)
+    rng = np.random.default_rng(3)
+    w = (rng.random((64, 64)) < 0.25).astype(np.int64)
+    w[::4] = 1                                              # interleaved: every row of PE 0 dense
+    nm = np.zeros((64, 64), np.int64)
+    nm.reshape(64, 16, 4)[:, :, :2] = 1                      # 2:4, every row alike
+    x = (rng.random((50, 64)) < 0.5).astype(np.int64)
+    for matrix in (w, nm):
+        layers = [QuantLayer(matrix, np.array([0, 1] + [0] * 14), np.zeros(64, np.int64), 0, False)]
+        load = placement_load(layers, [x], config, samples=5)
+        if matrix is w:
+            assert load["interleaved"]["network"] > 1.5 > load["balanced"]["network"] >= 1
+            assert load["balanced"]["cycles_per_image"] < load["interleaved"]["cycles_per_image"]
+        else:
+            assert load["interleaved"]["network"] < 1.2
+        perf = layer_perf(encode_layer(matrix, config), x, config, model_samples=5)
+        assert placement_load(layers, [x], config, samples=5, interleaved=[perf]) == load
+        assert load["images"] == 50 and load["interleaved"]["busiest_over_mean"] == [load["interleaved"]["network"]]
