@@ -8,6 +8,7 @@ Methods (each point gets the same retraining budget, `epochs`):
   oneshot-l2/-l1-noretrain  the same prunes before retraining (with the next four: Fig. 5 of Han et al. 2015)
   obd                   Optimal Brain Damage: saliency h_ii w_i^2 / 2, iterative schedule's steps and epochs
   wanda                 Wanda: |W| x input L2 norm on calibration images, each row to the budget, no retraining
+  sparsegpt             SparseGPT: one-shot OBS updates from the calibration images' X^T X, each row to the budget
   2:4, 2:4-noretrain    2:4 structured sparsity (half the weights, one point each), retrained or not
   svd                   each Linear layer as a truncated-SVD pair at the budget's parameter count, fine-tuned
   int8, int4            uniform per-row weights, quantization-aware fine-tuning, no pruning (one point each)
@@ -40,7 +41,7 @@ __all__ = ["METHODS", "DEFAULT_BUDGETS", "OUTPUTS", "L1_STRENGTH", "parse_budget
            "markdown"]
 
 METHODS = ("iterative", "oneshot-l2", "oneshot-l1", "oneshot-l2-noretrain", "oneshot-l1-noretrain", "obd", "wanda",
-           "svd", "int8", "int4", "2:4-noretrain", "2:4", "deep-compression")
+           "sparsegpt", "svd", "int8", "int4", "2:4-noretrain", "2:4", "deep-compression")
 PROJECT_METHODS = ("iterative", "deep-compression")
 NM_METHODS = ("2:4-noretrain", "2:4")
 FIG5 = (("oneshot-l1-noretrain", "L1, no retraining"), ("oneshot-l2-noretrain", "L2, no retraining"),
@@ -262,7 +263,7 @@ def _baseline(run, data):
     model, masks, meta = models.load_checkpoint(run / "baseline.pt")
     if masks:
         raise EieError(f"{run / 'baseline.pt'} is pruned; eie compare needs the dense network")
-    models.check_input(model, data.input_shape, data.classes)
+    models.check_input(model, data)
     if models.front(model):
         raise EieError("eie compare handles fully connected networks (Linear/ReLU/Dropout after a Flatten); "
                        "this baseline has convolutions")
@@ -383,6 +384,11 @@ def compare(run_dir, budgets=DEFAULT_BUDGETS, methods=None, *, epochs=8, iterati
             model = models.clone(base)
             shrink.wanda_prune(model, shrink.calibration_images(data, seed=seed), 1 - budget)
             points.append(measure.point("wanda", budget, model, "sparse", None, 0, t))
+        if "sparsegpt" in methods:
+            t = timed(f"SparseGPT to {budget:g}")
+            model = models.clone(base)
+            shrink.sparsegpt_prune(model, shrink.calibration_images(data, seed=seed), 1 - budget)
+            points.append(measure.point("sparsegpt", budget, model, "sparse", None, 0, t))
         if "svd" in methods:
             t = timed(f"truncated SVD to {budget:g}")
             model = shrink.low_rank(base, budget)
@@ -522,8 +528,9 @@ def markdown(results):
              f"L1); iterative pruning and OBD: {t['iterations']} steps of {t['epochs_per_step']} epochs, then "
              f"{t['final_epochs']}; Deep Compression adds {t['centroid_finetune_epochs']} epochs of centroid "
              f"fine-tuning. OBD's Hessian diagonal on {t['hessian_images']} training images per step. "
-             + (f"Wanda: {t['wanda_calibration_images']} calibration images, no retraining; 2:4: half of every "
-                "row's weights, retrained as the one-shot methods or not. " if "wanda_calibration_images" in t else "")
+             + (f"Wanda and SparseGPT: {t['wanda_calibration_images']} calibration images, no retraining; 2:4: half "
+                "of every row's weights, retrained as the one-shot methods or not. "
+                if "wanda_calibration_images" in t else "")
              + f"Baseline training: {t['baseline']}.", "",
              f"CPU: per inference, the fastest block of torch.utils.benchmark blocked_autorange ({c['min_run_time_s']} s "
              f"of calls per figure), {c['threads']} thread(s), torch {c['torch']}. Chip: {results['chip']['pes']} PEs, "

@@ -23,7 +23,7 @@ __all__ = ["prunable_weights", "kept_weights", "scaled_quality", "prune_to_quali
            "obd_prune", "obd_schedule", "svd_factors", "svd_ranks", "low_rank", "UniformQuant", "quantize_weights",
            "fix_quantized", "PRUNE_METHODS", "WANDA_CALIBRATION", "parse_method", "method_name", "wanda_prune",
            "wanda_mask", "check_nm", "check_sparsity", "check_network", "nm_prune", "calibration_images",
-           "check_calibration"]
+           "check_calibration", "sparsegpt_mask", "sparsegpt_prune", "SPARSEGPT_BLOCK", "SPARSEGPT_DAMP"]
 
 
 def prunable_weights(model):
@@ -363,18 +363,25 @@ def wanda_prune(model: nn.Module, x: torch.Tensor, sparsity: float, layers: "lis
     them). No retraining; masks as `torch.nn.utils.prune` leaves them. Returns {layer: input norms}."""
     check_sparsity(sparsity)
     norms = {}
-    model.eval()
     for name, layer in (_prunable_linears(model, "wanda") if layers is None else _linears(layers, "wanda")):
-        seen = []
-        handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
-        try:
-            model(x)
-        finally:
-            handle.remove()
-        if not seen:
-            raise EieError(f"wanda: layer {name} was not used by the model's forward pass on the calibration inputs")
-        norms[name] = wanda_mask(layer, torch.cat([v.reshape(-1, layer.in_features) for v in seen]), sparsity)
+        norms[name] = wanda_mask(layer, _layer_inputs(model, name, layer, x, "wanda"), sparsity)
     return norms
+
+
+@torch.no_grad()
+def _layer_inputs(model, name, layer, x, method):
+    """(calls x inputs) of `layer` in `model(x)`, every call's inputs stacked (an LSTM's gates are called once
+    per step): a one-shot method's calibration activations of that layer."""
+    seen = []
+    model.eval()
+    handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    if not seen:
+        raise EieError(f"{method}: layer {name} was not used by the model's forward pass on the calibration inputs")
+    return torch.cat([v.reshape(-1, layer.in_features) for v in seen])
 
 
 def _linears(layers, method):
@@ -423,3 +430,79 @@ def nm_prune(model: nn.Module, n: int, m: int, layers: "list | None" = None) -> 
         groups = w.abs().reshape(-1, m)
         mask = _row_mask(groups, n).reshape(w.shape)
         torch_prune.custom_from_mask(layer, "weight", mask & (w != 0))
+
+
+# -- SparseGPT ------------------------------------------------------------------------------------------------
+
+SPARSEGPT_BLOCK = 128       # columns whose mask is chosen together (the paper's adaptive mask selection)
+SPARSEGPT_DAMP = 0.01       # the Hessian's diagonal damping, a fraction of its mean diagonal (the paper's)
+
+
+@torch.no_grad()
+def sparsegpt_mask(layer: nn.Linear, inputs: torch.Tensor, sparsity: "float | None" = None,
+                   nm: "tuple | None" = None, block: int = SPARSEGPT_BLOCK) -> None:
+    """SparseGPT (Frantar & Alistarh 2023) on one Linear layer from its calibration `inputs` (any shape ending in
+    its input count): one-shot pruning with the Optimal Brain Surgeon update. With H = X^T X (damped by
+    `SPARSEGPT_DAMP` of its mean diagonal) and the upper Cholesky factor U of H^-1, the columns are taken in
+    order; each pruned weight's error, divided by U's diagonal, is spread over the row's later columns through
+    U's row, so the surviving weights absorb what the pruned ones did on these inputs. The mask is chosen
+    `block` columns at a time on w^2 / U_jj^2 as the updates leave them: per row, the lowest `sparsity` of the
+    block's columns (rounded so that each row keeps floor((1 - sparsity) x inputs) in all, at least one), or
+    with `nm` = (n, m) the m - n lowest of every m consecutive inputs. Updated weights and mask are left as
+    `torch.nn.utils.prune` leaves a mask, on top of any mask the layer had."""
+    if nm is None:
+        check_sparsity(sparsity)
+    elif layer.in_features % nm[1] or block % nm[1]:
+        raise EieError(f"{nm[0]}:{nm[1]} sparsity needs M={nm[1]} to divide the layer's {layer.in_features} inputs")
+    x = inputs.reshape(-1, layer.in_features).double()
+    old = layer.weight_mask.detach().bool() if torch_prune.is_pruned(layer) else None
+    w = layer.weight.detach().double().clone()
+    cols = w.shape[1]
+    h = x.T @ x / max(len(x), 1)
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h += SPARSEGPT_DAMP * torch.diag(h).mean() * torch.eye(cols, dtype=h.dtype)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    keep_upto = (lambda c: max(1, math.floor((1 - sparsity) * cols + 1e-9)) * c // cols) if nm is None else None
+    mask = torch.ones_like(w, dtype=torch.bool)
+    for start in range(0, cols, block):
+        end = min(start + block, cols)
+        w1, u1 = w[:, start:end].clone(), u[start:end, start:end]
+        score = w1 ** 2 / torch.diag(u1)[None, :] ** 2
+        if old is not None:
+            score[~old[:, start:end]] = -1.0        # pruned weights stay pruned
+        if nm is None:
+            keep1 = _row_mask(score, keep_upto(end) - keep_upto(start)) if keep_upto(end) > keep_upto(start) \
+                else torch.zeros_like(score, dtype=torch.bool)
+        else:
+            keep1 = _row_mask(score.reshape(-1, nm[1]), nm[0]).reshape(score.shape)
+        err = torch.zeros_like(w1)
+        for i in range(end - start):
+            q = torch.where(keep1[:, i], w1[:, i], torch.zeros_like(w1[:, i]))
+            e = (w1[:, i] - q) / u1[i, i]
+            w1[:, i:] -= e[:, None] * u1[i, i:][None, :]
+            w1[:, i] = q
+            err[:, i] = e
+        w[:, start:end] = w1
+        w[:, end:] -= err @ u[start:end, end:]
+        mask[:, start:end] = keep1
+    mask &= w != 0
+    if old is not None:
+        mask &= old
+        torch_prune.remove(layer, "weight")
+    layer.weight.copy_(w.to(layer.weight.dtype))
+    torch_prune.custom_from_mask(layer, "weight", mask)
+
+
+@torch.no_grad()
+def sparsegpt_prune(model: nn.Module, x: torch.Tensor, sparsity: "float | None" = None, nm: "tuple | None" = None,
+                    layers: "list | None" = None) -> None:
+    """SparseGPT (`sparsegpt_mask`) on every Linear layer in order, each on its inputs over the calibration
+    inputs `x` after the layers before it were pruned and updated (as the paper prunes a model layer by layer):
+    `sparsity` of every row, or N:M with `nm` = (n, m). `layers`: as `wanda_prune`'s. No retraining."""
+    if nm is not None:
+        check_nm(model, *nm, layers)
+    named = _prunable_linears(model, "sparsegpt") if layers is None else _linears(layers, "sparsegpt")
+    for name, layer in named:
+        sparsegpt_mask(layer, _layer_inputs(model, name, layer, x, "sparsegpt"), sparsity, nm)
