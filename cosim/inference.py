@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from eie.cosim import timing
 from eie.cosim.commands import add_chip_args, add_range_arg, chip_changes, input_range
 from eie.errors import EieError
@@ -25,23 +27,27 @@ def _log(message):
 
 
 def _float_accuracy(cm, x, y):
-    if cm.network is None:
+    """The weight-shared float network's accuracy on images `x` (a fully connected network's flattened) with
+    labels `y`; None without either."""
+    if cm.network is None or y is None:
         return None
+    import torch
     from eie.sw import train
-    return round(train.evaluate(cm.network, x, y), 2)
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    return round(train.evaluate(cm.network, x if cm.host_ops else x.reshape(len(x), -1), torch.as_tensor(y)), 2)
 
 
 def _write_predictions(path, run, labels):
-    """Per-image chip outputs as CSV: sample, label, the chip's and the reference's class, then the outputs."""
+    """Per-image chip outputs as CSV: sample, label (empty without labels), the chip's and the reference's class,
+    then the outputs."""
     from eie.sw.runs import atomic_write
 
     def write(f):
         out = csv.writer(f)
         out.writerow(["sample", "label", "chip_class", "reference_class"]
                      + [f"out{k}" for k in range(run.outputs.shape[1])])
-        for s, (row, label, chip, ref) in enumerate(zip(run.outputs, labels, run.predictions,
-                                                        run.reference.argmax(axis=1))):
-            out.writerow([s, int(label), int(chip), int(ref), *map(int, row)])
+        for s, (row, chip, ref) in enumerate(zip(run.outputs, run.predictions, run.reference.argmax(axis=1))):
+            out.writerow([s, "" if labels is None else int(labels[s]), int(chip), int(ref), *map(int, row)])
     atomic_write(path, write, binary=False)
 
 
@@ -70,16 +76,20 @@ def run_command(args):
     cm = cm.relayout(**chip_changes(args))
     if cm.config.pes != stored.pes:
         _log(f"laid out for {cm.config.pes} PEs (the model was compressed for {stored.pes})")
-    cm.data = _data_set(cm.data, args)
+    if args.inputs is None:
+        cm.data = _data_set(cm.data, args)
+    elif args.data is not None or args.data_dir is not None:
+        raise EieError("--inputs runs your own images: leave out --data and --data-dir, or --inputs")
     if args.predictions is not None and args.predictions.exists() and not args.force:
         raise EieError(f"--predictions {args.predictions} exists; pass --force to replace it or name another file")
     for flag, path in (("--predictions", args.predictions), ("--verilog", args.verilog)):
         if path is not None:
             _check_output_folder(flag, path)
+    x, y, source = _images(cm, args)
     folder = RunFolder(args.run)
     with input_range(args.allow_out_of_range):
         folder.check_writable()      # before the simulation, whose results go there; holds the folder
-        results = chip_run(cm, cm.dataset(), args.run, args.samples, args.waves, args.waves_sample, args.verilog,
+        results = chip_run(cm, x, y, args.run, source, args.waves, args.waves_sample, args.verilog,
                            args.predictions, started, args.jobs, args.scheduler)
     if args.json:
         print(json.dumps(results))
@@ -106,26 +116,57 @@ def _check_samples(samples, data):
                        "or leave --samples out for all of them")
 
 
-def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilog=None, predictions=None,
-             started=None, jobs=1, scheduler=None):
-    """`eie run`'s work: the first `samples` test images of `data` on the chip, checked; the figures merged
-    into the run folder's report (section "run") and returned. A mismatch is traced and recorded as a VCD."""
+def _read_array(flag, path):
+    """A .npy file (numpy.save) as an array; anything else refused in one line."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise EieError(f"{flag} {path}: no such file") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise EieError(f"{flag} {path}: not a .npy array ({e}); write it with numpy.save") from None
+
+
+def _images(cm, args):
+    """(images, labels or None, what they are) for `eie run`: the first --samples images of --inputs (with
+    --labels), else of the test set."""
+    if args.inputs is None:
+        if args.labels is not None:
+            raise EieError("--labels goes with --inputs (the test set has its own labels)")
+        data = cm.dataset()
+        _check_samples(args.samples, data)
+        n = args.samples or len(data.x_test)
+        return data.x_test[:n], data.y_test[:n].numpy(), f"the test set of {data.name}"
+    try:
+        x = cm.check_images(_read_array("--inputs", args.inputs))
+    except EieError as e:
+        raise EieError(f"--inputs {args.inputs}: {e}") from None
+    if args.samples is not None and args.samples > len(x):
+        raise EieError(f"--samples {args.samples}: --inputs {args.inputs} has {len(x)} images; give at most that "
+                       "many or leave --samples out for all of them")
+    y = None
+    if args.labels is not None:
+        try:
+            y = cm.check_labels(_read_array("--labels", args.labels), len(x))
+        except EieError as e:
+            raise EieError(f"--labels {args.labels}: {e}") from None
+    n = args.samples or len(x)
+    return x[:n], None if y is None else y[:n], str(args.inputs)
+
+
+def chip_run(cm, x, y, run_dir, source, waves=None, waves_sample=0, verilog=None, predictions=None, started=None,
+             jobs=1, scheduler=None):
+    """`eie run`'s work: images `x` (`source` says what they are) on the chip, checked, with labels `y` (or
+    None: no accuracy); the figures merged into the run folder's report (section "run") and returned. A
+    mismatch is traced and recorded as a VCD."""
     from eie.sw.runs import RunFolder
     started = started or time.perf_counter()
-    _check_samples(samples, data)
-    n = len(data.x_test) if samples is None else samples
+    n = len(x)
     if waves is not None and not 0 <= waves_sample < n:
         raise EieError(f"--waves-sample must be one of the {n} samples run, 0..{n - 1}, not {waves_sample}")
-    x, y = data.x_test[:n], data.y_test[:n]
     run = cm.simulate(x, log=_log, waves=waves, waves_sample=waves_sample,
-                      mismatch_waves=Path(run_dir) / "mismatch.vcd", jobs=jobs, scheduler=scheduler)
-    labels = y.numpy()
-    results = {
-        "run": str(run_dir),
-        "chip_accuracy": round(100 * float((run.predictions == labels).mean()), 2),
-        "reference_accuracy": round(100 * float((run.reference.argmax(1) == labels).mean()), 2),
-        "float_accuracy": _float_accuracy(cm, x, y), **run.figures,
-    }
+                      mismatch_waves=Path(run_dir) / "mismatch.vcd", jobs=jobs, scheduler=scheduler, labels=y)
+    results = {"run": str(run_dir), "inputs": source, "chip_accuracy": None, "reference_accuracy": None,
+               "float_accuracy": _float_accuracy(cm, x, y), **run.figures}
     # cycles as time: at the chip's measured Fmax where `eie synth --ecp5` stored one, and at EIE's 800 MHz
     results["time"] = timing.entry(cm.config, results["cycles_per_image"], [l["cycles"] for l in results["layers"]],
                                    results.get("cycles_from"))
@@ -133,7 +174,7 @@ def chip_run(cm, data, run_dir, samples=None, waves=None, waves_sample=0, verilo
         cm.verilog(verilog)
         results["verilog"] = str(verilog)
     if predictions is not None:
-        _write_predictions(predictions, run, labels)
+        _write_predictions(predictions, run, y)
         results["predictions"] = str(predictions)
     RunFolder(run_dir).update_report(run=results, timings={"run": round(time.perf_counter() - started, 1)})
     return results
@@ -149,10 +190,11 @@ def _clock_label(key, clock):
 
 def print_summary(r):
     c = r["chip"]
-    print(f"\n{r['samples']} test images through {r['run']} on a {c['pes']}-PE chip "
+    print(f"\n{r['samples']} images ({r.get('inputs', 'the test set')}) through {r['run']} on a {c['pes']}-PE chip "
           f"({c['index_bits']}-bit indices, {c['weight_index_bits']}-bit weight indices)")
-    print(f"  accuracy: chip {r['chip_accuracy']}%  reference {r['reference_accuracy']}%  "
-          f"float {r['float_accuracy']}%  mismatches {r['mismatches']}")
+    accuracy = (f"chip {r['chip_accuracy']}%  reference {r['reference_accuracy']}%  float {r['float_accuracy']}%"
+                if r["chip_accuracy"] is not None else "not measured (no labels: --labels)")
+    print(f"  accuracy: {accuracy}  mismatches {r['mismatches']}")
     if "first_mismatch" in r:
         m = r["first_mismatch"]
         print(f"  FIRST MISMATCH: sample {m['sample']}, layer {m['layer']}, row {m['row']}: chip {m['chip']}, "
@@ -214,8 +256,9 @@ def demo_command(args):
     cm.save(run)          # the pruning and compression figures, as eie prune and eie compress write them
     print(f"== the test set on the {args.pes}-PE chip", flush=True)
     from eie.cosim.campaign import cores
-    results = chip_run(cm, data, run, args.samples or (100 if args.quick else None), verilog=run / "eie_chip.v",
-                       predictions=run / "predictions.csv", jobs=cores())
+    n = args.samples or (100 if args.quick else len(data.x_test))
+    results = chip_run(cm, data.x_test[:n], data.y_test[:n].numpy(), run, f"the test set of {data.name}",
+                       verilog=run / "eie_chip.v", predictions=run / "predictions.csv", jobs=cores())
     print_summary(results)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {run} (report.md)")
     return 0 if not results["mismatches"] else 1
@@ -224,7 +267,8 @@ def demo_command(args):
 def register(sub):
     from eie.cosim.campaign import MIN_CHUNK, cores
     p = sub.add_parser("run", help="run a compressed model's test set on the simulated chip, checked bit-exact",
-                       description="Run a compressed model's test images through the simulated chip. Every fully "
+                       description="Run a compressed model's test images (or your own, --inputs) through the simulated "
+                                   "chip. Every fully "
                                    "connected layer is loaded at once and layers chain on chip; convolutions before "
                                    "them (host.npz, e.g. LeNet-5) run on the host in the same fixed point. The chip is "
                                    "the one the model was compressed for; any chip flag given changes that field "
@@ -249,6 +293,11 @@ def register(sub):
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="folder of MNIST-format IDX files, when the one the run folder records has moved")
     add_range_arg(p)
+    p.add_argument("--inputs", type=Path, metavar="FILE.npy",
+                   help="run your own images instead of the test set: a numpy.save array, samples first, each image "
+                        "flat or in the data set's shape, scaled as the training data was")
+    p.add_argument("--labels", type=Path, metavar="FILE.npy",
+                   help="with --inputs: their classes (integers, one per image), for the accuracy")
     p.add_argument("--jobs", type=int, default=cores(),
                    help=f"simulator processes sharing the samples, on a Dask local cluster (default: the cores, "
                         f"{cores()}; runs of fewer than {MIN_CHUNK} samples per process stay in one)")

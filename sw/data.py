@@ -10,11 +10,15 @@ import gzip
 import importlib.metadata
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 import zlib
 
 import numpy as np
 
 from eie.errors import EieError
+
+if TYPE_CHECKING:        # the annotations only: torch is imported where the data set is loaded
+    import torch
 
 __all__ = ["Dataset", "DATASETS", "FASHION_MNIST_DIR", "find_datasets", "load_dataset", "read_idx"]
 
@@ -48,6 +52,18 @@ class Dataset:
     @property
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def regression(self) -> bool:
+        """Float targets: a regressor's data set (trained on squared error, scored by R²)."""
+        return self.y_train.is_floating_point()
+
+    @property
+    def outputs(self) -> int:
+        """The outputs a network of this data set gives: one per class, or per target of a regressor's."""
+        if self.regression:
+            return 1 if self.y_train.ndim == 1 else self.y_train.shape[1]
+        return self.classes
 
     def identity(self):
         """What a run folder records to load this data set again (`load_dataset(**identity)`)."""

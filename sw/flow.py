@@ -238,14 +238,30 @@ class CompressedModel:
         return load_data(self.data["name"], self.data.get("data_dir"))
 
     # -- the input contract and the reference --------------------------------------------------------------
+    def check_images(self, x) -> np.ndarray:
+        """Images of your own (numpy, torch or lists; samples first, each image flat or in the data set's shape)
+        as the float array the model takes; the wrong dtype or shape refused in one line (`EieError`): no
+        samples, integers where the model was calibrated on floats, another number of values per image."""
+        from eie.sw.host import as_images
+        x = as_images(x, self.figures.get("input"))
+        if not self.host_ops and x[0].size != self.layers[0].cols:
+            raise EieError(f"the chip's first layer takes {self.layers[0].cols} inputs but these images give "
+                           f"{x[0].size}: use the data set the model was made for")
+        return x
+
+    def check_labels(self, y, samples: int) -> np.ndarray:
+        """Labels of your own for `samples` images as an integer array, one class (0..outputs-1) per image;
+        anything else refused in one line (`EieError`)."""
+        from eie.sw.host import as_labels
+        return as_labels(y, samples, self.layers[-1].rows)
+
     def inputs(self, x):
-        """Float images (torch or numpy, samples first) -> integer inputs of the chip's first layer. Integers
-        are refused where the model was calibrated on floats; an `InputRangeWarning` says when more than 1% of
-        the values lie outside the calibrated range (`input_range`), as they saturate."""
-        from eie.sw.host import as_images, check_range, chip_inputs
-        record = self.figures.get("input")
-        x = as_images(x, record)
-        check_range(x, record)
+        """Float images (torch or numpy, samples first) -> integer inputs of the chip's first layer. Images are
+        checked as `check_images` does; an `InputRangeWarning` says when more than 1% of the values lie outside
+        the calibrated range (`input_range`), as they saturate."""
+        from eie.sw.host import check_range, chip_inputs
+        x = self.check_images(x)
+        check_range(x, self.figures.get("input"))
         x_int = chip_inputs(x, self.in_frac, self.host_ops, self.config)
         if x_int.shape[1] != self.layers[0].cols:
             raise EieError(f"the chip's first layer takes {self.layers[0].cols} inputs but these images give "
@@ -271,9 +287,13 @@ class CompressedModel:
         return from_fixed(self.image.unpermute(self.reference(self.inputs(x))[-1]), self.layers[-1].out_frac)
 
     def accuracy(self, x, y):
-        """Top-1 accuracy (%) of the chip's arithmetic on images `x` with labels `y`."""
-        y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
-        return round(100.0 * float((self.predict(x).argmax(1) == y).mean()), 2)
+        """Top-1 accuracy (%) of the chip's arithmetic on images `x` with labels `y` (checked as `check_labels`
+        does); for float `y` (a regressor's targets), R² in percent (`eie.sw.train.r2_percent`)."""
+        scores = self.predict(x)
+        if (y.is_floating_point() if hasattr(y, "is_floating_point") else np.asarray(y).dtype.kind == "f"):
+            from eie.sw.train import r2_percent
+            return round(r2_percent(scores, y.numpy() if hasattr(y, "numpy") else y), 2)
+        return round(100.0 * float((scores.argmax(1) == self.check_labels(y, len(scores))).mean()), 2)
 
     # -- chips ---------------------------------------------------------------------------------------------
     def relayout(self, **changes):
@@ -311,19 +331,21 @@ class CompressedModel:
                 for l, (enc, a) in enumerate(zip(encs, inputs))]
 
     def simulate(self, x, log=None, model_samples=20, waves=None, waves_sample=0, mismatch_waves=None, jobs=None,
-                 scheduler=None):
+                 scheduler=None, labels=None):
         """Run images `x` through the Verilator-simulated chip (built once per chip configuration, cached) and
         compare every output with the reference. Returns a `ChipRun`. Up to `jobs` simulator processes (default:
         the cores) share the samples on a Dask local cluster, one per 2,000 samples, as fewer do not repay a
         process's start (`eie.cosim.campaign.workers_for`); works from a script without a `__main__` guard. Or
         the workers of the Dask cluster at `scheduler`. The results are those of one process. `waves` writes a
         VCD of sample `waves_sample`; on a mismatch, the first one is traced to its layer and row (recorded in
-        `mismatch_waves` if given)."""
+        `mismatch_waves` if given). With `labels` (one class per image), the run's figures give the chip's and
+        the reference's accuracy."""
         from eie.cosim.build import build
         from eie.cosim.sim import simulate
         from eie.sw.perf import network_figures
         from eie.sw.storage import sram
         x_int = self.inputs(x)
+        labels = None if labels is None else self.check_labels(labels, len(x_int))
         if waves is not None and not 0 <= waves_sample < len(x_int):
             raise EieError(f"waves_sample must be one of the {len(x_int)} samples, 0..{len(x_int) - 1}, "
                            f"not {waves_sample}")
@@ -344,6 +366,9 @@ class CompressedModel:
                    "sram": sram(self.image)}
         run = ChipRun(self.image.unpermute(outputs), self.image.unpermute(refs[-1]), figures, self.layers[-1].out_frac)
         figures["mismatches"] = len(run.mismatches)
+        if labels is not None:
+            figures["chip_accuracy"] = round(100 * float((run.predictions == labels).mean()), 2)
+            figures["reference_accuracy"] = round(100 * float((run.reference.argmax(1) == labels).mean()), 2)
         if len(run.mismatches):
             found = self.trace_mismatch(x_int, refs, int(run.mismatches[0]), mismatch_waves, log)
             if found:

@@ -17,7 +17,7 @@ from eie.errors import EieError, InputRangeWarning
 from eie.sw.quant import frac_for, to_fixed
 from eie.sw.reference import requantize, wrap
 
-__all__ = ["QuantConv", "MaxPool", "OUT_OF_RANGE_LIMIT", "input_record", "as_images", "check_range", "chip_inputs",
+__all__ = ["QuantConv", "MaxPool", "OUT_OF_RANGE_LIMIT", "input_record", "as_images", "as_labels", "check_range", "chip_inputs",
            "quantize_front", "front_forward", "save_front", "load_front"]
 
 
@@ -101,6 +101,23 @@ def as_images(x, record=None):
                        f"{record['dtype']} values in [{record['min']:g}, {record['max']:g}]: convert and scale them "
                        "as its training data was")
     return x.astype(np.float64)
+
+
+def as_labels(y, samples: int, classes: int) -> np.ndarray:
+    """Class labels for `samples` images (torch, numpy or a list) as an integer array: one per image, each one
+    of 0..classes-1; anything else refused in one line."""
+    if hasattr(y, "detach"):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise EieError(f"labels must be integer classes 0..{classes - 1}, not {y.dtype} values")
+    if y.shape != (samples,):
+        raise EieError(f"labels of shape {y.shape} do not fit {samples} images: give one class per image, "
+                       f"shape ({samples},)")
+    if len(y) and (y.min() < 0 or y.max() >= classes):
+        raise EieError(f"labels must be classes 0..{classes - 1} (the model's outputs), not "
+                       f"{y.min()}..{y.max()}")
+    return y.astype(np.int64)
 
 
 def check_range(x, record):

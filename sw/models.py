@@ -122,8 +122,10 @@ def describe(layers):
     return ", ".join(one(*layer) for layer in layers)
 
 
-def check_input(model, input_shape, classes):
-    """Refuse a network that cannot take these images or does not give one output per class."""
+def check_input(model, data):
+    """Refuse a network that cannot take `data`'s images or does not give one output per class (a regressor's
+    data set, with float targets: one per target)."""
+    input_shape = data.input_shape
     try:
         with torch.no_grad():
             out = model.eval()(torch.zeros(1, *input_shape))
@@ -131,8 +133,14 @@ def check_input(model, input_shape, classes):
         first = str(e).splitlines()[0]
         raise EieError(f"the network does not accept {'x'.join(map(str, input_shape))} images ({first}); "
                        "pick a data set it was built for") from None
-    if out.shape != (1, classes):
-        raise EieError(f"the network gives {tuple(out.shape[1:])} outputs, the data set has {classes} classes")
+    if out.shape[1:] == (data.outputs,):
+        return
+    if data.regression:
+        raise EieError(f"the network gives {tuple(out.shape[1:])} outputs, the data set's float targets have "
+                       f"{data.outputs} per image")
+    raise EieError(f"the network gives {tuple(out.shape[1:])} outputs, the data set has {data.classes} classes; "
+                   "a regressor (e.g. an MLPRegressor) takes float targets: dataclasses.replace(data, "
+                   "y_train=data.y_train.float(), y_test=data.y_test.float())")
 
 
 def check_same_network(reference, model, reference_name, name):

@@ -340,7 +340,7 @@ def compress_network(model, data, config, init, finetuning, calibration_size, lo
     if calibration_size < 1:
         raise EieError(f"calibration needs at least 1 image, not {calibration_size}")
     models.fully_connected(model)
-    models.check_input(model, data.input_shape, data.classes)
+    models.check_input(model, data)
     dense_parameters = sum(p.numel() for p in model.parameters())   # masked weights count: a dense model's size
     pruned_accuracy = train.evaluate(model, data.x_test, data.y_test)
     share(model, config.codebook_size, init, finetuning.seed)

@@ -5,13 +5,14 @@ torch's pruning re-parametrization multiplies their gradients by the mask."""
 import contextlib
 import sys
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from eie.errors import EieError
 
-__all__ = ["seed_everything", "torch_threads", "fit", "evaluate", "predict"]
+__all__ = ["seed_everything", "torch_threads", "fit", "evaluate", "r2_percent", "predict"]
 
 
 def seed_everything(seed):
@@ -58,7 +59,8 @@ def fit(model, x, y, *, epochs, lr, momentum=0.9, l2=0.0, l1=0.0, batch_size=128
 
     `l2` is SGD weight decay on every parameter; `l1` adds l1 * sign(w) to the gradients of the layer weights
     (Han et al. compare both). `parameters` restricts training (weight-sharing fine-tuning trains centroids).
-    Progress is a bar on a terminal, else one line per epoch to `log` (default: stderr).
+    Progress is a bar on a terminal, else one line per epoch to `log` (default: stderr). Integer `y` are classes
+    (cross-entropy); float `y` are a regressor's targets (mean squared error).
     The learning rate decays to zero on a cosine over the whole run, so short runs still settle.
     """
     params = [p for p in (model.parameters() if parameters is None else parameters) if p.requires_grad]
@@ -68,7 +70,9 @@ def fit(model, x, y, *, epochs, lr, momentum=0.9, l2=0.0, l1=0.0, batch_size=128
     shuffle = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     l1_targets = list(_weights(model)) if l1 else []
-    loss_fn = nn.CrossEntropyLoss()
+    regression = y.is_floating_point()       # a regressor's targets: squared error on every output
+    loss_fn = nn.MSELoss() if regression else nn.CrossEntropyLoss()
+    y = y.reshape(len(y), -1) if regression else y
     history = []
     model.train()
     bar = progress(steps, desc) if show else None
@@ -111,5 +115,15 @@ def predict(model, x, batch_size=2000):
 
 
 def evaluate(model, x, y):
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent; for float targets (a regressor's), R² in percent (`r2_percent`)."""
+    if y.is_floating_point():
+        return r2_percent(predict(model, x).numpy(), y.numpy())
     return 100.0 * (predict(model, x).argmax(1) == y).float().mean().item()
+
+
+def r2_percent(outputs, targets) -> float:
+    """A regressor's score: R² (1 - squared error / the targets' variance) in percent; 100 is exact."""
+    outputs = np.asarray(outputs, np.float64)
+    targets = np.asarray(targets, np.float64).reshape(outputs.shape)
+    spread = float(((targets - targets.mean(axis=0)) ** 2).sum())
+    return 100.0 * (1.0 - float(((outputs - targets) ** 2).sum()) / spread) if spread else 0.0

@@ -2,9 +2,11 @@
 
 import json
 from pathlib import Path
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import chip_flags, test_chip
@@ -197,6 +199,52 @@ def test_sweep_and_compare_refuse_inputs_outside_the_calibrated_range_unless_all
         assert "of the input values lie outside [0, 0.5]" in err and err.endswith("--allow-out-of-range runs them anyway\n")
         assert main([*argv, "--allow-out-of-range", "--force"]) == 0
         assert "warning: " in capsys.readouterr().err
+
+
+def test_your_own_arrays_through_the_api_and_eie_run(run_dir, tmp_path, capsys):
+    """Images and labels of one's own, as numpy arrays: checked in one line each (shape, dtype, count, classes),
+    predicted and simulated through the API, and run by `eie run --inputs [--labels]`."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    cm = eie.load(run)
+    data = cm.dataset()
+    x, y = data.x_test[:12].numpy().reshape(12, -1), data.y_test[:12].numpy()
+    assert (cm.predict(x) == cm.predict(data.x_test[:12])).all()          # flat or in the data set's shape
+    assert cm.accuracy(x, y) == cm.accuracy(data.x_test[:12], data.y_test[:12])
+    for bad_x, bad_y, words in ((x[:, :63], y, "the chip's first layer takes 64 inputs but these images give 63"),
+                                ((x * 16).astype(np.uint8), y, "inputs are uint8"),
+                                (x, y[:11], "labels of shape (11,) do not fit 12 images"),
+                                (x, y + 0.5, "labels must be integer classes 0..9, not float64 values"),
+                                (x, y + 10, "labels must be classes 0..9 (the model's outputs), not ")):
+        with pytest.raises(eie.EieError, match=re.escape(words)):
+            cm.accuracy(bad_x, bad_y)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    assert main(["run", str(run), "--inputs", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                 "--jobs", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["samples"] == 12 and r["inputs"] == str(tmp_path / "x.npy") and r["mismatches"] == 0
+    assert r["chip_accuracy"] == r["reference_accuracy"] == cm.accuracy(x, y)
+    assert main(["run", str(run), "--inputs", str(tmp_path / "x.npy"), "--samples", "5", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "5 images (" + str(tmp_path / "x.npy") + ")" in out and "not measured (no labels: --labels)" in out
+    np.save(tmp_path / "narrow.npy", x[:, :63])
+    np.save(tmp_path / "short.npy", y[:11])
+    (tmp_path / "x.csv").write_text("1,2,3\n")
+    for argv, words in (
+            (["--inputs", tmp_path / "narrow.npy"], f"--inputs {tmp_path / 'narrow.npy'}: the chip's first layer "
+                                                    "takes 64 inputs but these images give 63"),
+            (["--inputs", tmp_path / "x.npy", "--labels", tmp_path / "short.npy"],
+             f"--labels {tmp_path / 'short.npy'}: labels of shape (11,) do not fit 12 images"),
+            (["--inputs", tmp_path / "x.csv"], f"--inputs {tmp_path / 'x.csv'}: not a .npy array"),
+            (["--inputs", tmp_path / "none.npy"], f"--inputs {tmp_path / 'none.npy'}: no such file"),
+            (["--labels", tmp_path / "y.npy"], "--labels goes with --inputs"),
+            (["--inputs", tmp_path / "x.npy", "--data", "digits"], "leave out --data and --data-dir, or --inputs"),
+            (["--inputs", tmp_path / "x.npy", "--samples", "13"], "has 12 images; give at most that many")):
+        assert main(["run", str(run), *map(str, argv)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and words in err, err
 
 
 def test_run_refuses_before_the_simulation_rather_than_lose_its_results(run_dir, tmp_path, monkeypatch, capsys):

@@ -197,7 +197,7 @@ def dense_network(run, data, model_name, checkpoint, seed):
         arch = model_name or "lenet-300-100"
         return build_model(arch, data, seed), arch, None
     model, masks, meta = models.load_checkpoint(source, expect)
-    models.check_input(model, data.input_shape, data.classes)
+    models.check_input(model, data)
     prune.apply_masks(model, masks)   # e.g. torch.nn.utils.prune's: pruning goes on from that pattern
     return model, model_name or meta.get("arch"), source
 
