@@ -574,16 +574,21 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
+def _chip_table(points, key, title, columns):
+    """(the points whose chip figures have `key`, compare.md's section `title` with a table head of `columns`)."""
+    return ([p for p in points if p["chip"] and key in p["chip"]],
+            ["", f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)])
+
+
 def _load_table(points):
     """compare.md's load balance per point: the busiest PE's work over the mean PE's and the model's cycles under
     EIE's interleaving and under balanced row placement (`eie.sw.placement.placement_load`): does a structured
     pattern (2:4) balance the PEs better than placing unstructured sparsity of the same density?"""
-    loaded = [p for p in points if p["chip"] and "load" in p["chip"]]
+    loaded, out = _chip_table(points, "load", "Load balance on the chip: busiest PE over the mean",
+                              ["method", "budget", "kept %", "interleaved: busiest/mean per layer", "network",
+                               "cycles/image", "balanced: busiest/mean per layer", "network", "cycles/image"])
     if not loaded:
         return []
-    out = ["", "## Load balance on the chip: busiest PE over the mean", "",
-           "| method | budget | kept % | interleaved: busiest/mean per layer | network | cycles/image "
-           "| balanced: busiest/mean per layer | network | cycles/image |", "|" + "---|" * 9]
     for p in loaded:
         load = p["chip"]["load"]
         cells = [f"{', '.join(f'{r:.4f}' for r in load[k]['busiest_over_mean'])} | {load[k]['network']:.4f} | "
@@ -601,12 +606,11 @@ def _wall_clock(points):
     """compare.md's answer to 'how long does an image take?': for the forms the chip runs, the CPU's time at
     batch 1 and 64 beside the chip's at its measured Fmax (where one is stored) and at EIE's 800 MHz; the clocks'
     sources, and for the chips without a measured Fmax the command that measures one. Empty without times."""
-    timed = [p for p in points if p["chip"] and "time" in p["chip"]]
+    timed, out = _chip_table(points, "time", "Wall-clock per image: CPU against the chip",
+                             ["method", "budget", "CPU b=1 (us)", "CPU b=64 (us/image)", "chip cycles/image",
+                              "chip us at its measured Fmax", "chip us at EIE's 800 MHz"])
     if not timed:
         return []
-    out = ["", "## Wall-clock per image: CPU against the chip", "",
-           "| method | budget | CPU b=1 (us) | CPU b=64 (us/image) | chip cycles/image | chip us at its measured Fmax "
-           "| chip us at EIE's 800 MHz |", "|" + "---|" * 7]
     sources, hints = {}, {}
     for p in timed:
         t = p["chip"]["time"]
