@@ -231,18 +231,18 @@ class Chip(ChipComponent):
         rows_per_word = c.outputs_per_cycle * n     # rows one request covers
 
         def begin_layer():
-            """A layer's first cycle: the detector starts, the PEs forget their accumulators, the next table row
-            becomes the current one. In SETUP after IDLE, or in the last cycle of the layer before's output
-            pass (its last request is in O1 then, which reads the layer's registers before they change)."""
+            """A layer's first cycle (`clear`, a register decided a cycle ahead, see below): the detector starts,
+            the PEs forget their accumulators, the next table row becomes the current one. In SETUP after IDLE,
+            or in the last cycle of the layer before's output pass (its last request is in O1 then, which reads
+            the layer's registers before they change)."""
             with m.If(~first):       # the layer before, recorded here off the exit path
                 m.d.sync += layer_cycles[layer].eq(layer_count)
-            m.d.comb += clear.eq(1)
             m.d.sync += [layer.eq(layer_next), desc.eq(desc_next), rnd.eq(rounding(desc_next.shift, c)),
                          layer_next.eq(layer_next + 1), desc_next.eq(table[(layer_next + 1)[:len(layer)]]),
                          more.eq(layer_next + 1 < n_layers), layer_count.eq(1), first.eq(0)]
             m.next = "RUN"
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += idle.eq(1)
                 with m.If(start):
@@ -250,7 +250,7 @@ class Chip(ChipComponent):
                     m.d.sync += [n_layers.eq(host.n_layers), host.done.eq(0), host.cycles.eq(0), running.eq(1),
                                  layer_next.eq(0), desc_next.eq(table[0]), first.eq(1)]
                     m.next = "SETUP"
-            with m.State("SETUP"):
+            with m.State("SETUP"):       # `clear` is high here
                 begin_layer()
             with m.State("RUN"):
                 with m.If(nzd.settled & all_quiet):
@@ -270,7 +270,7 @@ class Chip(ChipComponent):
                     ask(out_row + c.outputs_per_cycle)
                     with m.If(out_last):
                         m.d.sync += out_en.eq(0)
-                with m.If(done_asking & more & (out_cycles == OUTPUT_LATENCY + 1)):
+                with m.If(clear):
                     begin_layer()
                 with m.Elif(done_asking & ~more):
                     m.d.sync += drain.eq(OUTPUT_LATENCY)
@@ -281,6 +281,14 @@ class Chip(ChipComponent):
                 with m.If(drain == 1):
                     m.d.sync += [layer_cycles[layer].eq(layer_count + 1), host.done.eq(1), running.eq(0)]
                     m.next = "IDLE"
+
+        # `clear`, a layer's first cycle, is decided the cycle before from registers, so that no FSM decode sits in
+        # front of what it enables (the table rows' copies, the detector's start, the banks' read address): a run
+        # starts (SETUP follows IDLE), or the output pass will, next cycle, have asked for its last row
+        # (`done_asking`) with its first word written (`out_cycles` at OUTPUT_LATENCY + 1) and a layer to follow
+        done_next = ~out_en | out_last | at_most(out_left, 2 * rows_per_word)
+        m.d.sync += clear.eq((fsm.ongoing("IDLE") & start)
+                             | (fsm.ongoing("OUTPUT") & ~clear & more & (out_cycles >= OUTPUT_LATENCY) & done_next))
 
         # -- activation register files (two banks; a word holds one value per PE) ---------------------------
         # The output word of a request is written OUTPUT_LATENCY cycles later; the request's row, the layer's

@@ -23,16 +23,16 @@ __all__ = ["OutputPass", "OutputSignature", "OutputLaneSignature"]
 
 
 class OutputLaneSignature(wiring.Signature):
-    """One row a cycle: its accumulator ``slot``, that accumulator's word ``acc`` and accumulator ``slot | 1``'s
-    word ``share_acc`` (the PE reads the pair of accumulators ``slot`` belongs to, through the ports the
-    accumulate stage shares); the bias read; the partner's share in, this PE's share out (zero until touched and
+    """One row a cycle: its accumulator ``slot`` and the pair of accumulators it belongs to, ``even`` (``slot &
+    ~1``) and ``odd`` (``slot | 1``, the share in a paired layer), read through the ports the accumulate stage
+    shares; the bias read; the partner's share in, this PE's share out (zero until touched and
     in unpaired layers), and the activation ``y``, `OUTPUT_LATENCY` cycles after the row was asked for."""
 
     def __init__(self, config: ChipConfig):
         c = config
         rows, A = addr_bits(c.act_depth), signed(c.acc_bits)
         super().__init__({
-            "slot": In(rows), "acc": In(A), "share_acc": In(A),
+            "slot": In(rows), "even": In(A), "odd": In(A),
             "bias_rd": In(memory.ReadPort.Signature(addr_width=addr_bits(c.max_layers * c.act_depth),
                                                     shape=signed(c.act_bits))),
             "partner": In(A), "share": Out(A), "y": Out(signed(c.act_bits)),
@@ -81,20 +81,22 @@ class OutputPass(ChipComponent):
         return m
 
     def _lane(self, m, lane, rq, o2_valid, name):
-        """O1: the bias read of the lane's row, the touched bits looked up beside the accumulators; O2: their
-        registers, the own row's touched bit applied before the Requantizer's input register, the share's
-        before it crosses to the partner."""
+        """O1: the bias read of the lane's row, the touched bits looked up beside the accumulator pair; O2: their
+        registers, the row's word picked from the pair and its touched bit applied before the Requantizer's
+        input register, the share's before it crosses to the partner."""
         c = self.config
         A = signed(c.acc_bits)
         m.d.comb += lane.bias_rd.addr.eq(self.layer * c.act_depth + lane.slot)
-        acc2 = Signal(A, name=f"{name}2_acc", reset_less=True)
-        share2 = Signal(A, name=f"{name}2_share", reset_less=True)
+        even2 = Signal(A, name=f"{name}2_even", reset_less=True)
+        odd2 = Signal(A, name=f"{name}2_odd", reset_less=True)
+        odd_row2 = Signal(name=f"{name}2_odd_row", reset_less=True)
         touched2, share_touched2 = Signal(name=f"{name}2_touched"), Signal(name=f"{name}2_share_touched")
         with m.If(self.out_en):
-            m.d.sync += [acc2.eq(lane.acc), touched2.eq(self.touched.bit_select(lane.slot, 1)),
-                         share2.eq(lane.share_acc),
+            m.d.sync += [even2.eq(lane.even), odd2.eq(lane.odd), odd_row2.eq(lane.slot[0]),
+                         touched2.eq(self.touched.bit_select(lane.slot, 1)),
                          share_touched2.eq(self.paired & self.touched.bit_select(lane.slot | 1, 1))]
-        m.d.comb += lane.share.eq(Mux(share_touched2, share2, 0))
+        m.d.comb += lane.share.eq(Mux(share_touched2, odd2, 0))
+        acc2 = Mux(odd_row2, odd2, even2)
         # O2's registers (reset-less, so that the bias's can be the RAM's own output register)
         bias3, acc3, partner3 = (Signal(shape, name=f"{name}3_{what}", reset_less=True)
                                  for shape, what in ((signed(c.act_bits), "bias"), (A, "acc"), (A, "partner")))

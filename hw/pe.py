@@ -148,25 +148,25 @@ class ProcessingElement(ChipComponent):
             m.d.comb += [wp.en.eq(wr.en & (wr.addr[0] == parity)), wp.addr.eq(wr.addr >> 1), wp.data.eq(wr.data)]
 
         def read_pair(row):
-            """The accumulator of `row` and the odd one of its pair, read asynchronously."""
+            """The pair of accumulators `row` belongs to, even and odd, read asynchronously."""
             even, odd = (mem.read_port(domain="comb") for mem in self.accs)
             m.d.comb += [even.addr.eq(row >> 1), odd.addr.eq(row >> 1)]
-            return Mux(row[0], odd.data, even.data), odd.data
+            return even.data, odd.data
 
         # one pair read serves M and, while the PE is quiet, the output pass's lane a
         row = Signal.like(self.out_slot, name="acc_row")
         m.d.comb += row.eq(Mux(self.out_en, self.out_slot, acc.acc_rd.addr))
-        acc_word, odd_word = read_pair(row)
-        m.d.comb += acc.acc_rd.data.eq(acc_word)
+        even_word, odd_word = read_pair(row)
+        m.d.comb += [acc.acc_rd.even.eq(even_word), acc.acc_rd.odd.eq(odd_word)]
         m.d.comb += [out.out_en.eq(self.out_en), out.layer.eq(self.layer), out.paired.eq(self.paired),
                      out.shift.eq(self.shift), out.rounding.eq(self.rounding), out.relu.eq(self.relu),
                      out.touched.eq(acc.touched)]
-        lanes = [(out.a, self.out_slot, (acc_word, odd_word), self.out_data, self.share, self.partner)]
+        lanes = [(out.a, self.out_slot, (even_word, odd_word), self.out_data, self.share, self.partner)]
         if c.outputs_per_cycle > 1:
             lanes.append((out.b, self.out_slot_b, read_pair(self.out_slot_b), self.out_data_b, self.share_b,
                           self.partner_b))
-        for lane, slot, (word, odd), y, share, partner in lanes:
-            m.d.comb += [lane.slot.eq(slot), lane.acc.eq(word), lane.share_acc.eq(odd), lane.partner.eq(partner),
+        for lane, slot, (even, odd), y, share, partner in lanes:
+            m.d.comb += [lane.slot.eq(slot), lane.even.eq(even), lane.odd.eq(odd), lane.partner.eq(partner),
                          share.eq(lane.share), y.eq(lane.y)]
             wiring.connect(m, lane.bias_rd, self.bias.read_port())
 

@@ -176,7 +176,9 @@ def test_accumulator_sums_every_entry_through_the_bypass():
     m = Module()
     m.submodules.accum = dut = Accumulator(c)
     m.submodules.accs = accs = memory.Memory(shape=signed(c.acc_bits), depth=c.act_depth, init=[])
-    connect_comb_read(m, dut.acc_rd, accs)
+    even, odd = accs.read_port(domain="comb"), accs.read_port(domain="comb")    # the pair of the entry's row
+    m.d.comb += [even.addr.eq(dut.acc_rd.addr & ~1), odd.addr.eq(dut.acc_rd.addr | 1),
+                 dut.acc_rd.even.eq(even.data), dut.acc_rd.odd.eq(odd.data)]
     wiring.connect(m, dut.acc_wr, accs.write_port())
     probe = accs.read_port(domain="comb")
     wrap = lambda v: (v + (1 << 39)) % (1 << 40) - (1 << 39)
@@ -238,8 +240,8 @@ def test_output_pass_requantizes_each_row(paired):
             partner = rng.randrange(-(1 << 21), 1 << 21)
             ctx.set(dut.out_en, ask)
             ctx.set(dut.a.slot, slot)
-            ctx.set(dut.a.acc, accs[slot])       # the PE's accumulator pair read of the slot, this cycle
-            ctx.set(dut.a.share_acc, accs[slot | 1])
+            ctx.set(dut.a.even, accs[slot & ~1])     # the PE's read of the slot's accumulator pair, this cycle
+            ctx.set(dut.a.odd, accs[slot | 1])
             asked.append((ask, slot))
             if t >= 1 and asked[t - 1][0]:       # the share of the row asked a cycle ago, as the partner sees it
                 s = asked[t - 1][1] | 1
