@@ -133,7 +133,7 @@ def _peek_script(peeks) -> list[str]:
     for sig, reg in peeks:
         glob = reg.replace("[", "\\[").replace("]", "\\]")       # a pattern that matches the name only
         lines += [f"setattr -unset init w:{glob}", f"delete -port w:{sig.name}",
-                  f"cd top", f"connect -set \\{sig.name} \\{reg}", "cd .."]
+                  "cd top", f"connect -set \\{sig.name} \\{reg}", "cd .."]
     return lines
 
 

@@ -13,7 +13,7 @@ from amaranth import Array, Cat, ClockDomain, Const, Module, Mux, Signal, Value,
 from amaranth.asserts import AnyConst, AnySeq, Initial
 from amaranth.hdl import Assert, Assume, Cover, Fragment
 
-from eie.config import ChipConfig
+from eie.config import OUTPUT_LATENCY, REQUANT_LATENCY, ChipConfig
 from eie.cosim.formal import _slug
 
 __all__ = ["PROOFS", "requantizer", "requant_spec"]
@@ -100,10 +100,15 @@ def tiny(**changes) -> ChipConfig:
     return ChipConfig(**{**TINY, **changes})
 
 
+# The detector that pairs activations (acts_per_cycle=2): 4 lanes a source word over 2-column pointer words, so that a
+# word's non-zeros may share a pointer word or not; 2-bit values, 2 words (8 columns).
+DUAL_DETECTOR = tiny(pes=4, act_depth=2, act_bits=2, acts_per_cycle=2)
+
+
 def detector(config: ChipConfig | None = None, *, check: str = "order"):
     """The detector over a source bank of arbitrary contents (``AnyConst``), read as the chip reads it (a RAM read
     and its output register), layers started whenever the contract allows (``start`` while settled, ``cols``
-    held during a layer), and a consumer queue popped at will whose fill the detector sees two cycles late, as
+    stable from the cycle before it), and a consumer queue popped at will whose fill the detector sees two cycles late, as
     through the PEs' ``act_room`` and the chip's AND of them.
 
     ``check="order"``: every broadcast is a non-zero activation of the layer, with its value, the lowest column
@@ -126,8 +131,11 @@ def detector(config: ChipConfig | None = None, *, check: str = "order"):
     start, cols = AnySeq(1), AnySeq(len(nzd.cols))
     layer_cols = Signal.like(nzd.cols)
     started = Signal()
-    m.d.comb += [nzd.start.eq(start), nzd.cols.eq(Mux(start, cols, layer_cols)),
-                 Assume(~start | (nzd.settled & (cols <= cols_max) & ~_delay(m, start, 1, "start")))]
+    # `cols` stable from the cycle before `start` (the detector registers it ahead), free otherwise (the chip
+    # shows the next layer's while one runs)
+    m.d.comb += [nzd.start.eq(start), nzd.cols.eq(cols),
+                 Assume(~start | (nzd.settled & (cols <= cols_max) & ~_delay(m, start, 1, "start") & ~Initial()
+                                  & (cols == _delay(m, cols, 1, "cols"))))]
     with m.If(start):
         m.d.sync += [layer_cols.eq(cols), started.eq(1)]
     # the consumer: a queue of the PEs' depth plus slack, popped at will; its room registered twice
@@ -143,14 +151,29 @@ def detector(config: ChipConfig | None = None, *, check: str = "order"):
     values = [bank[k // n].word_select(k % n, c.act_bits).as_signed() for k in range(cols_max)]
     nz = Cat((values[k] != 0) & (k < layer_cols) for k in range(cols_max))
     expect = Signal(range(cols_max + 1))     # the lowest column not sent yet
+    dual = c.acts_per_cycle > 1
+    paired = Signal(name="paired")            # a second activation rides along (acts_per_cycle=2)
+    m.d.comb += paired.eq(nzd.value_b != 0 if dual else 0)
     with m.If(start):
         m.d.sync += expect.eq(0)
     with m.Elif(nzd.valid):
-        m.d.sync += expect.eq(nzd.col + 1)
+        m.d.sync += expect.eq(Mux(paired, nzd.col_b, nzd.col) + 1 if dual else nzd.col + 1)
+
+    def next_nonzero(col, value, after, name):
+        """`col` is the lowest non-zero column of the layer at or past `after`, sent with its value."""
+        ok = Signal(name=f"{name}_ok")
+        m.d.comb += ok.eq((col >= after) & (col < layer_cols) & nz.bit_select(col, 1) & (Array(values)[col] == value)
+                          & ~Cat(nz[k] & (k >= after) & (k < col) for k in range(cols_max)).any())
+        return ok
     col_ok = Signal()
-    m.d.comb += col_ok.eq((nzd.col >= expect) & (nzd.col < layer_cols) & nz.bit_select(nzd.col, 1)
-                          & (Array(values)[nzd.col] == nzd.value)
-                          & ~Cat(nz[k] & (k >= expect) & (k < nzd.col) for k in range(cols_max)).any())
+    first_ok = next_nonzero(nzd.col, nzd.value, expect, "first")
+    if dual:     # the second: the next non-zero after the first, of the same source word and pointer word
+        K = (c.cols_per_ptr_word - 1).bit_length()
+        second_ok = next_nonzero(nzd.col_b, nzd.value_b, nzd.col + 1, "second")
+        same_word = (nzd.col_b // n) == (nzd.col // n)
+        m.d.comb += col_ok.eq(first_ok & (~paired | (second_ok & same_word & ((nzd.col_b >> K) == (nzd.col >> K)))))
+    else:
+        m.d.comb += col_ok.eq(first_ok)
     left = Cat(nz[k] & (k >= expect) for k in range(cols_max)).any()
     if check == "order":
         m.d.comb += Assert(~nzd.valid | (started & col_ok))
@@ -162,6 +185,8 @@ def detector(config: ChipConfig | None = None, *, check: str = "order"):
     m.d.comb += [Cover(started & nzd.settled & (expect >= 2) & back_to_back),
                  Cover(level == depth),
                  Cover(nzd.valid & (nzd.col == cols_max - 1))]
+    if dual:
+        m.d.comb += Cover(nzd.valid & paired)
     return m
 
 
@@ -246,18 +271,21 @@ def span_unit(config: ChipConfig | None = None, *, check: str = "fifos", max_bro
     (the bypass), and neither FIFO holds more than it is sized for (``queue_depth + QUEUE_SLACK``,
     ``jobs_depth + JOBS_SLACK``). ``check="spans"``: the jobs leaving are, in broadcast order, exactly the
     non-empty spans of the broadcast columns (start = base + the counts before the column in its word) with
-    the activation's value; none is left once the unit is idle. Covers: both FIFOs hold three, a span of
+    the activation's value; none is left once the unit is idle. ``check="order"`` (the queue and its bypass):
+    P0 takes the broadcasts in the order they arrived, each once (its pointer word, lane and value), never
+    one that has not arrived, whether from the queue or past it. Covers: both FIFOs hold three, a span of
     more than one entry leaves. `max_broadcasts` bounds the broadcasts of a trace ("spans" unbounded at depth
     20 took the solver over two minutes)."""
     from eie.config import JOBS_SLACK, QUEUE_SLACK
     from eie.hw.spans import SpanUnit, span_layout
-    if check not in ("fifos", "spans"):
-        raise ValueError(f"span_unit check must be fifos or spans, not {check!r}")
+    if check not in ("fifos", "spans", "order"):
+        raise ValueError(f"span_unit check must be fifos, spans or order, not {check!r}")
     c = config or tiny(ptr_words=2)
     m = _module()
     su = SpanUnit(c)
-    m.submodules.spans = sm = _open(su)
+    sm = _open(su)
     queue, jobs = sm.submodules.queue, sm.submodules.jobs
+    m.submodules.spans = frag = Fragment.get(sm, None)
     words = [AnyConst(c.ptr_word_bits) for _ in range(c.ptr_words)]
     _sync_read(m, su.ptr_rd, words, "ptr")
     # broadcasts: the detector's flow control, restated
@@ -290,6 +318,25 @@ def span_unit(config: ChipConfig | None = None, *, check: str = "fifos", max_bro
         m.d.sync += head.eq(head + 1)
     m.d.sync += count_in.eq(count_in + push - taken)
     out = su.jobs.payload
+    if check == "order":
+        # the broadcasts not yet taken by P0, oldest first; P0's take is of the oldest
+        from amaranth.lib import data
+        from eie.hw.arith import addr_bits
+        # P1 holds what P0 took the cycle before: the pointer word it read, the lane and value beside it
+        took, p1_bits = _internal(frag, "p1_valid", "p1")
+        K = (c.cols_per_ptr_word - 1).bit_length()
+        p1 = data.StructLayout({"lane": addr_bits(c.cols_per_ptr_word), "before": max(c.cols_per_ptr_word - 1, 1),
+                                "value": signed(c.act_bits)})(p1_bits)
+        ptr_read = _delay(m, su.ptr_rd.addr, 1, "ptr_read")
+        arrived, a_head, a_tail, a_count = _ghost_fifo(m, act.payload.shape(), 16, "ghost_act")
+        with m.If(act.valid):
+            m.d.sync += [arrived[a_tail].eq(act.payload), a_tail.eq(a_tail + 1)]
+        with m.If(took):
+            m.d.sync += a_head.eq(a_head + 1)
+        m.d.sync += a_count.eq(a_count + act.valid - took)
+        oldest = arrived[a_head]
+        m.d.comb += Assert(~took | ((a_count != 0) & (ptr_read == (oldest.col >> K))
+                                    & (p1.lane == oldest.col[:max(K, 1)]) & (p1.value == oldest.value)))
     if check == "spans":
         expect = ghost[head]
         m.d.comb += [Assert(~taken | ((count_in != 0) & (out.start == expect.start) & (out.count == expect.count)
@@ -325,7 +372,9 @@ def entry_reader(config: ChipConfig | None = None, *, max_jobs: int | None = Non
     # a job as the span unit makes them: never empty, within the matrix memory (the image's spans are)
     capacity = c.matrix_words * c.entries_per_word
     job_in = jobs.payload
-    m.d.comb += Assume(~jobs.valid | ((job_in.count != 0) & (job_in.start + job_in.count <= capacity)))
+    dual = c.acts_per_cycle > 1     # a job of two spans, the second perhaps empty (count 0)
+    span_b_ok = (job_in.count_b == 0) | (job_in.start_b + job_in.count_b <= capacity) if dual else 1
+    m.d.comb += Assume(~jobs.valid | ((job_in.count != 0) & (job_in.start + job_in.count <= capacity) & span_b_ok))
     _stable_stream(m, jobs, "jobs")
     if max_jobs is not None:
         _at_most(m, jobs.valid & jobs.ready, max_jobs, "jobs")
@@ -333,27 +382,31 @@ def entry_reader(config: ChipConfig | None = None, *, max_jobs: int | None = Non
     E, eb = c.entries_per_word, (c.entries_per_word - 1).bit_length()
     rb = max(1, (c.act_depth - 1).bit_length())
     layout = entry_layout(c)
-    ghost, head, tail, count_in = _ghost_fifo(m, layout, 8, "ghost_entry")   # S..D2 and out hold at most 5
+    # S..D2 and out hold at most 5; a job taken adds the entries of its span(s)
+    ghost, head, tail, count_in = _ghost_fifo(m, layout, 16 if dual else 8, "ghost_entry")
     taken = jobs.valid & jobs.ready
     job = jobs.payload
-    prev, pushed = None, Const(0, 3)
-    for k in range(c.max_count):
-        addr = Signal(c.entry_addr_bits, name=f"ghost_addr{k}")
-        m.d.comb += addr.eq(job.start + k)
-        word = Array(matrix)[addr >> eb] if c.matrix_words > 1 else matrix[0]
-        entry = word.word_select(addr[:eb], c.entry_bits) if E > 1 else word
-        v, z = entry[:c.weight_index_bits], entry[c.weight_index_bits:c.entry_bits]
-        row = Signal(rb, name=f"ghost_row{k}")
-        m.d.comb += row.eq(z if prev is None else prev + z + 1)
-        prev = row
-        real = Signal(name=f"ghost_real{k}")
-        m.d.comb += real.eq((k < job.count) & (v != 0))
-        slot = (tail + pushed)[:len(tail)]
-        with m.If(taken & real):
-            m.d.sync += [ghost[slot].row.eq(row), ghost[slot].weight.eq(Array(codebook)[v]),
-                         ghost[slot].value.eq(job.value)]
-        pushed = pushed + real
-    n_pushed = Signal(3, name="ghost_pushed")
+    pushed = Const(0, 4)
+    spans = [(job.start, job.count, job.value)] + ([(job.start_b, job.count_b, job.value_b)] if dual else [])
+    for i, (start, count, value) in enumerate(spans):
+        prev = None
+        for k in range(c.max_count):
+            addr = Signal(c.entry_addr_bits, name=f"ghost_addr{i}_{k}")
+            m.d.comb += addr.eq(start + k)
+            word = Array(matrix)[addr >> eb] if c.matrix_words > 1 else matrix[0]
+            entry = word.word_select(addr[:eb], c.entry_bits) if E > 1 else word
+            v, z = entry[:c.weight_index_bits], entry[c.weight_index_bits:c.entry_bits]
+            row = Signal(rb, name=f"ghost_row{i}_{k}")
+            m.d.comb += row.eq(z if prev is None else prev + z + 1)
+            prev = row
+            real = Signal(name=f"ghost_real{i}_{k}")
+            m.d.comb += real.eq((k < count) & (v != 0))
+            slot = (tail + pushed)[:len(tail)]
+            with m.If(taken & real):
+                m.d.sync += [ghost[slot].row.eq(row), ghost[slot].weight.eq(Array(codebook)[v]),
+                             ghost[slot].value.eq(value)]
+            pushed = (pushed + real)[:4]
+    n_pushed = Signal(4, name="ghost_pushed")
     m.d.comb += n_pushed.eq(Mux(taken, pushed, 0))
     out = er.entries
     m.d.sync += [tail.eq(tail + n_pushed), count_in.eq(count_in + n_pushed - out.valid)]
@@ -400,7 +453,8 @@ def accumulator(config: ChipConfig | None = None, *, check: str = "write", max_e
     mem = [Signal(A, name=f"acc{r}") for r in range(c.act_depth)]
     fresh = Signal(c.act_depth)
     value_of = [Mux(fresh[r], mem[r], stale[r]) for r in range(c.act_depth)]
-    m.d.comb += ac.acc_rd.data.eq(Array(value_of)[ac.acc_rd.addr])
+    m.d.comb += [ac.acc_rd.even.eq(Array(value_of)[ac.acc_rd.addr & ~1]),     # the pair of the entry's row
+                 ac.acc_rd.odd.eq(Array(value_of)[ac.acc_rd.addr | 1])]
     wr = ac.acc_wr
     for r in range(c.act_depth):
         with m.If(wr.en & (wr.addr == r)):
@@ -462,16 +516,18 @@ def output_pass(config: ChipConfig | None = None):
     lane = op.a
     accs = [AnyConst(A) for _ in range(c.act_depth)]
     biases = [AnyConst(signed(c.act_bits)) for _ in range(c.max_layers * c.act_depth)]
-    m.d.comb += lane.share_acc.eq(Array(accs)[lane.slot | 1])     # the PE reads the slot's pair for the share
     _sync_read(m, lane.bias_rd, biases, "bias")
     ask, slot, layer = AnySeq(1), AnySeq(len(lane.slot)), AnySeq(len(op.layer))
     shift, relu, paired, touched = AnySeq(c.shift_bits), AnySeq(1), AnySeq(1), AnySeq(c.act_depth)
     acc_in, partner = AnySeq(A), AnySeq(A)
+    # the PE's read of the slot's accumulator pair: the slot's own word is any (acc_in), its pair-mate from accs
+    other = Array(accs)[slot ^ 1]
+    m.d.comb += [lane.even.eq(Mux(slot[0], other, acc_in)), lane.odd.eq(Mux(slot[0], acc_in, other))]
     m.d.comb += [Assume(shift < c.acc_bits - c.act_bits), Assume(layer < c.max_layers)]
     half = Signal(c.acc_bits, name="half")
     m.d.comb += half.eq(Mux(shift == 0, 0, Const(1, c.acc_bits + 1) << (shift - 1)[:len(shift)]))
     m.d.comb += [op.out_en.eq(ask), lane.slot.eq(slot), op.layer.eq(layer), op.shift.eq(shift), op.relu.eq(relu),
-                 op.rounding.eq(half), op.paired.eq(paired), op.touched.eq(touched), lane.acc.eq(acc_in),
+                 op.rounding.eq(half), op.paired.eq(paired), op.touched.eq(touched),
                  lane.partner.eq(partner)]
     own = Mux(touched.bit_select(slot, 1), acc_in, 0)
     bias = Array(biases)[layer * c.act_depth + slot]
@@ -482,7 +538,7 @@ def output_pass(config: ChipConfig | None = None):
     y, _ = requant_spec(m, own_d, partner, bias_d, shift_d, relu_d, c, c.acc_bits - c.act_bits - 1)
     asked = _delay(m, ask, L, "ask")
     m.d.comb += Assert(~asked | (lane.y == _delay(m, y, L - 1, "y")))
-    share = Mux(paired & touched.bit_select(slot | 1, 1), Array(accs)[slot | 1], 0)
+    share = Mux(paired & touched.bit_select(slot | 1, 1), Mux(slot[0], acc_in, Array(accs)[slot | 1]), 0)
     m.d.comb += Assert(~_delay(m, ask, 1, "ask") | (lane.share == _delay(m, share, 1, "share")))
     m.d.comb += [Cover(asked & (_delay(m, paired & (share != 0), L, "ps") != 0) & (lane.y != 0)),
                  Cover(asked & _delay(m, ask & (shift != _delay(m, shift, 1, "sh")), L - 1, "chg"))]
@@ -502,20 +558,14 @@ def chip_control(config: ChipConfig | None = None, *, check: str = "loads"):
     ``done`` rises once per chain (one rise per start) and only when no work is in flight: every PE quiet, the
     detector settled and no output word left to write. Covers: a chain completes; a PE's matrix is loaded."""
     from eie.config import OUTPUT_LATENCY
-    from eie.hw.chip import Chip, Target
+    from eie.hw.chip import Target
     if check not in ("loads", "done"):
         raise ValueError(f"chip_control check must be loads or done, not {check!r}")
     c = config or tiny(pes=2 if check == "loads" else 1)
     m = Module()
-    m.formal_clk = clk = Signal(name="clk")
-    chip = Chip(c)
-    chip._MustUse__silence = True
-    cm = chip.elaborate(None)
+    chip, cm, frag = _chip(m, c)
     pes = [cm.submodules[f"pe{k}"] for k in range(c.pes)]
     nzd = cm.submodules.nzd
-    frag = Fragment.get(cm, None)
-    m.submodules.chip = frag
-    m.d.comb += [chip.clk.eq(clk), chip.rst.eq(0)]
     host = chip.host
     for name in ("we", "target", "pe", "addr", "data", "rtarget", "raddr", "n_layers"):
         port = getattr(host, name)
@@ -560,6 +610,10 @@ def chip_control(config: ChipConfig | None = None, *, check: str = "loads"):
 # A host write reaches a PE memory's write port this many cycles on: the host port's two register stages and the
 # PE's load register.
 LOAD_LATENCY = 3
+
+# A host read's data is on ``rdata`` this many cycles after its ``rtarget``/``raddr``: the host port's register, the
+# pick among each four PEs, the pick among the fours, the port's output register.
+READ_LATENCY = 4
 
 
 def chip_flow(config: ChipConfig | None = None, *, check: str = "writes"):
@@ -718,6 +772,14 @@ def chip_flow(config: ChipConfig | None = None, *, check: str = "writes"):
 MITER = dict(pes=1, act_bits=2, weight_bits=2, acc_bits=4, act_depth=2, queue_depth=2, jobs_depth=2, index_bits=2,
              weight_index_bits=2, entries_per_word=2, matrix_words=2, cols_per_ptr_word=2, count_bits=2, ptr_words=2,
              max_layers=1)
+# the same with 2 output rows a cycle; with 2 PEs (layers up to 4x2, paired or not), 4 PEs (pairing) and 6 PEs (the
+# statistics of two groups of four)
+MITER_OPC2 = {**MITER, "outputs_per_cycle": 2}
+MITER_2, MITER_4, MITER_6 = ({**MITER, "pes": n} for n in (2, 4, 6))
+# `done` rises this many cycles after `start` at the latest, for every layer of the end-to-end proofs (up to 2x2 on
+# 1 PE, 4x2 on 2 PEs): 23 cycles of work and control, then the output pass (proven: the "bound" proofs)
+MITER_BOUND = 23 + OUTPUT_LATENCY
+MITER_DEPTH = MITER_BOUND + 8          # the host's write and start, the reset synchronizer: a layer whole
 
 
 def _chip(m, c):
@@ -734,23 +796,26 @@ def _chip(m, c):
     return chip, cm, frag
 
 
-def layer_model(m, c, image, cols, rows, shift, relu, name="model"):
-    """The arithmetic contract of one unpaired layer, in gates, from the image's words (`image`: per PE its
+def layer_model(m, c, image, cols, rows, shift, relu, paired=None, name="model"):
+    """The arithmetic contract of one layer, in gates, from the image's words (`image`: per PE its
     pointer words, matrix words, codebook and bias values; the activation words): for every column ``j <
     cols`` with a non-zero activation, every real entry of its span in PE p (start = the pointer word's base
     plus the counts before the column's lane; rows by zero runs: the first entry's zeros, then previous + zeros
     + 1; index 0 is padding) adds ``codebook[index] * x_j`` to accumulator ``row`` of PE p (wrapping at
-    acc_bits); global row ``s * pes + p`` is `requant_spec` of accumulator s with bias slot s. Returns the
+    acc_bits); global row ``s * pes + p`` is `requant_spec` of accumulator s with bias slot s, or, where the
+    signal `paired` is high (`eie.sw.encode`'s paired layer), of accumulator 2s plus accumulator 2s + 1 of
+    the partner PE (p + pes/2) % pes with bias slot 2s. Returns the
     expected output words (one value per PE each, lanes past `rows` zero) and an `ok` signal: the image is well
     formed (every span inside the matrix memory, every real row below ``act_depth``), which the harness
     assumes."""
-    n, K, E = c.pes, c.cols_per_ptr_word, c.entries_per_word
+    n, E = c.pes, c.entries_per_word
     eb = (E - 1).bit_length()
     A = signed(c.acc_bits)
     acts = image["acts"]
     x = [acts[j // n].word_select(j % n, c.act_bits).as_signed() for j in range(c.act_depth * n)]
     ok_terms, words = [], []
     outs = [[None] * n for _ in range(c.act_depth)]
+    accs = [[] for _ in range(n)]
     for p in range(n):
         ptr, mat, cb, bias = (image[k][p] for k in ("ptr", "matrix", "codebook", "bias"))
         terms = [[] for _ in range(c.act_depth)]
@@ -785,7 +850,16 @@ def layer_model(m, c, image, cols, rows, shift, relu, name="model"):
         for s in range(c.act_depth):
             acc = Signal(A, name=f"{name}_pe{p}_acc{s}")
             m.d.comb += acc.eq(sum(terms[s]))
-            y, _ = requant_spec(m, acc, Const(0, A), bias[s], shift, relu, c, c.acc_bits - c.act_bits - 1)
+            accs[p].append(acc)
+    for p in range(n):
+        bias, q = image["bias"][p], (p + n // 2) % n
+        for s in range(c.act_depth):
+            if paired is None or 2 * s + 1 >= c.act_depth:      # no paired layer has a row s here
+                own, share, b = accs[p][s], Const(0, A), bias[s]
+            else:    # a paired row: the own accumulator 2s and bias slot 2s, the partner's accumulator 2s + 1
+                own, share = Mux(paired, accs[p][2 * s], accs[p][s]), Mux(paired, accs[q][2 * s + 1], 0)
+                b = Mux(paired, bias[2 * s], bias[s])
+            y, _ = requant_spec(m, own, share, b, shift, relu, c, c.acc_bits - c.act_bits - 1)
             outs[s][p] = Mux(s * n + p < rows, y, 0)
     for s in range(c.act_depth):
         w = Signal(n * c.act_bits, name=f"{name}_word{s}")
@@ -796,8 +870,8 @@ def layer_model(m, c, image, cols, rows, shift, relu, name="model"):
     return words, ok
 
 
-def chip_miter(config: ChipConfig | None = None, *, bound: int = 30, check: str = "outputs",
-               max_cols: int | None = None, max_shift: int | None = None):
+def chip_miter(config: ChipConfig | None = None, *, bound: int | None = None, check: str = "outputs",
+               max_cols: int | None = None, max_shift: int | None = None, paired: bool = False):
     """The whole tiny chip (`MITER`: 1 PE, layers up to 4x4) against `layer_model`, end to end: its memories
     hold an image of any contents at the first step (``AnyConst`` words peeked into the memories: codebook
     values, biases, matrix and pointer words, the input words; loading them through the host port is the
@@ -807,14 +881,22 @@ def chip_miter(config: ChipConfig | None = None, *, bound: int = 30, check: str 
     ``check="bound"``: ``done`` rises within `bound` cycles of ``start``, so a proof as deep as the host's
     cycles plus `bound` covers every such layer whole. ``check="outputs"``: once ``done`` is high, every output
     word of the destination bank that the layer writes is the model's (every lane: the requantized sum of the
-    layer's products of its row, lanes past the layer's rows zero). Cover: a 2x2 layer done with both
-    output words non-zero."""
+    layer's products of its row, lanes past the layer's rows zero). `paired`: the layer may be paired as well
+    (an even number of PEs; rows that fit paired), the model then adds the partner's share. Covers: a layer
+    of at least 2x2 done with both output words non-zero; with `paired`, a paired layer done with a non-zero
+    word that a partner's share changed. ``check="partner"`` (with `paired`, 4 PEs or more, where a wrong
+    partner differs from the right one): every PE's partner input is PE (k + pes/2) % pes's share, in layers
+    whose shares are not all zero. ``check="stats"`` (the host reads the statistics at will: 6 PEs, two groups
+    of four, the second short): a read of ``PE_STATS`` at ``raddr`` k < pes returns, `READ_LATENCY` cycles on,
+    PE k's entries (low 32 bits) and multiplies (high 32 bits) as they were the cycle after the read was asked;
+    cover: the second group's last PE read with non-zero counts."""
     from eie.hw.chip import Target, layer_layout
     from eie.hw.arith import addr_bits
-    if check not in ("outputs", "bound"):
-        raise ValueError(f"chip_miter check must be outputs or bound, not {check!r}")
+    if check not in ("outputs", "bound", "partner", "stats"):
+        raise ValueError(f"chip_miter check must be outputs, bound, partner or stats, not {check!r}")
     c = config or ChipConfig(**MITER)
     n = c.pes
+    bound = MITER_BOUND if bound is None else bound
     m = Module()
     chip, cm, frag = _chip(m, c)
     host = chip.host
@@ -831,7 +913,8 @@ def chip_miter(config: ChipConfig | None = None, *, bound: int = 30, check: str 
     ptr_bits = (c.cols_per_ptr_word - 1).bit_length()
     m.d.comb += Assume(~Initial() | ((desc.rows >= 1) & (desc.rows <= c.max_dim) & (desc.cols <= c.max_dim)
                                      & (desc.cols <= (max_cols if max_cols is not None else c.max_dim))
-                                     & ~desc.paired & (desc.shift < c.acc_bits - c.act_bits)
+                                     & (~desc.paired | (paired & (((desc.rows + n - 1) // n) * 2 <= c.act_depth)))
+                                     & (desc.shift < c.acc_bits - c.act_bits)
                                      & (desc.shift <= (max_shift if max_shift is not None else c.acc_bits))
                                      & (desc.ptr_base + ((desc.cols + c.cols_per_ptr_word - 1) >> ptr_bits)
                                         <= c.ptr_words)))
@@ -861,7 +944,7 @@ def chip_miter(config: ChipConfig | None = None, *, bound: int = 30, check: str 
     m.d.comb += Assume(~Initial() | Cat(v == mem for v, mem in held).all())
     # the model's words, computed once: constants equal to the model at the first step only, so that the
     # solver does not meet the model's gates again at every step it unrolls
-    model, ok = layer_model(m, c, image, desc.cols, desc.rows, desc.shift, desc.relu)
+    model, ok = layer_model(m, c, image, desc.cols, desc.rows, desc.shift, desc.relu, desc.paired if paired else None)
     words = [AnyConst(len(w)) for w in model]
     m.d.comb += Assume(~Initial() | (ok & Cat(w == x for w, x in zip(words, model)).all()))
     # the host: the layer's row of the table as the chip comes out of reset, then start
@@ -883,10 +966,30 @@ def chip_miter(config: ChipConfig | None = None, *, bound: int = 30, check: str 
     finished = started & host.done
     if check == "bound":
         m.d.comb += Assert(since <= bound)
+    elif check == "partner":     # the encoder's pairing: PE k's partner is PE (k + pes/2) % pes, every cycle
+        pes = [cm.submodules[f"pe{k}"] for k in range(n)]
+        m.d.comb += [Assert(pe.partner == pes[(k + n // 2) % n].share) for k, pe in enumerate(pes)]
+    elif check == "stats":       # the host reads the PEs' statistics while the layer runs and after
+        from eie.hw.chip import ReadTarget
+        pes = [cm.submodules[f"pe{k}"] for k in range(n)]
+        rtarget, raddr = AnySeq(len(host.rtarget)), AnySeq(len(host.raddr))
+        m.d.comb += [host.rtarget.eq(rtarget), host.raddr.eq(raddr)]
+        asked = (rtarget == ReadTarget.PE_STATS) & (raddr < n)
+        sel = _delay(m, raddr, 1, "stats_raddr")[:max(1, (n - 1).bit_length())]
+        expect = _delay(m, Array(Cat(pe.entries, pe.macs) for pe in pes)[sel], READ_LATENCY - 1, "stats_expect")
+        read = _delay(m, asked, READ_LATENCY, "stats_read")
+        m.d.comb += [Assert(~read | (host.rdata[:64] == expect)),
+                     Cover(read & (_delay(m, raddr, READ_LATENCY, "stats_pe") == n - 1) & (host.rdata[:64] != 0))]
     else:
         for a in range(c.act_depth):
             m.d.comb += Assert(~finished | (a * n >= desc.rows) | (out[a] == words[a]))
-    m.d.comb += Cover(finished & (desc.cols >= 2) & (desc.rows >= 2) & (out[1] != 0) & (out[0] != 0))
+    if check in ("outputs", "bound"):
+        m.d.comb += Cover(finished & (desc.cols >= 2) & (desc.rows >= 2) & (out[1] != 0) & (out[0] != 0))
+    if paired:
+        crossed = Signal(name="share_crossed")     # a non-zero partial sum crossed to a partner
+        with m.If(Cat(cm.submodules[f"pe{k}"].share != 0 for k in range(n)).any()):
+            m.d.sync += crossed.eq(1)
+        m.d.comb += Cover(finished & desc.paired & crossed & (out[0] != 0))
     m.formal_peeks = peeks
     return m
 
@@ -897,7 +1000,7 @@ from eie.cosim.formal import Proof  # noqa: E402  (the list below needs it; form
 
 PROOFS += [   # fastest first (the mutant tier stops at the first that fails); covers last
     Proof("requantizer", "equals reference.requantize, all 40-bit inputs, legal shifts", requantizer,
-          mode="prove", depth=6, fast=True),
+          mode="prove", depth=REQUANT_LATENCY + 2, fast=True),
     Proof("host port", "each PE memory write is the host's write to that PE (codebooks: every PE), 3 cycles on",
           partial(chip_control, check="loads"), mode="bmc", depth=20, fast=True),
     Proof("control", "done rises once per chain, with no work in flight", partial(chip_control, check="done"),
@@ -914,16 +1017,36 @@ PROOFS += [   # fastest first (the mutant tier stops at the first that fails); c
           partial(accumulator, check="sums", max_entries=2), mode="bmc", depth=12, fast=True),
     Proof("pe pointer/span stage", "jobs are the broadcast columns' spans, in order (2 broadcasts)",
           partial(span_unit, check="spans", max_broadcasts=2), mode="bmc", depth=14, fast=True),
+    Proof("pe queue + jobs FIFO", "P0 takes the broadcasts in arrival order, from the queue or past it",
+          partial(span_unit, check="order"), mode="bmc", depth=16, fast=True),
     Proof("chip control", "partner pairing; each row asked with its layer's slot, shift, rounding, ReLU (4 PEs)",
           partial(chip_flow, check="params"), mode="bmc", depth=30, fast=True),
+    Proof("tiny chip end to end", "2 output rows a cycle (outputs_per_cycle=2): every output word, layers up to 2x2",
+          partial(chip_miter, ChipConfig(**MITER_OPC2)), mode="bmc", depth=MITER_DEPTH, mutants=True),
+    Proof("detector", "2 activations a cycle: each pair the next two non-zeros, of one pointer word (4 PEs)",
+          partial(detector, DUAL_DETECTOR, check="order"), mode="bmc", depth=20, mutants=True),
+    Proof("pe index decoder", "2 activations a cycle: a job's two spans' real entries, in order (1 job)",
+          partial(entry_reader, tiny(acts_per_cycle=2), max_jobs=1), mode="bmc", depth=14, mutants=True),
+    Proof("chip control", "PE k's partner is PE k + pes/2 in a paired layer with non-zero shares (4 PEs)",
+          partial(chip_miter, ChipConfig(**MITER_4), check="partner", paired=True, max_cols=1), mode="bmc",
+          depth=MITER_DEPTH - 4, mutants=True),
     Proof("chip write line", "each output word: the row asked L cycles before, bank not read, PEs' data; all rows",
           partial(chip_flow, check="writes"), mode="bmc", depth=36, mutants=True),
     Proof("chip banks", "the detector reads its layer's source bank; a next layer reads only words written",
           partial(chip_flow, check="reads"), mode="bmc", depth=36, mutants=True),
-    Proof("tiny chip end to end", "done within 30 cycles of start: every layer up to 2x2 whole by depth 38",
-          partial(chip_miter, check="bound"), mode="bmc", depth=38),
+    Proof("tiny chip end to end", f"done within {MITER_BOUND} cycles of start: every layer up to 2x2 whole by "
+          f"depth {MITER_DEPTH}", partial(chip_miter, check="bound"), mode="bmc", depth=MITER_DEPTH),
     Proof("tiny chip end to end", "every output word equals the arithmetic contract (any image, layers up to 2x2)",
-          chip_miter, mode="bmc", depth=38, mutants=True),
+          chip_miter, mode="bmc", depth=MITER_DEPTH, mutants=True),
+    Proof("host port", "a PE_STATS read returns the PE's entries and multiplies (6 PEs)",
+          partial(chip_miter, ChipConfig(**MITER_6), check="stats", max_cols=1), mode="bmc", depth=25,
+          mutants=True, needs=150),
+    Proof("tiny chip end to end", f"2 PEs, paired or not: done within {MITER_BOUND} cycles, layers up to 4x2",
+          partial(chip_miter, ChipConfig(**MITER_2), check="bound", paired=True, max_cols=2), mode="bmc",
+          depth=MITER_DEPTH),
+    Proof("tiny chip end to end", "2 PEs, paired or not: every output word equals the arithmetic contract, layers up "
+          "to 4x2", partial(chip_miter, ChipConfig(**MITER_2), paired=True, max_cols=2), mode="bmc",
+          depth=MITER_DEPTH, mutants=True, needs=240),
     Proof("pe pointer/span stage", "jobs are the broadcast columns' spans, in order (4 broadcasts)",
           partial(span_unit, check="spans", max_broadcasts=4), mode="bmc", depth=20, needs=200),
     Proof("pe accumulate + bypass", "accumulators equal the sums when the output pass reads (3 entries)",
@@ -931,12 +1054,12 @@ PROOFS += [   # fastest first (the mutant tier stops at the first that fails); c
     Proof("pe index decoder", "entries are the spans' real entries, rows decoded; padding never leaves (2 jobs)",
           partial(entry_reader, max_jobs=2), mode="bmc", depth=20, needs=150),
     Proof("requantizer", "equals reference.requantize, every shift up to acc_bits",
-          partial(requantizer, all_shifts=True), mode="prove", depth=6),
+          partial(requantizer, all_shifts=True), mode="prove", depth=REQUANT_LATENCY + 2),
     Proof("detector", "none left once settled", partial(detector, check="complete"), mode="bmc", depth=20),
     Proof("detector", "each broadcast is the next non-zero, in column order", partial(detector, check="order"),
           mode="bmc", depth=20),
     Proof("pe output pass", "each row's activation and partner share, with the parameters it was asked with",
-          output_pass, mode="prove", depth=10, fast=True),
+          output_pass, mode="prove", depth=OUTPUT_LATENCY + 1, fast=True),
     Proof("requantizer", "saturation, ReLU, rounding reached", requantizer, mode="cover", depth=8, fast=True),
     Proof("pe output pass", "a paired row with a partner share, parameters changed behind a row", output_pass,
           mode="cover", depth=12),
@@ -958,5 +1081,18 @@ PROOFS += [   # fastest first (the mutant tier stops at the first that fails); c
     Proof("chip banks", "layer 2 reads a non-zero word layer 1 wrote", partial(chip_flow, check="reads"),
           mode="cover", depth=30),
     Proof("tiny chip end to end", "a 2x2 layer done with both output words non-zero", chip_miter, mode="cover",
-          depth=30),
+          depth=MITER_DEPTH),
+    Proof("tiny chip end to end", "2 output rows a cycle: a 2x2 layer done with both output words non-zero",
+          partial(chip_miter, ChipConfig(**MITER_OPC2)), mode="cover", depth=MITER_DEPTH),
+    Proof("detector", "2 activations a cycle: a pair is sent", partial(detector, DUAL_DETECTOR), mode="cover",
+          depth=24),
+    Proof("pe index decoder", "2 activations a cycle: padding inside a span, two spans back to back",
+          partial(entry_reader, tiny(acts_per_cycle=2)), mode="cover", depth=20),
+    Proof("tiny chip end to end", "2 PEs: a paired layer done, a partner's non-zero share in its output",
+          partial(chip_miter, ChipConfig(**MITER_2), paired=True, max_cols=2), mode="cover", depth=MITER_DEPTH),
+    Proof("chip control", "4 PEs: a paired layer done with a non-zero share crossed",
+          partial(chip_miter, ChipConfig(**MITER_4), check="partner", paired=True, max_cols=1), mode="cover",
+          depth=MITER_DEPTH),
+    Proof("host port", "6 PEs: the second group's last PE read with non-zero counts",
+          partial(chip_miter, ChipConfig(**MITER_6), check="stats", max_cols=1), mode="cover", depth=25, needs=150),
 ]

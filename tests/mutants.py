@@ -179,9 +179,10 @@ def copy_tree(dest):
 
 
 # The formal tier: the fast subset of `eie.cosim.formal`'s proofs (bmc and k-induction, no covers; the ones
-# `make test` runs) and the chip-level ones marked for it (write line, banks, the tiny chip end to end), in the
-# list's order, stopping at the first that fails; only mutants of the RTL (hw/) apply.
-FORMAL_ARGS = ["--mutant-tier", "--modes", "bmc,prove", "--first-fail", "--budget", "600"]
+# `make test` runs) and the ones marked for it (write line, banks, the tiny chip end to end with 1 and 2 PEs and
+# two output rows a cycle, the detector and entry reader with two activations a cycle, pairing on 4 PEs, the
+# statistics on 6), in the list's order, stopping at the first that fails; only mutants of the RTL (hw/) apply.
+FORMAL_ARGS = ["--mutant-tier", "--modes", "bmc,prove", "--first-fail", "--budget", "900"]
 
 
 def run_formal(tree):

@@ -1,6 +1,8 @@
 """The fast subset of the formal proofs (`eie.cosim.formal`, issue 23): each must PASS with SymbiYosys from the
 wheels of the ``dev`` extra. `make formal` runs every proof (deeper and slower ones included)."""
 
+from functools import partial
+
 import pytest
 
 from eie.cosim import formal
@@ -24,6 +26,20 @@ def test_harness_check_names_are_checked():
     for harness in (detector, span_unit, accumulator, chip_control, chip_flow, chip_miter):
         with pytest.raises(ValueError, match="check must be"):
             harness(check="nonsense")
+
+
+def _harness_of(proof):
+    """A proof's harness function and the chip it is given (a `partial`'s positional arguments)."""
+    h = proof.harness
+    return (h.func, h.args) if isinstance(h, partial) else (h, ())
+
+
+def test_every_property_has_a_cover():
+    """Each harness that a bmc or k-induction proof checks, on its chip, has a cover proof of its own: no
+    property is proven of a harness that could never reach what it asserts about."""
+    covered = {_harness_of(p) for p in PROOFS if p.mode == "cover"}
+    bare = [p.name for p in PROOFS if p.mode != "cover" and _harness_of(p) not in covered]
+    assert not bare, f"proofs whose harness has no cover: {bare}"
 
 
 @pytest.mark.parametrize("proof", FAST, ids=[f"{p.mode}-{p.block}-{p.prop}"[:60] for p in FAST])
