@@ -14,7 +14,7 @@ from eie.cli import main
 from eie.errors import EieError
 from eie.sw import compare as cmp
 from eie.sw import cputime, methods, prune
-from eie.sw.storage import storage
+from eie.sw.storage import storage, storage_bits_by_part
 from timing_helpers import SOURCE, hinted_config, private_fmax, record_fmax
 
 
@@ -147,7 +147,10 @@ def test_storage_rule_on_a_hand_built_matrix():
     # 4-bit codebook indices, 16-bit biases, a 16 x 16-bit codebook: 4 x 8 + 20 + 320 + 256 = 628 bits, which is
     # what `eie.sw.storage.storage` (Deep Compression's accounting) counts for the same matrix
     assert cmp.sparse_bytes([w], value_bits=4, bias_bits=16, codebook_bits=256) == 628 / 8
-    assert storage(cmp._pattern_layers([w]), cmp.STORAGE_CHIP)["total"] == 628 / 8
+    exact = storage_bits_by_part(cmp._pattern_layers([w]), cmp.STORAGE_CHIP)
+    assert sum(exact[p] for p in ("weights", "indices", "padding", "pointers", "codebook", "bias")) == 628
+    # storage() counts each part in whole bytes: 12, 12, 8, 20, 256 and 320 bits -> 2 + 2 + 1 + 3 + 32 + 40
+    assert storage(cmp._pattern_layers([w]), cmp.STORAGE_CHIP)["total"] == 80
 
 
 def test_dense_and_low_bit_bytes():
