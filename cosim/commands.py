@@ -11,7 +11,7 @@ from eie.config import ChipConfig
 from eie.errors import EieError, InputRangeWarning
 
 __all__ = ["register", "add_chip_args", "chip_changes", "chip_config", "standard_chip", "stamped_run",
-           "add_range_arg", "input_range"]
+           "add_range_arg", "input_range", "DEMO_MODELS", "sequence_demo"]
 
 
 def add_range_arg(p) -> None:
@@ -101,6 +101,33 @@ def stamped_run(args, name):
 
 
 # -- eie verilog ----------------------------------------------------------------------------------------------
+
+# `eie demo --model`: the MLP is the demo's own flow; the sequence models are their commands' (module, command).
+DEMO_MODELS = {"mlp": None, "lstm": ("eie.cosim.lstm", "lstm"), "transformer": ("eie.cosim.decoder", "decoder")}
+
+
+def sequence_demo(model: str, quick: bool = False, pes: "int | None" = None, samples: "int | None" = None,
+                  run_dir: "Path | None" = None) -> int:
+    """`eie demo --model lstm|transformer`: the `eie lstm` / `eie decoder` command itself, parsed by its own
+    parser from the demo's --quick, --pes (default: that command's), --samples (the LSTM's test sequences; the
+    transformer generates characters instead, so it is refused there) and --run-dir. Returns its exit status."""
+    import argparse
+    import importlib
+    if DEMO_MODELS.get(model) is None:
+        raise EieError(f"sequence_demo runs {' or '.join(m for m, c in DEMO_MODELS.items() if c)}, not {model!r}")
+    module, name = DEMO_MODELS[model]
+    argv = [name] + ["--quick"] * bool(quick) + (["--pes", str(pes)] if pes is not None else []) \
+        + (["--run-dir", str(run_dir)] if run_dir is not None else [])
+    if samples is not None:
+        if name == "decoder":
+            raise EieError("--samples counts test images (mlp) or sequences (lstm); the transformer demo generates "
+                           "characters: use 'eie decoder --tokens N'")
+        argv += ["--samples", str(samples)]
+    parser = argparse.ArgumentParser(prog="eie")
+    importlib.import_module(module).register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
 
 def verilog_command(args):
     from eie.cosim.build import LINT_WAIVERS, lint, write_verilog

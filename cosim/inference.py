@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from eie.cosim import timing
-from eie.cosim.commands import add_chip_args, add_range_arg, chip_changes, input_range
+from eie.cosim.commands import DEMO_MODELS, add_chip_args, add_range_arg, chip_changes, input_range, sequence_demo
 from eie.errors import EieError
 
 __all__ = ["register", "run_command"]
@@ -232,6 +232,9 @@ def demo_command(args):
     from eie.sw import flow, models
     from eie.sw.pipeline import Training
     from eie.sw.runs import RunFolder
+    if args.model != "mlp":                  # `eie lstm` / `eie decoder` themselves, with the demo's flags
+        return sequence_demo(args.model, args.quick, args.pes, args.samples, args.run_dir)
+    args.pes = 16 if args.pes is None else args.pes
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run = Path(args.run_dir or Path("runs") / (f"demo-quick-{stamp}" if args.quick else f"demo-{stamp}"))
     folder = RunFolder(run, ["image.npz", "baseline.pt", "pruned.pt"])   # refused before any work
@@ -309,9 +312,14 @@ def register(sub):
     p = sub.add_parser("demo", help="the whole flow: prune, compress, Verilog, run on the simulated chip",
                        description="Prune LeNet-300-100 on Fashion-MNIST, compress it, write the chip's Verilog "
                                    "and run the test set on the simulated chip, bit-exact. --quick does the same "
-                                   "on scikit-learn's digits in about a minute.")
+                                   "on scikit-learn's digits in about a minute. --model lstm and --model transformer run "
+                                   "'eie lstm' and 'eie decoder' instead.")
     p.add_argument("--quick", action="store_true", help="tiny data set and budgets, 100 test images")
-    p.add_argument("--pes", type=int, default=16, help="processing elements (default 16)")
-    p.add_argument("--samples", type=int, metavar="K", help="test images to run on the chip (default: all)")
+    p.add_argument("--pes", type=int, help="processing elements (default 16; lstm and transformer: their commands')")
+    p.add_argument("--samples", type=int, metavar="K", help="test images (lstm: sequences) to run on the chip "
+                                                            "(default: all)")
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="run folder (default runs/demo-<time>)")
+    p.add_argument("--model", choices=tuple(DEMO_MODELS), default="mlp",
+                   help="mlp (LeNet-300-100, default), or lstm / transformer: 'eie lstm' / 'eie decoder' with these "
+                        "flags")
     p.set_defaults(func=demo_command)

@@ -246,3 +246,15 @@ def test_full_decoder_on_16_pes(tmp_path):
     assert r["chip_perplexity"]["mismatched_matvecs"] == 0
     assert r["perplexity"]["chip_over_dense"] <= 1.1
     assert 1 - r["weights_kept_fraction"] >= 0.49
+
+
+def test_eie_demo_model_transformer_is_the_decoder_command(tmp_path):
+    """`eie demo --model transformer --quick` runs `eie decoder --quick` (its flow and run folder); --samples,
+    the MLP's and the LSTM's, is refused there in one line before any training."""
+    import json
+    with pytest.raises(EieError, match="generates characters: use 'eie decoder --tokens N'"):
+        cli("demo", "--model", "transformer", "--quick", "--samples", "3", "--run-dir", tmp_path / "no")
+    assert not (tmp_path / "no").exists()
+    assert cli("demo", "--model", "transformer", "--quick", "--run-dir", tmp_path / "demo") == 0
+    r = json.loads((tmp_path / "demo" / "decoder.json").read_text())
+    assert r["run"]["tokens"] == 6 and r["run"]["chip"]["pes"] == 2 and r["run"]["mismatched_matvecs"] == 0

@@ -261,3 +261,18 @@ def test_quick_flow_with_2_4_sparsity_is_bit_exact(tmp_path):
     assert r["prune"]["method"] == "2:4" and r["weights_kept_fraction"] == 0.5
     assert run["mismatched_steps"] == 0 and run["head_mismatches"] == 0 and run["model_equals_rtl"]
     assert r["chip_accuracy"] == r["reference_accuracy"] > 50
+
+
+def test_eie_demo_model_lstm_is_the_lstm_command(tmp_path):
+    """`eie demo --model lstm --quick` runs `eie lstm --quick` (its parser, its flow, its run folder); the demo's
+    default model stays the MLP."""
+    import json
+    from eie.cli import build_parser
+    assert build_parser().parse_args(["demo"]).model == "mlp"
+    assert cli("demo", "--model", "lstm", "--quick", "--samples", "4", "--run-dir", tmp_path / "demo") == 0
+    r = json.loads((tmp_path / "demo" / "lstm.json").read_text())
+    assert r["run"]["samples"] == 4 and r["run"]["chip"]["pes"] == 2 and r["data"]["name"] == "digits"
+    assert r["run"]["mismatched_steps"] == 0 and r["prune"]["method"] == "magnitude"
+    with pytest.raises(SystemExit) as e:                    # argparse: invalid choice, exit 2
+        build_parser().parse_args(["demo", "--model", "gru"])
+    assert e.value.code == 2
