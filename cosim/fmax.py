@@ -1,9 +1,11 @@
 """The clocks cycles are turned into time at: measured ECP5 Fmax per chip, and EIE's own clock for reference.
 
-`eie synth --ecp5` records what it measured (`record`) in ``$EIE_CACHE/fmax/<key>.json`` (default
+`eie synth --ecp5` records what it measured (`record`) in ``$EIE_CACHE/fmax/<key>-s<speed>.json`` (default
 ``~/.cache/eie/fmax``), where the key joins the chip configuration's key and a hash of the gateware (the
-contents of ``hw/*.py``): the same RTL finds its figure again (`lookup`), changed RTL misses it. `time_us` is
-the one place where cycles become microseconds.
+contents of ``hw/*.py``): the same RTL finds its figure again (`lookup`), changed RTL misses it. One record per
+speed grade, so that a run at a faster grade does not replace the standard one; times are stated at the
+slowest grade recorded (speed 6 where measured: the part a board most likely carries). `time_us` is the one
+place where cycles become microseconds.
 """
 
 import hashlib
@@ -72,7 +74,7 @@ def record(config, result: dict) -> Path:
              "tools": tools, "date": date, "critical_path": e.get("critical_path")}
     folder = store_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{entry['key']}.json"
+    path = folder / f"{entry['key']}-s{e['speed']}.json"
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -85,12 +87,17 @@ def record(config, result: dict) -> Path:
 
 
 def lookup(config) -> Clock | None:
-    """The recorded ECP5 Fmax of `config`'s chip built from the current gateware, or None."""
-    try:
-        entry = json.loads((store_dir() / f"{key(config)}.json").read_text())
-        return Clock(float(entry["fmax_mhz"]), str(entry["source"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """The recorded ECP5 Fmax of `config`'s chip built from the current gateware at the slowest speed grade
+    measured, or None."""
+    found = []
+    k = key(config)      # records written before they were kept per speed grade are named <key>.json
+    for path in [*store_dir().glob(f"{k}-s*.json"), store_dir() / f"{k}.json"]:
+        try:
+            entry = json.loads(path.read_text())
+            found.append((int(entry["speed"]), Clock(float(entry["fmax_mhz"]), str(entry["source"]))))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return min(found, key=lambda f: f[0])[1] if found else None
 
 
 def time_us(cycles: float, clock: Clock | float) -> float:

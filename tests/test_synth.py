@@ -440,7 +440,7 @@ def test_a_recorded_fmax_is_found_for_the_same_rtl_only(tmp_path, monkeypatch):
               "ecp5": {"device": "LFE5U-85F", "speed": 6, "fmax_mhz": 151.5, "seeds": 3, "target_mhz": 150,
                        "fmax_spread": {"min": 140.0, "median": 148.0, "max": 151.5}, "critical_path": "a -> b"}}
     path = fmax.record(config, result)
-    assert path.parent == tmp_path / "cache" / "fmax" and path.name == f"{fmax.key(config)}.json"
+    assert path.parent == tmp_path / "cache" / "fmax" and path.name == f"{fmax.key(config)}-s6.json"
     assert [p.name for p in path.parent.iterdir()] == [path.name]   # no temporary file left behind
     clock = fmax.lookup(config)
     assert clock.mhz == 151.5
@@ -453,6 +453,25 @@ def test_a_recorded_fmax_is_found_for_the_same_rtl_only(tmp_path, monkeypatch):
     assert fmax.lookup(config) is None                           # changed RTL
     pe.write_text(pe.read_text()[:-len("\n# changed\n")])
     assert fmax.lookup(config) == clock
+
+
+def test_a_faster_speed_grade_is_recorded_beside_the_standard_one_not_over_it(tmp_path, monkeypatch):
+    """Records per speed grade; times are stated at the slowest grade measured, whichever ran last."""
+    monkeypatch.setenv("EIE_CACHE", str(tmp_path / "cache"))
+    config = ChipConfig(**TINY)
+    tools = {"yosys": "Yosys 0.70 (git sha1 28ba3cb92)", "nextpnr-ecp5": "nextpnr-0.11.1"}
+    at = lambda speed, mhz: {"tools": tools, "ecp5": {"device": "LFE5U-85F", "speed": speed, "fmax_mhz": mhz,
+                                                       "seeds": 1}}
+    fmax.record(config, at(8, 165.0))
+    assert fmax.lookup(config).mhz == 165.0            # the only grade measured
+    fmax.record(config, at(6, 124.7))
+    fmax.record(config, at(7, 140.0))
+    clock = fmax.lookup(config)
+    assert clock.mhz == 124.7 and "speed 6" in clock.source
+    assert len(list((tmp_path / "cache" / "fmax").glob("*.json"))) == 3
+    old = tmp_path / "cache" / "fmax" / f"{fmax.key(config)}.json"      # a record from before the grades, slower
+    old.write_text(json.dumps({"speed": 5, "fmax_mhz": 100.0, "source": "an older record"}))
+    assert fmax.lookup(config).mhz == 100.0
 
 
 def test_times_are_cycles_over_the_clock():
