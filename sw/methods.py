@@ -210,8 +210,8 @@ def svd_ranks(spectra, budget):
 @torch.no_grad()
 def low_rank(model, budget):
     """A new flat `nn.Sequential` in which each Linear layer `fc` becomes `fc_a` (in -> r, no bias) and `fc_b`
-    (r -> out) from its truncated SVD, ranks from `svd_ranks` (a layer cheaper dense stays as it is); other
-    layers are shared with `model`."""
+    (r -> out) from its truncated SVD, ranks from `svd_ranks` (a layer cheaper dense stays as it is, copied, so that
+    fine-tuning the new model leaves `model` as it was); the layers without parameters are shared with `model`."""
     from collections import OrderedDict
     linears = {n: m for n, m in model.named_children() if isinstance(m, nn.Linear)}
     ranks = svd_ranks({n: (*m.weight.shape, torch.linalg.svdvals(m.weight.detach().double()))
@@ -220,6 +220,10 @@ def low_rank(model, budget):
     for name, child in model.named_children():
         rank = ranks.get(name)
         if rank is None:
+            if isinstance(child, nn.Linear):
+                twin = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                twin.load_state_dict(child.state_dict())
+                child = twin
             out.append((name, child))
             continue
         a, b = svd_factors(child.weight, rank)

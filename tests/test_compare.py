@@ -120,6 +120,21 @@ def test_low_rank_model_fits_the_budget():
         assert model(data.x_test[:3]).shape == (3, 10)
 
 
+def test_fine_tuning_the_low_rank_model_leaves_the_baseline_as_it_was():
+    """A layer cheaper dense (LeNet-300-100's fc3 at 25%) stays dense in the low-rank model, as a copy: compare
+    fine-tunes the low-rank model, and every method after it starts from the same baseline (a shared fc3 was
+    trained in place, which changed later points' results)."""
+    from eie.sw.pipeline import Training
+    data = _data()
+    base = _lenet(data)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = methods.low_rank(base, 0.25)
+    assert "fc3" in dict(model.named_children())           # kept dense
+    Training(epochs=1, lr=0.05).fit(model, data, "svd", log=lambda m: None)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    assert not torch.equal(model.fc3.weight.detach(), base.fc3.weight.detach())
+
+
 def test_low_bit_weights_lie_on_the_grid():
     x, y = torch.rand(64, 1, 6), torch.randint(0, 3, (64,))
     from eie.sw import train
