@@ -100,16 +100,6 @@ def test_n_m_keeps_two_of_every_four_inputs_of_every_layer_after_retraining():
         dec.check_method("2:4", 0.3)
 
 
-def test_a_method_the_decoder_cannot_take_is_refused_by_the_command_before_training(tmp_path):
-    with pytest.raises(EieError, match="3:5 sparsity needs M=5"):
-        cli("decoder", "--quick", "--method", "3:5", "--run-dir", tmp_path / "r")
-    with pytest.raises(EieError, match="fixes the pruned fraction"):
-        cli("decoder", "--quick", "--method", "2:4", "--sparsity", "0.3", "--run-dir", tmp_path / "r")
-    with pytest.raises(EieError, match="unknown pruning method 'sparsegpt'"):
-        cli("decoder", "--quick", "--method", "sparsegpt", "--run-dir", tmp_path / "r")
-    assert not (tmp_path / "r").exists()
-
-
 def test_quick_flow_with_2_4_sparsity_is_bit_exact(tmp_path):
     """The quick flow pruned 2:4 (retrained 50 steps): half of every chip layer kept, every mat-vec bit-exact."""
     from eie.cosim.decoder import decoder_flow

@@ -241,16 +241,6 @@ def test_n_m_keeps_two_of_every_four_inputs_after_retraining_and_refusals():
     assert f["prune"]["method"] == "magnitude" and abs(f["kept_weights"] / f["dense_weights"] - 0.5) < 0.01
 
 
-def test_a_method_the_lstm_cannot_take_is_refused_by_the_command_before_training(tmp_path):
-    with pytest.raises(EieError, match="3:5 sparsity needs M=5"):
-        cli("lstm", "--quick", "--method", "3:5", "--run-dir", tmp_path / "r")
-    with pytest.raises(EieError, match="sparsity 1.5 is out of range"):
-        cli("lstm", "--quick", "--method", "wanda", "--sparsity", "1.5", "--run-dir", tmp_path / "r")
-    with pytest.raises(EieError, match="final epochs must be an integer >= 0"):
-        cli("lstm", "--quick", "--method", "2:4", "--final-epochs", "-1", "--run-dir", tmp_path / "r")
-    assert not (tmp_path / "r").exists()
-
-
 def test_quick_flow_with_2_4_sparsity_is_bit_exact(tmp_path):
     """The quick flow pruned 2:4 (retrained one epoch): half of each matrix kept, every step bit-exact, the
     cycle model equal to the RTL."""

@@ -203,3 +203,18 @@ def test_sparsegpt_prunes_layer_by_layer_on_top_of_existing_masks():
         methods.sparsegpt_prune(model, _correlated_inputs(), 1.5)
     with pytest.raises(EieError, match="3:5 sparsity needs M=5"):
         methods.sparsegpt_prune(model, _correlated_inputs(), nm=(3, 5))
+
+
+@pytest.mark.parametrize("command, retraining", [("lstm", "--final-epochs"), ("decoder", "--final-steps")])
+def test_the_sequence_commands_refuse_a_method_they_cannot_take_before_training(tmp_path, command, retraining):
+    """`eie lstm` and `eie decoder` take eie prune's methods; an M that does not divide every layer's inputs, a
+    sparsity beside N:M, an unknown method or negative retraining: one line, before any training."""
+    from conftest import cli
+    for argv, words in ((["--method", "3:5"], "3:5 sparsity needs M=5 to divide"),
+                        (["--method", "2:4", "--sparsity", "0.3"], "fixes the pruned fraction"),
+                        (["--method", "sparsegpt"], "unknown pruning method 'sparsegpt'"),
+                        (["--method", "wanda", "--sparsity", "1.5"], "sparsity 1.5 is out of range"),
+                        (["--method", "2:4", retraining, "-1"], "must be an integer >= 0")):
+        with pytest.raises(EieError, match=words):
+            cli(command, "--quick", *argv, "--run-dir", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
