@@ -30,7 +30,8 @@ def atomic_write(path, write, binary=True):
             write(f)
         os.replace(tmp, path)
     except BaseException as e:
-        os.unlink(tmp)
+        if os.path.exists(tmp):     # not when a Ctrl-C lands just after the rename: the file is whole
+            os.unlink(tmp)
         if isinstance(e, OSError):
             raise EieError(f"cannot write {path}: {e.strerror or e}") from None
         raise

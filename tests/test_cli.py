@@ -101,3 +101,21 @@ def test_spmv_places_rows_as_compress_does(capsys):
     interleaved = json.loads(capsys.readouterr().out)
     assert balanced["placement"].startswith("balanced") and interleaved["placement"] == "interleaved"
     assert balanced["mismatches"] == interleaved["mismatches"] == 0
+
+
+def test_a_ctrl_c_once_the_command_is_done_ends_it_without_a_traceback(tmp_path):
+    """A Ctrl-C in the interpreter's teardown (here an exit callback that takes a while and is interrupted) used
+    to print 'Exception ignored in atexit callback' with a KeyboardInterrupt and exit 0; now the process ends as
+    the system ends it on SIGINT, everything the command printed already out."""
+    import os
+    import signal
+    code = ("import atexit, os, signal, sys, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal\n"
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(2)))\n"
+            "from eie.cli import main\n"
+            "sys.exit(main())\n")
+    out = subprocess.run([sys.executable, "-c", code, "cache"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "EIE_CACHE": str(tmp_path)})
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
+    assert out.returncode == -signal.SIGINT
+    assert out.stdout.strip(), "the command's output is flushed before the interrupt"

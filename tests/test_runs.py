@@ -54,3 +54,20 @@ def test_one_process_shares_its_hold_and_lets_go_when_done(tmp_path):
     gc.collect()
     with open(run / ".eie.lock") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_ctrl_c_just_after_the_rename_leaves_the_whole_file_and_stays_a_ctrl_c(tmp_path, monkeypatch):
+    """atomic_write cleans up its temporary file on any exception, but one landing after the rename finds none:
+    the interrupt comes through as itself (the command says 'interrupted'), not as a FileNotFoundError."""
+    import os
+    from eie.sw.runs import atomic_write
+    real = os.replace
+
+    def replace_then_interrupt(src, dst):
+        real(src, dst)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "report.md", lambda f: f.write("whole\n"), binary=False)
+    assert (tmp_path / "report.md").read_text() == "whole\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]

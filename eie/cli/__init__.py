@@ -40,6 +40,9 @@ def build_parser():
 
 
 def main(argv=None):
+    """The `eie` command on `argv` (default: the program's arguments); returns the exit status. Run as the
+    program (`argv` None), a Ctrl-C once the command is done ends the process at once, as the system does
+    (exit status 130), rather than as a traceback from the interpreter's teardown with status 0."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -53,6 +56,19 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"eie {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if argv is None:
+            _interrupt_ends_the_process()
+
+
+def _interrupt_ends_the_process():
+    """From here on SIGINT takes the system's default action: everything said is flushed first, as that action
+    skips Python's own flushing; the interpreter's teardown (atexit callbacks, worker threads joined) then never
+    turns a Ctrl-C into a traceback."""
+    import signal
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":
