@@ -344,7 +344,7 @@ def register(sub):
     p.add_argument("--attention", default="multi-head", help="attention: only multi-head runs (named to say so)")
     p.add_argument("--positions", default="alibi", help="position encoding: only alibi runs (named to say so)")
     p.add_argument("--context", type=int, help="attention window in characters (default 64; 16 with --quick)")
-    p.add_argument("--sparsity", type=float, help="fraction of every chip layer's weights pruned (default 0.5)")
+    p.add_argument("--sparsity", type=float, help="fraction of every chip layer's weights pruned (default 0.5; not for N:M)")
     p.add_argument("--method", default="magnitude", metavar="magnitude|wanda|N:M",
                    help="magnitude pruning with retraining (default), Wanda (|W| x input norm per row, no "
                         "retraining) or N:M such as 2:4 (the N largest of every M inputs of a row; no --sparsity)")
