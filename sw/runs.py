@@ -11,7 +11,7 @@ import weakref
 
 from eie.errors import EieError
 
-__all__ = ["atomic_write", "RunFolder"]
+__all__ = ["atomic_write", "RunFolder", "hold_until_exit"]
 
 
 def atomic_write(path, write, binary=True):
@@ -64,6 +64,16 @@ class _Hold:
 # The run folders this process holds, by resolved path: the RunFolders of one command (and the API calls it
 # makes) share one hold; another process asking for the folder is refused.
 _HELD = weakref.WeakValueDictionary()
+# Holds kept until the process ends (`hold_until_exit`), else None.
+_KEPT = None
+
+
+def hold_until_exit() -> None:
+    """Keep every run folder this process holds from now on until it ends, for a process that is one command
+    (`eie`): the holds go with the process, not with a Python callback as the command's last objects are
+    freed, where a Ctrl-C would be reported as an ignored exception."""
+    global _KEPT
+    _KEPT = []
 
 
 class RunFolder:
@@ -97,6 +107,8 @@ class RunFolder:
             self._hold = _HELD.get(key)
             if self._hold is None:
                 self._hold = _HELD[key] = _Hold(key)
+                if _KEPT is not None:
+                    _KEPT.append(self._hold)
 
     def __truediv__(self, name):
         return self.path / name

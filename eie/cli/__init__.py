@@ -39,15 +39,27 @@ def build_parser():
     return parser
 
 
+# Set when the command run as the program is done (see `_on_interrupt`).
+_DONE = False
+
+
 def main(argv=None):
     """The `eie` command on `argv` (default: the program's arguments); returns the exit status. Run as the
     program (`argv` None), a Ctrl-C once the command is done ends the process at once, as the system does
     (exit status 130), rather than as a traceback from the interpreter's teardown with status 0."""
+    global _DONE
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    program = argv is None
+    if program:
+        import signal
+        from eie.sw.runs import hold_until_exit
+        hold_until_exit()
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:    # not where SIGINT is ignored
+            signal.signal(signal.SIGINT, _on_interrupt)
     try:
         return args.func(args) or 0
     except EieError as e:
@@ -57,18 +69,26 @@ def main(argv=None):
         print(f"eie {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        if argv is None:
-            _interrupt_ends_the_process()
+        if program:
+            _DONE = True      # before any call, where a Ctrl-C could land: from here on `_on_interrupt` ends it
 
 
-def _interrupt_ends_the_process():
-    """From here on SIGINT takes the system's default action: everything said is flushed first, as that action
-    skips Python's own flushing; the interpreter's teardown (atexit callbacks, worker threads joined) then never
-    turns a Ctrl-C into a traceback."""
+def _on_interrupt(signum, frame):
+    """SIGINT for the program: while the command runs, a KeyboardInterrupt (it says 'interrupted'); once it is
+    done, what was said is flushed and the system's default action ends the process (status 130), so that the
+    interpreter's teardown (exit callbacks, objects freed, worker threads joined) never turns a Ctrl-C into a
+    traceback."""
+    import os
     import signal
+    if not _DONE:
+        raise KeyboardInterrupt
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        try:
+            stream.flush()
+        except (OSError, ValueError, RuntimeError):    # closed, or interrupted inside its own write
+            pass
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 if __name__ == "__main__":
