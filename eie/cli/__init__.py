@@ -39,8 +39,10 @@ def build_parser():
     return parser
 
 
-# Set when the command run as the program is done (see `_on_interrupt`).
+# Set when the command run as the program is done (see `_on_interrupt`), and when a Ctrl-C landed where it could
+# not be raised (see `_unraisable`).
 _DONE = False
+_IGNORED_INTERRUPT = False
 
 
 def main(argv=None):
@@ -60,8 +62,12 @@ def main(argv=None):
         hold_until_exit()
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:    # not where SIGINT is ignored
             signal.signal(signal.SIGINT, _on_interrupt)
+            sys.unraisablehook = _unraisable
     try:
-        return args.func(args) or 0
+        status = args.func(args) or 0
+        if _IGNORED_INTERRUPT:
+            raise KeyboardInterrupt
+        return status
     except EieError as e:
         print(f"eie {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -89,6 +95,17 @@ def _on_interrupt(signum, frame):
             pass
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
+
+
+def _unraisable(info):
+    """A Ctrl-C that landed in a callback Python cannot raise from (a weakref's, a `__del__`, as an object is
+    freed while the command runs) is not lost in an 'Exception ignored' report: the command, which went on, then
+    ends as interrupted (`_IGNORED_INTERRUPT`). Anything else as Python reports it."""
+    global _IGNORED_INTERRUPT
+    if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
+        _IGNORED_INTERRUPT = True
+    else:
+        sys.__unraisablehook__(info)
 
 
 if __name__ == "__main__":
