@@ -245,7 +245,7 @@ def summary(r):
         f"{f['mismatched_steps']} steps and {f['head_mismatches']} head outputs differ",
         f"  weights kept {r['kept_weights']} of {r['dense_weights']} ({100 * r['weights_kept_fraction']:.1f}%, "
         f"{r['pruning_ratio']}x fewer; {r['prune']['method']}, {r['prune']['final_epochs']} final epochs of "
-        "retraining); storage {r['dense_bytes']} -> {r['storage_bytes']['total']:.0f} bytes "
+        f"retraining); storage {r['dense_bytes']} -> {r['storage_bytes']['total']:.0f} bytes "
         f"({r['storage_ratio']}x; {r['storage_ratio_huffman']}x with the entries Huffman-coded)",
         f"  cycles per sequence {f['cycles_per_sequence']} ({f['cycles_per_step']} per step, head {f['head_cycles']}); "
         f"model {f['model_cycles_per_sequence']} vs RTL {f['rtl_cycles_per_sequence_on_model_samples']} on "

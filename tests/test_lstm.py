@@ -110,6 +110,9 @@ def test_quick_flow_is_bit_exact_every_step(quick):
     assert run["model_equals_rtl"] and run["model_samples"] == 20
     assert run["model_cycles_per_sequence"] == run["rtl_cycles_per_sequence_on_model_samples"]
     assert r["weights_kept_fraction"] < 0.5 and r["storage_ratio"] > 1
+    from eie.cosim.lstm import summary
+    text = summary(r)
+    assert "{r[" not in text and f"-> {r['storage_bytes']['total']:.0f} bytes" in text and "magnitude, 3 final" in text
     from eie.sw.data import load_dataset
     estimate = cl.estimate(load_dataset("digits").x_test[:40], model_samples=20)   # no simulator
     assert estimate["cycles_per_sequence"] == run["model_cycles_per_sequence"]
