@@ -124,6 +124,10 @@ def evaluate(model, x, y):
 def r2_percent(outputs, targets) -> float:
     """A regressor's score: R² (1 - squared error / the targets' variance) in percent; 100 is exact."""
     outputs = np.asarray(outputs, np.float64)
-    targets = np.asarray(targets, np.float64).reshape(outputs.shape)
+    targets = np.asarray(targets, np.float64)
+    if targets.size != outputs.size:
+        raise EieError(f"float targets are a regressor's, {outputs.shape[1]} per image for this model's outputs, "
+                       f"not shape {targets.shape}: class labels are integers")
+    targets = targets.reshape(outputs.shape)
     spread = float(((targets - targets.mean(axis=0)) ** 2).sum())
     return 100.0 * (1.0 - float(((outputs - targets) ** 2).sum()) / spread) if spread else 0.0

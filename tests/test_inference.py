@@ -215,7 +215,8 @@ def test_your_own_arrays_through_the_api_and_eie_run(run_dir, tmp_path, capsys):
     for bad_x, bad_y, words in ((x[:, :63], y, "the chip's first layer takes 64 inputs but these images give 63"),
                                 ((x * 16).astype(np.uint8), y, "inputs are uint8"),
                                 (x, y[:11], "labels of shape (11,) do not fit 12 images"),
-                                (x, y + 0.5, "labels must be integer classes 0..9, not float64 values"),
+                                (x, y + 0.5, "float targets are a regressor's, 10 per image for this model's outputs, not "
+                                 "shape (12,): class labels are integers"),
                                 (x, y + 10, "labels must be classes 0..9 (the model's outputs), not ")):
         with pytest.raises(eie.EieError, match=re.escape(words)):
             cm.accuracy(bad_x, bad_y)
