@@ -103,19 +103,24 @@ def test_spmv_places_rows_as_compress_does(capsys):
     assert balanced["mismatches"] == interleaved["mismatches"] == 0
 
 
+def _as_the_program(setup, tmp_path):
+    """`eie cache` run as the program (`main()` on sys.argv) in a fresh interpreter whose Ctrl-C is a terminal's,
+    after `setup` (Python source)."""
+    import os
+    code = ("import signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            + setup + "from eie.cli import main\nsys.exit(main())\n")
+    return subprocess.run([sys.executable, "-c", code, "cache"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "EIE_CACHE": str(tmp_path)})
+
+
 def test_a_ctrl_c_once_the_command_is_done_ends_it_without_a_traceback(tmp_path):
     """A Ctrl-C in the interpreter's teardown (here an exit callback that takes a while and is interrupted) used
     to print 'Exception ignored in atexit callback' with a KeyboardInterrupt and exit 0; now the process ends as
     the system ends it on SIGINT, everything the command printed already out."""
-    import os
     import signal
-    code = ("import atexit, os, signal, sys, time\n"
-            "signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal\n"
-            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(2)))\n"
-            "from eie.cli import main\n"
-            "sys.exit(main())\n")
-    out = subprocess.run([sys.executable, "-c", code, "cache"], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "EIE_CACHE": str(tmp_path)})
+    out = _as_the_program("import atexit, os, time\n"
+                          "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(2)))\n", tmp_path)
     assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
     assert out.returncode == -signal.SIGINT
     assert out.stdout.strip(), "the command's output is flushed before the interrupt"
@@ -125,22 +130,16 @@ def test_a_ctrl_c_that_lands_in_a_callback_ends_the_command_as_interrupted(tmp_p
     """A KeyboardInterrupt inside a callback Python cannot raise from (here a weakref.finalize's, as a Ctrl-C
     landing while an object is freed) used to be printed as 'Exception ignored' while the command went on to
     exit 0; the command still goes on (Python cannot raise there), then ends as interrupted, exit 130."""
-    import os
-    code = ("import signal, sys, time, weakref\n"
-            "signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal\n"
-            "from eie.cosim import cache\n"
-            "def command(args):\n"
-            "    class Freed: pass\n"
-            "    def ctrl_c(): raise KeyboardInterrupt\n"
-            "    freed = Freed()\n"
-            "    weakref.finalize(freed, ctrl_c)\n"
-            "    del freed\n"
-            "    time.sleep(0.1)\n"
-            "    print('went on')\n"
-            "cache.cache_command = command\n"
-            "from eie.cli import main\n"
-            "sys.exit(main())\n")
-    out = subprocess.run([sys.executable, "-c", code, "cache"], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "EIE_CACHE": str(tmp_path)})
+    out = _as_the_program("import time, weakref\n"
+                          "from eie.cosim import cache\n"
+                          "def command(args):\n"
+                          "    class Freed: pass\n"
+                          "    def ctrl_c(): raise KeyboardInterrupt\n"
+                          "    freed = Freed()\n"
+                          "    weakref.finalize(freed, ctrl_c)\n"
+                          "    del freed\n"
+                          "    time.sleep(0.1)\n"
+                          "    print('went on')\n"
+                          "cache.cache_command = command\n", tmp_path)
     assert out.returncode == 130 and "went on" in out.stdout
     assert out.stderr == "eie cache: interrupted\n", out.stderr
