@@ -142,14 +142,14 @@ class Chip(ChipComponent):
         m.submodules.nzd = nzd = NonZeroDetector(c)
 
         # -- host writes -------------------------------------------------------------------------------------
-        # A second register stage: the write decoded into one strobe per target and one select per PE, so that
-        # no decoder sits in front of the wide fan-out to the memories. `start` waits a cycle with them, so
-        # the last write lands before a run begins.
-        strobe = {t: Signal(name=f"write_{t.name.lower()}") for t in Target}
+        # A second register stage: the write decoded into one strobe per target (per row for the layer table,
+        # below) and one select per PE, so that no decoder sits in front of the wide fan-out to the memories.
+        # `start` waits a cycle with them, so the last write lands before a run begins.
+        strobe = {t: Signal(name=f"write_{t.name.lower()}") for t in Target if t != Target.LAYER}
         wr_addr, wr_data = Signal.like(host.addr, name="write_addr"), Signal.like(host.data, name="write_data")
         wr_sel = Signal(n, name="write_sel")
         start = Signal()
-        m.d.sync += [*(strobe[t].eq(host.we & (host.target == t)) for t in Target), wr_addr.eq(host.addr),
+        m.d.sync += [*(strobe[t].eq(host.we & (host.target == t)) for t in strobe), wr_addr.eq(host.addr),
                      wr_data.eq(host.data), start.eq(host.start),
                      wr_sel.eq(Cat((host.pe == k) | (host.target == Target.CODEBOOK) for k in range(n)))]
         # the layer table's rows, each with its own decoded strobe (a flip-flop drives each row's enables)
@@ -229,6 +229,9 @@ class Chip(ChipComponent):
             m.d.sync += [host.cycles.eq(host.cycles + 1), layer_count.eq(layer_count + 1)]
 
         rows_per_word = c.outputs_per_cycle * n     # rows one request covers
+        # the request after this one will be the layer's last (out_left then less one word's rows)
+        next_last = Signal()
+        m.d.comb += next_last.eq(at_most(out_left, 2 * rows_per_word))
 
         def begin_layer():
             """A layer's first cycle (`clear`, a register decided a cycle ahead, see below): the detector starts,
@@ -266,7 +269,7 @@ class Chip(ChipComponent):
                     m.d.sync += out_cycles.eq(out_cycles + 1)
                 with m.If(out_en):
                     m.d.sync += [out_left.eq(out_left - rows_per_word),
-                                 out_last.eq(at_most(out_left, 2 * rows_per_word))]
+                                 out_last.eq(next_last)]
                     ask(out_row + c.outputs_per_cycle)
                     with m.If(out_last):
                         m.d.sync += out_en.eq(0)
@@ -286,7 +289,7 @@ class Chip(ChipComponent):
         # front of what it enables (the table rows' copies, the detector's start, the banks' read address): a run
         # starts (SETUP follows IDLE), or the output pass will, next cycle, have asked for its last row
         # (`done_asking`) with its first word written (`out_cycles` at OUTPUT_LATENCY + 1) and a layer to follow
-        done_next = ~out_en | out_last | at_most(out_left, 2 * rows_per_word)
+        done_next = ~out_en | out_last | next_last
         m.d.sync += clear.eq((fsm.ongoing("IDLE") & start)
                              | (fsm.ongoing("OUTPUT") & ~clear & more & (out_cycles >= OUTPUT_LATENCY) & done_next))
 

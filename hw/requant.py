@@ -74,19 +74,16 @@ class Requantizer(ChipComponent):
         m = Module()
         A = signed(c.acc_bits)
         params = row_params(c)
-        # the parameters of the row in O4..O9
-        at = {k: Signal(params, name=f"o{k}_params", reset_less=True) for k in range(4, 10)}
+        # the parameters of the row in O3 (the inputs) .. O9
+        at = {k: Signal(params, name=f"o{k}_params", reset_less=True) for k in range(3, 10)}
+        m.d.comb += [at[3].shift.eq(self.shift), at[3].rounding.eq(self.rounding), at[3].relu.eq(self.relu)]
         valid = {3: self.valid, **{k: Signal(name=f"o{k}_valid") for k in range(4, 10)}}
         m.d.sync += [valid[k + 1].eq(valid[k]) for k in range(3, 9)]
 
         def stage(k, *assignments):
             """The registers that row k's stage loads, while it holds a row; the row's parameters move along."""
             with m.If(valid[k]):
-                m.d.sync += list(assignments)
-                if k == 3:
-                    m.d.sync += [at[4].shift.eq(self.shift), at[4].rounding.eq(self.rounding), at[4].relu.eq(self.relu)]
-                elif k + 1 in at:
-                    m.d.sync += at[k + 1].eq(at[k])
+                m.d.sync += [*assignments, *([at[k + 1].eq(at[k])] if k + 1 in at else [])]
         # shifts in two steps: by the amount's low bits, then by the rest (multiples of 8)
         low = 3
         bias4, sum4 = Signal(A, name="bias4", reset_less=True), Signal(A, name="sum4", reset_less=True)

@@ -31,8 +31,9 @@ __all__ = ["NonZeroDetector"]
 
 
 class NonZeroDetector(ChipComponent):
-    """Ports: ``start`` (pulse; ``cols``, the layer's columns, stable from the cycle before it); ``addr``/``read`` -> ``word``, the source
-    bank read (``word`` is the data at ``addr`` of two cycles before: the RAM's read and its output register);
+    """Ports: ``start`` (pulse; ``cols``, the layer's columns, stable from the cycle before it); ``addr``/``read``
+    -> ``word``, the source bank read (``word`` is the data at ``addr`` of two cycles before: the RAM's read and
+    its output register);
     the broadcast register ``valid``/``col``/``value`` (with ``acts_per_cycle=2`` also ``col_b``/``value_b``,
     ``value_b`` 0 when there is none); ``room`` from the PEs (see the module); ``running`` until every non-zero
     activation has been sent, and ``settled``: not running and nothing sent in the last three cycles, so every
